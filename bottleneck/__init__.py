@@ -1,0 +1,27 @@
+"""bottleneck: cache frozen-backbone image features once, then train and compare small heads in seconds."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+# Public API is imported lazily so `import bottleneck` (and the cache-hit path) never imports TensorFlow.
+_LAZY = {
+    "extract": "bottleneck.extract",
+    "open_cache": "bottleneck.cache",
+    "ExtractConfig": "bottleneck.config",
+    "list_backbones": "bottleneck.backbones",
+    "get_spec": "bottleneck.backbones",
+    "open_source": "bottleneck.data",
+    "BottleneckError": "bottleneck.errors",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bottleneck' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

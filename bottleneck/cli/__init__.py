@@ -1,0 +1,35 @@
+"""Command-line interface: parse, call one library function, print. The only place that imports typer."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="bottleneck",
+    help="Cache frozen-backbone image features once, then train and compare small heads in seconds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_all() -> None:
+    from bottleneck.cli import extract_cmds
+
+    for module in (extract_cmds,):
+        module.register(app)
+    for name in ("classify_cmds", "heads_cmds"):
+        try:
+            module = __import__(f"bottleneck.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bottleneck.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    app()

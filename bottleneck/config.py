@@ -1,0 +1,78 @@
+"""Typed extraction settings; the cache key is derived from them so no setting can be forgotten."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from bottleneck.errors import one_of
+
+POOLINGS = ("avg", "max", "none")
+RESIZES = ("squash", "crop", "pad")
+DTYPES = ("float32", "float16")
+FORMATS = ("zarr", "npy", "h5")
+ON_BAD_IMAGE = ("fail", "skip")
+ENGINES = ("auto", "tensorflow", "onnx")
+
+
+def _nokey(default, **kw):
+    """A setting that does not change the features (so it stays out of the cache key)."""
+    return field(default=default, metadata={"key": False}, **kw)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that decides how features are computed and stored.
+
+    Fields are part of the cache key unless marked with ``metadata={"key": False}``;
+    a new field therefore changes the key by default, which is the safe direction.
+    """
+
+    backbone: str = "efficientnet_lite0"  # registry name, or a path to a Keras model file
+    weights: str = "imagenet"  # "imagenet" | "none" | path to a local weights file
+    image_size: int | None = None  # square input side in pixels; None = the backbone's default
+    layer: str | None = None  # named layer to read features from; None = the backbone's feature layer
+    pooling: str = "avg"  # "avg" | "max" | "none" (keep the spatial map)
+    resize: str = "squash"  # "squash" (ignore aspect) | "crop" (centre crop) | "pad" (letterbox)
+    dtype: str = "float32"  # stored feature dtype
+    format: str = "zarr"  # store format; part of the key because it is a different cache on disk
+    on_bad_image: str = "fail"  # "fail" | "skip"; decides which rows exist
+    preprocess: str | None = None  # only for custom model files: caffe|torch|tf|127|none
+    batch_size: int = _nokey(32)  # fixed batch boundaries = chunk boundaries; does not change features
+    workers: int | None = _nokey(None)  # decode threads; None = number of cores
+    engine: str = _nokey("tensorflow")  # engines produce equal features within a verified tolerance
+
+    def __post_init__(self):
+        for name, choices in (
+            ("pooling", POOLINGS),
+            ("resize", RESIZES),
+            ("dtype", DTYPES),
+            ("format", FORMATS),
+            ("on_bad_image", ON_BAD_IMAGE),
+            ("engine", ENGINES),
+        ):
+            if getattr(self, name) not in choices:
+                raise one_of(name.replace("_", "-"), getattr(self, name), choices)
+        if self.image_size is not None and not (16 <= int(self.image_size) <= 2048):
+            raise one_of("image-size", self.image_size, ["an integer from 16 to 2048"])
+        if self.batch_size < 1:
+            raise one_of("batch-size", self.batch_size, ["a positive integer"])
+
+    def key_fields(self) -> dict:
+        """The settings that change the features, as a JSON-ready dict."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("key", True)
+        }
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExtractConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def replace(self, **changes) -> ExtractConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,48 @@
+"""User-facing error types: each message names the bad value, what is allowed, and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BottleneckError(ValueError):
+    """Bad user input or an unusable cache. The CLI prints the message as one line and exits non-zero."""
+
+
+class SourceError(BottleneckError):
+    """The image source is missing, empty or malformed."""
+
+
+class BadImageError(SourceError):
+    """One or more images cannot be decoded (with ``on_bad_image="fail"``)."""
+
+    def __init__(self, message: str, paths: Iterable[str] = ()):
+        super().__init__(message)
+        self.paths = list(paths)
+
+
+class BackboneError(BottleneckError):
+    """Unknown backbone, layer or weights that do not fit."""
+
+
+class CacheError(BottleneckError):
+    """A cache that is missing, incomplete, locked or does not match."""
+
+
+class HeadError(BottleneckError):
+    """A head cannot be fitted or applied to the given features."""
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """' Did you mean a, b?' for the closest choices, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def one_of(name: str, value: object, choices: Iterable[str]) -> BottleneckError:
+    """The standard error for an option outside a fixed set of names."""
+    choices = list(choices)
+    return BottleneckError(
+        f"unknown {name} {value!r}; choose one of: {', '.join(choices)}.{suggest(str(value), choices)}"
+    )

@@ -61,9 +61,7 @@ class ExtractConfig:
     def key_fields(self) -> dict:
         """The settings that change the features, as a JSON-ready dict."""
         return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.metadata.get("key", True)
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)
         }
 
     def to_dict(self) -> dict:

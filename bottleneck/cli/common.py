@@ -63,9 +63,7 @@ class ProgressBar:
         filled = int(width * done / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
         eta_s = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
-        sys.stderr.write(
-            f"\r{label:>6} [{bar}] {done}/{total} {rate:6.1f} {self.unit}/s ETA {eta_s}"
-        )
+        sys.stderr.write(f"\r{label:>6} [{bar}] {done}/{total} {rate:6.1f} {self.unit}/s ETA {eta_s}")
         sys.stderr.flush()
         if done >= total:
             self._finish()

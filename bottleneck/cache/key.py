@@ -1,0 +1,85 @@
+"""The cache key: a hash of everything that changes the features, computed without importing TensorFlow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import metadata
+from pathlib import Path
+
+from bottleneck.config import ExtractConfig
+
+# Bump when a change in bottleneck itself changes extracted values (decoding, resizing, graph).
+FEATURE_VERSION = 1
+
+# Libraries whose upgrade can change feature values: numerics (TF/Keras) and decoding/resizing (Pillow).
+KEY_LIBRARIES = ("tensorflow", "keras", "pillow")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for dist in KEY_LIBRARIES:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, or of every file under a directory (relative names included)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def is_model_path(backbone: str) -> bool:
+    """A backbone given as a model file or SavedModel directory rather than a registry name."""
+    return backbone.endswith((".keras", ".h5")) or "/" in backbone or Path(backbone).exists()
+
+
+def weights_identity(config: ExtractConfig) -> str:
+    """What identifies the weights: a file hash, a package version, or 'imagenet' plus the Keras version."""
+    from bottleneck.backbones import get_spec
+
+    if is_model_path(config.backbone):
+        return "model-file:" + file_hash(Path(config.backbone))
+    if config.weights == "none":
+        return "none"  # random init, made deterministic by a fixed seed at build time
+    if config.weights != "imagenet":
+        return "file:" + file_hash(Path(config.weights))
+    spec = get_spec(config.backbone)
+    if spec.weights.startswith("package:"):
+        dist = spec.weights.split(":", 1)[1]
+        try:
+            return f"{dist}=={metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            return f"{dist}==missing"
+    return f"imagenet@keras-{library_versions()['keras']}"
+
+
+def compute_key(config: ExtractConfig, manifest_fingerprint: str) -> tuple[str, dict]:
+    """(key hex digest, the JSON-ready dict it was hashed from)."""
+    material = {
+        "feature_version": FEATURE_VERSION,
+        "config": config.key_fields(),
+        "weights": weights_identity(config),
+        "manifest": manifest_fingerprint,
+        "versions": library_versions(),
+    }
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest(), material
+
+
+def cache_dir_name(config: ExtractConfig, key: str) -> str:
+    name = Path(config.backbone).stem if is_model_path(config.backbone) else config.backbone
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
+    return f"{slug}-{key[:8]}"

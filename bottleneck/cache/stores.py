@@ -1,0 +1,212 @@
+"""One store class per on-disk format, all with the same interface, chosen by name from STORES."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.errors import one_of
+
+# Labels and ids are small and known before any compute, so they are written when a split is created;
+# only features are written chunk by chunk.
+
+
+class Store:
+    """Common interface. Layout per split: features (N, *shape), labels (N,) int64, ids (N,) str."""
+
+    format: str = ""
+    data_name: str = ""  # file or folder name under the cache directory
+
+    def __init__(self, root: Path, mode: str = "r"):
+        self.root = Path(root)
+        self.mode = mode
+
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows) -> None:
+        raise NotImplementedError
+
+    def write(self, split: str, start: int, batch: np.ndarray) -> None:
+        """Write rows [start, start + len(batch)) of a split's features."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make everything written so far durable (called at each chunk commit)."""
+
+    def features(self, split: str):
+        """A lazily-read array-like (supports len, .shape, .dtype and slicing to NumPy)."""
+        raise NotImplementedError
+
+    def labels(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def ids(self, split: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def set_attrs(self, attrs: dict) -> None:
+        """Mirror the cache's metadata inside the data file for readers that use plain zarr/h5py."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ZarrStore(Store):
+    format = "zarr"
+    data_name = "features.zarr"
+
+    def __init__(self, root, mode="r"):
+        import zarr
+
+        super().__init__(root, mode)
+        self.group = zarr.open_group(str(self.root / self.data_name), mode="a" if mode != "r" else "r")
+
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
+        import zarr
+
+        g = self.group.require_group(split)
+        for name in ("features", "labels", "ids"):
+            if name in g:
+                del g[name]
+        g.create_array(
+            "features",
+            shape=(n, *feature_shape),
+            chunks=(max(1, min(chunk_rows, n)), *feature_shape),
+            dtype=dtype,
+            compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+            fill_value=0,
+        )
+        g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
+        g.create_array("ids", data=np.asarray(ids, dtype=np.dtypes.StringDType()))
+
+    def write(self, split, start, batch):
+        self.group[f"{split}/features"][start : start + len(batch)] = batch
+
+    def features(self, split):
+        return self.group[f"{split}/features"]
+
+    def labels(self, split):
+        return self.group[f"{split}/labels"][:]
+
+    def ids(self, split):
+        return np.array(self.group[f"{split}/ids"][:].tolist(), dtype=str)
+
+    def set_attrs(self, attrs):
+        self.group.attrs.update(json.loads(json.dumps(attrs, default=str)))
+
+
+class NpyStore(Store):
+    """Plain .npy files per split; features open as a read-only memory map."""
+
+    format = "npy"
+    data_name = "npy"
+
+    def __init__(self, root, mode="r"):
+        super().__init__(root, mode)
+        self.dir = self.root / self.data_name
+        self._open: dict[str, np.memmap] = {}
+
+    def _path(self, split, name):
+        return self.dir / split / f"{name}.npy"
+
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
+        (self.dir / split).mkdir(parents=True, exist_ok=True)
+        self._open[split] = np.lib.format.open_memmap(
+            self._path(split, "features"), mode="w+", dtype=dtype, shape=(n, *feature_shape)
+        )
+        np.save(self._path(split, "labels"), np.asarray(labels, dtype=np.int64))
+        # Fixed-width unicode, not object: loadable without allow_pickle.
+        np.save(self._path(split, "ids"), np.asarray(ids, dtype=str))
+
+    def _writable(self, split):
+        if split not in self._open:
+            self._open[split] = np.load(self._path(split, "features"), mmap_mode="r+")
+        return self._open[split]
+
+    def write(self, split, start, batch):
+        self._writable(split)[start : start + len(batch)] = batch
+
+    def flush(self):
+        for mm in self._open.values():
+            mm.flush()
+
+    def features(self, split):
+        return np.load(self._path(split, "features"), mmap_mode="r")
+
+    def labels(self, split):
+        return np.load(self._path(split, "labels"))
+
+    def ids(self, split):
+        return np.load(self._path(split, "ids"))
+
+    def close(self):
+        self.flush()
+        self._open.clear()
+
+
+class H5Store(Store):
+    format = "h5"
+    data_name = "features.h5"
+
+    def __init__(self, root, mode="r"):
+        import h5py
+
+        super().__init__(root, mode)
+        self.file = h5py.File(self.root / self.data_name, "a" if mode != "r" else "r")
+
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
+        import h5py
+
+        if split in self.file:
+            del self.file[split]
+        g = self.file.create_group(split)
+        g.create_dataset(
+            "features",
+            shape=(n, *feature_shape),
+            dtype=dtype,
+            chunks=(max(1, min(chunk_rows, n)), *feature_shape) if n else None,
+            compression="gzip" if n else None,
+            compression_opts=1 if n else None,
+        )
+        g.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+        g.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
+
+    def write(self, split, start, batch):
+        self.file[f"{split}/features"][start : start + len(batch)] = batch
+
+    def flush(self):
+        self.file.flush()
+
+    def features(self, split):
+        return self.file[f"{split}/features"]
+
+    def labels(self, split):
+        return self.file[f"{split}/labels"][:]
+
+    def ids(self, split):
+        return np.asarray(self.file[f"{split}/ids"].asstr()[:], dtype=str)
+
+    def set_attrs(self, attrs):
+        for k, v in attrs.items():
+            self.file.attrs[k] = (
+                json.dumps(v, default=str) if not isinstance(v, str | int | float | bool) else v
+            )
+
+    def close(self):
+        if self.file.id.valid:
+            self.file.close()
+
+
+STORES: dict[str, type[Store]] = {s.format: s for s in (ZarrStore, NpyStore, H5Store)}
+
+
+def open_store(fmt: str, root, mode: str = "r") -> Store:
+    """The store class for a format name; ValueError listing valid names for an unknown one."""
+    if fmt not in STORES:
+        raise one_of("format", fmt, STORES)
+    return STORES[fmt](root, mode)

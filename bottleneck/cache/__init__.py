@@ -24,6 +24,7 @@ from bottleneck.config import ExtractConfig
 from bottleneck.errors import CacheError
 
 __all__ = [
+    "META",
     "Cache",
     "CacheWriter",
     "STORES",
@@ -197,6 +198,15 @@ class CacheWriter:
         write_json_atomic(self.path / META, self.meta)  # first: marks the folder as an (incomplete) cache
         write_json_atomic(self.path / MANIFEST, manifest_json)
         self.store = open_store(config.format, self.path, "w")
+
+    @classmethod
+    def reopen(cls, path, meta: dict) -> CacheWriter:
+        """Continue an interrupted cache: committed rows stay, writing resumes after them."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.meta = meta
+        self.store = open_store(meta["format"], self.path, "w")
+        return self
 
     def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
         self.store.create_split(split, n, tuple(feature_shape), dtype, labels, ids, chunk_rows)

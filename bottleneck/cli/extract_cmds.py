@@ -1,0 +1,177 @@
+"""`bottleneck extract`, `info` and `backbones`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bottleneck.cli.common import ProgressBar, print_json, user_errors
+
+EXTRACT_HELP = """Run a frozen backbone over every image of every split once and cache the features.
+
+SOURCE is a folder of class folders (optionally inside train/val/test folders), a SIGNS-style .h5 file, a .npz
+file or a folder of .npy pairs, a folder of IDX files (MNIST / Fashion-MNIST), or a CSV of path,label[,split].
+The same command again is a cache hit that computes nothing.
+
+Examples:
+
+  bottleneck extract data/cats_dogs
+
+  bottleneck extract data/cats_dogs --backbone vgg16 --pooling none --format h5
+
+  bottleneck extract /usr/share/datasets/fashion-mnist --val-fraction 0.1 --json
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("extract", help=EXTRACT_HELP)
+    @user_errors
+    def extract_cmd(
+        source: Path = typer.Argument(..., help="Image folder, .h5, .npz, .npy folder, IDX folder or CSV."),
+        backbone: str = typer.Option(
+            "efficientnet_lite0", help="Registry name (see `bottleneck backbones`) or a model file."
+        ),
+        weights: str = typer.Option("imagenet", help="imagenet | none | PATH to a local Keras weights file."),
+        image_size: int = typer.Option(None, help="Square input side in pixels [default: the backbone's]."),
+        layer: str = typer.Option(None, help="Named layer to take features from (spatial maps kept)."),
+        pooling: str = typer.Option("avg", help="avg | max | none (keep the spatial map)."),
+        resize: str = typer.Option(
+            "squash", help="squash (ignore aspect) | crop (centre) | pad (letterbox)."
+        ),
+        dtype: str = typer.Option("float32", help="float32 | float16 stored features."),
+        format: str = typer.Option("zarr", "--format", help="zarr | npy | h5."),
+        preprocess: str = typer.Option(
+            None, help="For a model-file backbone: caffe | torch | tf | 127 | none."
+        ),
+        on_bad_image: str = typer.Option(
+            "fail", help="fail (name every bad file) | skip (record and leave out)."
+        ),
+        val_fraction: float = typer.Option(
+            None, help="Make a stratified validation split of this fraction of train."
+        ),
+        seed: int = typer.Option(0, help="Seed for --val-fraction."),
+        h5_keys: str = typer.Option(
+            None, help="Other h5 keys, e.g. 'train=X_train:y_train,test=X_test:y_test'."
+        ),
+        batch_size: int = typer.Option(32, help="Images per forward pass (= commit granularity)."),
+        workers: int = typer.Option(None, help="Decode threads [default: number of cores]."),
+        cache_dir: Path = typer.Option(Path("cache"), help="Where caches live."),
+        force: bool = typer.Option(False, "--force", help="Recompute even when a complete cache exists."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the path."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ):
+        from bottleneck.config import ExtractConfig
+        from bottleneck.extract import extract
+
+        config = ExtractConfig(
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            layer=layer,
+            pooling=pooling,
+            resize=resize,
+            dtype=dtype,
+            format=format,
+            on_bad_image=on_bad_image,
+            preprocess=preprocess,
+            batch_size=batch_size,
+            workers=workers,
+        )
+        bar = ProgressBar(enabled=None if not quiet else False)
+        try:
+            result = extract(
+                source,
+                config,
+                cache_dir=cache_dir,
+                force=force,
+                progress=bar,
+                notify=lambda msg: typer.echo(msg, err=True),
+                val_fraction=val_fraction,
+                seed=seed,
+                h5_keys=h5_keys,
+            )
+        finally:
+            bar.close()
+        if json_out:
+            print_json(result.summary())
+            return
+        if not quiet:
+            if result.hit:
+                typer.echo(f"cache hit ({result.seconds:.2f} s): nothing recomputed", err=True)
+            else:
+                rate = result.computed / result.seconds if result.seconds else 0.0
+                msg = f"extracted {result.computed} images in {result.seconds:.1f} s ({rate:.1f} img/s)"
+                if result.resumed_from:
+                    msg += f", resumed after {result.resumed_from} committed rows"
+                typer.echo(msg, err=True)
+            if result.skipped:
+                typer.echo(f"skipped {len(result.skipped)} unreadable image(s); see manifest.json", err=True)
+        typer.echo(str(result.path))
+
+    @app.command(
+        "info",
+        help="Describe a cache: splits, rows, feature shape, config, status.\n\nExample:\n\n  bottleneck info cache/vgg16-3f9a2c1d",
+    )
+    @user_errors
+    def info_cmd(
+        cache: Path = typer.Argument(..., help="A cache folder made by `bottleneck extract`."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    ):
+        from bottleneck.cache import open_cache
+
+        c = open_cache(cache, allow_incomplete=True)
+        s = c.summary()
+        if json_out:
+            print_json(s)
+            return
+        cfg = s["config"]
+        typer.echo(f"{s['path']}  [{s['status']}]")
+        typer.echo(f"  key       {s['key']}")
+        typer.echo(
+            f"  backbone  {cfg['backbone']} (weights {cfg['weights']}, size {cfg['image_size'] or 'default'}, "
+            f"layer {cfg['layer'] or 'default'}, pooling {cfg['pooling']}, resize {cfg['resize']})"
+        )
+        typer.echo(f"  store     {s['format']}, {cfg['dtype']}, engine {s['engine'] or '-'}")
+        typer.echo(
+            f"  classes   {len(s['class_names'])}: {', '.join(s['class_names'][:10])}{' ...' if len(s['class_names']) > 10 else ''}"
+        )
+        for name, sp in s["splits"].items():
+            typer.echo(f"  {name:<9} {sp['n']} x {tuple(sp['feature_shape'])}")
+        if s["skipped"]:
+            typer.echo(f"  skipped   {s['skipped']} unreadable image(s)")
+
+    @app.command(
+        "backbones",
+        help="List registered backbones: input size, feature shape, parameters, weights.\n\nExample:\n\n  bottleneck backbones 'resnet*'",
+    )
+    @user_errors
+    def backbones_cmd(
+        pattern: str = typer.Argument("*", help="Shell-style name pattern."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    ):
+        from bottleneck.backbones import list_backbones
+
+        specs = list_backbones(pattern)
+        rows = [
+            {
+                "name": s.name,
+                "input_size": s.input_size,
+                "feature_shape": list(s.feature_shape("avg")),
+                "feature_map": list(s.feature_shape("none")),
+                "params": s.params,
+                "preprocess": s.preprocess,
+                "weights": s.weights,
+            }
+            for s in specs
+        ]
+        if json_out:
+            print_json(rows)
+            return
+        typer.echo(f"{'name':<22} {'input':>5} {'features':>9} {'feature map':>14} {'params':>8}  weights")
+        for r in rows:
+            fm = "x".join(map(str, r["feature_map"]))
+            typer.echo(
+                f"{r['name']:<22} {r['input_size']:>5} {r['feature_shape'][0]:>9} {fm:>14} "
+                f"{r['params'] / 1e6:>7.1f}M  {r['weights']}"
+            )

@@ -1,0 +1,275 @@
+"""The extraction runner: source -> manifest -> key -> (hit | engine over the input pipeline -> store)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.cache import META, Cache, CacheWriter, cache_dir_name, compute_key, open_cache, read_meta
+from bottleneck.cache.key import is_model_path
+from bottleneck.config import ExtractConfig
+from bottleneck.errors import BackboneError, BadImageError, CacheError
+
+Progress = Callable[[str, int, int], None]  # (stage or split name, done, total)
+Notify = Callable[[str], None]  # one-line status messages
+
+# Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
+CHUNK_BYTES = 8 << 20
+MAX_BAD_LISTED = 20
+
+
+@dataclass
+class ExtractResult:
+    cache: Cache
+    hit: bool  # True when an existing complete cache was reused and nothing was computed
+    seconds: float
+    computed: int = 0  # rows run through the backbone in this call
+    resumed_from: int = 0  # rows already committed by an interrupted earlier run
+    skipped: list = field(default_factory=list)  # [{"id", "reason"}] images left out with on_bad_image="skip"
+    engine: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.cache.path
+
+    def summary(self) -> dict:
+        """The JSON shape of `bottleneck extract --json`."""
+        return {
+            "path": str(self.cache.path),
+            "key": self.cache.key,
+            "hit": self.hit,
+            "seconds": round(self.seconds, 3),
+            "computed": self.computed,
+            "skipped": len(self.skipped),
+            "engine": self.engine or self.cache.meta.get("engine"),
+            "splits": {
+                s: {"n": self.cache.n(s), "feature_shape": list(self.cache.feature_shape)}
+                for s in self.cache.splits
+            },
+        }
+
+
+def chunk_rows_for(batch_size: int, feature_shape, dtype: str) -> int:
+    row_bytes = int(np.prod(feature_shape)) * np.dtype(dtype).itemsize
+    return batch_size * max(1, min(64, CHUNK_BYTES // max(1, batch_size * row_bytes)))
+
+
+@contextmanager
+def cache_lock(path: Path, notify: Notify | None):
+    """An exclusive lock per cache key: a second run of the same key waits instead of writing beside the first.
+
+    The lock file sits beside the cache folder (not inside) so removing the folder never removes a held lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock"
+    with open(lock_path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if notify:
+                notify(f"another process is extracting {path.name}; waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / META).read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+def _check_backbone(config: ExtractConfig) -> None:
+    """Fail on a bad backbone name or weights path before reading any image."""
+    if is_model_path(config.backbone):
+        if not Path(config.backbone).exists():
+            raise BackboneError(
+                f"model file {config.backbone} does not exist; pass a .keras/.h5 file or a registry name."
+            )
+        if config.preprocess is None:
+            raise BackboneError(
+                f"--preprocess is required for a model file ({config.backbone}): choose caffe, torch, tf, 127 or none."
+            )
+        return
+    from bottleneck.backbones import get_spec
+
+    get_spec(config.backbone)
+    if config.weights not in ("imagenet", "none") and not Path(config.weights).exists():
+        raise BackboneError(
+            f"weights file {config.weights} does not exist; pass --weights imagenet, none, or a path to a local weights file."
+        )
+
+
+def extract(
+    source,
+    config: ExtractConfig | None = None,
+    *,
+    cache_dir="cache",
+    force: bool = False,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    h5_keys=None,
+    **overrides,
+) -> ExtractResult:
+    """Extract features of every image of every split once; reuse the cache when the key matches.
+
+    ``overrides`` are ExtractConfig fields (``backbone="vgg16", pooling="none"`` ...). Returns an ExtractResult
+    whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,) and ``ids`` (N,).
+    """
+    from bottleneck.data import find_bad_images, open_source
+
+    t0 = time.perf_counter()
+    config = (config or ExtractConfig()).replace(**overrides) if overrides else (config or ExtractConfig())
+    _check_backbone(config)
+    with open_source(source, h5_keys=h5_keys, val_fraction=val_fraction, seed=seed) as src:
+        manifest = src.manifest
+        key, material = compute_key(config, manifest.fingerprint())
+        path = Path(cache_dir) / cache_dir_name(config, key)
+        if not force and _is_complete(path):
+            return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
+        with cache_lock(path, notify):
+            if not force and _is_complete(path):  # another process finished it while we waited
+                return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
+            if force and path.exists():
+                shutil.rmtree(path)
+
+            resume_meta = _resumable_meta(path, key)
+            if resume_meta is None:
+                skipped = []
+                if manifest.kind in ("folders", "csv"):
+                    bad = find_bad_images(src, workers=config.workers or _cores(), progress=progress)
+                    if bad and config.on_bad_image == "fail":
+                        listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
+                        more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
+                        raise BadImageError(
+                            f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
+                            "or pass --on-bad-image skip to leave them out.",
+                            [it.path or it.id for it, _ in bad],
+                        )
+                    skipped = [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
+            else:
+                skipped = resume_meta.get("skipped", [])
+            if skipped:
+                manifest = manifest.without([s["index"] for s in skipped])
+                if not manifest.items:
+                    raise BadImageError(
+                        "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
+                    )
+            return _run(src, manifest, config, key, material, path, skipped, resume_meta, progress, t0)
+
+
+def _cores() -> int:
+    from bottleneck.engines import cpu_count
+
+    return cpu_count()
+
+
+def _resumable_meta(path: Path, key: str) -> dict | None:
+    """The metadata of an interrupted run of this same key, or None to start afresh."""
+    if not path.exists():
+        return None
+    try:
+        meta = read_meta(path)
+    except CacheError:
+        meta = None
+    if meta is None or meta.get("key") != key or meta.get("complete"):
+        shutil.rmtree(path)
+        return None
+    return meta
+
+
+def _run(src, manifest, config, key, material, path, skipped, resume_meta, progress, t0) -> ExtractResult:
+    from bottleneck.data import resize_image
+    from bottleneck.engines import create_engine
+
+    engine = create_engine(
+        config
+    )  # builds the model: layer / weights errors surface before anything is written
+    size = engine.input_size
+    if resume_meta is not None:
+        # Resume with the batch size the interrupted run used, so batches (and values) are identical.
+        config = config.replace(batch_size=resume_meta["config"]["batch_size"])
+        writer = CacheWriter.reopen(path, resume_meta)
+    else:
+        writer = CacheWriter(
+            path,
+            key=key,
+            key_material=material,
+            config=config,
+            class_names=manifest.class_names,
+            manifest_json={**manifest.to_json(), "skipped": skipped},
+            skipped=skipped,
+        )
+
+    def load(item):
+        return resize_image(src.read(item), size, config.resize)
+
+    from bottleneck.pipeline import iter_batches
+
+    computed = resumed_from = 0
+    dtype = np.dtype(config.dtype)
+    try:
+        for split in manifest.splits():
+            items = manifest.items_of(split)
+            n = len(items)
+            if split in writer.meta["splits"]:
+                chunk_rows = writer.meta["splits"][split]["chunk_rows"]
+                done = writer.meta["progress"][split]
+            else:
+                chunk_rows = chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
+                writer.create_split(
+                    split,
+                    n,
+                    engine.feature_shape,
+                    dtype.name,
+                    [it.label for it in items],
+                    [it.id for it in items],
+                    chunk_rows,
+                )
+                done = 0
+            resumed_from += done
+            if progress:
+                progress(split, done, n)
+            buf, buf_start = [], done
+            for start, batch in iter_batches(
+                load, items[done:], config.batch_size, workers=config.workers or _cores()
+            ):
+                buf.append(engine(batch).astype(dtype, copy=False))
+                rows = done + start + len(batch)
+                computed += len(batch)
+                if rows - buf_start >= chunk_rows or rows == n:
+                    chunk = np.concatenate(buf)
+                    writer.write(split, buf_start, chunk)
+                    writer.commit(split, rows)
+                    buf, buf_start = [], rows
+                if progress:
+                    progress(split, rows, n)
+    except BaseException:
+        writer.abort()
+        raise
+    seconds = time.perf_counter() - t0
+    cache = writer.finish(
+        {"engine": engine.name, "extract_seconds": round(seconds, 3), "source": manifest.source}
+    )
+    return ExtractResult(
+        cache,
+        hit=False,
+        seconds=seconds,
+        computed=computed,
+        resumed_from=resumed_from,
+        skipped=skipped,
+        engine=engine.name,
+    )

@@ -168,7 +168,10 @@ def extract(
                     raise BadImageError(
                         "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
                     )
-            return _run(src, manifest, config, key, material, path, skipped, resume_meta, progress, t0)
+            options = {"val_fraction": val_fraction, "seed": seed, "h5_keys": h5_keys}
+            return _run(
+                src, manifest, config, key, material, path, skipped, resume_meta, progress, t0, options
+            )
 
 
 def _cores() -> int:
@@ -191,7 +194,9 @@ def _resumable_meta(path: Path, key: str) -> dict | None:
     return meta
 
 
-def _run(src, manifest, config, key, material, path, skipped, resume_meta, progress, t0) -> ExtractResult:
+def _run(
+    src, manifest, config, key, material, path, skipped, resume_meta, progress, t0, options
+) -> ExtractResult:
     from bottleneck.data import resize_image
     from bottleneck.engines import create_engine
 
@@ -262,7 +267,12 @@ def _run(src, manifest, config, key, material, path, skipped, resume_meta, progr
         raise
     seconds = time.perf_counter() - t0
     cache = writer.finish(
-        {"engine": engine.name, "extract_seconds": round(seconds, 3), "source": manifest.source}
+        {
+            "engine": engine.name,
+            "extract_seconds": round(seconds, 3),
+            "source": manifest.source,
+            "source_options": options,
+        }
     )
     return ExtractResult(
         cache,

@@ -14,9 +14,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from bottleneck.cli import extract_cmds
+    from bottleneck.cli import cache_cmds, extract_cmds
 
-    for module in (extract_cmds,):
+    for module in (extract_cmds, cache_cmds):
         module.register(app)
     for name in ("classify_cmds", "heads_cmds"):
         try:

@@ -1,0 +1,188 @@
+"""Cache management: list, verify, remove, garbage-collect."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.cache import META, open_cache, progress_text, read_meta, rows_digest
+from bottleneck.errors import CacheError
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def list_caches(cache_dir="cache") -> list[dict]:
+    """One dict per cache folder under cache_dir (complete or not), newest first."""
+    root = Path(cache_dir)
+    out = []
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if not (d / META).is_file():
+            continue
+        try:
+            meta = read_meta(d)
+        except CacheError:
+            out.append({"path": str(d), "complete": False, "status": "corrupt metadata"})
+            continue
+        splits = {s: v["n"] for s, v in meta.get("splits", {}).items()}
+        out.append(
+            {
+                "path": str(d),
+                "key": meta.get("key"),
+                "backbone": meta.get("config", {}).get("backbone"),
+                "source": meta.get("source") or meta.get("key_material", {}).get("source"),
+                "splits": splits,
+                "rows": sum(splits.values()),
+                "bytes": dir_size(d),
+                "complete": bool(meta.get("complete")),
+                "status": "complete" if meta.get("complete") else progress_text(meta),
+                "created": meta.get("created"),
+            }
+        )
+    out.sort(key=lambda r: r.get("created") or "", reverse=True)
+    return out
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    regions: int = 0
+    bad: list = field(default_factory=list)  # [{"split", "start", "stop", "reason"}]
+    recomputed: int = 0
+    max_abs_diff: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+
+def verify_cache(path, *, recompute: int = 0, tolerance: float = 1e-4, seed: int = 0) -> VerifyReport:
+    """Re-read every committed region and compare its checksum; optionally re-extract ``recompute`` random rows.
+
+    ``tolerance`` bounds the max abs difference of recomputed rows relative to the feature scale (max |x|).
+    """
+    cache = open_cache(path, allow_incomplete=True)
+    report = VerifyReport(str(path))
+    for split, regions in cache.meta.get("checksums", {}).items():
+        feats = cache.features(split)
+        for start, stop, digest in regions:
+            report.regions += 1
+            try:
+                rows = np.asarray(feats[start:stop])
+            except Exception as exc:  # a corrupt compressed chunk fails to decode
+                report.bad.append(
+                    {"split": split, "start": start, "stop": stop, "reason": f"unreadable: {exc}"}
+                )
+                continue
+            if rows_digest(rows) != digest:
+                report.bad.append(
+                    {"split": split, "start": start, "stop": stop, "reason": "checksum mismatch"}
+                )
+    if recompute:
+        _recompute_rows(cache, report, recompute, tolerance, seed)
+    cache.close()
+    return report
+
+
+def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed: int) -> None:
+    from bottleneck.data import open_source, resize_image
+    from bottleneck.engines import create_engine
+
+    source = cache.meta.get("source")
+    if not source or not Path(source).exists():
+        raise CacheError(
+            f"cannot recompute rows: the source {source!r} of {cache.path} is not available here."
+        )
+    rng = np.random.default_rng(seed)
+    engine = create_engine(cache.config)
+    with open_source(source, **cache.meta.get("source_options", {})) as src:
+        by_id = {(it.split, it.id): it for it in src.manifest.items}
+        diffs = []
+        for split in cache.splits:
+            n = cache.n(split)
+            ids = cache.ids(split)
+            feats = cache.features(split)
+            for row in rng.choice(n, size=min(k, n), replace=False):
+                item = by_id.get((split, str(ids[row])))
+                if item is None:
+                    report.bad.append(
+                        {"split": split, "start": int(row), "stop": int(row) + 1, "reason": "not in source"}
+                    )
+                    continue
+                img = resize_image(src.read(item), engine.input_size, cache.config.resize)
+                new = engine(img[None])[0]
+                old = np.asarray(feats[int(row)], dtype=np.float32)
+                scale = max(float(np.abs(old).max()), 1e-6)
+                diff = float(np.abs(new - old).max()) / scale
+                diffs.append(diff)
+                report.recomputed += 1
+                if diff > tolerance:
+                    report.bad.append(
+                        {
+                            "split": split,
+                            "start": int(row),
+                            "stop": int(row) + 1,
+                            "reason": f"recomputed differs ({diff:.2e})",
+                        }
+                    )
+        report.max_abs_diff = max(diffs) if diffs else None
+
+
+def remove_cache(path) -> int:
+    """Delete a cache folder; returns the bytes freed. Refuses folders that are not caches."""
+    path = Path(path)
+    read_meta(path)  # raises a clear CacheError for a folder that is not a cache
+    size = dir_size(path)
+    shutil.rmtree(path)
+    lock = path.parent / f".{path.name}.lock"
+    lock.unlink(missing_ok=True)
+    return size
+
+
+def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bool = False) -> list[dict]:
+    """Remove incomplete caches older than a threshold and orphaned temp/lock files. Returns what was removed."""
+    import fcntl
+
+    root = Path(cache_dir)
+    removed = []
+    now = time.time()
+    if not root.is_dir():
+        return removed
+    for d in root.iterdir():
+        if d.is_dir() and (d / META).is_file():
+            try:
+                meta = read_meta(d)
+                complete = bool(meta.get("complete"))
+            except CacheError:
+                complete = False
+            age = now - (d / META).stat().st_mtime
+            if complete or age < older_than_s:
+                continue
+            lock = root / f".{d.name}.lock"
+            if lock.exists():
+                with open(lock) as fh:
+                    try:  # a running extraction holds the lock: never collect under it
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fh, fcntl.LOCK_UN)
+                    except BlockingIOError:
+                        continue
+            removed.append({"path": str(d), "bytes": dir_size(d), "reason": "incomplete"})
+            if not dry_run:
+                shutil.rmtree(d)
+        elif d.is_file() and d.name.endswith(".tmp") and now - d.stat().st_mtime > 3600:
+            removed.append({"path": str(d), "bytes": d.stat().st_size, "reason": "temp file"})
+            if not dry_run:
+                d.unlink()
+    for d in root.glob("*/.*.tmp"):
+        if now - d.stat().st_mtime > 3600:
+            removed.append({"path": str(d), "bytes": d.stat().st_size, "reason": "temp file"})
+            if not dry_run:
+                d.unlink()
+    return removed

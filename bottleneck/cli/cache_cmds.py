@@ -1,0 +1,108 @@
+"""`bottleneck cache ls|verify|rm|gc`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bottleneck.cli.common import print_json, user_errors
+
+cache_app = typer.Typer(help="List, verify and remove feature caches.", no_args_is_help=True)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@cache_app.command(
+    "ls",
+    help="List caches: key, backbone, splits, rows, size, status.\n\nExample:\n\n  bottleneck cache ls --json",
+)
+@user_errors
+def ls_cmd(
+    cache_dir: Path = typer.Option(Path("cache"), help="Where caches live."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    from bottleneck.cache.manage import list_caches
+
+    rows = list_caches(cache_dir)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo(f"no caches in {cache_dir}")
+        return
+    for r in rows:
+        splits = " ".join(f"{k}={v}" for k, v in r.get("splits", {}).items())
+        typer.echo(
+            f"{Path(r['path']).name:<32} {r.get('backbone') or '?':<20} {splits:<32} "
+            f"{_mb(r.get('bytes', 0)):>10}  {r['status']}  {r.get('created') or ''}"
+        )
+
+
+@cache_app.command(
+    "verify",
+    help="Re-read every stored chunk and check its checksum; --recompute K re-extracts K random rows per split.\n\n"
+    "Example:\n\n  bottleneck cache verify cache/vgg16-3f9a2c1d --recompute 8",
+)
+@user_errors
+def verify_cmd(
+    cache: Path = typer.Argument(..., help="A cache folder."),
+    recompute: int = typer.Option(0, help="Re-extract this many random rows per split and compare."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    from bottleneck.cache.manage import verify_cache
+
+    report = verify_cache(cache, recompute=recompute)
+    if json_out:
+        print_json(report.__dict__ | {"ok": report.ok})
+    else:
+        typer.echo(f"{report.path}: {report.regions} chunks checked, {report.recomputed} rows recomputed")
+        for b in report.bad:
+            typer.echo(f"  BAD {b['split']} rows {b['start']}:{b['stop']}: {b['reason']}")
+        typer.echo(
+            "ok" if report.ok else f"{len(report.bad)} problem(s) found: remove the cache and extract again"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@cache_app.command(
+    "rm", help="Delete cache folders.\n\nExample:\n\n  bottleneck cache rm cache/vgg16-3f9a2c1d"
+)
+@user_errors
+def rm_cmd(caches: list[Path] = typer.Argument(..., help="Cache folders to delete.")):
+    from bottleneck.cache.manage import remove_cache
+
+    for c in caches:
+        freed = remove_cache(c)
+        typer.echo(f"removed {c} ({_mb(freed)})")
+
+
+@cache_app.command(
+    "gc",
+    help="Remove incomplete caches older than a threshold and orphaned temp files.\n\n"
+    "Example:\n\n  bottleneck cache gc --older-than-hours 24 --dry-run",
+)
+@user_errors
+def gc_cmd(
+    cache_dir: Path = typer.Option(Path("cache"), help="Where caches live."),
+    older_than_hours: float = typer.Option(24.0, help="Only incomplete caches untouched for this long."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be removed."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    from bottleneck.cache.manage import gc_caches
+
+    removed = gc_caches(cache_dir, older_than_s=older_than_hours * 3600, dry_run=dry_run)
+    if json_out:
+        print_json(removed)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in removed:
+        typer.echo(f"{verb} {r['path']} ({r['reason']}, {_mb(r['bytes'])})")
+    typer.echo(f"{len(removed)} item(s) {verb}, {_mb(sum(r['bytes'] for r in removed))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")

@@ -122,11 +122,14 @@ def extract(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    engine_factory: Callable | None = None,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
 
-    ``overrides`` are ExtractConfig fields (``backbone="vgg16", pooling="none"`` ...). Returns an ExtractResult
+    ``overrides`` are ExtractConfig fields (``backbone="vgg16", pooling="none"`` ...). ``engine_factory(config)``
+    replaces the default engine (tests pass fakes; it must return an object with ``input_size``,
+    ``feature_shape``, ``name`` and ``__call__(uint8 batch) -> features``). Returns an ExtractResult
     whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,) and ``ids`` (N,).
     """
     from bottleneck.data import find_bad_images, open_source

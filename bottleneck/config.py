@@ -40,7 +40,9 @@ class ExtractConfig:
     preprocess: str | None = None  # only for custom model files: caffe|torch|tf|127|none
     batch_size: int = _nokey(32)  # fixed batch boundaries = chunk boundaries; does not change features
     workers: int | None = _nokey(None)  # decode threads; None = number of cores
-    engine: str = _nokey("tensorflow")  # engines produce equal features within a verified tolerance
+    engine: str = _nokey(
+        "auto"
+    )  # auto | tensorflow | onnx: equal features within a verified tolerance (README)
 
     def __post_init__(self):
         for name, choices in (

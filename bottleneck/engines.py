@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -67,8 +69,152 @@ class TensorFlowEngine:
         return self._forward(batch).numpy()
 
 
-def create_engine(config: ExtractConfig):
-    """Build the feature model for a config and wrap it in the configured engine."""
+# ONNX Runtime and TensorFlow sum in different orders; features agreeing within this fraction of the output
+# scale (max |x| of the TF features) on a real batch are treated as the same features (see README).
+ONNX_TOLERANCE = 1e-4
+
+
+# Below this many images, `auto` does not pay for a first ONNX conversion.
+AUTO_ONNX_MIN_IMAGES = 512
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| relative to the scale of b (its max |x|)."""
+    scale = max(float(np.abs(b).max()), 1e-12)
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) / scale
+
+
+class OnnxEngine:
+    """ONNX Runtime session over the exact graph of a TensorFlowEngine (preprocessing included)."""
+
+    name = "onnx"
+
+    def __init__(self, onnx_path: Path, input_size: int, feature_shape: tuple, threads: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or cpu_count()
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        self.input_size = input_size
+        self.feature_shape = tuple(feature_shape)
+        self.path = Path(onnx_path)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: batch})[0]
+
+
+def onnx_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx", "onnx"))
+
+
+def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
+    """Where the converted model of a config lives: keyed by everything that changes the graph or its weights."""
+    import hashlib
+    import json
+    from importlib import metadata
+
+    from bottleneck.cache.key import library_versions, weights_identity
+
+    material = {
+        "backbone": config.backbone,
+        "weights": weights_identity(config),
+        "input_size": input_size,
+        "layer": config.layer,
+        "pooling": config.pooling,
+        "preprocess": config.preprocess,
+        "versions": library_versions() | {"tf2onnx": metadata.version("tf2onnx")},
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "engines" / f"{Path(config.backbone).stem}-{input_size}-{digest}.onnx"
+
+
+def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
+    """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file)."""
+    import os
+
+    import tensorflow as tf
+    import tf2onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s = tf_engine.model.input_shape
+    sig = [tf.TensorSpec([None, s[1], s[2], s[3]], tf.uint8, name="images")]
+    fn = tf.function(lambda x: tf_engine._forward(x), input_signature=sig)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def _time_per_image(engine, batch: np.ndarray, repeats: int = 1) -> float:
+    engine(batch)  # warm-up: first calls allocate and specialise
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        engine(batch)
+        best = min(best, time.perf_counter() - t)
+    return best / len(batch)
+
+
+def select_engine(
+    tf_engine: TensorFlowEngine,
+    config: ExtractConfig,
+    probe: np.ndarray,
+    *,
+    cache_dir="cache",
+    notify=None,
+    n_images: int = 0,
+):
+    """Pick the engine for a run: TensorFlow, or ONNX once it is converted and verified on ``probe`` (a real batch).
+
+    ``auto`` prefers ONNX when it is verified and faster on the probe batch. A failed conversion or check falls
+    back to TensorFlow with a one-line warning through ``notify``; it never fails the run.
+    """
+    if config.engine == "tensorflow":
+        return tf_engine
+    path = onnx_model_path(config, tf_engine.input_size, cache_dir) if onnx_available() else None
+    if config.engine == "auto" and n_images < AUTO_ONNX_MIN_IMAGES and not (path and path.exists()):
+        return tf_engine  # a first conversion costs more than it saves on a small run
+    if not onnx_available():
+        if config.engine == "onnx" and notify:
+            notify(
+                "warning: onnxruntime/tf2onnx not installed; using the tensorflow engine (pip install 'bottleneck[onnx]')"
+            )
+        return tf_engine
+    try:
+        if not path.exists():
+            if notify:
+                notify(f"converting {config.backbone} to ONNX (once; cached in {path.parent})")
+            convert_to_onnx(tf_engine, path)
+        onnx_engine = OnnxEngine(path, tf_engine.input_size, tf_engine.feature_shape, config.workers)
+        diff = relative_difference(onnx_engine(probe), tf_engine(probe))
+    except Exception as exc:  # any converter/runtime failure: TF still gives correct features
+        if notify:
+            notify(
+                f"warning: ONNX engine unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); using tensorflow"
+            )
+        return tf_engine
+    if not diff <= ONNX_TOLERANCE:
+        if notify:
+            notify(
+                f"warning: ONNX features differ from TensorFlow by {diff:.1e} (> {ONNX_TOLERANCE:.0e}); using tensorflow"
+            )
+        path.unlink(missing_ok=True)
+        return tf_engine
+    onnx_engine.verified_difference = diff
+    if config.engine == "auto" and _time_per_image(tf_engine, probe) < _time_per_image(onnx_engine, probe):
+        return tf_engine
+    return onnx_engine
+
+
+def create_engine(config: ExtractConfig) -> TensorFlowEngine:
+    """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
     configure_tensorflow_threads()
     import keras
 

@@ -172,9 +172,8 @@ def extract(
                         "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
                     )
             options = {"val_fraction": val_fraction, "seed": seed, "h5_keys": h5_keys}
-            return _run(
-                src, manifest, config, key, material, path, skipped, resume_meta, progress, t0, options
-            )
+            job = _Job(src, manifest, config, key, material, path, skipped, resume_meta, options)
+            return _run(job, progress, notify, engine_factory, t0)
 
 
 def _cores() -> int:
@@ -197,38 +196,60 @@ def _resumable_meta(path: Path, key: str) -> dict | None:
     return meta
 
 
-def _run(
-    src, manifest, config, key, material, path, skipped, resume_meta, progress, t0, options
-) -> ExtractResult:
-    from bottleneck.data import resize_image
-    from bottleneck.engines import create_engine
+@dataclass
+class _Job:
+    src: object
+    manifest: object
+    config: ExtractConfig
+    key: str
+    material: dict
+    path: Path
+    skipped: list
+    resume_meta: dict | None
+    options: dict
 
-    engine = create_engine(
-        config
-    )  # builds the model: layer / weights errors surface before anything is written
-    size = engine.input_size
-    if resume_meta is not None:
-        # Resume with the batch size the interrupted run used, so batches (and values) are identical.
-        config = config.replace(batch_size=resume_meta["config"]["batch_size"])
-        writer = CacheWriter.reopen(path, resume_meta)
-    else:
-        writer = CacheWriter(
-            path,
-            key=key,
-            key_material=material,
-            config=config,
-            class_names=manifest.class_names,
-            manifest_json={**manifest.to_json(), "skipped": skipped},
-            skipped=skipped,
+
+def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
+    from bottleneck.data import resize_image
+    from bottleneck.engines import create_engine, select_engine
+    from bottleneck.pipeline import iter_batches
+
+    config, manifest, src = job.config, job.manifest, job.src
+    if job.resume_meta is not None:
+        # Resume with the batch size and engine of the interrupted run, so batches (and values) are identical.
+        config = config.replace(
+            batch_size=job.resume_meta["config"]["batch_size"],
+            engine=job.resume_meta.get("engine") or config.engine,
         )
+    # Building the model first makes layer / weights errors surface before anything is written.
+    engine = (engine_factory or create_engine)(config)
+    size = engine.input_size
 
     def load(item):
         return resize_image(src.read(item), size, config.resize)
 
-    from bottleneck.pipeline import iter_batches
+    if engine_factory is None:
+        probe = np.stack([load(it) for it in manifest.items[: config.batch_size]])
+        engine = select_engine(
+            engine, config, probe, cache_dir=job.path.parent, notify=notify, n_images=len(manifest.items)
+        )
+    if job.resume_meta is not None:
+        writer = CacheWriter.reopen(job.path, job.resume_meta)
+    else:
+        writer = CacheWriter(
+            job.path,
+            key=job.key,
+            key_material=job.material,
+            config=config,
+            class_names=manifest.class_names,
+            manifest_json={**manifest.to_json(), "skipped": job.skipped},
+            skipped=job.skipped,
+        )
+        writer.meta["engine"] = engine.name
 
     computed = resumed_from = 0
     dtype = np.dtype(config.dtype)
+    workers = config.workers or _cores()
     try:
         for split in manifest.splits():
             items = manifest.items_of(split)
@@ -238,29 +259,21 @@ def _run(
                 done = writer.meta["progress"][split]
             else:
                 chunk_rows = chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
-                writer.create_split(
-                    split,
-                    n,
-                    engine.feature_shape,
-                    dtype.name,
-                    [it.label for it in items],
-                    [it.id for it in items],
-                    chunk_rows,
-                )
+                labels, ids = [it.label for it in items], [it.id for it in items]
+                writer.create_split(split, n, engine.feature_shape, dtype.name, labels, ids, chunk_rows)
                 done = 0
             resumed_from += done
             if progress:
                 progress(split, done, n)
+            # Commits happen at chunk boundaries (multiples of chunk_rows, itself a multiple of the batch size),
+            # so a resumed run starts on a batch boundary of the uninterrupted one.
             buf, buf_start = [], done
-            for start, batch in iter_batches(
-                load, items[done:], config.batch_size, workers=config.workers or _cores()
-            ):
+            for start, batch in iter_batches(load, items[done:], config.batch_size, workers=workers):
                 buf.append(engine(batch).astype(dtype, copy=False))
                 rows = done + start + len(batch)
                 computed += len(batch)
                 if rows - buf_start >= chunk_rows or rows == n:
-                    chunk = np.concatenate(buf)
-                    writer.write(split, buf_start, chunk)
+                    writer.write(split, buf_start, np.concatenate(buf))
                     writer.commit(split, rows)
                     buf, buf_start = [], rows
                 if progress:
@@ -269,20 +282,20 @@ def _run(
         writer.abort()
         raise
     seconds = time.perf_counter() - t0
-    cache = writer.finish(
-        {
-            "engine": engine.name,
-            "extract_seconds": round(seconds, 3),
-            "source": manifest.source,
-            "source_options": options,
-        }
-    )
+    extra = {
+        "engine": writer.meta.get("engine", engine.name),
+        "engine_difference": getattr(engine, "verified_difference", None),
+        "extract_seconds": round(seconds, 3),
+        "source": manifest.source,
+        "source_options": job.options,
+    }
+    cache = writer.finish(extra)
     return ExtractResult(
         cache,
         hit=False,
         seconds=seconds,
         computed=computed,
         resumed_from=resumed_from,
-        skipped=skipped,
+        skipped=job.skipped,
         engine=engine.name,
     )

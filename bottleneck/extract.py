@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.cache import META, Cache, CacheWriter, cache_dir_name, compute_key, open_cache, read_meta
-from bottleneck.cache.key import is_model_path
+from bottleneck.cache.key import features_key, is_model_path
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BadImageError, CacheError
 
@@ -33,6 +33,7 @@ class ExtractResult:
     seconds: float
     computed: int = 0  # rows run through the backbone in this call
     resumed_from: int = 0  # rows already committed by an interrupted earlier run
+    reused: int = 0  # rows copied from another cache of the same backbone settings (matched by content hash)
     skipped: list = field(default_factory=list)  # [{"id", "reason"}] images left out with on_bad_image="skip"
     engine: str | None = None
 
@@ -48,6 +49,7 @@ class ExtractResult:
             "hit": self.hit,
             "seconds": round(self.seconds, 3),
             "computed": self.computed,
+            "reused": self.reused,
             "skipped": len(self.skipped),
             "engine": self.engine or self.cache.meta.get("engine"),
             "splits": {
@@ -55,6 +57,64 @@ class ExtractResult:
                 for s in self.cache.splits
             },
         }
+
+
+class Donors:
+    """Rows of other complete caches with the same per-row settings, found by image content hash.
+
+    This is what makes re-running after adding, changing or removing images cheap: only new content is computed.
+    """
+
+    def __init__(self, cache_dir: Path, fkey: str, exclude: Path):
+        from bottleneck.data import Manifest
+
+        self._where: dict[str, tuple] = {}
+        self._open: list[Cache] = []
+        self._blocks: dict[tuple, np.ndarray] = {}
+        if not Path(cache_dir).is_dir():
+            return
+        for d in sorted(Path(cache_dir).iterdir()):
+            if d == exclude or not (d / META).is_file():
+                continue
+            try:
+                meta = read_meta(d)
+                if not meta.get("complete") or meta.get("features_key") != fkey:
+                    continue
+                cache = open_cache(d)
+                manifest = Manifest.from_json(cache.manifest())
+                skipped = [s["index"] for s in cache.meta.get("skipped", [])]
+                if skipped:
+                    manifest = manifest.without(skipped)
+            except Exception:  # an unreadable donor is only a missed shortcut, never an error
+                continue
+            self._open.append(cache)
+            for split in cache.splits:
+                for row, item in enumerate(manifest.items_of(split)):
+                    self._where.setdefault(item.hash, (cache, split, row))
+
+    def __len__(self):
+        return len(self._where)
+
+    def get(self, content_hash: str):
+        hit = self._where.get(content_hash)
+        if hit is None:
+            return None
+        cache, split, row = hit
+        # Read whole stored chunks and keep a few: reading row by row would decompress each chunk per row.
+        block_rows = int(cache.meta["splits"][split].get("chunk_rows", 1024))
+        block_key = (id(cache), split, row // block_rows)
+        block = self._blocks.get(block_key)
+        if block is None:
+            start = (row // block_rows) * block_rows
+            block = np.asarray(cache.features(split)[start : start + block_rows])
+            if len(self._blocks) >= 8:
+                self._blocks.pop(next(iter(self._blocks)))
+            self._blocks[block_key] = block
+        return block[row % block_rows]
+
+    def close(self):
+        for c in self._open:
+            c.close()
 
 
 def chunk_rows_for(batch_size: int, feature_shape, dtype: str) -> int:
@@ -247,9 +307,10 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
         )
         writer.meta["engine"] = engine.name
 
-    computed = resumed_from = 0
+    computed = resumed_from = reused = 0
     dtype = np.dtype(config.dtype)
     workers = config.workers or _cores()
+    donors = Donors(job.path.parent, features_key(job.material), exclude=job.path)
     try:
         for split in manifest.splits():
             items = manifest.items_of(split)
@@ -265,22 +326,36 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
             resumed_from += done
             if progress:
                 progress(split, done, n)
-            # Commits happen at chunk boundaries (multiples of chunk_rows, itself a multiple of the batch size),
-            # so a resumed run starts on a batch boundary of the uninterrupted one.
-            buf, buf_start = [], done
-            for start, batch in iter_batches(load, items[done:], config.batch_size, workers=workers):
-                buf.append(engine(batch).astype(dtype, copy=False))
-                rows = done + start + len(batch)
-                computed += len(batch)
-                if rows - buf_start >= chunk_rows or rows == n:
-                    writer.write(split, buf_start, np.concatenate(buf))
-                    writer.commit(split, rows)
-                    buf, buf_start = [], rows
+            # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a
+            # batch boundary of the uninterrupted one and groups images identically.
+            for chunk_start in range(done, n, chunk_rows):
+                chunk_items = items[chunk_start : chunk_start + chunk_rows]
+                out = np.empty((len(chunk_items), *engine.feature_shape), dtype=dtype)
+                todo = []
+                for i, item in enumerate(chunk_items):
+                    row = donors.get(item.hash)
+                    if row is None:
+                        todo.append(i)
+                    else:
+                        out[i] = row
+                reused += len(chunk_items) - len(todo)
+                rows_before = chunk_start + len(chunk_items) - len(todo)
+                for start, batch in iter_batches(
+                    load, [chunk_items[i] for i in todo], config.batch_size, workers=workers
+                ):
+                    out[todo[start : start + len(batch)]] = engine(batch)
+                    computed += len(batch)
+                    if progress:
+                        progress(split, rows_before + start + len(batch), n)
+                writer.write(split, chunk_start, out)
+                writer.commit(split, chunk_start + len(chunk_items))
                 if progress:
-                    progress(split, rows, n)
+                    progress(split, chunk_start + len(chunk_items), n)
     except BaseException:
         writer.abort()
+        donors.close()
         raise
+    donors.close()
     seconds = time.perf_counter() - t0
     extra = {
         "engine": writer.meta.get("engine", engine.name),
@@ -288,6 +363,7 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
         "extract_seconds": round(seconds, 3),
         "source": manifest.source,
         "source_options": job.options,
+        "features_key": features_key(job.material),
     }
     cache = writer.finish(extra)
     return ExtractResult(
@@ -296,6 +372,7 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
         seconds=seconds,
         computed=computed,
         resumed_from=resumed_from,
+        reused=reused,
         skipped=job.skipped,
         engine=engine.name,
     )

@@ -83,3 +83,15 @@ def cache_dir_name(config: ExtractConfig, key: str) -> str:
     name = Path(config.backbone).stem if is_model_path(config.backbone) else config.backbone
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
     return f"{slug}-{key[:8]}"
+
+
+# Settings that decide which rows exist or how they are stored, but not the value of any one row.
+_ROW_NEUTRAL = ("format", "on_bad_image")
+
+
+def features_key(material: dict) -> str:
+    """A hash of what decides each row's values, whatever the dataset: caches sharing it can share rows."""
+    per_row = {k: v for k, v in material.items() if k != "manifest"}
+    per_row["config"] = {k: v for k, v in material["config"].items() if k not in _ROW_NEUTRAL}
+    blob = json.dumps(per_row, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -16,7 +16,7 @@ import numpy as np
 from bottleneck.cache import META, Cache, CacheWriter, cache_dir_name, compute_key, open_cache, read_meta
 from bottleneck.cache.key import features_key, is_model_path
 from bottleneck.config import ExtractConfig
-from bottleneck.errors import BackboneError, BadImageError, CacheError
+from bottleneck.errors import BackboneError, BadImageError, BottleneckError, CacheError
 
 Progress = Callable[[str, int, int], None]  # (stage or split name, done, total)
 Notify = Callable[[str], None]  # one-line status messages
@@ -183,13 +183,15 @@ def extract(
     seed: int = 0,
     h5_keys=None,
     engine_factory: Callable | None = None,
+    chunk_rows: int | None = None,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
 
     ``overrides`` are ExtractConfig fields (``backbone="vgg16", pooling="none"`` ...). ``engine_factory(config)``
     replaces the default engine (tests pass fakes; it must return an object with ``input_size``,
-    ``feature_shape``, ``name`` and ``__call__(uint8 batch) -> features``). Returns an ExtractResult
+    ``feature_shape``, ``name`` and ``__call__(uint8 batch) -> features``). ``chunk_rows`` (a multiple of the
+    batch size) overrides the commit granularity, which is otherwise a few MB of features. Returns an ExtractResult
     whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,) and ``ids`` (N,).
     """
     from bottleneck.data import find_bad_images, open_source
@@ -232,7 +234,11 @@ def extract(
                         "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
                     )
             options = {"val_fraction": val_fraction, "seed": seed, "h5_keys": h5_keys}
-            job = _Job(src, manifest, config, key, material, path, skipped, resume_meta, options)
+            if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
+                raise BottleneckError(
+                    f"chunk_rows {chunk_rows} must be a positive multiple of the batch size {config.batch_size}."
+                )
+            job = _Job(src, manifest, config, key, material, path, skipped, resume_meta, options, chunk_rows)
             return _run(job, progress, notify, engine_factory, t0)
 
 
@@ -267,6 +273,7 @@ class _Job:
     skipped: list
     resume_meta: dict | None
     options: dict
+    chunk_rows: int | None = None
 
 
 def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
@@ -319,7 +326,9 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
                 chunk_rows = writer.meta["splits"][split]["chunk_rows"]
                 done = writer.meta["progress"][split]
             else:
-                chunk_rows = chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
+                chunk_rows = job.chunk_rows or chunk_rows_for(
+                    config.batch_size, engine.feature_shape, config.dtype
+                )
                 labels, ids = [it.label for it in items], [it.id for it in items]
                 writer.create_split(split, n, engine.feature_shape, dtype.name, labels, ids, chunk_rows)
                 done = 0

@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
             else:
                 rate = result.computed / result.seconds if result.seconds else 0.0
                 msg = f"extracted {result.computed} images in {result.seconds:.1f} s ({rate:.1f} img/s)"
+                if result.reused:
+                    msg += f", reused {result.reused} unchanged rows from an earlier cache"
                 if result.resumed_from:
                     msg += f", resumed after {result.resumed_from} committed rows"
                 typer.echo(msg, err=True)

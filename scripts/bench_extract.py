@@ -1,0 +1,240 @@
+"""Benchmark extraction against the usual recipe and the hardware limit; prints one table.
+
+For each backbone, on the same generated JPEGs in class folders, measured in one run:
+  recipe    keras.utils.image_dataset_from_directory(shuffle=False) + model.predict (the usual blog recipe,
+            same feature model, so only the pipeline differs)
+  tf        bottleneck extract, TensorFlow engine (end to end: decode, resize, compute, store)
+  onnx      bottleneck extract, ONNX Runtime engine
+  tf-pure / onnx-pure   each engine on an in-memory uint8 batch (the ceiling for end to end)
+and NumPy float32 matmul GFLOP/s (the hardware limit), the cache-hit time, and peak RSS of extraction for a
+small vs a 10x larger image count (a flat RSS means features stream to disk).
+
+Weights are random (weights="none"): the compute is identical to ImageNet weights and nothing is downloaded.
+
+  python scripts/bench_extract.py --images 512 --backbones resnet50,mobilenet_v2,efficientnet_lite0,vgg16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_jpegs(root: Path, n: int, size: int = 256, classes: int = 4, seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        d = root / f"class{i % classes}"
+        d.mkdir(parents=True, exist_ok=True)
+        # smooth random images compress like photos; pure noise would make JPEG decoding unrealistically slow
+        small = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.BILINEAR).save(d / f"{i:06d}.jpg", quality=90)
+    return root
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    a @ b
+    best = min(_timeit(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timeit(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def model_gflop(model) -> float:
+    """Forward FLOPs per image (2 x multiply-adds of conv, depthwise conv and dense layers)."""
+    import keras
+
+    total = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            k = np.prod(layer.kernel_size)
+            out = layer.output.shape
+            total += 2 * k * out[1] * out[2] * out[3]
+        elif isinstance(layer, keras.layers.Conv2D):
+            k = np.prod(layer.kernel_size)
+            cin = layer.input.shape[-1] // layer.groups
+            out = layer.output.shape
+            total += 2 * k * cin * out[1] * out[2] * out[3]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return total / 1e9
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def bench_recipe(model, data: Path, size: int, batch: int) -> float:
+    import keras
+
+    ds = keras.utils.image_dataset_from_directory(
+        data, labels="inferred", image_size=(size, size), batch_size=batch, shuffle=False, verbose=False
+    )
+    t = time.perf_counter()
+    n = 0
+    feats = model.predict(ds.map(lambda x, y: x), verbose=0)
+    n = len(feats)
+    return n / (time.perf_counter() - t)
+
+
+def bench_pure(engine, size: int, batch: int, seconds: float = 6.0) -> float:
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    engine(x)
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds or n < 2 * batch:
+        engine(x)
+        n += batch
+    return n / (time.perf_counter() - t)
+
+
+def bench_extract(
+    data: Path, backbone: str, engine: str, batch: int, cache_dir: Path
+) -> tuple[float, float, str]:
+    import bottleneck
+
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    # Convert outside the timed run, as a user's second run would find it cached.
+    r = bottleneck.extract(
+        data, backbone=backbone, weights="none", engine=engine, batch_size=batch, cache_dir=cache_dir
+    )
+    n = r.computed
+    shutil.rmtree(r.path)
+    t = time.perf_counter()
+    r = bottleneck.extract(
+        data, backbone=backbone, weights="none", engine=engine, batch_size=batch, cache_dir=cache_dir
+    )
+    rate = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    hit = bottleneck.extract(
+        data, backbone=backbone, weights="none", engine=engine, batch_size=batch, cache_dir=cache_dir
+    )
+    assert hit.hit
+    return rate, time.perf_counter() - t, r.engine
+
+
+RSS_CHILD = """
+import resource, sys, bottleneck
+bottleneck.extract(sys.argv[1], backbone="mobilenet_v2", weights="none", image_size=96, engine=sys.argv[3],
+                   cache_dir=sys.argv[2])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mb(data: Path, cache_dir: Path, engine: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, str(data), str(cache_dir), engine],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--backbones", default="resnet50,mobilenet_v2,efficientnet_lite0,vgg16")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--rss-images", default="2000,20000", help="image counts for the peak-RSS comparison ('' to skip)"
+    )
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    import bottleneck
+    from bottleneck.engines import (
+        OnnxEngine,
+        configure_tensorflow_threads,
+        convert_to_onnx,
+        cpu_count,
+        create_engine,
+        onnx_model_path,
+    )
+
+    configure_tensorflow_threads()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-"))
+    data = make_jpegs(work / "images", args.images)
+    peak = sgemm_gflops()
+    print(f"cores: {cpu_count()}   images: {args.images} JPEG 256x256   NumPy sgemm: {peak:.0f} GFLOP/s\n")
+    rows = []
+    header = (
+        f"{'backbone':<20}{'GFLOP/img':>10}{'recipe':>9}{'tf':>8}{'onnx':>8}{'tf-pure':>9}{'onnx-pure':>10}"
+        f"{'onnx GFLOP/s':>13}{'e2e/pure':>9}{'onnx/tf':>8}{'vs recipe':>10}{'hit s':>7}"
+    )
+    print(header)
+    for name in args.backbones.split(","):
+        cfg = bottleneck.ExtractConfig(backbone=name, weights="none", batch_size=args.batch_size)
+        tf_engine = create_engine(cfg)
+        size = tf_engine.input_size
+        gflop = model_gflop(tf_engine.model)
+        onnx_path = onnx_model_path(cfg, size, work / "cache")
+        if not onnx_path.exists():
+            convert_to_onnx(tf_engine, onnx_path)
+        onnx_engine = OnnxEngine(onnx_path, size, tf_engine.feature_shape)
+        tf_pure = bench_pure(tf_engine, size, args.batch_size)
+        onnx_pure = bench_pure(onnx_engine, size, args.batch_size)
+        recipe = bench_recipe(tf_engine.model, data, size, args.batch_size)
+        tf_e2e, _, _ = bench_extract(data, name, "tensorflow", args.batch_size, work / "cache")
+        onnx_e2e, hit_s, used = bench_extract(data, name, "onnx", args.batch_size, work / "cache")
+        best = max(tf_e2e, onnx_e2e)
+        row = {
+            "backbone": name,
+            "gflop_per_image": gflop,
+            "recipe": recipe,
+            "tf": tf_e2e,
+            "onnx": onnx_e2e,
+            "onnx_engine_used": used,
+            "tf_pure": tf_pure,
+            "onnx_pure": onnx_pure,
+            "onnx_gflops": onnx_pure * gflop,
+            "e2e_over_pure": onnx_e2e / onnx_pure,
+            "onnx_over_tf": onnx_e2e / tf_e2e,
+            "best_over_recipe": best / recipe,
+            "hit_seconds": hit_s,
+            "sgemm_gflops": peak,
+        }
+        rows.append(row)
+        print(
+            f"{name:<20}{gflop:>10.2f}{recipe:>9.1f}{tf_e2e:>8.1f}{onnx_e2e:>8.1f}{tf_pure:>9.1f}{onnx_pure:>10.1f}"
+            f"{row['onnx_gflops']:>13.0f}{row['e2e_over_pure']:>9.2f}{row['onnx_over_tf']:>8.2f}"
+            f"{row['best_over_recipe']:>10.2f}{hit_s:>7.2f}",
+            flush=True,
+        )
+    print("\nimg/s columns; onnx GFLOP/s = onnx-pure x GFLOP/img, compare with the sgemm peak above.")
+    rss = {}
+    if args.rss_images:
+        for n in [int(x) for x in args.rss_images.split(",")]:
+            d = make_jpegs(work / f"rss{n}", n, size=64)
+            rss[n] = peak_rss_mb(d, work / "rss-cache", "auto")
+        print(
+            "peak RSS (mobilenet_v2 @96px): " + ", ".join(f"{n} images: {mb:.0f} MB" for n, mb in rss.items())
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "rss_mb": rss, "sgemm_gflops": peak}, indent=1))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Decoding any image file or array row to RGB uint8, and resizing it to the backbone's square input."""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from bottleneck.config import RESIZES
+from bottleneck.errors import BadImageError, one_of
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+# Image.open runs PIL's decompression-bomb check and *warns* between the limit and twice the limit. Turning that
+# warning into an error needs warnings.catch_warnings, which is process-global state, so it is only entered
+# under this lock; Image.open only parses the header, so holding the lock costs microseconds.
+_OPEN_LOCK = threading.Lock()
+
+_ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
+_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageDecodeError(Exception):
+    """An image that cannot be decoded; ``reason`` is short ("truncated JPEG", "not an image", "empty file")."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded image bytes (any format PIL reads, by content, not extension) to RGB uint8 (H, W, 3).
+
+    EXIF orientation is applied and animated images give their first frame. Raises ImageDecodeError.
+    """
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageDecodeError(
+            f"larger than PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+            "(PIL.Image.MAX_IMAGE_PIXELS)"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not an image") from None
+    except Exception as exc:  # a header so broken that the format plugin itself fails
+        raise ImageDecodeError(f"corrupt image header: {exc}") from None
+    fmt = im.format or "image"
+    try:
+        im.load()  # decode now: truncated or corrupt data fails here (LOAD_TRUNCATED_IMAGES stays False)
+    except Exception as exc:
+        msg = str(exc)
+        if "truncat" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageDecodeError(f"truncated {fmt}") from None
+        raise ImageDecodeError(f"corrupt {fmt}: {msg}") from None
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # a malformed EXIF block only loses the orientation; the pixels themselves are fine
+        pass
+    return pil_to_rgb(im)
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode to RGB uint8 (H, W, 3)."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8)
+    if mode in _16BIT_MODES or mode == "I":
+        # 16-bit samples keep their full range: the top byte, not a clip at 255 (which would turn most pixels white).
+        a = np.asarray(im)
+        if mode == "I":
+            a = np.clip(a, 0, 65535)
+        return _gray_to_rgb((a.astype(np.uint32) >> 8).astype(np.uint8))
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if a.size and a.max() <= 1.0:  # float images are usually 0..1; larger values are taken as 0..255
+            a = a * 255.0
+        return _gray_to_rgb(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    if mode == "P" and "transparency" in im.info:
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        # Transparent pixels usually store black (or garbage) colour; logos, icons and product shots with an alpha
+        # channel are meant to be seen on a white page, so compositing on white matches what a person sees,
+        # while dropping alpha would invent dark backgrounds the backbone would then describe.
+        a = np.asarray(im.convert("RGBA"), dtype=np.uint16)
+        alpha = a[..., 3:4]
+        rgb = (a[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+        return rgb.astype(np.uint8)
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)  # L, 1, P, CMYK (JPEG too), YCbCr, ...
+    except (ValueError, OSError) as exc:
+        raise ImageDecodeError(f"unsupported image mode {mode}: {exc}") from None
+
+
+def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., None], 3, axis=2)
+
+
+def array_to_rgb(a: np.ndarray) -> np.ndarray:
+    """One image from an array source, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8, to RGB uint8 (H, W, 3).
+
+    Alpha in arrays is dropped, not composited: array datasets with 4 channels are rarely real transparency.
+    """
+    a = np.asarray(a)
+    if a.ndim == 2:
+        return _gray_to_rgb(a)
+    if a.shape[2] == 1:
+        return np.repeat(a, 3, axis=2)
+    if a.shape[2] == 4:
+        return np.ascontiguousarray(a[..., :3])
+    return np.ascontiguousarray(a)
+
+
+def load_image(path) -> np.ndarray:
+    """Decode one image file to RGB uint8 (H, W, 3), as sources do; raises BadImageError naming file and reason."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise BadImageError(f"image {p} does not exist; check the path.", [str(p)]) from None
+    except IsADirectoryError:
+        raise BadImageError(f"{p} is a folder, not an image file; pass one image file.", [str(p)]) from None
+    except OSError as exc:
+        raise BadImageError(f"cannot read image {p}: {exc.strerror or exc}.", [str(p)]) from None
+    try:
+        return decode_image(data)
+    except ImageDecodeError as exc:
+        raise BadImageError(
+            f"cannot decode image {p} ({exc.reason}); pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.",
+            [str(p)],
+        ) from None
+
+
+def resize_image(img: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:
+    """Resize RGB uint8 (H, W, 3) to (size, size, 3) uint8 with bilinear (antialiased) resampling.
+
+    ``squash`` stretches to the square, ignoring aspect; ``crop`` takes the centred square of the short side;
+    ``pad`` scales the long side to ``size`` and letterboxes with zeros, centred.
+    """
+    if policy not in RESIZES:
+        raise one_of("resize", policy, RESIZES)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"resize_image needs RGB uint8 (H, W, 3); got {img.dtype} {img.shape}")
+    size = int(size)
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    im = Image.fromarray(img)
+    if policy == "squash" or h == w:
+        return np.asarray(im.resize((size, size), Image.BILINEAR))
+    if policy == "crop":
+        s = min(h, w)
+        left, top = (w - s) // 2, (h - s) // 2
+        return np.asarray(im.resize((size, size), Image.BILINEAR, box=(left, top, left + s, top + s)))
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    out = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = np.asarray(im.resize((nw, nh), Image.BILINEAR))
+    return out

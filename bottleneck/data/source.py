@@ -1,0 +1,193 @@
+"""Opening a source: detect its layout, build the manifest, and read items back as RGB uint8 arrays."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.data import arrays, files
+from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, array_to_rgb, decode_image
+from bottleneck.data.manifest import Item, Manifest, build_manifest, content_hash, split_val
+from bottleneck.errors import SourceError
+
+_HASH_BLOCK = 4096  # array rows hashed per read: one h5 / memmap read per block, not per row
+SUPPORTED = (
+    "a folder of class folders (optionally inside train/val/test folders), a .h5 file, a .npz file, "
+    "a folder of .npy pairs, a folder of IDX files, or a .csv of path,label[,split]"
+)
+
+
+class Source:
+    """An opened source: ``manifest`` plus ``read(item)`` -> RGB uint8 (H, W, 3). Thread-safe; a context manager."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+
+    def read(self, item: Item) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FileSource(Source):
+    """Image files on disk, decoded by content on each read."""
+
+    def read(self, item: Item) -> np.ndarray:
+        try:
+            with open(item.path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise SourceError(
+                f"{item.path} was removed after the source was opened; run again to rebuild the manifest."
+            ) from None
+        except OSError as exc:
+            raise ImageDecodeError(f"unreadable file: {exc.strerror or exc}") from None
+        # Features are filed under this hash, so an image edited mid-run must not be stored under its old identity.
+        if content_hash(data) != item.hash:
+            raise SourceError(
+                f"{item.path} changed after the source was opened (its content hash differs); run again."
+            )
+        return decode_image(data)
+
+
+class ArraySource(Source):
+    """Images held in arrays; ``item.id`` is "<split>/<row>" of the array it came from (also after a val split)."""
+
+    def __init__(self, manifest: Manifest, images: dict, handle=None):
+        super().__init__(manifest)
+        self._images = images
+        self._handle = handle
+        self._lock = threading.Lock()  # h5py datasets are not safe to read from several threads at once
+
+    def read(self, item: Item) -> np.ndarray:
+        origin = item.id.split("/", 1)[0]
+        x = self._images[origin]
+        if self._handle is not None:
+            with self._lock:
+                row = x[item.row]
+        else:
+            row = x[item.row]
+        return array_to_rgb(row)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _array_manifest(data: arrays.ArraySet, source: str, kind: str, progress=None) -> Manifest:
+    entries = []
+    total = sum(len(y) for y in data.labels.values())
+    for split, x in data.images.items():
+        labels = data.labels[split]
+        for start in range(0, len(labels), _HASH_BLOCK):
+            block = np.ascontiguousarray(x[start : start + _HASH_BLOCK])
+            for i in range(len(block)):
+                row = start + i
+                entries.append(
+                    Item(0, split, f"{split}/{row}", int(labels[row]), content_hash(block[i]), row=row)
+                )
+            if progress:
+                progress("hash", len(entries), total)
+    return build_manifest(entries, data.class_names, source, kind)
+
+
+def _detect(path: Path) -> str:
+    if not path.exists():
+        raise SourceError(f"source {path} does not exist; pass {SUPPORTED}.")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        kind = {".h5": "h5", ".hdf5": "h5", ".hdf": "h5", ".npz": "npz", ".csv": "csv"}.get(suffix)
+        if kind:
+            return kind
+        if suffix == ".npy":
+            raise SourceError(
+                f"{path} is one .npy file; pass the folder holding the image and label .npy files."
+            )
+        if suffix in IMAGE_EXTENSIONS:
+            raise SourceError(f"{path} is a single image; a source is {SUPPORTED}.")
+        if arrays._IDX_NAME.match(path.name):
+            raise SourceError(
+                f"{path} is one IDX file; pass the folder holding the IDX image and label files."
+            )
+        raise SourceError(
+            f"cannot tell what {path} is from its extension {suffix or '(none)'}; pass {SUPPORTED}."
+        )
+    if arrays.idx_files(path):
+        return "idx"
+    if any(path.glob("*.npy")):
+        if arrays.find_pairs([p.stem for p in path.glob("*.npy")]) or not files._visible_dirs(path):
+            return "npy"
+    return "folders"
+
+
+def open_source(
+    path, *, h5_keys=None, val_fraction: float | None = None, seed: int = 0, progress=None
+) -> Source:
+    """Open an image source and build its manifest (every file is read once to hash it).
+
+    ``h5_keys`` names the image/label arrays of a .h5, .npz or .npy folder (see ``bottleneck.data.arrays``).
+    ``val_fraction`` carves a stratified, seeded val split out of train when the source has none.
+    ``progress(stage, done, total)`` is called while hashing.
+    """
+    path = Path(path).expanduser().resolve()
+    kind = _detect(path)
+    if h5_keys is not None and kind not in ("h5", "npz", "npy"):
+        raise SourceError(
+            f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; drop --h5-keys."
+        )
+    if kind == "folders":
+        src: Source = FileSource(files.folder_manifest(path, progress))
+    elif kind == "csv":
+        src = FileSource(files.csv_manifest(path, progress))
+    else:
+        loader = {"h5": arrays.load_h5, "npz": arrays.load_npz, "npy": arrays.load_npy_dir}.get(kind)
+        data = arrays.load_idx_dir(path) if kind == "idx" else loader(path, h5_keys)
+        try:
+            manifest = _array_manifest(data, str(path), kind, progress)
+        except BaseException:
+            if data.handle is not None:
+                data.handle.close()
+            raise
+        src = ArraySource(manifest, data.images, data.handle)
+    if val_fraction is not None:
+        try:
+            src.manifest = split_val(src.manifest, val_fraction, seed)
+        except BaseException:
+            src.close()
+            raise
+    return src
+
+
+def find_bad_images(source: Source, items=None, workers: int = 2, progress=None) -> list[tuple[Item, str]]:
+    """Fully decode ``items`` (default: all) in ``workers`` threads; (item, reason) per unreadable one, in order.
+
+    A bad image never stops the others; errors that are not about one image (a file changed mid-run) still raise.
+    """
+    items = list(source.manifest.items if items is None else items)
+
+    def check(item):
+        try:
+            source.read(item)
+        except ImageDecodeError as exc:
+            return exc.reason
+        return None
+
+    bad = []
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="check") as pool:
+        for i, (item, reason) in enumerate(zip(items, pool.map(check, items), strict=True)):
+            if reason is not None:
+                bad.append((item, reason))
+            if progress and ((i + 1) % 64 == 0 or i + 1 == len(items)):
+                progress("check", i + 1, len(items))
+    return bad

@@ -7,6 +7,7 @@ functions, storage classes and ``collections.OrderedDict``, so a malicious file 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import zipfile
@@ -213,6 +214,7 @@ def _read_legacy(fh, path: Path):
     storages: dict[str, _Storage] = {}
     result = _RestrictedUnpickler(fh, path, storages).load()
     keys = load_plain()
+    size = os.fstat(fh.fileno()).st_size
     if not isinstance(keys, list):
         raise BackboneError(f"{path}: malformed storage key list; the file is corrupt.")
     for key in keys:
@@ -229,6 +231,9 @@ def _read_legacy(fh, path: Path):
             )
         dtype = storage.stype.dtype if little else storage.stype.dtype.newbyteorder(">")
         nbytes = numel * dtype.itemsize
+        # Checked before reading, so a crafted size cannot make us allocate more than the file holds.
+        if nbytes > size - fh.tell():
+            raise BackboneError(f"{path} is truncated (storage {key} incomplete); download or copy it again.")
         raw = fh.read(nbytes)
         if len(raw) < nbytes:
             raise BackboneError(f"{path} is truncated (storage {key} incomplete); download or copy it again.")
@@ -251,13 +256,14 @@ def _read_zip(path: Path):
             name = f"{prefix}data/{key}"
             if name not in names:
                 raise BackboneError(f"{path}: storage {key} is missing from the archive; corrupt file.")
-            raw = zf.read(name)
             dt = dtype if order == "little" else dtype.newbyteorder(">")
-            if len(raw) != numel * dt.itemsize:
+            # Size checked before reading, so a crafted entry cannot inflate into more memory than declared.
+            stored = zf.getinfo(name).file_size
+            if stored != numel * dt.itemsize:
                 raise BackboneError(
-                    f"{path}: storage {key} has {len(raw)} bytes, expected {numel * dt.itemsize}; corrupt file."
+                    f"{path}: storage {key} has {stored} bytes, expected {numel * dt.itemsize}; corrupt file."
                 )
-            return np.frombuffer(raw, dtype=dt)
+            return np.frombuffer(zf.read(name), dtype=dt)
 
         storages: dict[str, _Storage] = {}
         return _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), path, storages, load_storage).load()

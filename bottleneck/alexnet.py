@@ -40,7 +40,9 @@ WEIGHT_SHAPES = {
 def _reconstruct(subtype, shape, dtype):
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError("only plain numpy arrays may be rebuilt")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+    # NumPy pickles pass (0,) here and the real shape to __setstate__, which checks it against the bytes
+    # present; always starting empty means a crafted shape cannot allocate memory the file does not hold.
+    return np.ndarray.__new__(np.ndarray, (0,), dtype)
 
 
 def _latin1_encode(text, encoding="latin1"):

@@ -7,11 +7,9 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("bottleneck.data", reason="bottleneck.data (load_image, resize_image) not written yet")
-
-from bottleneck.classify import apply_preprocess, classify  # noqa: E402
-from bottleneck.errors import BackboneError, BottleneckError, SourceError  # noqa: E402
-from bottleneck.imagenet import class_name  # noqa: E402
+from bottleneck.classify import apply_preprocess, classify
+from bottleneck.errors import BackboneError, BadImageError, BottleneckError, SourceError
+from bottleneck.imagenet import class_name
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
@@ -78,6 +76,10 @@ def test_bad_arguments(photos, tmp_path):
         classify(photos, preprocess="caffe")
     with pytest.raises(BackboneError, match="unknown backbone 'efficientnet_lite9'"):
         classify(photos, backbone="efficientnet_lite9")
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(BadImageError, match=r"cannot decode image .*bad.jpg"):
+        classify([photos[0], bad])
 
 
 def _tiny_classifier(path, n_classes, activation):
@@ -151,3 +153,6 @@ def test_cli_user_error_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert "error: image file(s) not found" in result.output
     assert "Traceback" not in result.output
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    result = CliRunner().invoke(app, ["classify", str(tmp_path / "bad.png")])
+    assert result.exit_code == 2 and "error: cannot decode image" in result.output

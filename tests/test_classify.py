@@ -156,3 +156,13 @@ def test_cli_user_error_is_one_line(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     result = CliRunner().invoke(app, ["classify", str(tmp_path / "bad.png")])
     assert result.exit_code == 2 and "error: cannot decode image" in result.output
+
+
+def test_imagenet_class_names():
+    from bottleneck.imagenet import class_names
+
+    names = class_names()
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert (names[0], names[285], names[967], names[999]) == ("tench", "Egyptian cat", "espresso", "toilet tissue")
+    with pytest.raises(BottleneckError, match="ImageNet class index 1000 is out of range; use 0 to 999"):
+        class_name(1000)

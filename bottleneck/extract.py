@@ -284,9 +284,10 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
     config, manifest, src = job.config, job.manifest, job.src
     if job.resume_meta is not None:
         # Resume with the batch size and engine of the interrupted run, so batches (and values) are identical.
+        stored_engine = job.resume_meta.get("engine")
         config = config.replace(
             batch_size=job.resume_meta["config"]["batch_size"],
-            engine=job.resume_meta.get("engine") or config.engine,
+            engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
         )
     # Building the model first makes layer / weights errors surface before anything is written.
     engine = (engine_factory or create_engine)(config)

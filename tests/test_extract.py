@@ -55,7 +55,7 @@ def factory(engines):
     return make
 
 
-CFG = ExtractConfig(backbone="mobilenet_v2", weights="none", batch_size=3)
+CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=3)
 
 
 def test_every_image_one_row_aligned_with_label_and_id(tmp_path):
@@ -144,11 +144,11 @@ def test_interrupted_run_resumes_to_identical_cache(tmp_path):
         return MeanColorEngine(fail_after=5)
 
     with pytest.raises(KeyboardInterrupt):
-        extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=crashing)
+        extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=crashing, chunk_rows=8)
     with pytest.raises(Exception, match="incomplete"):
-        open_cache(next((tmp_path / "c").glob("mobilenet_v2-*")))
+        open_cache(next((tmp_path / "c").glob("efficientnet_lite0-*")))
     engines = []
-    r = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=factory(engines))
+    r = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=factory(engines), chunk_rows=8)
     assert r.resumed_from > 0 and r.resumed_from + r.computed == 33
     np.testing.assert_array_equal(r.cache.load("train")[0], full)
 
@@ -173,8 +173,8 @@ def test_bad_backbone_and_source_errors(tmp_path):
     with pytest.raises(SourceError):
         extract(tmp_path / "missing", CFG, cache_dir=tmp_path / "c")
     src = make_folder(tmp_path / "data")
-    with pytest.raises(BackboneError, match="Did you mean mobilenet_v2"):
-        extract(src, CFG.replace(backbone="mobilenet_v22"), cache_dir=tmp_path / "c")
+    with pytest.raises(BackboneError, match="Did you mean efficientnet_lite"):
+        extract(src, CFG.replace(backbone="efficientnet_lite9"), cache_dir=tmp_path / "c")
     with pytest.raises(BackboneError, match="weights file .*nope.h5 does not exist"):
         extract(src, CFG.replace(weights=str(tmp_path / "nope.h5")), cache_dir=tmp_path / "c")
 
@@ -240,7 +240,7 @@ def test_cache_hit_does_not_import_tensorflow(tmp_path):
     code = (
         "import sys, time; t = time.perf_counter();"
         "from bottleneck.extract import extract; from bottleneck.config import ExtractConfig;"
-        f"r = extract({str(src)!r}, ExtractConfig(backbone='mobilenet_v2', weights='none', batch_size=3), cache_dir={str(tmp_path / 'c')!r});"
+        f"r = extract({str(src)!r}, ExtractConfig(backbone='efficientnet_lite0', weights='none', batch_size=3), cache_dir={str(tmp_path / 'c')!r});"
         "assert r.hit; assert 'tensorflow' not in sys.modules, 'TF imported';"
         "print(time.perf_counter() - t)"
     )

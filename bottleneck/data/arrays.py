@@ -346,6 +346,7 @@ def load_idx_dir(path: Path) -> ArraySet:
         raise SourceError(
             f"{path} has no complete IDX image/label pair; expected train-images-idx3-ubyte[.gz] etc."
         )
-    hint = f"{path.parent.name}/{path.name}".lower()
-    names = FASHION_MNIST_CLASSES if "fashion" in hint else None
+    # The folder name is the only hint; torchvision keeps the files in FashionMNIST/raw/, so look one level up there.
+    hint = path.name if path.name.lower() not in ("raw", "data") else f"{path.parent.name}/{path.name}"
+    names = FASHION_MNIST_CLASSES if "fashion" in hint.lower() else None
     return _finish(str(path), images, labels, names)

@@ -20,6 +20,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 # under this lock; Image.open only parses the header, so holding the lock costs microseconds.
 _OPEN_LOCK = threading.Lock()
 
+# Only to name the format in messages when PIL fails before it knows the format itself.
+_MAGIC = ((b"\xff\xd8", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "WEBP"))
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
 _16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -51,7 +53,10 @@ def decode_image(data: bytes) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise ImageDecodeError("not an image") from None
     except Exception as exc:  # a header so broken that the format plugin itself fails
-        raise ImageDecodeError(f"corrupt image header: {exc}") from None
+        fmt = next((name for magic, name in _MAGIC if data.startswith(magic)), "image")
+        if "truncat" in str(exc).lower() or isinstance(exc, EOFError):
+            raise ImageDecodeError(f"truncated {fmt}") from None
+        raise ImageDecodeError(f"corrupt {fmt} header: {exc}") from None
     fmt = im.format or "image"
     try:
         im.load()  # decode now: truncated or corrupt data fails here (LOAD_TRUNCATED_IMAGES stays False)

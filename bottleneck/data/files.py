@@ -135,10 +135,12 @@ _SPLIT_COLS = ("split", "subset", "set")
 
 def _csv_columns(first_row: list[str], folder: Path) -> tuple[dict | None, bool]:
     """Column positions from a header row, or positional ones when the first row is data."""
-    cells = [c.strip().lower() for c in first_row]
-    looks_like_header = bool(cells) and cells[0] in _PATH_COLS + _LABEL_COLS + _SPLIT_COLS
-    if not looks_like_header or (folder / first_row[0].strip()).is_file():
+    # A header's first cell is neither an existing file nor an image name; a data row with a mistyped path still
+    # ends in an image extension and is reported as a missing file instead.
+    first = first_row[0].strip()
+    if _is_image(first) or (folder / first).is_file():
         return {"path": 0, "label": 1, "split": 2 if len(first_row) > 2 else None}, False
+    cells = [c.strip().lower() for c in first_row]
     cols = {}
     for key, names in (("path", _PATH_COLS), ("label", _LABEL_COLS), ("split", _SPLIT_COLS)):
         cols[key] = next((i for i, c in enumerate(cells) if c in names), None)

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny generated image folders and arrays (importable too: ``from conftest import ...``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def image_color(split: str, class_index: int, i: int) -> tuple[int, int, int]:
+    """The solid colour of image ``i`` of a class in a split: distinct per image, so content hashes differ."""
+    s = ("train", "val", "test").index(split) if split in ("train", "val", "test") else 3
+    return ((40 * class_index + 7) % 256, (23 * i + 60 * s) % 256, (97 * class_index + 31 * i + 5) % 256)
+
+
+def make_image_folder(
+    root,
+    classes: dict[str, int] | None = None,
+    size: tuple[int, int] = (40, 30),
+    splits=None,
+    ext: str = "png",
+) -> Path:
+    """Write solid-colour images and return ``root``.
+
+    ``classes`` {name: count} (default {"cat": 3, "dog": 2}); ``size`` is (width, height). ``splits`` None gives
+    ``root/<class>/<i>.<ext>``; a list of split folder names gives ``root/<split>/<class>/...`` with the same
+    classes in each; a dict {split: {class: count}} sets counts per split. Colours come from ``image_color``
+    (class index = position in sorted class names).
+    """
+    root = Path(root)
+    classes = {"cat": 3, "dog": 2} if classes is None else classes
+    if splits is None:
+        layout = {None: classes}
+    elif isinstance(splits, dict):
+        layout = splits
+    else:
+        layout = {s: classes for s in splits}
+    names = sorted({c for per in layout.values() for c in per})
+    for split, per in layout.items():
+        base = root if split is None else root / split
+        for cls, n in per.items():
+            (base / cls).mkdir(parents=True, exist_ok=True)
+            key = {"validation": "val"}.get(split, split or "train")
+            for i in range(n):
+                Image.new("RGB", size, image_color(key, names.index(cls), i)).save(
+                    base / cls / f"{i:03d}.{ext}"
+                )
+    return root
+
+
+def make_arrays(
+    n: int = 6, size: tuple[int, int] = (8, 8), channels: int | None = 3, classes: int = 3, seed: int = 0
+):
+    """Random uint8 images (n, H, W[, C]) and int64 labels cycling 0..classes-1 (every row distinct)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, *size) if channels is None else (n, *size, channels)
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    return x, np.arange(n, dtype=np.int64) % classes
+
+
+@pytest.fixture(name="make_image_folder")
+def _make_image_folder_fixture():
+    """The ``make_image_folder`` function, for tests that prefer fixtures to imports."""
+    return make_image_folder
+
+
+@pytest.fixture(name="make_arrays")
+def _make_arrays_fixture():
+    return make_arrays

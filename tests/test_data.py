@@ -1,0 +1,603 @@
+import gzip
+import io
+import json
+import shutil
+import struct
+
+import h5py
+import numpy as np
+import pytest
+from conftest import image_color, make_arrays, make_image_folder
+from PIL import Image
+
+from bottleneck.data import (
+    ImageDecodeError,
+    Item,
+    Manifest,
+    decode_image,
+    find_bad_images,
+    load_image,
+    open_source,
+    resize_image,
+)
+from bottleneck.errors import BadImageError, BottleneckError, SourceError
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def noise_jpeg(seed=0, size=(48, 32)) -> bytes:
+    rng = np.random.default_rng(seed)
+    return encode(Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)), "JPEG")
+
+
+# ---------------------------------------------------------------- class folders
+
+
+def test_class_folders_order_labels_ids_and_pixels(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes={"dog": 2, "cat": 3}, size=(6, 4))
+    (root / "cat" / ".hidden.png").write_bytes(b"junk")  # hidden: ignored
+    (root / "cat" / "notes.txt").write_text("not an image")  # not an image extension: ignored
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "dog" / "more").mkdir()
+    Image.new("RGB", (6, 4), (1, 2, 3)).save(root / "dog" / "more" / "X.JPG")  # nested, upper-case extension
+    with open_source(root) as src:
+        m = src.manifest
+        assert m.kind == "folders" and m.source == str(root.resolve()) and m.class_names == ("cat", "dog")
+        assert [it.id for it in m.items] == [
+            "cat/000.png",
+            "cat/001.png",
+            "cat/002.png",
+            "dog/000.png",
+            "dog/001.png",
+            "dog/more/X.JPG",
+        ]
+        assert [it.label for it in m.items] == [0, 0, 0, 1, 1, 1]
+        assert [it.index for it in m.items] == list(range(6)) and m.splits() == ["train"]
+        assert m.items[0].path == str(root.resolve() / "cat" / "000.png") and m.items[0].row is None
+        img = src.read(m.items[4])
+        assert img.dtype == np.uint8 and img.shape == (4, 6, 3)
+        assert tuple(img[0, 0]) == image_color("train", 1, 1)
+        np.testing.assert_allclose(src.read(m.items[5])[2, 3], (1, 2, 3), atol=2)  # JPEG: lossy
+
+
+def test_split_folders_validation_alias_and_class_union(tmp_path):
+    root = make_image_folder(
+        tmp_path / "d",
+        splits={"test": {"a": 1, "c": 2}, "train": {"a": 2, "b": 1}, "validation": {"b": 1}},
+        size=(5, 5),
+    )
+    (root / "val_notes").mkdir()  # a stray non-split folder would be ambiguous
+    with pytest.raises(SourceError, match=r"mixes split folders .* with other folders \(val_notes\)"):
+        open_source(root)
+    (root / "val_notes").rmdir()
+    m = open_source(root).manifest
+    assert m.class_names == ("a", "b", "c") and m.splits() == ["train", "val", "test"]
+    assert [(it.split, it.id, it.label) for it in m.items] == [
+        ("train", "train/a/000.png", 0),
+        ("train", "train/a/001.png", 0),
+        ("train", "train/b/000.png", 1),
+        ("val", "validation/b/000.png", 1),
+        ("test", "test/a/000.png", 0),
+        ("test", "test/c/000.png", 2),
+        ("test", "test/c/001.png", 2),
+    ]
+    assert [it.id for it in m.items_of("test")] == ["test/a/000.png", "test/c/000.png", "test/c/001.png"]
+    (root / "val" / "a").mkdir(parents=True)
+    with pytest.raises(SourceError, match=r"both .*/ as the val split; merge them"):
+        open_source(root)
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(SourceError, match=r"source .*missing does not exist; pass a folder of class folders"):
+        open_source(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"empty has no class folders; expected"):
+        open_source(tmp_path / "empty")
+    root = make_image_folder(tmp_path / "d")
+    (root / "bird").mkdir()
+    (root / "bird" / "readme.txt").write_text("x")
+    with pytest.raises(
+        SourceError, match=r"class folder .*bird has no images \(.*\.jpg.*\); add images or remove"
+    ):
+        open_source(root)
+    (root / "bird" / "readme.txt").unlink()
+    (root / "bird").rmdir()
+    Image.new("RGB", (4, 4)).save(root / "stray.png")
+    with pytest.raises(SourceError, match=r"holds images outside class folders \(stray.png\)"):
+        open_source(root)
+    with pytest.raises(SourceError, match=r"is a single image"):
+        open_source(root / "stray.png")
+    (tmp_path / "x.bin").write_bytes(b"1")
+    with pytest.raises(SourceError, match=r"cannot tell what .*x.bin is from its extension .bin"):
+        open_source(tmp_path / "x.bin")
+    assert issubclass(SourceError, BottleneckError) and issubclass(SourceError, ValueError)
+
+
+# ---------------------------------------------------------------- hashes, fingerprint, json
+
+
+def test_hashes_follow_content_and_fingerprint_follows_manifest(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes={"a": 2, "b": 1})
+    shutil.copy(root / "a" / "000.png", root / "b" / "copy.png")
+    m = open_source(root).manifest
+    h = {it.id: it.hash for it in m.items}
+    assert h["a/000.png"] == h["b/copy.png"] and h["a/000.png"] != h["a/001.png"]
+    assert all(len(x) == 32 and int(x, 16) >= 0 for x in h.values())
+    import hashlib
+
+    assert (
+        h["a/001.png"] == hashlib.blake2b((root / "a" / "001.png").read_bytes(), digest_size=16).hexdigest()
+    )
+    fp = m.fingerprint()
+    assert len(fp) == 64 and open_source(root).manifest.fingerprint() == fp  # stable
+    moved = shutil.copytree(root, tmp_path / "elsewhere")
+    assert open_source(moved).manifest.fingerprint() == fp  # the location is not part of it
+    (root / "b" / "copy.png").rename(root / "b" / "renamed.png")
+    assert open_source(root).manifest.fingerprint() != fp  # ids are
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(moved / "a" / "001.png")
+    assert open_source(moved).manifest.fingerprint() != fp  # content is
+
+
+def test_manifest_json_round_trip_and_without(tmp_path):
+    src = open_source(make_image_folder(tmp_path / "d"), val_fraction=0.5)
+    m = src.manifest
+    d = json.loads(json.dumps(m.to_json()))
+    assert d["items"][0]["class"] == "cat" and d["kind"] == "folders"
+    assert Manifest.from_json(d) == m
+    x, y = make_arrays(5)
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
+    am = open_source(tmp_path / "a.npz").manifest
+    assert Manifest.from_json(json.loads(json.dumps(am.to_json()))) == am
+    w = m.without([0, 3])
+    assert [it.index for it in w.items] == [0, 1, 2]
+    assert [it.id for it in w.items] == [it.id for it in m.items if it.index not in (0, 3)]
+    assert w.fingerprint() != m.fingerprint() and w.class_names == m.class_names
+
+
+# ---------------------------------------------------------------- val split
+
+
+def test_val_fraction_is_stratified_deterministic_and_disjoint(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes={"a": 10, "b": 2, "c": 1}, size=(4, 4))
+    full = open_source(root).manifest
+    m = open_source(root, val_fraction=0.2, seed=0).manifest
+    val = m.items_of("val")
+    assert [sum(it.label == k for it in val) for k in range(3)] == [
+        2,
+        1,
+        0,
+    ]  # round(2), at least 1, never all
+    assert sorted(it.id for it in m.items) == sorted(it.id for it in full.items)  # ids kept, nothing lost
+    assert {it.id for it in val}.isdisjoint(it.id for it in m.items_of("train"))
+    assert m.splits() == ["train", "val"] and [it.index for it in m.items] == list(range(13))
+    assert [(it.split, it.label, it.id) for it in m.items] == sorted(
+        ((it.split, it.label, it.id) for it in m.items),
+        key=lambda t: (("train", "val").index(t[0]), t[1], t[2]),
+    )
+    assert open_source(root, val_fraction=0.2, seed=0).manifest == m
+    seeds = {
+        tuple(it.id for it in open_source(root, val_fraction=0.2, seed=s).manifest.items_of("val"))
+        for s in range(6)
+    }
+    assert len(seeds) > 1
+    with pytest.raises(SourceError, match=r"val_fraction 1.5 is not allowed; pass a number between 0 and 1"):
+        open_source(root, val_fraction=1.5)
+    split_root = make_image_folder(tmp_path / "s", splits=["train", "val"])
+    with pytest.raises(SourceError, match=r"already has a val split; drop val_fraction"):
+        open_source(split_root, val_fraction=0.1)
+
+
+def test_val_fraction_on_arrays_reads_the_train_rows(tmp_path):
+    x, y = make_arrays(12, classes=2)
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
+    with open_source(tmp_path / "a.npz", val_fraction=0.25, seed=3) as src:
+        val = src.manifest.items_of("val")
+        assert len(val) == 4 and all(it.id == f"train/{it.row}" for it in val)
+        for it in val:
+            np.testing.assert_array_equal(src.read(it), x[it.row])
+            assert it.label == y[it.row]
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def test_csv_with_and_without_header(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", classes={"cat": 2, "dog": 2}, size=(3, 3))
+    (tmp_path / "list.csv").write_text(
+        "filename,class,split\nimgs/dog/000.png,dog,test\nimgs/cat/001.png,cat,\nimgs/cat/000.png,cat,train\n"
+        "imgs/dog/001.png,dog,validation\n"
+    )
+    m = open_source(tmp_path / "list.csv").manifest
+    assert m.kind == "csv" and m.class_names == ("cat", "dog")
+    assert [(it.split, it.id, it.label) for it in m.items] == [
+        ("train", "imgs/cat/000.png", 0),
+        ("train", "imgs/cat/001.png", 0),
+        ("val", "imgs/dog/001.png", 1),
+        ("test", "imgs/dog/000.png", 1),
+    ]
+    (root / "plain.csv").write_text("dog/000.png,woof\ncat/000.png,meow\n")  # no header: path,label
+    with open_source(root / "plain.csv") as src:
+        m2 = src.manifest
+        assert m2.class_names == ("meow", "woof") and [it.id for it in m2.items] == [
+            "cat/000.png",
+            "dog/000.png",
+        ]
+        assert tuple(src.read(m2.items[1])[0, 0]) == image_color("train", 1, 0)
+
+
+def test_csv_errors(tmp_path):
+    make_image_folder(tmp_path, classes={"cat": 1})
+    cases = [
+        (
+            "path,label\ncat/000.png,cat\nnope.png,cat\n",
+            r"lists 1 file\(s\) that do not exist \(line 3: nope.png\)",
+        ),
+        ("cat/000.png,cat,holdout\n", r"line 1: split 'holdout' is not allowed; use train, val"),
+        ("cat/000.png,cat\ncat/000.png,cat\n", r"cat/000.png is listed twice \(lines 1 and 2\)"),
+        ("cat/000.png,\n", r"line 1: .* needs a path and a label"),
+        ("", r"is empty; write one row per image"),
+        ("name,thing\n", r"needs a path column"),
+    ]
+    for text, msg in cases:
+        (tmp_path / "l.csv").write_text(text)
+        with pytest.raises(SourceError, match=msg):
+            open_source(tmp_path / "l.csv")
+
+
+# ---------------------------------------------------------------- h5, npz, npy
+
+
+def write_signs(path, n_train=6, n_test=3):
+    xtr, ytr = make_arrays(n_train, classes=3, seed=1)
+    xte, yte = make_arrays(n_test, classes=3, seed=2)
+    with h5py.File(path, "w") as f:
+        f["train_set_x"], f["train_set_y"] = xtr, ytr
+        f["test_set_x"], f["test_set_y"] = xte, yte
+        f["list_classes"] = np.array([b"zero", b"one", b"two"])
+    return xtr, ytr, xte, yte
+
+
+def test_h5_signs_layout(tmp_path):
+    xtr, ytr, xte, yte = write_signs(tmp_path / "signs.h5")
+    with open_source(tmp_path / "signs.h5") as src:
+        m = src.manifest
+        assert m.kind == "h5" and m.class_names == ("zero", "one", "two") and m.splits() == ["train", "test"]
+        # order: split, then label, then row
+        assert [it.id for it in m.items_of("train")] == [
+            "train/0",
+            "train/3",
+            "train/1",
+            "train/4",
+            "train/2",
+            "train/5",
+        ]
+        assert [it.id for it in m.items_of("test")] == ["test/0", "test/1", "test/2"]
+        for it in m.items:
+            x, y = (xtr, ytr) if it.split == "train" else (xte, yte)
+            assert it.label == y[it.row] and it.path is None
+            np.testing.assert_array_equal(src.read(it), x[it.row])
+        import hashlib
+
+        assert m.items[0].hash == hashlib.blake2b(xtr[0].tobytes(), digest_size=16).hexdigest()
+
+
+def test_h5_keys_dict_and_string_and_unknown_keys(tmp_path):
+    x, y = make_arrays(4, channels=1)
+    with h5py.File(tmp_path / "o.h5", "w") as f:
+        f["X_train"], f["labels/y_train"] = x, y.reshape(-1, 1)
+        f["X_test"], f["labels/y_test"] = x[:2], y[:2]
+    with pytest.raises(
+        SourceError, match=r"no SIGNS-style .*the file holds: X_test, X_train, labels/y_test, labels/y_train"
+    ):
+        open_source(tmp_path / "o.h5")
+    a = open_source(
+        tmp_path / "o.h5", h5_keys="train=X_train:labels/y_train, test=X_test:labels/y_test"
+    ).manifest
+    b = open_source(
+        tmp_path / "o.h5",
+        h5_keys={"train": ("X_train", "labels/y_train"), "test": ["X_test", "labels/y_test"]},
+    ).manifest
+    assert a == b and len(a.items_of("train")) == 4 and a.class_names == ("0", "1", "2")
+    with open_source(tmp_path / "o.h5", h5_keys={"train": "X_train:labels/y_train"}) as src:
+        img = src.read(src.manifest.items[0])
+        assert img.shape == (8, 8, 3) and (img[..., 0] == img[..., 2]).all()  # gray repeated to RGB
+    with pytest.raises(
+        SourceError, match=r"has no dataset 'x_tr'; the file holds: X_test, X_train, labels/y_test"
+    ):
+        open_source(tmp_path / "o.h5", h5_keys="train=x_tr:labels/y_train")
+    with pytest.raises(SourceError, match=r"split 'holdout' is not allowed"):
+        open_source(tmp_path / "o.h5", h5_keys="holdout=X_train:labels/y_train")
+    with pytest.raises(SourceError, match=r"'train' is not split=images:labels"):
+        open_source(tmp_path / "o.h5", h5_keys="train")
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "msg"),
+    [
+        (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(3, int), r"train has 4 images but 3 labels"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, -1, 0]), r"labels include -1; .*no negatives"),
+        (
+            np.zeros((4, 8), np.uint8),
+            np.zeros(4, int),
+            r"shape \(4, 8\); expected N x H x W or N x H x W x C",
+        ),
+        (np.zeros((4, 3, 8, 8), np.uint8), np.zeros(4, int), r"looks channels-first"),
+        (np.zeros((4, 8, 8, 3), np.float32), np.zeros(4, int), r"images are float32; expected uint8"),
+        (np.zeros((4, 8, 8, 3), np.uint8), np.array([0.5, 1, 0, 0]), r"expected integer class indices"),
+    ],
+)
+def test_array_validation_errors(tmp_path, x, y, msg):
+    np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
+    with pytest.raises(SourceError, match=msg):
+        open_source(tmp_path / "a.npz")
+
+
+def test_npz_unsplit_gray_rgba_and_class_names(tmp_path):
+    x, y = make_arrays(5, channels=4, classes=2)
+    np.savez(tmp_path / "a.npz", images=x, labels=y.reshape(-1, 1), class_names=np.array(["no", "yes"]))
+    with open_source(tmp_path / "a.npz") as src:
+        m = src.manifest
+        assert m.kind == "npz" and m.splits() == ["train"] and m.class_names == ("no", "yes")
+        np.testing.assert_array_equal(src.read(m.items[0]), x[0, ..., :3])  # alpha dropped
+    g, _ = make_arrays(3, channels=None)
+    np.savez(tmp_path / "g.npz", x_train=g, y_train=np.array([0, 4, 1]), x_test=g[:1], y_test=[2])
+    with open_source(tmp_path / "g.npz") as src:
+        assert src.manifest.class_names == tuple("01234")
+        img = src.read(src.manifest.items[0])
+        assert img.shape == (8, 8, 3) and all((img[..., c] == g[0]).all() for c in range(3))
+    np.savez(tmp_path / "b.npz", a=x, b=y)
+    with pytest.raises(SourceError, match=r"holds no image/label pair \(a, b\); name them x_train/y_train"):
+        open_source(tmp_path / "b.npz")
+    with pytest.raises(SourceError, match=r"pass the folder holding"):
+        np.save(tmp_path / "x.npy", x)
+        open_source(tmp_path / "x.npy")
+
+
+def test_npy_folder_pairs(tmp_path):
+    d = tmp_path / "npy"
+    d.mkdir()
+    x, y = make_arrays(4)
+    np.save(d / "train_images.npy", x)
+    np.save(d / "train_labels.npy", y)
+    np.save(d / "X_test.npy", x[:2])
+    np.save(d / "y_test.npy", y[:2])
+    with open_source(d) as src:
+        m = src.manifest
+        assert m.kind == "npy" and m.splits() == ["train", "test"] and len(m.items) == 6
+        it = m.items_of("test")[1]
+        np.testing.assert_array_equal(src.read(it), x[it.row])
+    with pytest.raises(SourceError, match=r"h5_keys applies to .h5, .npz and .npy sources"):
+        open_source(make_image_folder(tmp_path / "f"), h5_keys="train=a:b")
+
+
+# ---------------------------------------------------------------- IDX
+
+
+def write_idx(path, arr, gz=False):
+    arr = np.asarray(arr)
+    code = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}[arr.dtype]
+    data = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def test_idx_folder_fashion_names_gzip_and_errors(tmp_path):
+    d = tmp_path / "my-fashion-data"
+    d.mkdir()
+    xtr = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    write_idx(d / "train-images-idx3-ubyte.gz", xtr, gz=True)
+    write_idx(d / "train-labels-idx1-ubyte", np.array([9, 0, 3], np.uint8))
+    write_idx(d / "t10k-images-idx3-ubyte", xtr[:2])
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", np.array([1, 2], np.uint8), gz=True)
+    with open_source(d) as src:
+        m = src.manifest
+        assert m.kind == "idx" and m.class_names[0] == "T-shirt/top" and m.class_names[9] == "Ankle boot"
+        assert [(it.id, it.label) for it in m.items] == [
+            ("train/1", 0),
+            ("train/2", 3),
+            ("train/0", 9),
+            ("test/0", 1),
+            ("test/1", 2),
+        ]
+        np.testing.assert_array_equal(src.read(m.items[2])[..., 1], xtr[0])
+    plain = shutil.copytree(d, tmp_path / "digits")
+    assert open_source(plain).manifest.class_names == tuple("0123456789")
+    torchvision = shutil.copytree(d, tmp_path / "FashionMNIST" / "raw")  # torchvision's layout
+    assert open_source(torchvision).manifest.class_names[0] == "T-shirt/top"
+    (plain / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(SourceError, match=r"has t10k-images-idx3-ubyte but no t10k-labels-idx1-ubyte"):
+        open_source(plain)
+    (plain / "t10k-images-idx3-ubyte").unlink()
+    (plain / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01")
+    with pytest.raises(
+        SourceError, match=r"header says \(5,\) but the file holds 1 data bytes; it is truncated"
+    ):
+        open_source(plain)
+    (plain / "train-labels-idx1-ubyte").write_bytes(b"PK\x03\x04rest")
+    with pytest.raises(SourceError, match=r"is not an IDX file \(bad magic number 504b0304\)"):
+        open_source(plain)
+
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist():
+    import os
+
+    if not os.path.isdir(FASHION):
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    with open_source(FASHION) as src:
+        m = src.manifest
+        assert len(m.items_of("train")) == 60000 and len(m.items_of("test")) == 10000
+        assert m.class_names[9] == "Ankle boot"
+        by_id = {it.id: it for it in m.items}
+        assert [by_id[f"train/{i}"].label for i in range(10)] == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+        assert [by_id[f"test/{i}"].label for i in range(10)] == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+        img = src.read(by_id["train/0"])
+        assert img.shape == (28, 28, 3) and img.dtype == np.uint8 and img.max() > 200
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode(im, fmt="PNG", **kw):
+    return decode_image(encode(im, fmt, **kw))
+
+
+def test_decode_modes_to_rgb_uint8():
+    red = (255, 0, 0)
+    cases = {
+        "RGBA opaque": (decode(Image.new("RGBA", (4, 3), (255, 0, 0, 255))), red),
+        "RGBA transparent -> white": (decode(Image.new("RGBA", (4, 3), (0, 0, 0, 0))), (255, 255, 255)),
+        "RGBA half": (decode(Image.new("RGBA", (4, 3), (255, 0, 0, 128))), (255, 127, 127)),
+        "L": (decode(Image.new("L", (4, 3), 77)), (77, 77, 77)),
+        "LA transparent": (decode(Image.new("LA", (4, 3), (10, 0))), (255, 255, 255)),
+        "1": (decode(Image.new("1", (4, 3), 1)), (255, 255, 255)),
+        "CMYK JPEG": (decode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95), red),
+        "CMYK TIFF": (decode(Image.new("CMYK", (4, 3), (0, 255, 255, 0)), "TIFF"), red),
+        "16-bit PNG max": (decode(Image.fromarray(np.full((3, 4), 65535, np.uint16))), (255, 255, 255)),
+        "16-bit PNG 0x1234": (
+            decode(Image.fromarray(np.full((3, 4), 0x1234, np.uint16))),
+            (0x12, 0x12, 0x12),
+        ),
+        "16-bit TIFF": (decode(Image.fromarray(np.full((3, 4), 1000, np.uint16)), "TIFF"), (3, 3, 3)),
+        "float TIFF 0..1": (
+            decode(Image.fromarray(np.full((3, 4), 0.5, np.float32)), "TIFF"),
+            (128, 128, 128),
+        ),
+        "float TIFF 0..255": (
+            decode(Image.fromarray(np.full((3, 4), 200.0, np.float32)), "TIFF"),
+            (200,) * 3,
+        ),
+        "I mode": (decode_image_pil(Image.fromarray(np.full((3, 4), 0xFF00, np.int32))), (255, 255, 255)),
+    }
+    p = Image.new("P", (4, 3), 1)
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    cases["P"] = (decode(p), red)
+    cases["P transparent -> white"] = (decode(p, transparency=1), (255, 255, 255))
+    cases["GIF"] = (decode(p, "GIF"), red)
+    cases["WebP lossless"] = (decode(Image.new("RGB", (4, 3), red), "WEBP", lossless=True), red)
+    cases["BMP"] = (decode(Image.new("RGB", (4, 3), (1, 2, 3)), "BMP"), (1, 2, 3))
+    for name, (img, rgb) in cases.items():
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, name
+        np.testing.assert_allclose(img[1, 1], rgb, atol=3 if "JPEG" in name else 0, err_msg=name)
+
+
+def decode_image_pil(im):
+    from bottleneck.data.decode import pil_to_rgb
+
+    return pil_to_rgb(im)
+
+
+def test_exif_orientation_animation_and_content_sniffing(tmp_path):
+    a = np.zeros((10, 20, 3), np.uint8)
+    a[:, :10] = (255, 0, 0)  # left half red, right half blue
+    a[:, 10:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img = decode(Image.fromarray(a), exif=exif)
+    assert img.shape == (20, 10, 3)
+    assert tuple(img[0, 5]) == (255, 0, 0) and tuple(img[19, 5]) == (0, 0, 255)  # the left side is now on top
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 255, 0))]
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert tuple(decode_image(gif)[2, 2]) == (255, 0, 0)
+    webp = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    assert tuple(decode_image(webp)[2, 2]) == (255, 0, 0)
+    (tmp_path / "really_a_png.jpg").write_bytes(encode(Image.new("RGB", (3, 2), (5, 6, 7)), "PNG"))
+    assert tuple(load_image(tmp_path / "really_a_png.jpg")[1, 2]) == (5, 6, 7)
+
+
+def test_decode_errors_have_short_reasons(monkeypatch):
+    jpeg, png = (
+        noise_jpeg(),
+        encode(Image.fromarray(np.full((32, 48, 3), 9, np.uint8)), "PNG", compress_level=0),
+    )
+    cases = [
+        (b"", "empty file"),
+        (b"hello, I am text", "not an image"),
+        (jpeg[: len(jpeg) // 2], "truncated JPEG"),
+        (png[: len(png) // 2], "truncated PNG"),
+    ]
+    for data, reason in cases:
+        with pytest.raises(ImageDecodeError) as e:
+            decode_image(data)
+        assert e.value.reason == reason
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for side in (40, 60):  # PIL warns above the limit and refuses above twice it: both are errors here
+        with pytest.raises(ImageDecodeError, match=r"decompression-bomb limit of 1000 pixels"):
+            decode_image(encode(Image.new("RGB", (side, side)), "PNG"))
+
+
+def test_find_bad_images_reports_all_in_order(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes={"a": 2, "b": 2})
+    (root / "a" / "cut.jpg").write_bytes(noise_jpeg()[:300])
+    (root / "b" / "empty.png").write_bytes(b"")
+    (root / "b" / "text.jpg").write_text("definitely not a jpeg")
+    (root / "b" / "ok.jpg").write_bytes(noise_jpeg(1))
+    seen = []
+    with open_source(root) as src:
+        bad = find_bad_images(src, workers=2, progress=lambda *a: seen.append(a))
+        assert [(it.id, reason) for it, reason in bad] == [
+            ("a/cut.jpg", "truncated JPEG"),
+            ("b/empty.png", "empty file"),
+            ("b/text.jpg", "not an image"),
+        ]
+        assert seen[-1] == ("check", 8, 8)
+        assert find_bad_images(src, items=src.manifest.items_of("train")[:2]) == []
+
+
+def test_load_image_errors_name_file_and_reason(tmp_path):
+    (tmp_path / "t.png").write_text("text")
+    with pytest.raises(BadImageError, match=r"cannot decode image .*t.png \(not an image\)") as e:
+        load_image(tmp_path / "t.png")
+    assert e.value.paths == [str(tmp_path / "t.png")]
+    with pytest.raises(BadImageError, match=r"image .*nope.jpg does not exist"):
+        load_image(tmp_path / "nope.jpg")
+
+
+def test_read_refuses_a_file_changed_after_opening(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes={"a": 1})
+    with open_source(root) as src:
+        Image.new("RGB", (40, 30), (1, 1, 1)).save(root / "a" / "000.png")
+        with pytest.raises(SourceError, match=r"000.png changed after the source was opened"):
+            src.read(src.manifest.items[0])
+
+
+# ---------------------------------------------------------------- resize
+
+
+def test_resize_policies_shapes_and_pixels():
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, :10] = (255, 0, 0)
+    wide[:, 10:20] = (0, 255, 0)
+    wide[:, 20:] = (0, 0, 255)
+    for policy in ("squash", "crop", "pad"):
+        out = resize_image(wide, 12, policy)
+        assert out.shape == (12, 12, 3) and out.dtype == np.uint8
+    crop = resize_image(wide, 10, "crop")  # the centre square is all green
+    assert (crop == (0, 255, 0)).all()
+    squash = resize_image(wide, 12, "squash")  # all three bands survive, stretched
+    assert (
+        tuple(squash[6, 0]) == (255, 0, 0)
+        and tuple(squash[6, 6]) == (0, 255, 0)
+        and tuple(squash[6, 11]) == (0, 0, 255)
+    )
+    white = np.full((10, 20, 3), 255, np.uint8)
+    pad = resize_image(white, 8, "pad")  # 20x10 -> 8x4 content, centred, zeros above and below
+    assert (pad[2:6] == 255).all() and (pad[:2] == 0).all() and (pad[6:] == 0).all()
+    tall = resize_image(np.full((20, 10, 3), 255, np.uint8), 8, "pad")
+    assert (tall[:, 2:6] == 255).all() and (tall[:, :2] == 0).all() and (tall[:, 6:] == 0).all()
+    same = np.zeros((7, 7, 3), np.uint8)
+    assert resize_image(same, 7, "pad") is same
+    with pytest.raises(BottleneckError, match=r"unknown resize 'fit'; choose one of: squash, crop, pad"):
+        resize_image(wide, 8, "fit")
+
+
+def test_item_is_frozen():
+    it = Item(0, "train", "a/b.png", 0, "0" * 32, path="/x")
+    with pytest.raises(AttributeError):
+        it.label = 1  # type: ignore[misc]

@@ -227,6 +227,8 @@ def extract(
                     skipped = [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
             else:
                 skipped = resume_meta.get("skipped", [])
+            # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
+            manifest_json = {**manifest.to_json(), "skipped": skipped}
             if skipped:
                 manifest = manifest.without([s["index"] for s in skipped])
                 if not manifest.items:
@@ -238,7 +240,19 @@ def extract(
                 raise BottleneckError(
                     f"chunk_rows {chunk_rows} must be a positive multiple of the batch size {config.batch_size}."
                 )
-            job = _Job(src, manifest, config, key, material, path, skipped, resume_meta, options, chunk_rows)
+            job = _Job(
+                src,
+                manifest,
+                manifest_json,
+                config,
+                key,
+                material,
+                path,
+                skipped,
+                resume_meta,
+                options,
+                chunk_rows,
+            )
             return _run(job, progress, notify, engine_factory, t0)
 
 
@@ -265,7 +279,8 @@ def _resumable_meta(path: Path, key: str) -> dict | None:
 @dataclass
 class _Job:
     src: object
-    manifest: object
+    manifest: object  # without skipped images: one row per item
+    manifest_json: dict  # every item, with the skipped ones listed
     config: ExtractConfig
     key: str
     material: dict
@@ -310,7 +325,7 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
             key_material=job.material,
             config=config,
             class_names=manifest.class_names,
-            manifest_json={**manifest.to_json(), "skipped": job.skipped},
+            manifest_json=job.manifest_json,
             skipped=job.skipped,
         )
         writer.meta["engine"] = engine.name

@@ -206,3 +206,15 @@ def test_list_remove_and_gc(tmp_path):
     assert [x["reason"] for x in removed] == ["incomplete"]
     assert len(list_caches(tmp_path / "c")) == 1
     assert remove_cache(r.path) > 0 and list_caches(tmp_path / "c") == []
+
+
+def test_reuse_after_a_run_with_skipped_images(tmp_path):
+    src = make_folder(tmp_path / "data")
+    (src / "class0" / "bad.png").write_bytes(b"not an image")
+    cfg = CFG.replace(on_bad_image="skip")
+    first = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert len(manifest["items"]) == 18 and [s["id"] for s in manifest["skipped"]] == ["class0/bad.png"]
+    Image.new("RGB", (12, 10), (9, 9, 9)).save(src / "class1" / "zzz.png")
+    r = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    assert r.reused == 17 and r.computed == 1 and r.cache.n("train") == 18

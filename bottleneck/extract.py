@@ -199,7 +199,10 @@ def extract(
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides) if overrides else (config or ExtractConfig())
     _check_backbone(config)
-    with open_source(source, h5_keys=h5_keys, val_fraction=val_fraction, seed=seed) as src:
+    source_options = {"h5_keys": h5_keys, "val_fraction": val_fraction, "seed": seed}
+    if config.max_image_pixels is not None:
+        source_options["max_image_pixels"] = config.max_image_pixels
+    with open_source(source, **source_options) as src:
         manifest = src.manifest
         key, material = compute_key(config, manifest.fingerprint())
         path = Path(cache_dir) / cache_dir_name(config, key)
@@ -235,7 +238,7 @@ def extract(
                     raise BadImageError(
                         "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
                     )
-            options = {"val_fraction": val_fraction, "seed": seed, "h5_keys": h5_keys}
+            options = source_options
             if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
                 raise BottleneckError(
                     f"chunk_rows {chunk_rows} must be a positive multiple of the batch size {config.batch_size}."

@@ -47,6 +47,7 @@ ALTERNATIVES = {
     "format": "h5",
     "on_bad_image": "skip",
     "preprocess": "tf",
+    "max_image_pixels": 10**9,
 }
 
 

@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
         on_bad_image: str = typer.Option(
             "fail", help="fail (name every bad file) | skip (record and leave out)."
         ),
+        max_image_pixels: int = typer.Option(
+            None,
+            help="Refuse images larger than this many pixels (decompression-bomb guard) [default: ~89M].",
+        ),
         val_fraction: float = typer.Option(
             None, help="Make a stratified validation split of this fraction of train."
         ),
@@ -75,6 +79,7 @@ def register(app: typer.Typer) -> None:
             format=format,
             on_bad_image=on_bad_image,
             preprocess=preprocess,
+            max_image_pixels=max_image_pixels,
             batch_size=batch_size,
             workers=workers,
         )

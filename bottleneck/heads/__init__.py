@@ -1,0 +1,70 @@
+"""Heads: small classifiers fitted on cached features, all with one scikit-learn-style API.
+
+``make_head("logreg" | "linear" | "mlp" | "sigmoid" | "pool-dense", **params)`` builds one; every head has
+``fit(X, y, X_val=None, y_val=None, progress=None)``, ``predict``, ``predict_proba``, ``save(path, cache=)``,
+and ``load_head(path)`` reads it back. X may be a cache's on-disk array: heads read it in blocks.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from bottleneck.errors import HeadError, suggest
+from bottleneck.heads.base import Head, NotFittedError, cache_identity, load_head
+from bottleneck.heads.keras_heads import KerasHead, LinearHead, MLPHead, PoolDenseHead, SigmoidHead
+from bottleneck.heads.logreg import LogRegHead
+
+HEADS: dict[str, type[Head]] = {
+    "logreg": LogRegHead,
+    "linear": LinearHead,
+    "mlp": MLPHead,
+    "sigmoid": SigmoidHead,
+    "pool-dense": PoolDenseHead,
+}
+
+__all__ = [
+    "HEADS",
+    "Head",
+    "KerasHead",
+    "LinearHead",
+    "LogRegHead",
+    "MLPHead",
+    "NotFittedError",
+    "PoolDenseHead",
+    "SigmoidHead",
+    "cache_identity",
+    "head_params",
+    "load_head",
+    "make_head",
+]
+
+
+def head_params(name: str) -> dict:
+    """{parameter: default} of a head, for help texts and error messages."""
+    cls = HEADS[_canonical(name)]
+    return {
+        p.name: p.default for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"
+    }
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"pooldense": "pool-dense", "logistic": "logreg"}.get(key, key)
+    if key not in HEADS:
+        raise HeadError(
+            f"unknown head {name!r}; choose one of: {', '.join(HEADS)}.{suggest(key, HEADS)}"
+        )
+    return key
+
+
+def make_head(name: str, **params) -> Head:
+    """A new, unfitted head by name; unknown names or parameters raise HeadError listing the valid ones."""
+    key = _canonical(name)
+    valid = head_params(key)
+    unknown = [p for p in params if p not in valid]
+    if unknown:
+        raise HeadError(
+            f"head {key} has no parameter {unknown[0]!r}; its parameters are: {', '.join(valid)}."
+            f"{suggest(unknown[0], valid)}"
+        )
+    return HEADS[key](**params)

@@ -1,0 +1,349 @@
+"""What every head shares: input checks, label encoding, block-wise reading, save/load and cache matching."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+from bottleneck.errors import HeadError
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+HEAD_FILE = "head.json"
+HEAD_FORMAT_VERSION = 1
+
+# Blocks read from a store at a time when a whole split is not loaded: big enough to amortise chunk
+# decompression, small enough to stay far below RAM.
+BLOCK_BYTES = 64 << 20
+
+
+class NotFittedError(HeadError, _SkNotFittedError):
+    """predict/predict_proba/save before fit (also an sklearn NotFittedError, so sklearn tools recognise it)."""
+
+
+def available_memory() -> int:
+    """Bytes of RAM available now (Linux MemAvailable), or 2 GiB when that cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def nbytes(X) -> int:
+    return int(np.prod(X.shape)) * np.dtype(X.dtype).itemsize
+
+
+def to_memory(X) -> np.ndarray:
+    """The whole array in RAM (reads a zarr / h5 / memmap array-like once)."""
+    if isinstance(X, np.ndarray) and not isinstance(X, np.memmap):
+        return X
+    return np.asarray(X[:])
+
+
+def block_rows_for(X, block_bytes: int = BLOCK_BYTES) -> int:
+    row_bytes = max(1, nbytes(X) // max(1, int(X.shape[0])))
+    rows = max(1, block_bytes // row_bytes)
+    chunks = getattr(X, "chunks", None)
+    if chunks and chunks[0]:
+        # Whole stored chunks: a block that cuts a chunk would decompress it twice.
+        rows = max(int(chunks[0]), rows // int(chunks[0]) * int(chunks[0]))
+    return int(rows)
+
+
+def iter_blocks(X, rows: np.ndarray | None = None, block_rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (row indices, features of those rows) in stored order, reading contiguous slabs.
+
+    ``rows`` (sorted, unique) restricts to a subset; each slab read spans at most ``block_rows`` selected rows.
+    """
+    n = int(X.shape[0])
+    block_rows = block_rows or block_rows_for(X)
+    if rows is None:
+        for a in range(0, n, block_rows):
+            b = min(n, a + block_rows)
+            yield np.arange(a, b), np.asarray(X[a:b])
+        return
+    for i in range(0, len(rows), block_rows):
+        sel = rows[i : i + block_rows]
+        lo, hi = int(sel[0]), int(sel[-1]) + 1
+        yield sel, np.asarray(X[lo:hi])[sel - lo]
+
+
+def check_features(X, name: str = "X"):
+    """X must look like an array of one feature row per image, (N, D) or (N, H, W, C)."""
+    if not hasattr(X, "shape") or not hasattr(X, "__getitem__"):
+        X = np.asarray(X)
+    shape = tuple(X.shape)
+    if len(shape) < 2:
+        raise HeadError(
+            f"{name} has shape {shape}; features must be 2-D or more, one row per image: (N, D) or (N, H, W, C). "
+            "Pass cache.features(split), or X[None] for a single row."
+        )
+    if shape[0] == 0:
+        raise HeadError(f"{name} has no rows (shape {shape}); pass at least one feature row.")
+    if not np.issubdtype(np.dtype(X.dtype), np.floating):
+        raise HeadError(f"{name} has dtype {X.dtype}; features must be float (float32 or float16 from a cache).")
+    return X
+
+
+def check_labels(y, n: int, name: str = "y") -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise HeadError(
+            f"{name} has shape {y.shape} but there are {n} feature rows; pass one integer label per row, shape ({n},)."
+        )
+    if y.dtype.kind not in "iub":
+        raise HeadError(
+            f"{name} has dtype {y.dtype}; labels must be integer class indices (cache.labels(split) gives int64)."
+        )
+    return y.astype(np.int64)
+
+
+def check_finite(block: np.ndarray, name: str = "X") -> None:
+    if not np.isfinite(block).all():
+        bad = int(np.size(block) - np.isfinite(block).sum())
+        raise HeadError(
+            f"{name} contains {bad} NaN or infinite value(s); features must be finite. "
+            "Re-extract the cache (`bottleneck cache verify` finds damaged chunks) or drop those rows."
+        )
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows), sorted, holding out ``fraction`` of each class (at least one row of a
+    class with two or more rows), so a train split without a validation split still gets a fair one."""
+    if not 0.0 < fraction < 1.0:
+        raise HeadError(f"val_fraction {fraction} must be between 0 and 1 (exclusive); e.g. 0.1.")
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = int(round(fraction * len(idx)))
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        held.append(rng.permutation(idx)[:k])
+    held = np.sort(np.concatenate(held)) if held else np.array([], np.int64)
+    if len(held) == 0:
+        raise HeadError("too few rows per class to hold out a validation part; pass a validation split.")
+    mask = np.ones(len(y), bool)
+    mask[held] = False
+    return np.flatnonzero(mask), held
+
+
+class Head(ClassifierMixin, BaseEstimator):
+    """Base of all heads: the scikit-learn estimator contract plus saving and cache matching.
+
+    Subclasses implement ``fit`` (setting ``classes_``, ``feature_shape_``, ``history_``), ``_proba(block)``
+    (features block -> (n, n_classes) probabilities), ``_save_model(dir)`` and ``_load_model(dir, info)``.
+    """
+
+    name = ""
+
+    # --- fitting helpers -------------------------------------------------------------------------------
+    def _start_fit(self, X, y, X_val=None, y_val=None):
+        """Validate the training inputs; set classes_, feature_shape_; return (X, y_index, X_val, yv_index)."""
+        X = check_features(X)
+        y = check_labels(y, int(X.shape[0]))
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise HeadError(
+                f"y has a single class ({int(classes[0])}); a classifier needs rows of at least 2 classes."
+            )
+        self.classes_ = classes
+        self.feature_shape_ = tuple(int(d) for d in X.shape[1:])
+        self.n_features_in_ = int(np.prod(self.feature_shape_))
+        yi = np.searchsorted(classes, y)
+        if (X_val is None) != (y_val is None):
+            raise HeadError("pass both X_val and y_val, or neither (then part of train is held out).")
+        yvi = None
+        if X_val is not None:
+            X_val = check_features(X_val, "X_val")
+            self._check_shape(X_val, "X_val")
+            y_val = check_labels(y_val, int(X_val.shape[0]), "y_val")
+            unknown = np.setdiff1d(np.unique(y_val), classes)
+            if len(unknown):
+                raise HeadError(
+                    f"y_val has class(es) {unknown.tolist()} that do not occur in y; every validation class "
+                    "needs training rows."
+                )
+            yvi = np.searchsorted(classes, y_val)
+        return X, yi, X_val, yvi
+
+    def _check_shape(self, X, name="X"):
+        shape = tuple(int(d) for d in X.shape[1:])
+        if shape != self.feature_shape_:
+            where = ""
+            trained = getattr(self, "trained_on_", None) or {}
+            if trained.get("cache_key"):
+                where = f" from cache {trained.get('cache_name') or trained['cache_key'][:8]}"
+            raise HeadError(
+                f"{name} has feature shape {shape} but this {self.name} head was trained on {self.feature_shape_}"
+                f"{where}; pass features made with the same backbone, layer, image size and pooling."
+            )
+
+    def _check_fitted(self):
+        if not hasattr(self, "classes_"):
+            raise NotFittedError(
+                f"this {self.name} head is not fitted yet; call fit(X, y) first, or load a saved one with load_head."
+            )
+
+    # --- prediction ------------------------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (N, n_classes), float64; columns follow ``classes_``. X may be any array-like
+        (a zarr/h5/memmap split is read block by block)."""
+        self._check_fitted()
+        X = check_features(X)
+        self._check_shape(X)
+        out = np.empty((int(X.shape[0]), len(self.classes_)), np.float64)
+        for rows, block in iter_blocks(X):
+            check_finite(block)
+            out[rows] = self._proba(block)
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (N,), values from ``classes_``."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def _proba(self, block: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- saving ----------------------------------------------------------------------------------------
+    def save(self, path, *, cache=None) -> Path:
+        """Save to a folder (no pickle): ``head.json`` plus ``model.keras`` or ``logreg.npz``.
+
+        With ``cache`` (a Cache), records its key, feature key and class names so the head can refuse
+        features of another backbone setting later (``check_cache``).
+        """
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        trained = dict(getattr(self, "trained_on_", None) or {})
+        if cache is not None:
+            trained = cache_identity(cache)
+        info = {
+            "format_version": HEAD_FORMAT_VERSION,
+            "head": self.name,
+            "params": _json_params(self.get_params()),
+            "classes": self.classes_.tolist(),
+            "feature_shape": list(self.feature_shape_),
+            "history": getattr(self, "history_", {}),
+            "trained_on": trained or None,
+            "learned": self._learned_json(),
+        }
+        self._save_model(path)
+        tmp = path / f".{HEAD_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, path / HEAD_FILE)
+        self.trained_on_ = trained or None
+        return path
+
+    def _learned_json(self) -> dict:
+        return {}
+
+    def _save_model(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def _load_model(self, path: Path, info: dict) -> None:
+        raise NotImplementedError
+
+    # --- cache matching --------------------------------------------------------------------------------
+    def check_cache(self, cache) -> None:
+        """Refuse a cache whose features or classes differ from those this head was trained on.
+
+        Caches of other images made with the same backbone settings are accepted (same feature key).
+        """
+        self._check_fitted()
+        shape = tuple(int(d) for d in cache.feature_shape)
+        mine = getattr(self, "trained_on_", None) or {}
+        label = mine.get("cache_name") or (mine.get("cache_key") or "?")[:8]
+        if shape != self.feature_shape_:
+            raise HeadError(
+                f"cache {cache.path.name} has feature shape {shape} but this {self.name} head was trained on "
+                f"{self.feature_shape_} (cache {label}); evaluate it on a cache made with the same backbone "
+                "settings, or fit a new head on this cache."
+            )
+        theirs = cache_identity(cache)
+        if mine.get("features_key") and theirs.get("features_key"):
+            same = mine["features_key"] == theirs["features_key"]
+        else:
+            same = not mine.get("cache_key") or mine["cache_key"] == theirs["cache_key"]
+        if not same:
+            raise HeadError(
+                f"cache {cache.path.name} was extracted with other settings ({_settings(theirs)}) than the "
+                f"cache {label} this head was trained on ({_settings(mine)}); its features mean something "
+                "else. Extract this data with the training settings, or fit a new head on this cache."
+            )
+        names = mine.get("class_names")
+        if names and list(names) != list(cache.class_names):
+            raise HeadError(
+                f"cache {cache.path.name} has classes {list(cache.class_names)[:10]} but this head was trained on "
+                f"{list(names)[:10]}; labels would be misread. Use a cache with the same class folders."
+            )
+
+
+def cache_identity(cache) -> dict:
+    """What a saved head records about the cache it was trained on."""
+    return {
+        "cache_key": cache.key,
+        "cache_name": cache.path.name,
+        "cache_path": str(cache.path),
+        "features_key": cache.meta.get("features_key"),
+        "class_names": list(cache.class_names),
+        "feature_shape": [int(d) for d in cache.feature_shape],
+        "config": cache.config.to_dict(),
+    }
+
+
+def _settings(identity: dict) -> str:
+    cfg = identity.get("config") or {}
+    if not cfg:
+        return "unknown"
+    keys = ("backbone", "weights", "image_size", "layer", "pooling", "resize", "dtype")
+    return ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
+
+
+def _json_params(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def load_head(path) -> Head:
+    """Load a head saved with ``Head.save`` (a folder with head.json); HeadError when missing or foreign."""
+    from bottleneck.heads import HEADS
+
+    path = Path(path)
+    info_file = path / HEAD_FILE
+    if not info_file.is_file():
+        raise HeadError(f"no saved head at {path} (no {HEAD_FILE}); pass the head/ folder of a `fit-head` run.")
+    try:
+        info = json.loads(info_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise HeadError(f"{info_file} is corrupt ({exc}); fit the head again.") from None
+    if info.get("format_version") != HEAD_FORMAT_VERSION or info.get("head") not in HEADS:
+        raise HeadError(
+            f"{info_file} is head format {info.get('format_version')!r} of head {info.get('head')!r}; this "
+            f"bottleneck reads format {HEAD_FORMAT_VERSION} of {', '.join(HEADS)}. Fit the head again."
+        )
+    head = HEADS[info["head"]](**info["params"])
+    head.classes_ = np.asarray(info["classes"], dtype=np.int64)
+    head.feature_shape_ = tuple(info["feature_shape"])
+    head.n_features_in_ = int(np.prod(head.feature_shape_))
+    head.history_ = info.get("history") or {}
+    head.trained_on_ = info.get("trained_on")
+    head._load_model(path, info)
+    return head

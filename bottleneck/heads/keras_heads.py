@@ -1,0 +1,344 @@
+"""Keras heads (linear, MLP, sigmoid, pool-dense) with one training loop: Adam, early stopping, best weights.
+
+Keras is imported inside methods, so importing bottleneck.heads (and the logreg head) never starts TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.errors import HeadError
+from bottleneck.heads.base import (
+    Head,
+    Progress,
+    available_memory,
+    check_finite,
+    iter_blocks,
+    nbytes,
+    stratified_holdout,
+    to_memory,
+)
+
+MODEL_FILE = "model.keras"
+
+
+class KerasHead(Head):
+    """Shared training loop; subclasses build the layers between the normalised input and the output.
+
+    Common parameters: ``epochs`` (maximum), ``batch_size``, ``lr`` (Adam), ``patience`` (epochs without a
+    lower validation loss before stopping; the best epoch's weights are restored), ``class_weight``
+    (None | "balanced"), ``val_fraction`` (held out of train when no validation data is passed),
+    ``in_memory`` ("auto": load the arrays when they take under half the available RAM, else stream
+    batches from the store; True / False to force), ``random_state`` (seeds Keras, NumPy and Python).
+
+    Learned: ``classes_``, ``feature_shape_``, ``model_`` (keras.Model, probabilities out), ``history_``
+    ({"loss", "accuracy", "val_loss", "val_accuracy"} per epoch, and "best_epoch"), ``holdout_``,
+    ``streamed_`` (whether training read batches from disk).
+    """
+
+    def __init__(
+        self,
+        epochs: int = 50,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        patience: int = 5,
+        class_weight: str | None = None,
+        val_fraction: float = 0.1,
+        in_memory: str | bool = "auto",
+        random_state: int | None = 0,
+    ):
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.class_weight = class_weight
+        self.val_fraction = val_fraction
+        self.in_memory = in_memory
+        self.random_state = random_state
+
+    # Subclasses: check the feature shape and number of classes, and build the layers.
+    def _check_problem(self, n_classes: int) -> None:
+        pass
+
+    def _build_body(self, x, n_classes: int):
+        raise NotImplementedError
+
+    @property
+    def _binary(self) -> bool:
+        return False
+
+    def _check_params(self):
+        for name in ("epochs", "batch_size", "patience"):
+            v = getattr(self, name)
+            if not isinstance(v, int | np.integer) or v < (0 if name == "patience" else 1):
+                raise HeadError(f"{name} {v!r} must be a positive integer.")
+        if not self.lr > 0:
+            raise HeadError(f"lr {self.lr!r} must be a positive number, e.g. 1e-3.")
+        if self.class_weight not in (None, "balanced"):
+            raise HeadError(f"class_weight {self.class_weight!r} is not allowed; use None or 'balanced'.")
+        if self.in_memory not in ("auto", True, False):
+            raise HeadError(f"in_memory {self.in_memory!r} is not allowed; use 'auto', True or False.")
+
+    def fit(self, X, y, X_val=None, y_val=None, progress: Progress | None = None):
+        """Fit on X (N, *feature_shape) array-like and labels y (N,); early-stop on (X_val, y_val) or on a
+        stratified part of train. Reports ("epoch", done, epochs) through ``progress``."""
+        self._check_params()
+        X, yi, X_val, yvi = self._start_fit(X, y, X_val, y_val)
+        n_classes = len(self.classes_)
+        self._check_problem(n_classes)
+
+        from bottleneck.engines import configure_tensorflow_threads
+
+        configure_tensorflow_threads()
+        import keras
+
+        seed = 0 if self.random_state is None else int(self.random_state)
+        keras.utils.set_random_seed(seed)
+
+        rows = np.arange(int(X.shape[0]))
+        self.holdout_ = None
+        if X_val is None:
+            rows, self.holdout_ = stratified_holdout(yi, self.val_fraction, seed)
+        budget = available_memory() // 2
+        need = nbytes(X) + (nbytes(X_val) if X_val is not None else 0)
+        self.streamed_ = self.in_memory is False or (self.in_memory == "auto" and need > budget)
+
+        if not self.streamed_:
+            X = to_memory(X)
+            X_val = None if X_val is None else to_memory(X_val)
+        mean, var = _channel_stats(X, rows)
+        if X_val is not None:
+            for _, block in iter_blocks(X_val):
+                check_finite(block, "X_val")
+
+        inputs = keras.Input(self.feature_shape_)
+        x = keras.layers.Normalization(axis=-1, mean=mean, variance=var)(inputs)
+        outputs = self._build_body(x, n_classes)
+        model = keras.Model(inputs, outputs, name=f"{self.name.replace('-', '_')}_head")
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.lr),
+            loss="binary_crossentropy" if self._binary else "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        class_weight = None
+        if self.class_weight == "balanced":
+            counts = np.bincount(yi[rows], minlength=n_classes)
+            class_weight = {k: len(rows) / (n_classes * max(1, c)) for k, c in enumerate(counts)}
+
+        if self.streamed_:
+            from bottleneck.heads.streaming import ArrayBatches
+
+            train = ArrayBatches(X, yi, rows, self.batch_size, shuffle=True, seed=seed)
+            if X_val is None:
+                val = ArrayBatches(X, yi, self.holdout_, self.batch_size, shuffle=False)
+            else:
+                val = ArrayBatches(X_val, yvi, np.arange(int(X_val.shape[0])), self.batch_size, shuffle=False)
+            fit_kw = {"x": train, "validation_data": val, "shuffle": False}
+        else:
+            if X_val is None:
+                Xtr, ytr, Xv, yv = X[rows], yi[rows], X[self.holdout_], yi[self.holdout_]
+            else:
+                Xtr, ytr, Xv, yv = X, yi, X_val, yvi
+            fit_kw = {
+                "x": Xtr.astype(np.float32, copy=False),
+                "y": ytr,
+                "validation_data": (Xv.astype(np.float32, copy=False), yv),
+                "batch_size": self.batch_size,
+                "shuffle": True,
+            }
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.patience, restore_best_weights=True
+            )
+        ]
+        if progress:
+            callbacks.append(_ProgressCallback(progress, self.epochs))
+        hist = model.fit(
+            epochs=self.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0, **fit_kw
+        )
+        self.model_ = model
+        self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        losses = self.history_.get("val_loss", [])
+        self.history_["best_epoch"] = int(np.argmin(losses)) + 1 if losses else len(losses)
+        return self
+
+    def _proba(self, block: np.ndarray) -> np.ndarray:
+        p = np.asarray(self.model_.predict_on_batch(block.astype(np.float32, copy=False)), np.float64)
+        if self._binary:
+            p = np.concatenate([1.0 - p, p], axis=1)
+        return p
+
+    def _save_model(self, path: Path) -> None:
+        self.model_.save(path / MODEL_FILE)
+
+    def _load_model(self, path: Path, info: dict) -> None:
+        import keras
+
+        f = path / MODEL_FILE
+        if not f.is_file():
+            raise HeadError(f"{f} is missing; the saved {self.name} head is incomplete. Fit it again.")
+        self.model_ = keras.models.load_model(f, compile=False)
+        self.holdout_ = None
+
+
+class LinearHead(KerasHead):
+    """Softmax regression: Flatten -> Dense(n_classes, softmax)."""
+
+    name = "linear"
+
+    def _build_body(self, x, n_classes):
+        import keras
+
+        if len(self.feature_shape_) > 1:
+            x = keras.layers.Flatten()(x)
+        return keras.layers.Dense(n_classes, activation="softmax")(x)
+
+
+class MLPHead(KerasHead):
+    """The classic bottleneck-recipe head: [Dense(width, relu) -> Dropout(dropout)] x depth -> softmax."""
+
+    name = "mlp"
+
+    def __init__(
+        self,
+        width: int = 256,
+        depth: int = 1,
+        dropout: float = 0.5,
+        epochs: int = 50,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        patience: int = 5,
+        class_weight: str | None = None,
+        val_fraction: float = 0.1,
+        in_memory: str | bool = "auto",
+        random_state: int | None = 0,
+    ):
+        super().__init__(epochs, batch_size, lr, patience, class_weight, val_fraction, in_memory, random_state)
+        self.width = width
+        self.depth = depth
+        self.dropout = dropout
+
+    def _check_problem(self, n_classes):
+        if not (isinstance(self.width, int | np.integer) and self.width >= 1):
+            raise HeadError(f"width {self.width!r} must be a positive integer, e.g. 256.")
+        if not (isinstance(self.depth, int | np.integer) and self.depth >= 1):
+            raise HeadError(f"depth {self.depth!r} must be a positive integer, e.g. 1.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
+
+    def _build_body(self, x, n_classes):
+        import keras
+
+        if len(self.feature_shape_) > 1:
+            x = keras.layers.Flatten()(x)
+        for _ in range(self.depth):
+            x = keras.layers.Dense(self.width, activation="relu")(x)
+            if self.dropout:
+                x = keras.layers.Dropout(self.dropout)(x)
+        return keras.layers.Dense(n_classes, activation="softmax")(x)
+
+
+class SigmoidHead(KerasHead):
+    """Two-class head: Flatten -> Dense(1, sigmoid), binary cross-entropy; probabilities are [1 - p, p]."""
+
+    name = "sigmoid"
+
+    @property
+    def _binary(self) -> bool:
+        return True
+
+    def _check_problem(self, n_classes):
+        if n_classes != 2:
+            raise HeadError(
+                f"the sigmoid head is for exactly 2 classes, but y has {n_classes} "
+                f"({', '.join(map(str, self.classes_[:10]))}); use --head linear, mlp or logreg."
+            )
+
+    def _build_body(self, x, n_classes):
+        import keras
+
+        if len(self.feature_shape_) > 1:
+            x = keras.layers.Flatten()(x)
+        return keras.layers.Dense(1, activation="sigmoid")(x)
+
+
+class PoolDenseHead(KerasHead):
+    """For spatial caches (``--pooling none``): Global{Max,Average}Pooling2D -> Dense(width, relu) ->
+    Dropout -> softmax (the hand-signs recipe)."""
+
+    name = "pool-dense"
+
+    def __init__(
+        self,
+        pool: str = "max",
+        width: int = 128,
+        dropout: float = 0.0,
+        epochs: int = 50,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        patience: int = 5,
+        class_weight: str | None = None,
+        val_fraction: float = 0.1,
+        in_memory: str | bool = "auto",
+        random_state: int | None = 0,
+    ):
+        super().__init__(epochs, batch_size, lr, patience, class_weight, val_fraction, in_memory, random_state)
+        self.pool = pool
+        self.width = width
+        self.dropout = dropout
+
+    def _check_problem(self, n_classes):
+        if len(self.feature_shape_) != 3:
+            raise HeadError(
+                f"the pool-dense head needs spatial features (N, H, W, C) but these have shape "
+                f"(N, {', '.join(map(str, self.feature_shape_))}); extract with --pooling none, "
+                "or use --head mlp / linear / logreg on pooled features."
+            )
+        if self.pool not in ("max", "avg"):
+            raise HeadError(f"pool {self.pool!r} is not allowed; use 'max' or 'avg'.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
+
+    def _build_body(self, x, n_classes):
+        import keras
+
+        pool = keras.layers.GlobalMaxPooling2D if self.pool == "max" else keras.layers.GlobalAveragePooling2D
+        x = pool()(x)
+        x = keras.layers.Dense(self.width, activation="relu")(x)
+        if self.dropout:
+            x = keras.layers.Dropout(self.dropout)(x)
+        return keras.layers.Dense(n_classes, activation="softmax")(x)
+
+
+def _channel_stats(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per channel (last axis) over ``rows``, in float64, one pass over blocks; refuses
+    NaN / inf on the way (a NaN would silently turn every prediction into NaN)."""
+    c = X.shape[-1]
+    total = 0
+    s = np.zeros(c)
+    ss = np.zeros(c)
+    for _, block in iter_blocks(X, rows):
+        check_finite(block)
+        b = block.reshape(-1, c).astype(np.float64)
+        s += b.sum(axis=0)
+        ss += (b * b).sum(axis=0)
+        total += len(b)
+    mean = s / total
+    var = np.maximum(ss / total - mean * mean, 0.0)
+    var = np.where(var > 1e-12, var, 1.0)  # constant channels pass through unscaled
+    return mean, var
+
+
+class _ProgressCallback:
+    """Adapter from Keras epochs to the library's progress callback (built lazily: keras.callbacks.Callback)."""
+
+    def __new__(cls, progress: Progress, epochs: int):
+        import keras
+
+        class _CB(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                progress("epoch", epoch + 1, epochs)
+
+        return _CB()

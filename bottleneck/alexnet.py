@@ -161,7 +161,7 @@ def load_bvlc_weights(path) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def _make_lrn_class():
+def _make_layer_classes() -> dict:
     import keras
 
     @keras.saving.register_keras_serializable(package="bottleneck")
@@ -191,18 +191,44 @@ def _make_lrn_class():
                 "bias": self.bias,
             }
 
-    return LocalResponseNormalization
+    @keras.saving.register_keras_serializable(package="bottleneck")
+    class SplitGroupConv2D(keras.layers.Conv2D):
+        """Conv2D(groups=g) computed as g plain convolutions on channel slices, then concatenated.
+
+        Same kernel layout and result as Keras' grouped Conv2D, but plain Conv2D ops: TensorFlow runs a
+        grouped conv on CPU as a compiled sub-function that the ONNX converter cannot translate.
+        """
+
+        def convolution_op(self, inputs, kernel):
+            from keras import ops
+
+            xs = ops.split(inputs, self.groups, axis=-1)
+            ks = ops.split(kernel, self.groups, axis=-1)
+            outs = [
+                ops.conv(
+                    x, k, strides=list(self.strides), padding=self.padding, dilation_rate=self.dilation_rate
+                )
+                for x, k in zip(xs, ks, strict=True)
+            ]
+            return ops.concatenate(outs, axis=-1)
+
+    return {"lrn": LocalResponseNormalization, "group_conv": SplitGroupConv2D}
 
 
-_LRN_CLASS = None
+_LAYER_CLASSES: dict | None = None
+
+
+def layer_classes() -> dict:
+    """AlexNet's custom Keras layers, defined (and registered for model loading) once, since they need Keras."""
+    global _LAYER_CLASSES
+    if _LAYER_CLASSES is None:
+        _LAYER_CLASSES = _make_layer_classes()
+    return _LAYER_CLASSES
 
 
 def lrn_class():
-    """The LRN layer class, defined (and registered for model loading) once, since it needs Keras."""
-    global _LRN_CLASS
-    if _LRN_CLASS is None:
-        _LRN_CLASS = _make_lrn_class()
-    return _LRN_CLASS
+    """The LRN layer class (see :func:`layer_classes`)."""
+    return layer_classes()["lrn"]
 
 
 def AlexNet(
@@ -238,7 +264,8 @@ def AlexNet(
     init = "zeros" if arrays is not None else "glorot_uniform"
 
     def conv(x, filters, kernel, name, strides=1, padding="same", groups=1):
-        return layers.Conv2D(
+        cls = layer_classes()["group_conv"] if groups > 1 else layers.Conv2D
+        return cls(
             filters,
             kernel,
             strides=strides,
@@ -256,7 +283,7 @@ def AlexNet(
     # Caffe's conv1 has no padding (55x55 at 227); the later convs pad to keep their size.
     x = conv(inputs, 96, 11, "conv1", strides=4, padding="valid")
     x = pool(lrn_class()(name="norm1")(x), "pool1")
-    # groups=2 matches the original two-GPU split: group g sees input channels g*C/2.. and makes outputs g*F/2..
+    # groups=2 is the original two-GPU split: group g sees input channels g*C/2.. and makes outputs g*F/2..
     x = conv(x, 256, 5, "conv2", groups=2)
     x = pool(lrn_class()(name="norm2")(x), "pool2")
     x = conv(x, 384, 3, "conv3")

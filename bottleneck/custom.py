@@ -43,9 +43,9 @@ def load_model_file(path):
 def _load_keras_file(path: Path):
     import keras
 
-    from bottleneck.alexnet import lrn_class
+    from bottleneck.alexnet import layer_classes
 
-    lrn_class()  # a saved model that contains our AlexNet needs its LRN layer registered before loading
+    layer_classes()  # a saved model that contains our AlexNet needs its custom layers registered first
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:

@@ -201,3 +201,19 @@ def test_lrn_matches_the_caffe_formula():
     window = sum(sq[..., i : i + 9] for i in range(5))
     # Caffe: x / (1 + alpha / n * sum)^beta with n = 5, alpha = 1e-4.
     np.testing.assert_allclose(y, x / (1.0 + 1e-4 / 5 * window) ** 0.75, rtol=1e-5)
+
+
+def test_split_group_conv_equals_keras_grouped_conv():
+    """The ONNX-friendly split conv gives the same result as Keras' own grouped Conv2D with the same kernel."""
+    import keras
+
+    from bottleneck.alexnet import layer_classes
+
+    x = np.random.default_rng(4).normal(size=(2, 9, 9, 6)).astype(np.float32)
+    ours = layer_classes()["group_conv"](4, 3, groups=2, padding="same")
+    ref = keras.layers.Conv2D(4, 3, groups=2, padding="same")
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    assert ours.kernel.shape == (3, 3, 3, 4)
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), rtol=1e-5, atol=1e-6)

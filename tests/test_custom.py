@@ -61,16 +61,24 @@ def test_lambda_layer_is_refused_in_safe_mode(tmp_path):
         load_model_file(path)
 
 
-def test_saved_model_with_our_lrn_layer_loads(tmp_path):
-    # e.g. a fine-tuned AlexNet saved by a user: its custom LRN layer must deserialize.
+def test_saved_model_with_our_alexnet_layers_loads(tmp_path):
+    # e.g. a fine-tuned AlexNet saved by a user: its custom LRN and split-group conv layers must deserialize.
     import keras
 
-    from bottleneck.alexnet import lrn_class
+    from bottleneck.alexnet import layer_classes
 
+    classes = layer_classes()
     inputs = keras.Input((8, 8, 3))
-    path = tmp_path / "lrn.keras"
-    keras.Model(inputs, lrn_class()(name="norm1")(inputs)).save(path)
-    assert load_model_file(path).get_layer("norm1").__class__.__name__ == "LocalResponseNormalization"
+    x = classes["lrn"](name="norm1")(keras.layers.Conv2D(4, 1)(inputs))
+    x = classes["group_conv"](6, 3, groups=2, padding="same", name="conv2")(x)
+    model = keras.Model(inputs, x)
+    path = tmp_path / "alex_layers.keras"
+    model.save(path)
+    loaded = load_model_file(path)
+    assert loaded.get_layer("norm1").__class__.__name__ == "LocalResponseNormalization"
+    assert loaded.get_layer("conv2").groups == 2
+    batch = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(batch)), np.asarray(model(batch)), rtol=1e-6)
 
 
 def test_bad_paths(tmp_path):

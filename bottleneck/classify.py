@@ -46,7 +46,7 @@ def classify(
     if top < 1:
         raise BottleneckError(f"--top {top} must be at least 1; e.g. --top 5.")
 
-    model, mode = build_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
+    model = build_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
     n_classes = int(model.output_shape[-1])
     top = min(top, n_classes)
     size = int(model.input_shape[1])
@@ -58,7 +58,7 @@ def classify(
         batch = np.stack(
             [resize_image(load_image(p), size, resize) for p in paths[start : start + batch_size]]
         )
-        probs = _probabilities(np.asarray(model(apply_preprocess(batch, mode), training=False)))
+        probs = _probabilities(np.asarray(model(batch.astype(np.float32), training=False)))
         for row in probs:
             best = np.argsort(-row, kind="stable")[:top]
             results.append([(int(i), _name(int(i), n_classes), float(row[i])) for i in best])
@@ -66,9 +66,24 @@ def classify(
 
 
 def build_classifier(
-    backbone: str, *, weights: str = "imagenet", image_size: int | None = None, preprocess=None
+    backbone: str, *, weights: str = "imagenet", image_size: int | None = None, preprocess: str | None = None
 ):
-    """(keras classifier taking preprocessed float input, preprocess mode) for a registry name or model file."""
+    """A keras classifier from float 0..255 RGB (N, S, S, 3) to (N, classes), its preprocessing in the graph.
+
+    Preprocessing is ``bottleneck.preprocess``, the same layer the feature graphs of extraction use.
+    """
+    model, mode = _bare_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
+    import keras
+
+    from bottleneck.preprocess import Preprocess
+
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    outputs = model(Preprocess(mode, name="preprocess")(inputs))
+    return keras.Model(inputs, outputs, name=f"{model.name}_classifier")
+
+
+def _bare_classifier(backbone: str, *, weights: str, image_size: int | None, preprocess: str | None):
+    """(classifier taking preprocessed input, preprocess mode) for a registry name or a model file."""
     from bottleneck.backbones import PREPROCESS_MODES, get_spec
     from bottleneck.cache.key import is_model_path
     from bottleneck.errors import one_of
@@ -115,27 +130,6 @@ def build_classifier(
     except ValueError as exc:  # e.g. Keras: include_top with imagenet weights needs the default size
         raise BackboneError(f"cannot build the {backbone} classifier at {size} px: {exc}") from None
     return model, spec.preprocess
-
-
-def apply_preprocess(batch: np.ndarray, mode: str) -> np.ndarray:
-    """uint8 RGB (N, S, S, 3) -> the float32 input the network was trained on.
-
-    Same arithmetic as the feature graphs of ``bottleneck.models`` (Keras ``imagenet_utils`` conventions).
-    """
-    x = batch.astype(np.float32)
-    if mode == "127":
-        return (x - 127.0) / 128.0
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array(
-            [0.229, 0.224, 0.225], np.float32
-        )
-    if mode == "caffe":
-        return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
-    if mode == "none":
-        return x
-    raise BackboneError(f"unknown preprocess {mode!r}; choose caffe, torch, tf, 127 or none.")
 
 
 def _probabilities(out: np.ndarray) -> np.ndarray:

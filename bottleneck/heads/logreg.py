@@ -42,6 +42,7 @@ class LogRegHead(Head):
     """
 
     name = "logreg"
+    _fitted_attr = "coef_"
 
     def __init__(
         self,
@@ -85,7 +86,9 @@ class LogRegHead(Head):
             X_val = _flat(to_memory(X_val))
             check_finite(X_val, "X_val")
         if len(np.unique(yi)) < 2:
-            raise HeadError("after holding out validation rows, train has one class; pass more rows per class.")
+            raise HeadError(
+                "after holding out validation rows, train has one class; pass more rows per class."
+            )
 
         if self.standardize:
             self.mean_ = X.mean(axis=0, dtype=np.float64)

@@ -60,7 +60,9 @@ class ArrayBatches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self._epoch])
         nb = len(self._block_ids)
         order = rng.permutation(nb) if self.shuffle else np.arange(nb)
-        self._windows = [np.sort(order[i : i + self.blocks_per_window]) for i in range(0, nb, self.blocks_per_window)]
+        self._windows = [
+            np.sort(order[i : i + self.blocks_per_window]) for i in range(0, nb, self.blocks_per_window)
+        ]
         sizes = [sum(len(self._block_rows[b]) for b in w) for w in self._windows]
         self._window_start = np.concatenate([[0], np.cumsum(sizes)])
         self._perm = [rng.permutation(s) if self.shuffle else np.arange(s) for s in sizes]

@@ -1,0 +1,297 @@
+"""Feature models: a frozen backbone with its preprocessing inside, read at a layer, then pooled."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+from pathlib import Path
+
+from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
+from bottleneck.config import POOLINGS
+from bottleneck.errors import BackboneError, BottleneckError, one_of, suggest
+
+# Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
+# and a whole-model .keras archive (load_weights reads the weights from it).
+WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
+
+# How many layer names an unknown-layer error lists (counted back from the output).
+LAYERS_LISTED = 10
+
+# keras.applications.efficientnet.IMAGENET_STDDEV_RGB (copied so this module can be read without Keras).
+_EFFICIENTNET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+def build_feature_model(
+    backbone: str,
+    *,
+    weights: str = "imagenet",
+    image_size: int | None = None,
+    layer: str | None = None,
+    pooling: str = "avg",
+    preprocess: str | None = None,
+):
+    """A frozen keras.Model: float32 (N, S, S, 3) RGB pixels in 0..255 -> float32 features.
+
+    Output is (N, C) for ``pooling`` "avg"/"max", or (N, h, w, C) for "none"; a layer whose output is already a
+    vector gives (N, C) whatever the pooling. S is ``image_size`` or the backbone's default. ``backbone`` is a
+    registry name or a path to a saved Keras model (then ``preprocess`` is required and the model's own weights
+    are used). ``weights``: "imagenet", "none" (random) or a path to a Keras weights file of this backbone.
+    The preprocessing of the spec is the model's first layer, so callers feed raw pixels.
+    """
+    import keras
+
+    from bottleneck.cache.key import is_model_path
+    from bottleneck.preprocess import Preprocess
+
+    if pooling not in POOLINGS:
+        raise one_of("pooling", pooling, POOLINGS)
+    if is_model_path(backbone):
+        base, mode, size = _custom_backbone(backbone, weights, image_size, preprocess)
+        name = Path(backbone).stem or "custom"
+    else:
+        spec = get_spec(backbone)
+        if preprocess is not None and preprocess != spec.preprocess:
+            raise BackboneError(
+                f"--preprocess {preprocess} does not apply to {spec.name}: its preprocessing is fixed "
+                f"({spec.preprocess}); drop the option (it is only for model files)."
+            )
+        size = _check_size(spec, image_size)
+        base = _registry_backbone(spec, weights, size)
+        mode, name = spec.preprocess, spec.name
+        layer = layer if layer is not None else spec.feature_layer
+    if layer is not None:
+        base = _read_at(base, layer, name)
+
+    inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
+    x = Preprocess(mode, name="preprocess")(inputs)
+    x = base(x, training=False)
+    if len(x.shape) == 4 and pooling != "none":
+        pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        x = pool(name=f"{pooling}_pool")(x)
+    model = keras.Model(inputs, x, name=f"{name}_features")
+    # Frozen: no weight updates, and Keras 3 BatchNormalization with trainable=False always uses its moving
+    # statistics, even when a caller runs the model with training=True.
+    model.trainable = False
+    return model
+
+
+def feature_shape(
+    backbone: str,
+    *,
+    image_size: int | None = None,
+    layer: str | None = None,
+    pooling: str = "avg",
+    preprocess: str | None = None,
+) -> tuple[int, ...]:
+    """Per-image feature shape; from the spec when it is the default configuration, else by building the model."""
+    from bottleneck.cache.key import is_model_path
+
+    if pooling not in POOLINGS:
+        raise one_of("pooling", pooling, POOLINGS)
+    if not is_model_path(backbone):
+        spec = get_spec(backbone)
+        if layer in (None, spec.feature_layer) and image_size in (None, spec.input_size):
+            return spec.feature_shape(pooling)
+    model = build_feature_model(
+        backbone,
+        weights="imagenet" if is_model_path(backbone) else "none",
+        image_size=image_size,
+        layer=layer,
+        pooling=pooling,
+        preprocess=preprocess,
+    )
+    return tuple(int(d) for d in model.output_shape[1:])
+
+
+def count_params(backbone: str, *, preprocess: str | None = None) -> int:
+    """Parameters of the headless network: the spec's number, or counted from a model file."""
+    from bottleneck.cache.key import is_model_path
+
+    if not is_model_path(backbone):
+        return get_spec(backbone).params
+    return int(build_feature_model(backbone, preprocess=preprocess or "none").count_params())
+
+
+def _resolve(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _check_size(spec: BackboneSpec, image_size: int | None) -> int:
+    if image_size is None:
+        return spec.input_size
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < spec.min_size:
+        raise BackboneError(
+            f"--image-size {image_size} is too small for {spec.name}: it needs at least {spec.min_size} px "
+            f"(default {spec.input_size}); pass --image-size {spec.min_size} or more."
+        )
+    return image_size
+
+
+def _registry_backbone(spec: BackboneSpec, weights: str, size: int):
+    ctor = _resolve(spec.constructor)
+    shape = (size, size, 3)
+    if spec.weights != "keras":
+        # Offline backbones load their own weights ("imagenet" from a package, or a path) and raise
+        # BackboneError themselves when a file does not fit.
+        return _construct(ctor, spec, None if weights == "none" else weights, shape)
+    if weights == "none":
+        return _construct(ctor, spec, None, shape)
+    if weights == "imagenet":
+        return _construct(ctor, spec, "imagenet", shape)
+    path = _weights_path(weights, spec.name)
+    model = _construct(ctor, spec, None, shape)
+    _load_weights(model, path, spec.name)
+    if spec.family == "efficientnet":
+        _fold_efficientnet_rescaling(model)
+    return model
+
+
+def _construct(ctor, spec: BackboneSpec, weights, shape):
+    try:
+        return ctor(include_top=False, weights=weights, input_shape=shape)
+    except BottleneckError:
+        raise
+    except ValueError as exc:  # Keras argument checks: input size, weights value
+        raise BackboneError(
+            f"cannot build {spec.name} at {shape[0]} px ({_first_line(exc)}); "
+            f"use --image-size {spec.input_size} (its default) or another size of at least {spec.min_size}."
+        ) from None
+    except Exception as exc:
+        if weights != "imagenet":
+            raise
+        # Keras raises a bare Exception when the download fails (no network, proxy, certificate).
+        raise BackboneError(
+            f"cannot download the ImageNet weights of {spec.name} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"download its *_notop.h5 file by hand and pass --weights path/to/file.h5, or --weights none."
+        ) from None
+
+
+def _weights_path(weights: str, name: str) -> Path:
+    path = Path(weights)
+    if not path.is_file():
+        raise BackboneError(
+            f"weights file {weights} does not exist; pass --weights imagenet, none, or a path to a Keras "
+            f"weights file of {name} ({', '.join(WEIGHTS_SUFFIXES)})."
+        )
+    if not path.name.lower().endswith(WEIGHTS_SUFFIXES):
+        raise BackboneError(
+            f"weights file {weights} is not a Keras weights file; pass a {' / '.join(WEIGHTS_SUFFIXES)} file "
+            f"saved from {name} (e.g. the *_notop.h5 file of keras.applications)."
+        )
+    return path
+
+
+def _load_weights(model, path: Path, name: str) -> None:
+    """Load a weights file into ``model``; anything short of a full, exact fit is a one-line BackboneError."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:
+            raise BackboneError(
+                f"weights file {path} does not fit {name}: {_mismatch(exc)}; pass a weights file saved from "
+                f"{name} (its *_notop.h5 for include_top=False), --weights imagenet, or --weights none."
+            ) from None
+    # Keras 3 leaves unmatched parts of a model at their random init with only a warning.
+    partial = [w for w in caught if "could not be loaded" in str(w.message) or "retain" in str(w.message)]
+    if partial:
+        raise BackboneError(
+            f"weights file {path} does not fit {name}: {_first_line(partial[0].message)}; pass a weights file "
+            f"saved from {name}, --weights imagenet, or --weights none."
+        )
+
+
+def _mismatch(exc: Exception) -> str:
+    """The useful part of a Keras weight-loading error, as one short clause (Keras embeds whole arrays)."""
+    text = str(exc)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    if shapes:
+        where = re.search(r"path=([\w./-]+)", text)
+        at = f"{where.group(1)} " if where else ""
+        return f"{at}has shape {shapes.group(1)} in the model but {shapes.group(2)} in the file"
+    count = re.search(r"A total of (\d+) objects could not be loaded", text)
+    detail = re.search(r"^(Layer '[^']*' expected .*?variables.*?)$", text, re.M)
+    if count:
+        return f"{count.group(1)} layers could not be loaded" + (f" ({detail.group(1)})" if detail else "")
+    return _first_line(exc)
+
+
+def _fold_efficientnet_rescaling(model) -> None:
+    """Make a weights-file EfficientNet compute what Keras' weights="imagenet" EfficientNet computes.
+
+    With weights="imagenet" Keras inserts a Rescaling by 1/sqrt(stddev) after the stem Normalization (whose
+    stored "variance" is really the stddev: keras-team/keras#49930); it leaves that layer out for any other
+    weights value. Both are per-channel affine maps, so multiplying the loaded variance by the stddev gives
+    the same arithmetic without changing the layer graph.
+    """
+    import keras
+    import numpy as np
+
+    norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
+    mean, variance, *rest = norm.get_weights()
+    norm.set_weights([mean, variance * np.array(_EFFICIENTNET_STDDEV_RGB, variance.dtype), *rest])
+    norm.finalize_state()  # the layer computes with tensors derived from its variables; refresh them
+
+
+def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess: str | None):
+    """(user's keras.Model, preprocess mode, input side) for a saved model file."""
+    if preprocess is None:
+        raise BackboneError(
+            f"--preprocess is required for a model file ({path}): choose {', '.join(PREPROCESS_MODES)} "
+            "(how the model expects 0..255 RGB pixels to be scaled)."
+        )
+    if preprocess not in PREPROCESS_MODES:
+        raise one_of("preprocess", preprocess, PREPROCESS_MODES)
+    if weights != "imagenet":
+        # The cache key of a model file hashes the file only, so other weights would reuse a stale cache.
+        raise BackboneError(
+            f"--weights {weights} does not apply to a model file ({path}): it carries its own weights; "
+            "drop --weights, or save the model with the weights you want."
+        )
+    from bottleneck.custom import input_size, load_model_file
+
+    model = load_model_file(path)
+    channels = model.inputs[0].shape[-1]
+    if channels not in (3, None):
+        raise BackboneError(
+            f"{path} takes {channels}-channel images; bottleneck feeds RGB (3 channels): save the model with "
+            "a 3-channel input."
+        )
+    fixed = input_size(model)
+    if fixed is None and image_size is None:
+        raise BackboneError(f"{path} accepts any input size; pass --image-size (e.g. --image-size 224).")
+    if fixed is not None and image_size not in (None, fixed):
+        raise BackboneError(
+            f"{path} takes {fixed}-pixel inputs, not --image-size {image_size}; drop --image-size."
+        )
+    return model, preprocess, fixed or image_size
+
+
+def _read_at(base, layer: str, name: str):
+    """``base`` cut so that it outputs ``layer``'s activations (spatial maps kept)."""
+    import keras
+
+    names = [lyr.name for lyr in base.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    if layer not in names:
+        tail = names[-LAYERS_LISTED:]
+        raise BackboneError(
+            f"unknown layer {layer!r} in {name}.{suggest(layer, names)} The last {len(tail)} of its "
+            f"{len(names)} layers are: {', '.join(tail)}; pass one of its layer names (model.summary() lists all)."
+        )
+    try:
+        output = base.get_layer(layer).output
+    except (AttributeError, ValueError) as exc:  # a layer used at several places has no single output
+        raise BackboneError(
+            f"layer {layer!r} of {name} has no single output ({_first_line(exc)}); pick another layer."
+        ) from None
+    if not hasattr(output, "shape"):
+        raise BackboneError(f"layer {layer!r} of {name} has several outputs; pick a layer with one output.")
+    return keras.Model(base.inputs, output, name=f"{base.name}_to_{layer}")
+
+
+def _first_line(exc) -> str:
+    """The first line of an exception's message, without its final period (it is embedded in a sentence)."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300].rstrip(".")

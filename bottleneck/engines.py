@@ -30,6 +30,9 @@ def configure_tensorflow_threads(intra: int | None = None, inter: int = 1) -> No
     global _THREADS_SET
     if _THREADS_SET:
         return
+    # TF C++ start-up chatter (device probing, "no CUDA" on CPU machines) is noise on a progress-bar terminal;
+    # real failures still surface as Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     try:
@@ -137,7 +140,7 @@ def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
 
 def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file)."""
-    import os
+    import logging
 
     import tensorflow as tf
     import tf2onnx
@@ -147,6 +150,7 @@ def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     sig = [tf.TensorSpec([None, s[1], s[2], s[3]], tf.uint8, name="images")]
     fn = tf.function(lambda x: tf_engine._forward(x), input_signature=sig)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tf2onnx.logging.set_level(logging.ERROR)
     tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
     os.replace(tmp, path)
     return path

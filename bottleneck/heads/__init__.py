@@ -33,6 +33,7 @@ __all__ = [
     "PoolDenseHead",
     "SigmoidHead",
     "cache_identity",
+    "canonical_name",
     "head_params",
     "load_head",
     "make_head",
@@ -41,13 +42,14 @@ __all__ = [
 
 def head_params(name: str) -> dict:
     """{parameter: default} of a head, for help texts and error messages."""
-    cls = HEADS[_canonical(name)]
+    cls = HEADS[canonical_name(name)]
     return {
         p.name: p.default for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"
     }
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The registry name of a head ("pool_dense" -> "pool-dense"); HeadError listing the valid ones."""
     key = str(name).strip().lower().replace("_", "-")
     key = {"pooldense": "pool-dense", "logistic": "logreg"}.get(key, key)
     if key not in HEADS:
@@ -57,7 +59,7 @@ def _canonical(name: str) -> str:
 
 def make_head(name: str, **params) -> Head:
     """A new, unfitted head by name; unknown names or parameters raise HeadError listing the valid ones."""
-    key = _canonical(name)
+    key = canonical_name(name)
     valid = head_params(key)
     unknown = [p for p in params if p not in valid]
     if unknown:

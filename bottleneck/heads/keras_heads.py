@@ -27,7 +27,9 @@ MODEL_FILE = "model.keras"
 class KerasHead(Head):
     """Shared training loop; subclasses build the layers between the normalised input and the output.
 
-    Common parameters: ``epochs`` (maximum), ``batch_size``, ``lr`` (Adam), ``patience`` (epochs without a
+    Common parameters: ``epochs`` (maximum), ``batch_size`` ("auto": training rows // 32, between 16 and
+    256, so a few hundred images still get enough steps per epoch and 50k do not pay per-step overhead),
+    ``lr`` (Adam), ``patience`` (epochs without a
     lower validation loss before stopping; the best epoch's weights are restored), ``class_weight``
     (None | "balanced"), ``val_fraction`` (held out of train when no validation data is passed),
     ``in_memory`` ("auto": load the arrays when they take under half the available RAM, else stream
@@ -35,7 +37,7 @@ class KerasHead(Head):
 
     Learned: ``classes_``, ``feature_shape_``, ``model_`` (keras.Model, probabilities out), ``history_``
     ({"loss", "accuracy", "val_loss", "val_accuracy"} per epoch, and "best_epoch"), ``holdout_``,
-    ``streamed_`` (whether training read batches from disk).
+    ``streamed_`` (whether training read batches from disk), ``batch_size_`` (the batch size used).
     """
 
     _fitted_attr = "model_"
@@ -43,7 +45,7 @@ class KerasHead(Head):
     def __init__(
         self,
         epochs: int = 50,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         lr: float = 1e-3,
         patience: int = 5,
         class_weight: str | None = None,
@@ -74,6 +76,8 @@ class KerasHead(Head):
     def _check_params(self):
         for name in ("epochs", "batch_size", "patience"):
             v = getattr(self, name)
+            if name == "batch_size" and v == "auto":
+                continue
             if not isinstance(v, int | np.integer) or v < (0 if name == "patience" else 1):
                 raise HeadError(f"{name} {v!r} must be a positive integer.")
         if not self.lr > 0:
@@ -103,6 +107,8 @@ class KerasHead(Head):
         self.holdout_ = None
         if X_val is None:
             rows, self.holdout_ = stratified_holdout(yi, self.val_fraction, seed)
+        bs = self.batch_size
+        self.batch_size_ = int(min(256, max(16, len(rows) // 32)) if bs == "auto" else bs)
         budget = available_memory() // 2
         need = nbytes(X) + (nbytes(X_val) if X_val is not None else 0)
         self.streamed_ = self.in_memory is False or (self.in_memory == "auto" and need > budget)
@@ -132,11 +138,13 @@ class KerasHead(Head):
         if self.streamed_:
             from bottleneck.heads.streaming import ArrayBatches
 
-            train = ArrayBatches(X, yi, rows, self.batch_size, shuffle=True, seed=seed)
+            train = ArrayBatches(X, yi, rows, self.batch_size_, shuffle=True, seed=seed)
             if X_val is None:
-                val = ArrayBatches(X, yi, self.holdout_, self.batch_size, shuffle=False)
+                val = ArrayBatches(X, yi, self.holdout_, self.batch_size_, shuffle=False)
             else:
-                val = ArrayBatches(X_val, yvi, np.arange(int(X_val.shape[0])), self.batch_size, shuffle=False)
+                val = ArrayBatches(
+                    X_val, yvi, np.arange(int(X_val.shape[0])), self.batch_size_, shuffle=False
+                )
             fit_kw = {"x": train, "validation_data": val, "shuffle": False}
         else:
             if X_val is None:
@@ -147,7 +155,7 @@ class KerasHead(Head):
                 "x": Xtr.astype(np.float32, copy=False),
                 "y": ytr,
                 "validation_data": (Xv.astype(np.float32, copy=False), yv),
-                "batch_size": self.batch_size,
+                "batch_size": self.batch_size_,
                 "shuffle": True,
             }
         callbacks = [
@@ -209,7 +217,7 @@ class MLPHead(KerasHead):
         depth: int = 1,
         dropout: float = 0.5,
         epochs: int = 50,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         lr: float = 1e-3,
         patience: int = 5,
         class_weight: str | None = None,
@@ -280,7 +288,7 @@ class PoolDenseHead(KerasHead):
         width: int = 128,
         dropout: float = 0.0,
         epochs: int = 50,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         lr: float = 1e-3,
         patience: int = 5,
         class_weight: str | None = None,

@@ -279,15 +279,22 @@ class Head(ClassifierMixin, BaseEstimator):
                 "settings, or fit a new head on this cache."
             )
         theirs = cache_identity(cache)
-        if mine.get("features_key") and theirs.get("features_key"):
-            same = mine["features_key"] == theirs["features_key"]
-        else:
-            same = not mine.get("cache_key") or mine["cache_key"] == theirs["cache_key"]
-        if not same:
+        diff = _settings_diff(mine.get("config") or {}, theirs["config"])
+        if diff:
             raise HeadError(
-                f"cache {cache.path.name} was extracted with other settings ({_settings(theirs)}) than the "
-                f"cache {label} this head was trained on ({_settings(mine)}); its features mean something "
-                "else. Extract this data with the training settings, or fit a new head on this cache."
+                f"cache {cache.path.name} was extracted with other settings than the cache {label} this head was "
+                f"trained on ({diff}); its features mean something else. Extract this data with the training "
+                "settings, or fit a new head on this cache."
+            )
+        if (
+            mine.get("features_key")
+            and theirs.get("features_key")
+            and mine["features_key"] != theirs["features_key"]
+        ):
+            raise HeadError(
+                f"cache {cache.path.name} has the same settings as the cache {label} this head was trained on, but "
+                "other weights or TensorFlow/Keras/Pillow versions (its feature key differs), so its features "
+                "differ. Extract this data again in the training environment, or fit a new head on this cache."
             )
         names = mine.get("class_names")
         if names and list(names) != list(cache.class_names):
@@ -310,12 +317,19 @@ def cache_identity(cache) -> dict:
     }
 
 
-def _settings(identity: dict) -> str:
-    cfg = identity.get("config") or {}
-    if not cfg:
-        return "unknown"
-    keys = ("backbone", "weights", "image_size", "layer", "pooling", "resize", "dtype")
-    return ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
+# The settings that change the value of a feature row (ExtractConfig fields; format and bad-image policy do not).
+FEATURE_SETTINGS = ("backbone", "weights", "image_size", "layer", "pooling", "resize", "dtype", "preprocess")
+
+
+def _settings_diff(trained: dict, other: dict) -> str:
+    """'pooling max here, avg when trained' for every feature setting that differs ('' when none do)."""
+    if not trained:
+        return ""  # a head saved without its cache: only the feature shape can be checked
+    return "; ".join(
+        f"{k} {other.get(k)} here, {trained.get(k)} when trained"
+        for k in FEATURE_SETTINGS
+        if trained.get(k) != other.get(k)
+    )
 
 
 def _json_params(params: dict) -> dict:

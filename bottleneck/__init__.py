@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# TensorFlow's C++ start-up chatter (device probing, "no CUDA" on CPU machines) drowns progress output;
+# real failures still surface as Python exceptions. setdefault: a user's own setting wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Public API is imported lazily so `import bottleneck` (and the cache-hit path) never imports TensorFlow.
 _LAZY = {

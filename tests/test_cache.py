@@ -13,7 +13,11 @@ from bottleneck.errors import BottleneckError, CacheError
 def _arrays(seed=0):
     rng = np.random.default_rng(seed)
     return {
-        "train": (rng.normal(size=(37, 6)).astype("float32"), np.arange(37) % 3, [f"t/{i}.png" for i in range(37)]),
+        "train": (
+            rng.normal(size=(37, 6)).astype("float32"),
+            np.arange(37) % 3,
+            [f"t/{i}.png" for i in range(37)],
+        ),
         "test": (rng.normal(size=(5, 6)).astype("float32"), np.array([0, 1, 2, 0, 1])),
     }
 
@@ -37,12 +41,21 @@ def test_round_trip_every_format(tmp_path, fmt):
 def test_formats_readable_without_bottleneck(tmp_path):
     arrays = _arrays()
     for fmt in STORES:
-        write_arrays(tmp_path / fmt, arrays, class_names=["a", "b", "c"], config=ExtractConfig(format=fmt, weights="none"))
+        write_arrays(
+            tmp_path / fmt,
+            arrays,
+            class_names=["a", "b", "c"],
+            config=ExtractConfig(format=fmt, weights="none"),
+        )
     z = zarr.open_group(str(tmp_path / "zarr" / "features.zarr"), mode="r")
     np.testing.assert_array_equal(z["train/features"][:], arrays["train"][0])
     assert z.attrs["class_names"] == ["a", "b", "c"]
-    np.testing.assert_array_equal(np.load(tmp_path / "npy" / "npy" / "train" / "features.npy"), arrays["train"][0])
-    np.testing.assert_array_equal(np.load(tmp_path / "npy" / "npy" / "train" / "labels.npy"), arrays["train"][1])
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "npy" / "npy" / "train" / "features.npy"), arrays["train"][0]
+    )
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "npy" / "npy" / "train" / "labels.npy"), arrays["train"][1]
+    )
     with h5py.File(tmp_path / "h5" / "features.h5") as f:
         np.testing.assert_array_equal(f["test/features"][:], arrays["test"][0])
         assert list(f["train/ids"].asstr()[:3]) == ["t/0.png", "t/1.png", "t/2.png"]
@@ -57,7 +70,9 @@ def test_unknown_format_lists_valid_ones(tmp_path):
 
 def test_incomplete_cache_is_refused_with_resume_hint(tmp_path):
     cfg = ExtractConfig(weights="none")
-    w = CacheWriter(tmp_path / "c", key="k", key_material={}, config=cfg, class_names=["a"], manifest_json={}, skipped=[])
+    w = CacheWriter(
+        tmp_path / "c", key="k", key_material={}, config=cfg, class_names=["a"], manifest_json={}, skipped=[]
+    )
     w.create_split("train", 10, (4,), "float32", np.zeros(10), [str(i) for i in range(10)], 4)
     w.write("train", 0, np.ones((4, 4), "float32"))
     w.commit("train", 4)

@@ -41,32 +41,39 @@ class ProgressBar:
     def __init__(self, unit: str = "img", enabled: bool | None = None):
         self.unit = unit
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._start = None
-        self._label = None
+        self._label = None  # label of the bar being drawn
+        self._finished = None  # label of the last bar that reached its total
+        self._start = 0.0
+        self._start_done = 0
         self._last_draw = 0.0
 
     def __call__(self, label: str, done: int, total: int) -> None:
         now = time.perf_counter()
+        if label == self._finished and done >= total:
+            return  # a repeated final update must not draw a second, finished bar
         if label != self._label:
-            if self._label is not None:
-                self._finish()
-            self._label, self._start = label, now
+            self._finish()
+            # Rate counts from the first update, so resumed work is not counted as done in no time.
+            self._label, self._start, self._start_done = label, now, done
         if not self.enabled:
+            if done >= total:
+                self._finished, self._label = label, None
             return
         if done < total and now - self._last_draw < 0.1:
             return
         self._last_draw = now
-        elapsed = max(now - self._start, 1e-9)
-        rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else float("inf")
+        elapsed = now - self._start
+        rate = (done - self._start_done) / elapsed if elapsed > 0.5 else 0.0
+        rate_s = f"{rate:7.1f} {self.unit}/s" if rate > 0 else f"{'?':>7} {self.unit}/s"
+        eta_s = f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?"
         width = 30
         filled = int(width * done / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
-        eta_s = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
-        sys.stderr.write(f"\r{label:>6} [{bar}] {done}/{total} {rate:6.1f} {self.unit}/s ETA {eta_s}")
+        sys.stderr.write(f"\r{label:>6} [{bar}] {done}/{total} {rate_s} ETA {eta_s}")
         sys.stderr.flush()
         if done >= total:
             self._finish()
+            self._finished = label
 
     def _finish(self):
         if self.enabled and self._label is not None:

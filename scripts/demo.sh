@@ -3,12 +3,7 @@
 # Fashion-MNIST subset -> EfficientNet-Lite0 features (offline weights) -> heads compared. Usage: bash scripts/demo.sh [demo.py args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e .
+source scripts/venv.sh
 # Fashion-MNIST from Debian when we can install it; otherwise demo.py downloads the official files.
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \

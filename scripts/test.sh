@@ -2,12 +2,7 @@
 # Set up a virtual environment (once) and run the default test suite. Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[dev]"
+source scripts/venv.sh dev
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -72,7 +72,7 @@ def split_metrics(head, cache, split: str, rows: np.ndarray | None = None, X=Non
 def _selection(head) -> dict:
     h = getattr(head, "history_", {}) or {}
     if "best_C" in h:
-        return {"C": h["best_C"], "C values tried": len(h["C"])}
+        return {"C": h["best_C"], "C values tried": len(h["C"]), "sweep rows": h.get("sweep_rows")}
     if "best_epoch" in h:
         return {"best epoch": h["best_epoch"], "epochs run": len(h.get("loss", []))}
     return {}
@@ -394,6 +394,7 @@ def compare(
                         "accuracy": m["accuracy"],
                         "balanced_accuracy": m["balanced_accuracy"],
                         "fit_seconds": seconds,
+                        "selection": _selection(head),
                     }
                 )
                 done += 1

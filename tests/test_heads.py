@@ -207,6 +207,19 @@ def test_logreg_default_sweep_refines_around_the_best_decade():
     assert len(head.holdout_) == 12
 
 
+def test_logreg_sweeps_on_a_subset_then_fits_all_train_rows():
+    X, y = blobs(k=3, sep=1.0)
+    Xv, yv = blobs(k=3, sep=1.0, seed=1)
+    head = make_head("logreg", Cs=[0.01, 1.0], sweep_rows=30).fit(X, y, Xv, yv)
+    h = head.history_
+    assert h["sweep_rows"] == 30 and len(h["C"]) == 2
+    assert h["final_val_accuracy"] == pytest.approx((head.predict(Xv) == yv).mean())
+    ref = LogisticRegression(C=head.C_, max_iter=1000).fit((X - head.mean_) / head.scale_, y)
+    np.testing.assert_allclose(head.coef_, ref.coef_, atol=1e-2)  # the final fit saw all 120 rows
+    with pytest.raises(HeadError, match="sweep_rows 0 must be a positive integer or None"):
+        make_head("logreg", sweep_rows=0).fit(X, y)
+
+
 def test_logreg_refit_uses_validation_rows():
     X, y = blobs(k=3, sep=1.0)
     Xv, yv = blobs(k=3, sep=1.0, seed=1)

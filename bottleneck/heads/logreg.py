@@ -35,7 +35,13 @@ class LogRegHead(Head):
     standardize : scale every feature to zero mean, unit variance on train (lbfgs converges far faster).
     patience : stop the sweep after this many C values in a row below the best (larger C only costs more
         iterations once accuracy falls).
-    random_state : seed of the held-out part.
+    sweep_rows : the sweep fits on at most this many train rows (a stratified subset; None: all); the chosen
+        C is then fitted once on all train rows, warm-started. Keeps 50k-row caches near a minute on 2 cores.
+        C is kept as found, i.e. the same penalty per row-sum of the loss.
+    blas_threads : BLAS threads during fitting (None: the library default). 1 avoids OpenBLAS threads
+        spinning against each other and against TensorFlow's on small machines (measured 4x faster on
+        2 busy cores).
+    random_state : seed of the held-out part and of the sweep subset.
 
     Learned: ``classes_``, ``C_``, ``coef_`` (K or 1, D), ``intercept_``, ``mean_``, ``scale_``, ``history_``
     ({"C", "val_accuracy", "val_loss"} of the sweep), ``holdout_`` (held-out train rows, or None).
@@ -54,6 +60,8 @@ class LogRegHead(Head):
         class_weight: str | None = None,
         standardize: bool = True,
         patience: int = 2,
+        sweep_rows: int | None = 10000,
+        blas_threads: int | None = 1,
         random_state: int | None = 0,
     ):
         self.Cs = Cs
@@ -64,11 +72,19 @@ class LogRegHead(Head):
         self.class_weight = class_weight
         self.standardize = standardize
         self.patience = patience
+        self.sweep_rows = sweep_rows
+        self.blas_threads = blas_threads
         self.random_state = random_state
 
     def fit(self, X, y, X_val=None, y_val=None, progress: Progress | None = None):
         """Fit on train features X (N, ...) and labels y (N,); choose C on (X_val, y_val) or a held-out part
         of train. Test data must never be passed here: it is only for the final report."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(self.blas_threads):
+            return self._fit(X, y, X_val, y_val, progress)
+
+    def _fit(self, X, y, X_val, y_val, progress):
         from sklearn.linear_model import LogisticRegression
 
         if self.class_weight not in (None, "balanced"):
@@ -77,8 +93,8 @@ class LogRegHead(Head):
         X = _flat(to_memory(X))
         check_finite(X)
         self.holdout_ = None
+        seed = 0 if self.random_state is None else self.random_state
         if X_val is None:
-            seed = 0 if self.random_state is None else self.random_state
             tr, ho = stratified_holdout(yi, self.val_fraction, seed)
             X, X_val, yi, yvi = X[tr], X[ho], yi[tr], yi[ho]
             self.holdout_ = ho
@@ -106,18 +122,31 @@ class LogRegHead(Head):
         clf = LogisticRegression(
             C=grid[0], max_iter=self.max_iter, tol=self.tol, class_weight=self.class_weight, warm_start=True
         )
+        if self.sweep_rows is not None and self.sweep_rows < 1:
+            raise HeadError(f"sweep_rows {self.sweep_rows!r} must be a positive integer or None.")
+        subset = None
+        if self.sweep_rows is not None and len(yi) > self.sweep_rows:
+            _, subset = stratified_holdout(yi, self.sweep_rows / len(yi), seed)
+        Xsw, ysw = (Xs, yi) if subset is None else (Xs[subset], yi[subset])
         history = {"C": [], "val_accuracy": [], "val_loss": []}
         best = None  # (accuracy, -loss, C, coef, intercept)
+
+        def fit_quietly(Xf, yf):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lbfgs max_iter warnings: the sweep itself judges C
+                clf.fit(Xf, yf)
+
+        def val_scores():
+            p = _softmax_proba(Xvs @ clf.coef_.T + clf.intercept_)
+            acc = float(np.mean(np.argmax(p, 1) == yvi))
+            loss = float(-np.mean(np.log(np.clip(p[np.arange(len(yvi)), yvi], 1e-15, None))))
+            return acc, loss
 
         def try_c(c):
             nonlocal best
             clf.C = c
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # lbfgs max_iter warnings: the sweep itself judges C
-                clf.fit(Xs, yi)
-            p = _softmax_proba(Xvs @ clf.coef_.T + clf.intercept_)
-            acc = float(np.mean(np.argmax(p, 1) == yvi))
-            loss = float(-np.mean(np.log(np.clip(p[np.arange(len(yvi)), yvi], 1e-15, None))))
+            fit_quietly(Xsw, ysw)
+            acc, loss = val_scores()
             history["C"].append(c)
             history["val_accuracy"].append(acc)
             history["val_loss"].append(loss)
@@ -144,17 +173,23 @@ class LogRegHead(Head):
                 try_c(c)
         self.C_ = float(best[2])
         coef, intercept = best[3], best[4]
-        if self.refit:
+        final = {}
+        if subset is not None or self.refit:
+            # The chosen C on all train rows (plus val with refit), starting from the sweep's solution.
             clf.C = self.C_
             clf.coef_, clf.intercept_ = coef.copy(), intercept.copy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                clf.fit(np.concatenate([Xs, Xvs]), np.concatenate([yi, yvi]))
+            if self.refit:
+                fit_quietly(np.concatenate([Xs, Xvs]), np.concatenate([yi, yvi]))
+            else:
+                fit_quietly(Xs, yi)
+                final["final_val_accuracy"], final["final_val_loss"] = val_scores()
             coef, intercept = clf.coef_.copy(), clf.intercept_.copy()
         self.coef_, self.intercept_ = coef, intercept
         order = np.argsort(history["C"], kind="stable")
         self.history_ = {k: [v[i] for i in order] for k, v in history.items()}
         self.history_["best_C"] = self.C_
+        self.history_["sweep_rows"] = int(len(ysw))
+        self.history_.update(final)
         return self
 
     def _scale(self, X: np.ndarray) -> np.ndarray:

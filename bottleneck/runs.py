@@ -509,6 +509,7 @@ def _label_name(label: int, names) -> str:
 
 # --- example data ------------------------------------------------------------------------------------------
 
+EXPORT_MARKER = ".bottleneck-export.json"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FASHION_MNIST_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # the dataset's official download
@@ -604,16 +605,25 @@ def export_fashion_mnist(
     ``source`` is a folder with the four IDX files; default: Debian's ``dataset-fashion-mnist`` folder, else
     (with ``download``) the official download into ``~/.cache/bottleneck/fashion-mnist``. ``per_class``
     keeps the first N images of each class in each split (a quick subset). Returns {"path", "source",
-    "splits": {split: n}, "classes"}.
+    "splits": {split: n}, "classes", "hit"}; the same export into the same folder again is a hit that writes
+    nothing (a marker file records what a finished export holds).
     """
     from PIL import Image
 
     out_dir = Path(out_dir)
     if per_class is not None and per_class < 1:
         raise BottleneckError(f"--per-class {per_class} must be at least 1, e.g. --per-class 100.")
+    marker = out_dir / EXPORT_MARKER
     if out_dir.exists() and any(out_dir.iterdir()):
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            done = None
+        if done and done.get("dataset") == "fashion-mnist" and done.get("per_class") == per_class:
+            return done["result"] | {"hit": True}
         raise BottleneckError(
-            f"{out_dir} is not empty; pass a new folder (or remove this one) so no old images mix in."
+            f"{out_dir} is not empty and holds no finished export with --per-class {per_class}; pass a new "
+            "folder (or remove this one) so no other images mix in."
         )
     if source is None:
         source = FASHION_MNIST_DIR
@@ -654,9 +664,12 @@ def export_fashion_mnist(
             if progress and (done % 1000 == 0 or done == total):
                 progress("export", done, total)
         counts[split] = int(len(keep))
-    return {
+    result = {
         "path": str(out_dir),
         "source": str(source),
         "splits": counts,
         "classes": list(FASHION_MNIST_CLASSES),
     }
+    # Written last: an interrupted export has no marker, so it is never mistaken for a finished one.
+    _write_json(marker, {"dataset": "fashion-mnist", "per_class": per_class, "result": result})
+    return result | {"hit": False}

@@ -183,5 +183,6 @@ def test_datasets_export_fashion_mnist(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["splits"] == {"train": 10, "test": 10} and len(list((tmp_path / "fm").rglob("*.png"))) == 20
+    assert invoke("datasets", "export", "fashion-mnist", tmp_path / "fm", "--per-class", 1).exit_code == 0
     again = invoke("datasets", "export", "fashion-mnist", tmp_path / "fm")
     assert again.exit_code == 2 and "is not empty" in again.stderr

@@ -283,7 +283,8 @@ def register(app: typer.Typer) -> None:
             return
         if not quiet:
             counts = ", ".join(f"{k} {v}" for k, v in result["splits"].items())
-            typer.echo(f"wrote {counts} images from {result['source']}", err=True)
+            verb = "already exported" if result["hit"] else "wrote"
+            typer.echo(f"{verb} {counts} images from {result['source']}", err=True)
         typer.echo(result["path"])
 
     datasets_app.add_typer(export_app, name="export")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import operator
 import re
 import warnings
 from pathlib import Path
@@ -104,13 +105,15 @@ def feature_shape(
     return tuple(int(d) for d in model.output_shape[1:])
 
 
-def count_params(backbone: str, *, preprocess: str | None = None) -> int:
+def count_params(backbone: str) -> int:
     """Parameters of the headless network: the spec's number, or counted from a model file."""
     from bottleneck.cache.key import is_model_path
 
     if not is_model_path(backbone):
         return get_spec(backbone).params
-    return int(build_feature_model(backbone, preprocess=preprocess or "none").count_params())
+    from bottleneck.custom import load_model_file
+
+    return int(load_model_file(backbone).count_params())
 
 
 def _resolve(target: str):
@@ -121,12 +124,18 @@ def _resolve(target: str):
 def _check_size(spec: BackboneSpec, image_size: int | None) -> int:
     if image_size is None:
         return spec.input_size
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < spec.min_size:
+    try:
+        size = operator.index(image_size)  # ints and NumPy integers; not 224.0 or "224"
+    except TypeError:
         raise BackboneError(
-            f"--image-size {image_size} is too small for {spec.name}: it needs at least {spec.min_size} px "
+            f"--image-size {image_size!r} is not a whole number of pixels; pass e.g. --image-size {spec.input_size}."
+        ) from None
+    if size < spec.min_size:
+        raise BackboneError(
+            f"--image-size {size} is too small for {spec.name}: it needs at least {spec.min_size} px "
             f"(default {spec.input_size}); pass --image-size {spec.min_size} or more."
         )
-    return image_size
+    return size
 
 
 def _registry_backbone(spec: BackboneSpec, weights: str, size: int):

@@ -28,7 +28,8 @@ def synthetic_cache(path: Path, rows: int, dim: int, classes: int, seed: int = 0
     from bottleneck.config import ExtractConfig
 
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(classes, 32)) @ rng.normal(size=(32, dim)) / np.sqrt(32)
+    # Scaled so class means are ~5 apart against noise of std 1.5 per feature: roughly 90% accuracy for a linear head.
+    centers = 0.1 * rng.normal(size=(classes, 32)) @ rng.normal(size=(32, dim)) / np.sqrt(32)
 
     def split(n):
         y = np.arange(n) % classes

@@ -207,6 +207,17 @@ def test_logreg_default_sweep_refines_around_the_best_decade():
     assert len(head.holdout_) == 12
 
 
+def test_logreg_sweep_extends_below_the_grid_when_its_edge_wins(monkeypatch):
+    import bottleneck.heads.logreg as logreg
+
+    monkeypatch.setattr(logreg, "DEFAULT_CS", (10.0, 100.0))
+    X, y = blobs(n_per_class=20, k=3, shape=(200,), sep=1.0)  # few rows, many noise features: regularise
+    head = make_head("logreg").fit(X, y)
+    cs = head.history_["C"]
+    assert min(cs) < 1.0 and head.C_ < 10.0
+    assert head.C_ != min(c for c in cs if np.isclose(np.log10(c), round(np.log10(c))))  # not the edge
+
+
 def test_logreg_sweeps_on_a_subset_then_fits_all_train_rows():
     X, y = blobs(k=3, sep=1.0)
     Xv, yv = blobs(k=3, sep=1.0, seed=1)

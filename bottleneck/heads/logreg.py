@@ -19,6 +19,7 @@ from bottleneck.heads.base import (
 # Decades from strong to weak regularisation; on standardised features the best C of ImageNet features is
 # usually 1e-3..1 (CLIP's sweep spans 1e-6..1e6, but the ends are never chosen on features scaled like ours).
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))
+MIN_C = 1e-7
 
 
 class LogRegHead(Head):
@@ -26,8 +27,9 @@ class LogRegHead(Head):
 
     Parameters
     ----------
-    Cs : candidate inverse regularisation strengths. None: decades 1e-4..1e2, then half-decades either side
-        of the best decade (a coarse-to-fine sweep like CLIP's). A list: exactly those values.
+    Cs : candidate inverse regularisation strengths. None: decades 1e-4..1e2 (further down to 1e-7 while
+        the smallest is best), then half-decades either side of the best decade (a coarse-to-fine sweep like
+        CLIP's). A list: exactly those values.
     refit : after choosing C, fit again on train + validation rows with that C.
     val_fraction : share of each class of train held out for the sweep when no validation data is passed.
     max_iter, tol : lbfgs limits per C.
@@ -166,6 +168,14 @@ class LogRegHead(Head):
             if worse >= self.patience and not explicit:
                 break
         if not explicit:
+            # The best C at the strong-regularisation end of the grid: keep going down by decades (CLIP's
+            # sweep reaches 1e-6) until accuracy stops improving, so the edge of the grid is never chosen.
+            c, worse = min(grid), 0
+            while best[2] == min(history["C"]) and c > MIN_C and worse < self.patience:
+                c /= 10
+                clf.coef_, clf.intercept_ = best[3].copy(), best[4].copy()
+                total += 1
+                worse = 0 if try_c(c) else worse + 1
             c0 = best[2]
             # Half-decade refinement either side of the best decade; restart from the best coefficients.
             for c in (c0 / 10**0.5, c0 * 10**0.5):

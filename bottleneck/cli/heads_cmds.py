@@ -133,14 +133,14 @@ def register(app: typer.Typer) -> None:
         cache: Path = typer.Argument(..., help="A cache folder made by `bottleneck extract`."),
         head: str = typer.Option("logreg", "--head", help="logreg | linear | mlp | sigmoid | pool-dense."),
         out: Path = typer.Option(
-            None, "--out", help="Run folder [default: RUNS_DIR/<cache>-<head>, made unique]."
+            None, "--out", help="Run folder (default: RUNS_DIR/<cache>-<head>, made unique)."
         ),
         runs_dir: Path = typer.Option(Path("runs"), help="Where run folders go when --out is not given."),
-        epochs: int = typer.Option(None, help="Keras heads: maximum epochs [default 50]."),
+        epochs: int = typer.Option(None, help="Keras heads: maximum epochs (default: 50)."),
         batch_size: int = typer.Option(
-            None, help="Keras heads: batch size [default: rows/32 within 16..256]."
+            None, help="Keras heads: batch size (default: rows/32 within 16..256)."
         ),
-        lr: float = typer.Option(None, help="Keras heads: Adam learning rate [default 1e-3]."),
+        lr: float = typer.Option(None, help="Keras heads: Adam learning rate (default: 1e-3)."),
         patience: int = typer.Option(
             None, help="Keras heads: epochs without better val loss before stopping."
         ),
@@ -263,7 +263,7 @@ def register(app: typer.Typer) -> None:
         out_dir: Path = typer.Argument(..., help="A new, empty folder."),
         per_class: int = typer.Option(None, help="Keep the first N images of each class in each split."),
         source: Path = typer.Option(
-            None, help="Folder with the four IDX files [default: Debian's, else download]."
+            None, help="Folder with the four IDX files (default: Debian's, else the download)."
         ),
         download: bool = typer.Option(True, "--download/--no-download", help="Allow the official download."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -38,7 +38,7 @@ class ExtractConfig:
     format: str = "zarr"  # store format; part of the key because it is a different cache on disk
     on_bad_image: str = "fail"  # "fail" | "skip"; decides which rows exist
     preprocess: str | None = None  # only for custom model files: caffe|torch|tf|127|none
-    max_image_pixels: int | None = None  # decompression-bomb guard; None = Pillow's default (~89 Mpx)
+    max_image_pixels: int | None = None  # decompression-bomb guard; None = Pillow's default (~89 Mpx), 0 = none
     batch_size: int = _nokey(32)  # fixed batch boundaries = chunk boundaries; does not change features
     workers: int | None = _nokey(None)  # decode threads; None = number of cores
     engine: str = _nokey(
@@ -60,6 +60,8 @@ class ExtractConfig:
             raise one_of("image-size", self.image_size, ["an integer from 16 to 2048"])
         if self.batch_size < 1:
             raise one_of("batch-size", self.batch_size, ["a positive integer"])
+        if self.max_image_pixels is not None and self.max_image_pixels < 0:
+            raise one_of("max-image-pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
 
     def key_fields(self) -> dict:
         """The settings that change the features, as a JSON-ready dict."""

@@ -528,8 +528,23 @@ def test_decode_errors_have_short_reasons(monkeypatch):
         assert e.value.reason == reason
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     for side in (40, 60):  # PIL warns above the limit and refuses above twice it: both are errors here
-        with pytest.raises(ImageDecodeError, match=r"decompression-bomb limit of 1000 pixels"):
+        with pytest.raises(
+            ImageDecodeError,
+            match=r"40x40 = 1600 pixels, over the decompression-bomb limit of 1000"
+            if side == 40
+            else "3600 pixels",
+        ):
             decode_image(encode(Image.new("RGB", (side, side)), "PNG"))
+    big = encode(Image.new("RGB", (60, 60), (1, 2, 3)), "PNG")
+    assert decode_image(big, max_pixels=0).shape == (
+        60,
+        60,
+        3,
+    )  # 0 lifts the limit; PIL's global is untouched
+    assert decode_image(big, max_pixels=3600).shape == (60, 60, 3)
+    with pytest.raises(ImageDecodeError, match=r"limit of 3599; raise it with --max-image-pixels"):
+        decode_image(big, max_pixels=3599)
+    assert Image.MAX_IMAGE_PIXELS == 1000
 
 
 def test_find_bad_images_reports_all_in_order(tmp_path):

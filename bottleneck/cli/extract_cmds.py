@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         ),
         max_image_pixels: int = typer.Option(
             None,
-            help="Refuse images larger than this many pixels (decompression-bomb guard) [default: ~89M].",
+            help="Refuse images larger than this many pixels (decompression-bomb guard; 0 = no limit) (default: ~89M).",
         ),
         val_fraction: float = typer.Option(
             None, help="Make a stratified validation split of this fraction of train."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,10 @@ from bottleneck.errors import BadImageError, one_of
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-# Image.open runs PIL's decompression-bomb check and *warns* between the limit and twice the limit. Turning that
-# warning into an error needs warnings.catch_warnings, which is process-global state, so it is only entered
-# under this lock; Image.open only parses the header, so holding the lock costs microseconds.
+# Image.open runs PIL's decompression-bomb check against the module global PIL.Image.MAX_IMAGE_PIXELS (warning
+# between the limit and twice it, error above). bottleneck applies its own limit as an error instead, so the global
+# is lifted only while the header is parsed, under this lock; Image.open only reads the header (microseconds).
 _OPEN_LOCK = threading.Lock()
-
 # Only to name the format in messages when PIL fails before it knows the format itself.
 _MAGIC = ((b"\xff\xd8", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "WEBP"))
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
@@ -34,22 +32,24 @@ class ImageDecodeError(Exception):
         self.reason = reason
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """Decode encoded image bytes (any format PIL reads, by content, not extension) to RGB uint8 (H, W, 3).
 
-    EXIF orientation is applied and animated images give their first frame. Raises ImageDecodeError.
+    EXIF orientation is applied and animated images give their first frame. Images with more than ``max_pixels``
+    pixels (default: PIL.Image.MAX_IMAGE_PIXELS, ~89 Mpx; 0 = no limit) are refused before they are decoded, so a decompression
+    bomb cannot exhaust memory. Raises ImageDecodeError.
     """
     if not data:
         raise ImageDecodeError("empty file")
     try:
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageDecodeError(
-            f"larger than PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
-            "(PIL.Image.MAX_IMAGE_PIXELS)"
-        ) from None
+        with _OPEN_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            limit = (saved or 0) if max_pixels is None else int(max_pixels)
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                im = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except Image.UnidentifiedImageError:
         raise ImageDecodeError("not an image") from None
     except Exception as exc:  # a header so broken that the format plugin itself fails
@@ -57,6 +57,12 @@ def decode_image(data: bytes) -> np.ndarray:
         if "truncat" in str(exc).lower() or isinstance(exc, EOFError):
             raise ImageDecodeError(f"truncated {fmt}") from None
         raise ImageDecodeError(f"corrupt {fmt} header: {exc}") from None
+    w, h = im.size
+    if limit > 0 and w * h > limit:
+        raise ImageDecodeError(
+            f"{w}x{h} = {w * h} pixels, over the decompression-bomb limit of {limit}; "
+            "raise it with --max-image-pixels N (0 = no limit) if the image is trusted"
+        )
     fmt = im.format or "image"
     try:
         im.load()  # decode now: truncated or corrupt data fails here (LOAD_TRUNCATED_IMAGES stays False)

@@ -40,7 +40,11 @@ class Source:
 
 
 class FileSource(Source):
-    """Image files on disk, decoded by content on each read."""
+    """Image files on disk, decoded by content on each read; ``max_pixels`` is the decompression-bomb limit."""
+
+    def __init__(self, manifest: Manifest, max_pixels: int | None = None):
+        super().__init__(manifest)
+        self.max_pixels = max_pixels
 
     def read(self, item: Item) -> np.ndarray:
         try:
@@ -57,7 +61,7 @@ class FileSource(Source):
             raise SourceError(
                 f"{item.path} changed after the source was opened (its content hash differs); run again."
             )
-        return decode_image(data)
+        return decode_image(data, self.max_pixels)
 
 
 class ArraySource(Source):
@@ -132,13 +136,20 @@ def _detect(path: Path) -> str:
 
 
 def open_source(
-    path, *, h5_keys=None, val_fraction: float | None = None, seed: int = 0, progress=None
+    path,
+    *,
+    h5_keys=None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    progress=None,
+    max_image_pixels: int | None = None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
     ``h5_keys`` names the image/label arrays of a .h5, .npz or .npy folder (see ``bottleneck.data.arrays``).
     ``val_fraction`` carves a stratified, seeded val split out of train when the source has none.
-    ``progress(stage, done, total)`` is called while hashing.
+    ``progress(stage, done, total)`` is called while hashing. ``max_image_pixels`` is the decompression-bomb
+    limit of image files (None: PIL's default, ~89 Mpx; 0: none).
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -147,9 +158,9 @@ def open_source(
             f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; drop --h5-keys."
         )
     if kind == "folders":
-        src: Source = FileSource(files.folder_manifest(path, progress))
+        src: Source = FileSource(files.folder_manifest(path, progress), max_image_pixels)
     elif kind == "csv":
-        src = FileSource(files.csv_manifest(path, progress))
+        src = FileSource(files.csv_manifest(path, progress), max_image_pixels)
     else:
         loader = {"h5": arrays.load_h5, "npz": arrays.load_npz, "npy": arrays.load_npy_dir}.get(kind)
         data = arrays.load_idx_dir(path) if kind == "idx" else loader(path, h5_keys)

@@ -30,6 +30,10 @@ class CacheError(BottleneckError):
     """A cache that is missing, incomplete, locked or does not match."""
 
 
+class ExtractionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during extraction, after the last complete chunk was committed; the message says how to resume."""
+
+
 class HeadError(BottleneckError):
     """A head cannot be fitted or applied to the given features."""
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from bottleneck.cache import open_cache
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
-from bottleneck.errors import BackboneError, BadImageError, SourceError
+from bottleneck.errors import BackboneError, BadImageError, CacheError, SourceError
 from bottleneck.extract import extract
 
 COLORS = {
@@ -143,7 +143,11 @@ def test_interrupted_run_resumes_to_identical_cache(tmp_path):
     def crashing(config):
         return MeanColorEngine(fail_after=5)
 
-    with pytest.raises(KeyboardInterrupt):
+    # Ctrl-C in the 6th batch: two chunks of 8 were committed, the half-done third is dropped.
+    with pytest.raises(
+        KeyboardInterrupt,
+        match=r"stopped at a chunk boundary with 16/33 rows saved in .*; re-run the same command",
+    ):
         extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=crashing, chunk_rows=8)
     with pytest.raises(Exception, match="incomplete"):
         open_cache(next((tmp_path / "c").glob("efficientnet_lite0-*")))
@@ -247,3 +251,41 @@ def test_cache_hit_does_not_import_tensorflow(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) < 2.0
+
+
+def test_disk_full_and_unwritable_cache_dir_are_clear_and_resumable(tmp_path, monkeypatch):
+    import errno
+
+    from bottleneck.cache import CacheWriter
+
+    src = make_folder(tmp_path / "data", {"a": [(i * 9, 0, 0) for i in range(10)], "b": [(0, 90, 0)] * 2})
+    cfg = CFG.replace(batch_size=4)
+    full = extract(src, cfg, cache_dir=tmp_path / "full", engine_factory=factory([])).cache.load("train")[0]
+    real_write = CacheWriter.write
+
+    def write_until_full(self, split, start, batch):
+        if start >= 8:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, split, start, batch)
+
+    monkeypatch.setattr(CacheWriter, "write", write_until_full)
+    with pytest.raises(
+        CacheError,
+        match=r"No space left on device \(8/12 rows are saved in .*\)\. Free space .*re-run the same command",
+    ):
+        extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=factory([]), chunk_rows=4)
+    monkeypatch.setattr(CacheWriter, "write", real_write)
+    r = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=factory([]), chunk_rows=4)
+    assert (r.resumed_from, r.computed) == (8, 4)
+    np.testing.assert_array_equal(r.cache.load("train")[0], full)
+
+    def read_only(self, *a, **k):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(CacheWriter, "__init__", read_only)
+    with pytest.raises(CacheError, match=r"Read-only file system \(nothing was saved yet\)\..*--cache-dir"):
+        extract(src, cfg, cache_dir=tmp_path / "ro", engine_factory=factory([]))
+    res = CliRunner().invoke(
+        app, ["extract", str(src), "--weights", "none", "--cache-dir", str(tmp_path / "ro")]
+    )
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "Read-only file system" in res.output

@@ -24,8 +24,8 @@ def user_errors(fn):
         except BottleneckError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted.", err=True)
+        except KeyboardInterrupt as exc:
+            typer.echo(f"interrupted: {exc}" if str(exc) else "interrupted.", err=True)
             raise typer.Exit(130) from None
 
     return wrapper

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.data.arrays import FASHION_MNIST_CLASSES as _FM_NAMES
+from bottleneck.data.arrays import read_idx
 from bottleneck.errors import BottleneckError, HeadError
 
 Progress = Callable[[str, int, int], None]
@@ -519,43 +521,8 @@ FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
 }
-FASHION_MNIST_CLASSES = (
-    "t-shirt_top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle_boot",
-)
-
-
-def read_idx(path) -> np.ndarray:
-    """An IDX file (gzipped or not) of unsigned bytes as a NumPy array; BottleneckError when malformed."""
-    import gzip
-
-    path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise BottleneckError(f"{path} is a damaged gzip file ({exc}); download it again.") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise BottleneckError(
-            f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}); pass the original MNIST-format files."
-        )
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise BottleneckError(
-            f"{path} holds {len(raw) - offset} bytes of data but its header says {dims}; the file is truncated. Download it again."
-        )
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
+# Folder-safe versions of the dataset's class names ("T-shirt/top" -> "t-shirt_top").
+FASHION_MNIST_CLASSES = tuple(n.lower().replace("/", "_").replace(" ", "_") for n in _FM_NAMES)
 
 
 def _find(folder: Path, stem: str) -> Path | None:

@@ -239,20 +239,6 @@ def write_idx(path, array):
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
-def test_read_idx(tmp_path):
-    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    write_idx(tmp_path / "a.gz", a)
-    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), a)
-    (tmp_path / "b").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2]))
-    with pytest.raises(
-        BottleneckError, match=r"holds 2 bytes of data but its header says \[5\]; the file is truncated"
-    ):
-        read_idx(tmp_path / "b")
-    (tmp_path / "c").write_bytes(b"PK\x03\x04junk")
-    with pytest.raises(BottleneckError, match="is not an IDX file"):
-        read_idx(tmp_path / "c")
-
-
 def test_export_refuses_wrong_files_and_non_empty_folders(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -195,7 +195,7 @@ def extract(
     batch size) overrides the commit granularity, which is otherwise a few MB of features. Returns an ExtractResult
     whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,) and ``ids`` (N,).
     """
-    from bottleneck.data import open_source
+    from bottleneck.data import find_bad_images, open_source
 
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides) if overrides else (config or ExtractConfig())
@@ -209,34 +209,74 @@ def extract(
         path = Path(cache_dir) / cache_dir_name(config, key)
         if not force and _is_complete(path):
             return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
-        try:
-            return _locked_extract(
+        with _write_errors(cache_dir, path), cache_lock(path, notify):
+            if not force and _is_complete(path):  # another process finished it while we waited
+                return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
+            if force and path.exists():
+                shutil.rmtree(path)
+
+            resume_meta = _resumable_meta(path, key)
+            if resume_meta is None:
+                skipped = []
+                if manifest.kind in ("folders", "csv"):
+                    bad = find_bad_images(src, workers=config.workers or _cores(), progress=progress)
+                    if bad and config.on_bad_image == "fail":
+                        listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
+                        more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
+                        raise BadImageError(
+                            f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
+                            "or pass --on-bad-image skip to leave them out.",
+                            [it.path or it.id for it, _ in bad],
+                        )
+                    skipped = [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
+            else:
+                skipped = resume_meta.get("skipped", [])
+            # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
+            manifest_json = {**manifest.to_json(), "skipped": skipped}
+            if skipped:
+                manifest = manifest.without([s["index"] for s in skipped])
+                if not manifest.items:
+                    raise BadImageError(
+                        "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
+                    )
+            options = source_options
+            if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
+                raise BottleneckError(
+                    f"chunk_rows {chunk_rows} must be a positive multiple of the batch size {config.batch_size}."
+                )
+            job = _Job(
                 src,
                 manifest,
+                manifest_json,
                 config,
                 key,
                 material,
                 path,
-                force,
-                source_options,
+                skipped,
+                resume_meta,
+                options,
                 chunk_rows,
-                progress,
-                notify,
-                engine_factory,
-                t0,
             )
-        except OSError as exc:
-            if exc.errno not in _WRITE_ERRNOS:
-                raise
-            raise CacheError(
-                f"cannot write the cache under {Path(cache_dir)}: {exc.strerror or exc}"
-                f"{_saved_so_far(path)}. Free space or make the folder writable (or pass --cache-dir "
-                "elsewhere), then re-run the same command to resume."
-            ) from None
+            return _run(job, progress, notify, engine_factory, t0)
 
 
 # Errors of a full disk, a quota, or a read-only / forbidden cache folder: the user can fix these and resume.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextmanager
+def _write_errors(cache_dir, path: Path):
+    """A full disk or an unwritable cache folder becomes one CacheError saying what is saved and how to resume."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        raise CacheError(
+            f"cannot write the cache under {Path(cache_dir)}: {exc.strerror or exc}"
+            f"{_saved_so_far(path)}. Free space or make the folder writable (or pass --cache-dir "
+            "elsewhere), then re-run the same command to resume."
+        ) from None
 
 
 def _saved_so_far(path: Path) -> str:
@@ -249,74 +289,6 @@ def _saved_so_far(path: Path) -> str:
     done = sum(meta.get("progress", {}).values())
     total = sum(s["n"] for s in meta["splits"].values())
     return f" ({done}/{total} rows are saved in {path})"
-
-
-def _locked_extract(
-    src,
-    manifest,
-    config,
-    key,
-    material,
-    path,
-    force,
-    source_options,
-    chunk_rows,
-    progress,
-    notify,
-    engine_factory,
-    t0,
-) -> ExtractResult:
-    from bottleneck.data import find_bad_images
-
-    with cache_lock(path, notify):
-        if not force and _is_complete(path):  # another process finished it while we waited
-            return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
-        if force and path.exists():
-            shutil.rmtree(path)
-
-        resume_meta = _resumable_meta(path, key)
-        if resume_meta is None:
-            skipped = []
-            if manifest.kind in ("folders", "csv"):
-                bad = find_bad_images(src, workers=config.workers or _cores(), progress=progress)
-                if bad and config.on_bad_image == "fail":
-                    listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
-                    more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
-                    raise BadImageError(
-                        f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
-                        "or pass --on-bad-image skip to leave them out.",
-                        [it.path or it.id for it, _ in bad],
-                    )
-                skipped = [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
-        else:
-            skipped = resume_meta.get("skipped", [])
-        # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
-        manifest_json = {**manifest.to_json(), "skipped": skipped}
-        if skipped:
-            manifest = manifest.without([s["index"] for s in skipped])
-            if not manifest.items:
-                raise BadImageError(
-                    "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
-                )
-        options = source_options
-        if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
-            raise BottleneckError(
-                f"chunk_rows {chunk_rows} must be a positive multiple of the batch size {config.batch_size}."
-            )
-        job = _Job(
-            src,
-            manifest,
-            manifest_json,
-            config,
-            key,
-            material,
-            path,
-            skipped,
-            resume_meta,
-            options,
-            chunk_rows,
-        )
-        return _run(job, progress, notify, engine_factory, t0)
 
 
 def _cores() -> int:

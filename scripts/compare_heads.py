@@ -12,7 +12,6 @@ Uses only the public API: bottleneck.runs.compare and bottleneck.cache.write_arr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -45,19 +44,6 @@ def synthetic_cache(path: Path, rows: int, dim: int, classes: int, seed: int = 0
     return write_arrays(path, splits, class_names=[f"class{i}" for i in range(classes)], config=config)
 
 
-def parse_params(items: list[str], heads: list[str]) -> dict:
-    out: dict = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        head, dot, name = key.rpartition(".")
-        (out.setdefault(head, {}) if dot else out)[name if dot else key] = value
-    return out
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("caches", nargs="*", type=Path, help="cache folders made by `bottleneck extract`")
@@ -72,7 +58,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from bottleneck.errors import BottleneckError
-    from bottleneck.runs import compare
+    from bottleneck.runs import compare, parse_params
 
     heads = [h for h in args.heads.split(",") if h]
     try:

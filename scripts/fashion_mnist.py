@@ -26,19 +26,6 @@ SVC_BASELINE = 0.897
 TARGET = 0.91
 
 
-def parse_params(items: list[str]) -> dict:
-    out: dict = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        head, dot, name = key.rpartition(".")
-        (out.setdefault(head, {}) if dot else out)[name if dot else key] = value
-    return out
-
-
 def _same_cache(summary: dict, path) -> bool:
     return summary.get("cache") == str(path) and {"extraction_seconds", "images_extracted"} <= set(summary)
 
@@ -62,7 +49,7 @@ def main(argv=None) -> int:
     from bottleneck.config import ExtractConfig
     from bottleneck.errors import BottleneckError
     from bottleneck.evaluate import markdown_table, mean_std
-    from bottleneck.runs import FASHION_MNIST_DIR, compare, export_fashion_mnist
+    from bottleneck.runs import FASHION_MNIST_DIR, compare, export_fashion_mnist, parse_params
 
     t_start = time.perf_counter()
     try:
@@ -112,7 +99,7 @@ def main(argv=None) -> int:
             [cache],
             args.heads.split(","),
             seeds=range(args.seeds),
-            params=parse_params(args.param),
+            params=parse_params(args.param, args.heads.split(",")),
             out=args.out,
         )
     except BottleneckError as exc:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from bottleneck.cli.common import ProgressBar, print_json, user_errors
 from bottleneck.errors import BottleneckError
+from bottleneck.runs import parse_params
 
 FIT_HELP = """Train a head on a cache's train split, select on val, report val and test metrics, save a run folder.
 
@@ -66,30 +66,6 @@ Example:
 
   bottleneck datasets export fashion-mnist data/fashion --per-class 100
 """
-
-
-def parse_params(items: list[str] | None, heads: list[str] | None = None) -> dict:
-    """['width=512', 'mlp.dropout=0.2'] -> {'width': 512, 'mlp': {'dropout': 0.2}} (values read as JSON
-    when they parse, else as strings)."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise BottleneckError(f"--param {item!r} must be KEY=VALUE, e.g. --param width=512.")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        head, dot, name = key.rpartition(".")
-        if dot:
-            if heads is None:
-                raise BottleneckError(
-                    f"--param {item!r}: name the parameter without a head here, e.g. {name}={raw}."
-                )
-            out.setdefault(head, {})[name] = value
-        else:
-            out[key] = value
-    return out
 
 
 def _common(epochs, batch_size, lr, patience, class_weight) -> dict:

@@ -38,14 +38,13 @@ class ExtractConfig:
     format: str = "zarr"  # store format; part of the key because it is a different cache on disk
     on_bad_image: str = "fail"  # "fail" | "skip"; decides which rows exist
     preprocess: str | None = None  # only for custom model files: caffe|torch|tf|127|none
-    max_image_pixels: int | None = (
-        None  # decompression-bomb guard; None = Pillow's default (~89 Mpx), 0 = none
-    )
+    # decompression-bomb guard; None = Pillow's default (~89 Mpx), 0 = none
+    max_image_pixels: int | None = None
     batch_size: int = _nokey(32)  # fixed batch boundaries = chunk boundaries; does not change features
     workers: int | None = _nokey(None)  # decode threads; None = number of cores
-    engine: str = _nokey(
-        "auto"
-    )  # auto | tensorflow | onnx: equal features within a verified tolerance (README)
+    # auto | tensorflow | onnx: equal features within a verified tolerance (README), so not in the key
+    engine: str = _nokey("auto")
+    xla: bool = _nokey(False)  # compile the TensorFlow engine with XLA (same features within float rounding)
 
     def __post_init__(self):
         for name, choices in (

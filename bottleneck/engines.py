@@ -188,7 +188,7 @@ def select_engine(
     if not onnx_available():
         if config.engine == "onnx" and notify:
             notify(
-                "warning: onnxruntime/tf2onnx not installed; using the tensorflow engine (pip install 'bottleneck[onnx]')"
+                "warning: onnxruntime/tf2onnx not installed; using the tensorflow engine (pip install onnxruntime tf2onnx onnx)"
             )
         return tf_engine
     try:
@@ -235,4 +235,4 @@ def create_engine(config: ExtractConfig) -> TensorFlowEngine:
         pooling=config.pooling,
         preprocess=config.preprocess,
     )
-    return TensorFlowEngine(model)
+    return TensorFlowEngine(model, jit_compile=config.xla)

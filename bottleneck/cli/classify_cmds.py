@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         ),
         top: int = typer.Option(5, help="How many classes to show per image."),
         weights: str = typer.Option("imagenet", help="imagenet | none | PATH to a local weights file."),
-        image_size: int = typer.Option(None, help="Square input side in pixels [default: the backbone's]."),
+        image_size: int = typer.Option(None, help="Square input side in pixels (default: the backbone's)."),
         resize: str = typer.Option(
             "squash", help="squash (ignore aspect) | crop (centre) | pad (letterbox)."
         ),

@@ -21,6 +21,8 @@ Examples:
   bottleneck extract data/cats_dogs --backbone vgg16 --pooling none --format h5
 
   bottleneck extract /usr/share/datasets/fashion-mnist --val-fraction 0.1 --json
+
+  bottleneck extract data/cats_dogs --engine tensorflow --batch-size 64
 """
 
 
@@ -33,7 +35,7 @@ def register(app: typer.Typer) -> None:
             "efficientnet_lite0", help="Registry name (see `bottleneck backbones`) or a model file."
         ),
         weights: str = typer.Option("imagenet", help="imagenet | none | PATH to a local Keras weights file."),
-        image_size: int = typer.Option(None, help="Square input side in pixels [default: the backbone's]."),
+        image_size: int = typer.Option(None, help="Square input side in pixels (default: the backbone's)."),
         layer: str = typer.Option(None, help="Named layer to take features from (spatial maps kept)."),
         pooling: str = typer.Option("avg", help="avg | max | none (keep the spatial map)."),
         resize: str = typer.Option(
@@ -59,7 +61,12 @@ def register(app: typer.Typer) -> None:
             None, help="Other h5 keys, e.g. 'train=X_train:y_train,test=X_test:y_test'."
         ),
         batch_size: int = typer.Option(32, help="Images per forward pass (= commit granularity)."),
-        workers: int = typer.Option(None, help="Decode threads [default: number of cores]."),
+        workers: int = typer.Option(None, help="Decode threads (default: number of cores)."),
+        engine: str = typer.Option(
+            "auto",
+            help="auto (fastest verified engine) | tensorflow | onnx (ONNX Runtime, verified against TensorFlow).",
+        ),
+        xla: bool = typer.Option(False, "--xla", help="Compile the TensorFlow engine with XLA."),
         cache_dir: Path = typer.Option(Path("cache"), help="Where caches live."),
         force: bool = typer.Option(False, "--force", help="Recompute even when a complete cache exists."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the path."),
@@ -82,6 +89,8 @@ def register(app: typer.Typer) -> None:
             max_image_pixels=max_image_pixels,
             batch_size=batch_size,
             workers=workers,
+            engine=engine,
+            xla=xla,
         )
         bar = ProgressBar(enabled=None if not quiet else False)
         try:

@@ -1,0 +1,166 @@
+"""Engines: ONNX Runtime agrees with TensorFlow within the documented tolerance, falls back cleanly, is cached,
+and the chosen engine is recorded in the cache and shown by `info`."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from bottleneck import engines
+from bottleneck.cli import app
+from bottleneck.config import ExtractConfig
+from bottleneck.engines import (
+    ONNX_TOLERANCE,
+    OnnxEngine,
+    TensorFlowEngine,
+    create_engine,
+    relative_difference,
+    select_engine,
+)
+from bottleneck.extract import extract
+
+
+def probe_batch(size: int, n: int = 4, seed: int = 0) -> np.ndarray:
+    """Smooth random images (not white noise), closer to what a backbone sees."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small])
+
+
+def config(backbone, size, **kw):
+    # Lite0's real ImageNet weights install offline; random weights elsewhere (Keras would download them).
+    weights = "imagenet" if backbone == "efficientnet_lite0" else "none"
+    return ExtractConfig(backbone=backbone, weights=kw.pop("weights", weights), image_size=size, **kw)
+
+
+@pytest.mark.parametrize(
+    "backbone,size,pooling",
+    [
+        ("efficientnet_lite0", 96, "avg"),  # our own Keras build, in-graph (x - 127) / 128
+        ("mobilenet_v2", 96, "avg"),  # Keras application, depthwise convs, tf-mode preprocessing
+        ("vgg16", 32, "max"),  # caffe-mode preprocessing (BGR, mean subtraction), max pooling
+        pytest.param("resnet50", 64, "avg", marks=pytest.mark.slow),
+        pytest.param("densenet121", 64, "avg", marks=pytest.mark.slow),
+        pytest.param("inception_v3", 75, "avg", marks=pytest.mark.slow),
+    ],
+)
+def test_onnx_matches_tensorflow_within_tolerance(tmp_path, backbone, size, pooling):
+    cfg = config(backbone, size, pooling=pooling, engine="onnx")
+    tf_engine = create_engine(cfg)
+    probe = probe_batch(size)
+    notes = []
+    chosen = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
+    assert isinstance(chosen, OnnxEngine), notes
+    assert chosen.feature_shape == tf_engine.feature_shape
+    assert notes == [f"converting {backbone} to ONNX (once; cached in {tmp_path / 'engines'})"]
+    other = probe_batch(size, n=3, seed=1)  # a batch the verification never saw, of another size
+    a, b = chosen(other), tf_engine(other)
+    assert a.shape == b.shape == (3, *tf_engine.feature_shape) and a.dtype == np.float32
+    assert relative_difference(a, b) <= ONNX_TOLERANCE
+    assert 0 <= chosen.verified_difference <= ONNX_TOLERANCE
+    # Distinct images give distinct features, so agreeing within the tolerance compares real signal.
+    assert np.abs(a[0] - a[1]).max() > 100 * ONNX_TOLERANCE * np.abs(b).max()
+
+
+def test_conversion_is_cached_and_failures_fall_back_to_tensorflow(tmp_path, monkeypatch):
+    cfg = config("efficientnet_lite0", 64, engine="onnx")
+    tf_engine = create_engine(cfg)
+    probe = probe_batch(64)
+    first = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path)
+    (onnx_file,) = (tmp_path / "engines").glob("*.onnx")
+    assert first.path == onnx_file
+
+    def no_conversion(*a, **k):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(engines, "convert_to_onnx", no_conversion)
+    notes = []
+    again = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
+    assert isinstance(again, OnnxEngine) and notes == []  # cached model reused, still verified
+
+    # A converter failure: TensorFlow, with one warning line naming the error.
+    onnx_file.unlink()
+
+    def broken(*a, **k):
+        raise RuntimeError("unsupported op Foo\nwith a long trace")
+
+    monkeypatch.setattr(engines, "convert_to_onnx", broken)
+    notes = []
+    chosen = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
+    assert chosen is tf_engine
+    assert (
+        notes[-1] == "warning: ONNX engine unavailable (RuntimeError: unsupported op Foo); using tensorflow"
+    )
+
+    # A converted model whose features drift past the tolerance is refused and deleted.
+    monkeypatch.undo()
+    real_call = OnnxEngine.__call__
+    monkeypatch.setattr(OnnxEngine, "__call__", lambda self, x: real_call(self, x) * 1.01)
+    notes = []
+    chosen = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
+    assert chosen is tf_engine and not list((tmp_path / "engines").glob("*.onnx"))
+    assert notes[-1].startswith("warning: ONNX features differ from TensorFlow by 1.0e-02 (> 1e-04)")
+
+
+def test_auto_skips_conversion_on_small_runs_and_tensorflow_is_never_converted(tmp_path, monkeypatch):
+    def no_conversion(*a, **k):
+        raise AssertionError("should not convert")
+
+    monkeypatch.setattr(engines, "convert_to_onnx", no_conversion)
+    tf_engine = create_engine(config("efficientnet_lite0", 64))
+    probe = probe_batch(64)
+    for engine, n in (("auto", engines.AUTO_ONNX_MIN_IMAGES - 1), ("tensorflow", 10**6)):
+        cfg = config("efficientnet_lite0", 64, engine=engine)
+        assert select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, n_images=n) is tf_engine
+    assert isinstance(tf_engine, TensorFlowEngine)
+
+
+def test_engine_is_recorded_and_shown_by_info(tmp_path):
+    src = tmp_path / "data"
+    for cls, color in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+        (src / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (color[0], color[1] + 20 * i, color[2])).save(src / cls / f"{i}.png")
+    runner = CliRunner()
+    args = [
+        "extract",
+        str(src),
+        "--weights",
+        "none",
+        "--image-size",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    res = runner.invoke(app, [*args, "--engine", "onnx", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{") :])
+    assert out["engine"] == "onnx" and out["splits"]["train"]["n"] == 6
+    meta = json.loads((tmp_path / "c" / out["path"].split("/")[-1] / "meta.json").read_text())
+    assert meta["engine"] == "onnx" and 0 <= meta["engine_difference"] <= ONNX_TOLERANCE
+    info = runner.invoke(app, ["info", out["path"]])
+    assert "engine onnx" in info.output
+    info_json = json.loads(runner.invoke(app, ["info", out["path"], "--json"]).output)
+    assert info_json["engine"] == "onnx"
+    # The same data through TensorFlow: same key (engine is not a key field), same features within tolerance.
+    tf_run = extract(
+        src,
+        ExtractConfig(weights="none", image_size=64, engine="tensorflow"),
+        cache_dir=tmp_path / "tf",
+    )
+    assert tf_run.cache.key == out["key"] and tf_run.engine == "tensorflow"
+    onnx_x = np.asarray(
+        extract(src, ExtractConfig(weights="none", image_size=64), cache_dir=tmp_path / "c").cache.load(
+            "train"
+        )[0]
+    )
+    assert relative_difference(onnx_x, tf_run.cache.load("train")[0]) <= ONNX_TOLERANCE
+
+
+def test_xla_tensorflow_engine_gives_the_same_features():
+    plain = create_engine(config("efficientnet_lite0", 64))
+    xla = create_engine(config("efficientnet_lite0", 64, xla=True))
+    probe = probe_batch(64)
+    assert relative_difference(xla(probe), plain(probe)) <= ONNX_TOLERANCE

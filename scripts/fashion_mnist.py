@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("--param", action="append", default=[], help="KEY=VALUE or HEAD.KEY=VALUE (JSON values)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--image-size", type=int, default=None, help="backbone input side (default: its own)")
+    p.add_argument("--pooling", default="avg", help="avg | max")
     p.add_argument("--engine", default="auto", help="auto | tensorflow | onnx")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--out", type=Path, default=Path("runs") / "fashion-mnist")
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
                 export_fashion_mnist(args.out / f"data-{args.per_class}", per_class=args.per_class)["path"]
             )
         bar = ProgressBar(enabled=False if args.quiet else None)
-        config = ExtractConfig(backbone=args.backbone, engine=args.engine)
+        config = ExtractConfig(
+            backbone=args.backbone, image_size=args.image_size, pooling=args.pooling, engine=args.engine
+        )
         result = bottleneck.extract(
             source,
             config,

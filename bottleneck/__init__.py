@@ -10,6 +10,10 @@ __version__ = "0.1.0"
 # real failures still surface as Python exceptions. setdefault: a user's own setting wins.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from bottleneck import _quiet_tf  # noqa: E402
+
+_quiet_tf.install()
+
 # Public API is imported lazily so `import bottleneck` (and the cache-hit path) never imports TensorFlow.
 _LAZY = {
     "extract": "bottleneck.extract",

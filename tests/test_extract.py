@@ -289,3 +289,10 @@ def test_disk_full_and_unwritable_cache_dir_are_clear_and_resumable(tmp_path, mo
         app, ["extract", str(src), "--weights", "none", "--cache-dir", str(tmp_path / "ro")]
     )
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "Read-only file system" in res.output
+
+
+def test_tensorflow_import_is_quiet_after_importing_bottleneck():
+    code = "import bottleneck, tensorflow as tf; print(tf.constant(2).numpy() + 1)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3"
+    assert "absl" not in out.stderr and "cuda" not in out.stderr.lower(), out.stderr

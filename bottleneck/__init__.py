@@ -16,7 +16,7 @@ _quiet_tf.install()
 
 # Public API is imported lazily so `import bottleneck` (and the cache-hit path) never imports TensorFlow.
 _LAZY = {
-    "extract": "bottleneck.extract",
+    "extract": "bottleneck.extraction",
     "open_cache": "bottleneck.cache",
     "ExtractConfig": "bottleneck.config",
     "list_backbones": "bottleneck.backbones",

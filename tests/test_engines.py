@@ -19,7 +19,7 @@ from bottleneck.engines import (
     relative_difference,
     select_engine,
 )
-from bottleneck.extract import extract
+from bottleneck.extraction import extract
 
 
 def probe_batch(size: int, n: int = 4, seed: int = 0) -> np.ndarray:

@@ -11,7 +11,7 @@ from bottleneck.cache import open_cache
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BadImageError, CacheError, SourceError
-from bottleneck.extract import extract
+from bottleneck.extraction import extract
 
 COLORS = {
     "cat": [(200, 10, 10), (190, 20, 30), (210, 0, 5), (180, 40, 40)],
@@ -243,7 +243,7 @@ def test_cache_hit_does_not_import_tensorflow(tmp_path):
     extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=factory([]))
     code = (
         "import sys, time; t = time.perf_counter();"
-        "from bottleneck.extract import extract; from bottleneck.config import ExtractConfig;"
+        "from bottleneck.extraction import extract; from bottleneck.config import ExtractConfig;"
         f"r = extract({str(src)!r}, ExtractConfig(backbone='efficientnet_lite0', weights='none', batch_size=3), cache_dir={str(tmp_path / 'c')!r});"
         "assert r.hit; assert 'tensorflow' not in sys.modules, 'TF imported';"
         "print(time.perf_counter() - t)"
@@ -296,3 +296,14 @@ def test_tensorflow_import_is_quiet_after_importing_bottleneck():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3"
     assert "absl" not in out.stderr and "cuda" not in out.stderr.lower(), out.stderr
+
+
+def test_package_level_extract_stays_the_function(tmp_path):
+    import bottleneck
+    from bottleneck.extraction import extract as direct  # loading the runner module must not shadow the API
+
+    src = make_folder(tmp_path / "data")
+    for _ in range(2):
+        assert bottleneck.extract is direct
+        r = bottleneck.extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=factory([]))
+        assert r.cache.n("train") == 7

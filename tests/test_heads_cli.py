@@ -155,7 +155,7 @@ class MeanColorEngine:
 
 def test_predict_prints_one_line_per_image(tmp_path, monkeypatch):
     import bottleneck.engines
-    from bottleneck.extract import extract
+    from bottleneck.extraction import extract
 
     monkeypatch.setattr(bottleneck.engines, "create_engine", lambda config: MeanColorEngine())
     src = make_image_folder(tmp_path / "data", {"ant": 6, "bee": 6}, splits=["train", "test"])

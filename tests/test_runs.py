@@ -184,7 +184,7 @@ def fake_factory(config):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     """A logreg run on a cache extracted (with the fake engine) from class folders, and the folder."""
-    from bottleneck.extract import extract
+    from bottleneck.extraction import extract
 
     tmp = tmp_path_factory.mktemp("images")
     classes = {"ant": 8, "bee": 8, "cow": 8}

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
         from bottleneck.config import ExtractConfig
-        from bottleneck.extract import extract
+        from bottleneck.extraction import extract
 
         config = ExtractConfig(
             backbone=backbone,

@@ -150,10 +150,11 @@ def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir:
 
 
 RSS_CHILD = """
-import resource, sys, bottleneck
+import sys, bottleneck
 bottleneck.extract(sys.argv[1], backbone="mobilenet_v2", weights="none", image_size=96, engine=sys.argv[3],
                    cache_dir=sys.argv[2])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM is this process's own peak; ru_maxrss would carry over the parent's peak through fork + exec.
+print(int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024)
 """
 
 
@@ -170,7 +171,11 @@ def peak_rss_mb(data: Path, cache_dir: Path, engine: str) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=512)
-    p.add_argument("--backbones", default="resnet50,mobilenet_v2,efficientnet_lite0,vgg16")
+    p.add_argument(
+        "--backbones",
+        default="resnet50,mobilenet_v2,efficientnet_lite0,vgg16",
+        help="'' for the RSS part only",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--rss-images", default="2000,20000", help="image counts for the peak-RSS comparison ('' to skip)"
@@ -200,7 +205,7 @@ def main(argv=None) -> int:
         f"{'onnx-pure':>10}{'GFLOP/s':>8}{'/sgemm':>7}{'run/pure':>9}{'onnx/tf':>8}{'/recipe':>8}{'hit s':>7}"
     )
     print(header)
-    for name in args.backbones.split(","):
+    for name in [b for b in args.backbones.split(",") if b]:
         cfg = bottleneck.ExtractConfig(backbone=name, weights="none", batch_size=args.batch_size)
         tf_engine = create_engine(cfg)
         size = tf_engine.input_size

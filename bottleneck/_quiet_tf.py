@@ -1,8 +1,9 @@
 """Silence the C++ lines TensorFlow writes to stderr while it is imported.
 
 TF 2.16+ logs "All log messages before absl::InitializeLog() ..." and "Could not find cuda drivers" from C++
-before TF_CPP_MIN_LOG_LEVEL is read, straight to file descriptor 2, on every CPU machine. They drown progress
-bars and one-line errors. Only the import itself is silenced (fd 2 is restored right after), and only when
+before TF_CPP_MIN_LOG_LEVEL is read, straight to file descriptor 2, on every CPU machine (and, on some, a
+"failed call to cuInit" while probing devices). They drown progress
+bars and one-line errors. Only the import and the device probe are silenced (fd 2 is restored right after), and only when
 TF_CPP_MIN_LOG_LEVEL asks for quiet; a failing import still raises its Python exception normally.
 """
 
@@ -42,6 +43,13 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         def quiet_exec(module):
             with _stderr_fd_silenced():
                 exec_module(module)
+                try:
+                    # Device probing ("failed call to cuInit" on machines without a GPU driver) logs from C++
+                    # too; listing physical devices probes now, in silence, and leaves the runtime (and so its
+                    # thread settings) uninitialised.
+                    module.config.list_physical_devices()
+                except Exception:
+                    pass
 
         spec.loader.exec_module = quiet_exec
         return spec

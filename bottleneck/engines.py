@@ -30,10 +30,7 @@ def configure_tensorflow_threads(intra: int | None = None, inter: int = 1) -> No
     global _THREADS_SET
     if _THREADS_SET:
         return
-    # TF C++ start-up chatter (device probing, "no CUDA" on CPU machines) is noise on a progress-bar terminal;
-    # real failures still surface as Python exceptions.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    import tensorflow as tf  # quiet: bottleneck/__init__ sets TF_CPP_MIN_LOG_LEVEL and silences the import
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra or cpu_count())

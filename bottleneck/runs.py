@@ -510,8 +510,9 @@ def _label_name(label: int, names) -> str:
 
 
 def parse_params(items: list[str] | None, heads: list[str] | None = None) -> dict:
-    """Head parameters from the command line: ['width=512', 'mlp.dropout=0.2'] -> {'width': 512, 'mlp': {'dropout': 0.2}} (values read as JSON
-    when they parse, else as strings)."""
+    """Head parameters from the command line: ['width=512', 'mlp.dropout=0.2'] -> {'width': 512,
+    'mlp': {'dropout': 0.2}}. Values are read as JSON when they parse, else as strings; HEAD.KEY only when
+    ``heads`` is given."""
     out: dict = {}
     for item in items or []:
         key, sep, raw = item.partition("=")

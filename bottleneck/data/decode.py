@@ -18,6 +18,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 # between the limit and twice it, error above). bottleneck applies its own limit as an error instead, so the global
 # is lifted only while the header is parsed, under this lock; Image.open only reads the header (microseconds).
 _OPEN_LOCK = threading.Lock()
+
 # Only to name the format in messages when PIL fails before it knows the format itself.
 _MAGIC = ((b"\xff\xd8", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "WEBP"))
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from bottleneck.errors import one_of
+from bottleneck.errors import BottleneckError, one_of
 
 POOLINGS = ("avg", "max", "none")
 RESIZES = ("squash", "crop", "pad")
@@ -13,6 +13,27 @@ DTYPES = ("float32", "float16")
 FORMATS = ("zarr", "npy", "h5")
 ON_BAD_IMAGE = ("fail", "skip")
 ENGINES = ("auto", "tensorflow", "onnx")
+
+
+def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
+    """The layer names of a ``--layer`` value ("a" or "a,b,c"); () for None (the backbone's default)."""
+    if layer is None:
+        return ()
+    names = tuple(n.strip() for n in str(layer).split(","))
+    if not all(names):
+        raise BottleneckError(
+            f"--layer {layer!r} has an empty layer name; pass names separated by single commas, e.g. "
+            "top_activation,block6a_expand_activation."
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BottleneckError(f"--layer lists {', '.join(repeated)} more than once; list each layer once.")
+    if len(names) > 1 and pooling == "none":
+        raise BottleneckError(
+            f"--layer lists {len(names)} layers, whose maps have different sizes, so they can only be joined "
+            "after pooling; use --pooling avg or max, or pass one layer with --pooling none."
+        )
+    return names
 
 
 def _nokey(default, **kw):
@@ -31,7 +52,9 @@ class ExtractConfig:
     backbone: str = "efficientnet_lite0"  # registry name, or a path to a Keras model file
     weights: str = "imagenet"  # "imagenet" | "none" | path to a local weights file
     image_size: int | None = None  # square input side in pixels; None = the backbone's default
-    layer: str | None = None  # named layer to read features from; None = the backbone's feature layer
+    # named layer to read features from, or several comma-separated (each pooled, then concatenated in that
+    # order); None = the backbone's feature layer
+    layer: str | None = None
     pooling: str = "avg"  # "avg" | "max" | "none" (keep the spatial map)
     resize: str = "squash"  # "squash" (ignore aspect) | "crop" (centre crop) | "pad" (letterbox)
     dtype: str = "float32"  # stored feature dtype
@@ -47,6 +70,9 @@ class ExtractConfig:
     xla: bool = _nokey(False)  # compile the TensorFlow engine with XLA (same features within float rounding)
 
     def __post_init__(self):
+        if self.layer is not None:
+            # One spelling per layer list, so "a, b" and "a,b" share a cache key.
+            object.__setattr__(self, "layer", ",".join(layer_names(self.layer, self.pooling)))
         for name, choices in (
             ("pooling", POOLINGS),
             ("resize", RESIZES),

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
-from bottleneck.config import POOLINGS
+from bottleneck.config import POOLINGS, layer_names
 from bottleneck.errors import BackboneError, BottleneckError, one_of, suggest
 
 # Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
@@ -35,7 +35,8 @@ def build_feature_model(
     """A frozen keras.Model: float32 (N, S, S, 3) RGB pixels in 0..255 -> float32 features.
 
     Output is (N, C) for ``pooling`` "avg"/"max", or (N, h, w, C) for "none"; a layer whose output is already a
-    vector gives (N, C) whatever the pooling. S is ``image_size`` or the backbone's default. ``backbone`` is a
+    vector gives (N, C) whatever the pooling. ``layer`` may list several comma-separated layers: each is pooled
+    and the vectors are concatenated in the order given (multi-scale features). S is ``image_size`` or the backbone's default. ``backbone`` is a
     registry name or a path to a saved Keras model (then ``preprocess`` is required and the model's own weights
     are used). ``weights``: "imagenet", "none" (random) or a path to a Keras weights file of this backbone.
     The preprocessing of the spec is the model's first layer, so callers feed raw pixels.
@@ -61,20 +62,53 @@ def build_feature_model(
         base = _registry_backbone(spec, weights, size)
         mode, name = spec.preprocess, spec.name
         layer = layer if layer is not None else spec.feature_layer
-    if layer is not None:
-        base = _read_at(base, layer, name)
+    names = layer_names(layer, pooling)
+    if names:
+        base = _read_at(base, names, name)
 
     inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
     x = Preprocess(mode, name="preprocess")(inputs)
-    x = base(x, training=False)
-    if len(x.shape) == 4 and pooling != "none":
-        pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-        x = pool(name=f"{pooling}_pool")(x)
+    outputs = base(x, training=False)
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    suffix = [f"_{i}" for i in range(len(outputs))] if len(outputs) > 1 else [""]
+    outputs = [
+        pool(name=f"{pooling}_pool{s}")(o) if len(o.shape) == 4 and pooling != "none" else o
+        for o, s in zip(outputs, suffix, strict=True)
+    ]
+    if len(outputs) > 1 and any(len(o.shape) != 2 for o in outputs):
+        raise BackboneError(
+            f"--layer {layer} mixes layers whose outputs are not feature maps or vectors; pick layers with "
+            "(h, w, channels) or (channels) outputs."
+        )
+    x = keras.layers.Concatenate(name="layers")(outputs) if len(outputs) > 1 else outputs[0]
     model = keras.Model(inputs, x, name=f"{name}_features")
     # Frozen: no weight updates, and Keras 3 BatchNormalization with trainable=False always uses its moving
     # statistics, even when a caller runs the model with training=True.
     model.trainable = False
     return model
+
+
+def list_layers(backbone: str, *, image_size: int | None = None) -> list[tuple[str, tuple[int, ...] | None]]:
+    """(name, output shape without the batch axis) of every layer of a registered backbone, input to output.
+
+    The names are what ``layer`` accepts; the shape is None for a layer with no single output. Built with
+    random weights: shapes do not depend on them.
+    """
+    import keras
+
+    spec = get_spec(backbone)
+    base = _registry_backbone(spec, "none", _check_size(spec, image_size))
+    rows = []
+    for lyr in base.layers:
+        if isinstance(lyr, keras.layers.InputLayer):
+            continue
+        try:
+            shape = tuple(int(d) for d in lyr.output.shape[1:])
+        except (AttributeError, ValueError, TypeError):  # shared layers and multi-output layers
+            shape = None
+        rows.append((lyr.name, shape))
+    return rows
 
 
 def feature_shape(
@@ -278,26 +312,34 @@ def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess
     return model, preprocess, fixed or image_size
 
 
-def _read_at(base, layer: str, name: str):
-    """``base`` cut so that it outputs ``layer``'s activations (spatial maps kept)."""
+def _read_at(base, layers: tuple[str, ...], name: str):
+    """``base`` cut so that it outputs the activations of ``layers`` (spatial maps kept; a list if several)."""
     import keras
 
     names = [lyr.name for lyr in base.layers if not isinstance(lyr, keras.layers.InputLayer)]
-    if layer not in names:
-        tail = names[-LAYERS_LISTED:]
-        raise BackboneError(
-            f"unknown layer {layer!r} in {name}.{suggest(layer, names)} The last {len(tail)} of its "
-            f"{len(names)} layers are: {', '.join(tail)}; pass one of its layer names (model.summary() lists all)."
-        )
-    try:
-        output = base.get_layer(layer).output
-    except (AttributeError, ValueError) as exc:  # a layer used at several places has no single output
-        raise BackboneError(
-            f"layer {layer!r} of {name} has no single output ({_first_line(exc)}); pick another layer."
-        ) from None
-    if not hasattr(output, "shape"):
-        raise BackboneError(f"layer {layer!r} of {name} has several outputs; pick a layer with one output.")
-    return keras.Model(base.inputs, output, name=f"{base.name}_to_{layer}")
+    outputs = []
+    for layer in layers:
+        if layer not in names:
+            tail = names[-LAYERS_LISTED:]
+            raise BackboneError(
+                f"unknown layer {layer!r} in {name}.{suggest(layer, names)} The last {len(tail)} of its "
+                f"{len(names)} layers are: {', '.join(tail)}; pass one of its layer names "
+                "(`bottleneck backbones NAME --layers` lists all)."
+            )
+        try:
+            output = base.get_layer(layer).output
+        except (AttributeError, ValueError) as exc:  # a layer used at several places has no single output
+            raise BackboneError(
+                f"layer {layer!r} of {name} has no single output ({_first_line(exc)}); pick another layer."
+            ) from None
+        if not hasattr(output, "shape"):
+            raise BackboneError(
+                f"layer {layer!r} of {name} has several outputs; pick a layer with one output."
+            )
+        outputs.append(output)
+    return keras.Model(
+        base.inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{base.name}_to_{layers[-1]}"
+    )
 
 
 def _first_line(exc) -> str:

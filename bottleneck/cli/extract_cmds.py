@@ -159,16 +159,25 @@ def register(app: typer.Typer) -> None:
 
     @app.command(
         "backbones",
-        help="List registered backbones: input size, feature shape, parameters, weights.\n\nExample:\n\n  bottleneck backbones 'resnet*'",
+        help="List registered backbones: input size, feature shape, parameters, weights. With --layers, list "
+        "one backbone's layers and output shapes: the names `extract --layer` takes.\n\nExamples:\n\n"
+        "  bottleneck backbones 'resnet*'\n\n  bottleneck backbones efficientnet_lite0 --layers",
     )
     @user_errors
     def backbones_cmd(
         pattern: str = typer.Argument("*", help="Shell-style name pattern."),
+        layers: bool = typer.Option(False, "--layers", help="List the layers of the one matching backbone."),
+        image_size: int = typer.Option(
+            None, help="Input side for --layers shapes (default: the backbone's)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         from bottleneck.backbones import list_backbones
 
         specs = list_backbones(pattern)
+        if layers:
+            _print_layers(specs, pattern, image_size, json_out)
+            return
         rows = [
             {
                 "name": s.name,
@@ -191,3 +200,28 @@ def register(app: typer.Typer) -> None:
                 f"{r['name']:<22} {r['input_size']:>5} {r['feature_shape'][0]:>9} {fm:>14} "
                 f"{r['params'] / 1e6:>7.1f}M  {r['weights']}"
             )
+
+
+def _print_layers(specs, pattern: str, image_size: int | None, json_out: bool) -> None:
+    from bottleneck.errors import BottleneckError
+    from bottleneck.models import list_layers
+
+    if len(specs) != 1:
+        found = ", ".join(s.name for s in specs[:8]) or "none"
+        raise BottleneckError(
+            f"--layers lists one backbone's layers, but {pattern!r} matches {len(specs)} ({found}); "
+            "pass one backbone name."
+        )
+    rows = [
+        {"name": n, "shape": list(s) if s is not None else None}
+        for n, s in list_layers(specs[0].name, image_size=image_size)
+    ]
+    if json_out:
+        print_json(rows)
+        return
+    typer.echo(
+        f"{specs[0].name}: {len(rows)} layers, input to output (pass names to extract --layer a,b,...)"
+    )
+    for r in rows:
+        shape = "x".join(map(str, r["shape"])) if r["shape"] is not None else "several outputs"
+        typer.echo(f"  {r['name']:<36} {shape}")

@@ -537,6 +537,11 @@ def parse_params(items: list[str] | None, heads: list[str] | None = None) -> dic
 # --- example data ------------------------------------------------------------------------------------------
 
 EXPORT_MARKER = ".bottleneck-export.json"
+# Lite0's top activation plus the expanded inputs of its first and last 7x7 blocks (one at 14x14), each average
+# pooled: 3104-d. On Fashion-MNIST they beat the top layer alone by 1.6 points of test accuracy (README), because
+# 28x28 grayscale clothing is far from ImageNet and mid-level features transfer better than the most semantic.
+LITE0_MULTISCALE_LAYERS = "top_activation,block6d_expand_activation,block6a_expand_activation"
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FASHION_MNIST_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # the dataset's official download

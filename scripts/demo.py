@@ -1,5 +1,5 @@
 """The main job end to end on an embedded default: a Fashion-MNIST subset -> real EfficientNet-Lite0 features
-(offline ImageNet weights) -> logistic regression, linear and MLP heads compared side by side.
+(offline ImageNet weights, pooled from three layers) -> logistic regression, linear and MLP heads compared side by side.
 
   python scripts/demo.py [--per-class 100] [--heads logreg,linear,mlp]
 
@@ -21,22 +21,35 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-class", type=int, default=100, help="images per class in each of train and test")
     p.add_argument("--heads", default="logreg,linear,mlp")
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="backbone layer(s), comma-separated; default: Lite0's multi-scale set, 'default' = its top layer",
+    )
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "demo")
     p.add_argument("--cache-dir", type=Path, default=ROOT / "cache")
     args = p.parse_args(argv)
 
     import bottleneck
     from bottleneck.cli.common import ProgressBar
+    from bottleneck.config import ExtractConfig
     from bottleneck.errors import BottleneckError
-    from bottleneck.runs import compare, export_fashion_mnist
+    from bottleneck.runs import LITE0_MULTISCALE_LAYERS, compare, export_fashion_mnist
 
     try:
         t0 = time.perf_counter()
         data = export_fashion_mnist(args.work / "fashion-mnist", per_class=args.per_class)
         print(f"dataset: Fashion-MNIST subset {data['splits']} from {data['source']}")
         bar = ProgressBar(enabled=True)
+        layer = {None: LITE0_MULTISCALE_LAYERS, "default": None}.get(args.layer, args.layer)
         result = bottleneck.extract(
-            data["path"], val_fraction=0.2, seed=0, cache_dir=args.cache_dir, progress=bar, notify=print
+            data["path"],
+            ExtractConfig(layer=layer),
+            val_fraction=0.2,
+            seed=0,
+            cache_dir=args.cache_dir,
+            progress=bar,
+            notify=print,
         )
         bar.close()
         cache = result.cache

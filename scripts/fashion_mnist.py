@@ -3,12 +3,16 @@
   python scripts/fashion_mnist.py                         # full: 60 000 train (10% stratified val) / 10 000 test
   python scripts/fashion_mnist.py --per-class 100         # quick: 100 images per class and split (PNG folders)
   python scripts/fashion_mnist.py --heads logreg,mlp --seeds 3 --param mlp.width=512
+  python scripts/fashion_mnist.py --layer default           # Lite0's top layer only (1280-d)
 
 Prints test accuracy and fit time per head, the extraction time, and the speed-up of training on the cache
 versus running the frozen backbone: one backbone epoch over the train split costs (train rows / extraction
 rate) seconds, which the classic recipe pays on *every* epoch. Writes the table and numbers under --out.
 Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (else the official download). The full run is
 extracted straight from the IDX files; a second run is a cache hit and only refits the heads.
+
+Features: Lite0 at 224 px, average-pooled, from three layers (top_activation, block6d_expand_activation,
+block6a_expand_activation; 3104-d): mid-level features transfer better to 28x28 grayscale clothing.
 
 Reference points: the best classical pixel baseline published with Fashion-MNIST is an RBF SVC at 0.897
 test accuracy; the target here is a head at >= 0.91, each fitted in under a minute on 2 cores.
@@ -30,6 +34,12 @@ def _same_cache(summary: dict, path) -> bool:
     return summary.get("cache") == str(path) and {"extraction_seconds", "images_extracted"} <= set(summary)
 
 
+def _layer(arg: str | None, backbone: str, multiscale: str) -> str | None:
+    if arg is None:
+        return multiscale if backbone == "efficientnet_lite0" else None
+    return None if arg == "default" else arg
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-class", type=int, default=None, help="images per class and split (default: all)")
@@ -40,6 +50,13 @@ def main(argv=None) -> int:
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--image-size", type=int, default=None, help="backbone input side (default: its own)")
     p.add_argument("--pooling", default="avg", help="avg | max")
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="layer(s) to read, comma-separated; 'default' = the backbone's feature layer. Default: "
+        "Lite0's multi-scale set (bottleneck.runs.LITE0_MULTISCALE_LAYERS) for efficientnet_lite0, else the "
+        "backbone's feature layer. Names: `bottleneck backbones NAME --layers`",
+    )
     p.add_argument("--engine", default="auto", help="auto | tensorflow | onnx")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--out", type=Path, default=Path("runs") / "fashion-mnist")
@@ -51,7 +68,13 @@ def main(argv=None) -> int:
     from bottleneck.config import ExtractConfig
     from bottleneck.errors import BottleneckError
     from bottleneck.evaluate import markdown_table, mean_std
-    from bottleneck.runs import FASHION_MNIST_DIR, compare, export_fashion_mnist, parse_params
+    from bottleneck.runs import (
+        FASHION_MNIST_DIR,
+        LITE0_MULTISCALE_LAYERS,
+        compare,
+        export_fashion_mnist,
+        parse_params,
+    )
 
     t_start = time.perf_counter()
     try:
@@ -65,7 +88,11 @@ def main(argv=None) -> int:
             )
         bar = ProgressBar(enabled=False if args.quiet else None)
         config = ExtractConfig(
-            backbone=args.backbone, image_size=args.image_size, pooling=args.pooling, engine=args.engine
+            backbone=args.backbone,
+            image_size=args.image_size,
+            layer=_layer(args.layer, args.backbone, LITE0_MULTISCALE_LAYERS),
+            pooling=args.pooling,
+            engine=args.engine,
         )
         result = bottleneck.extract(
             source,
@@ -154,7 +181,8 @@ def main(argv=None) -> int:
     best = max(comparison.rows, key=lambda r: r["accuracy_mean"])
     slowest = max(r["fit_seconds_mean"] for r in comparison.rows)
     lines = [
-        f"Fashion-MNIST, {args.backbone} features ({cache.feature_shape[0]}-d), rows {n}",
+        f"Fashion-MNIST, {args.backbone} features ({cache.feature_shape[0]}-d, layer "
+        f"{config.layer or 'default'}), rows {n}",
         f"extraction: {extract_s:.1f} s for {computed} images ({rate:.1f} img/s, engine {engine}); one epoch "
         f"through the frozen backbone over train = {backbone_epoch_s:.0f} s",
         "",

@@ -537,7 +537,7 @@ def parse_params(items: list[str] | None, heads: list[str] | None = None) -> dic
 # --- example data ------------------------------------------------------------------------------------------
 
 EXPORT_MARKER = ".bottleneck-export.json"
-# Lite0's top activation plus the expanded inputs of its first and last 7x7 blocks (one at 14x14), each average
+# Lite0's top activation plus the expanded inputs of its blocks 6d (7x7) and 6a (14x14), each average
 # pooled: 3104-d. On Fashion-MNIST they beat the top layer alone by 1.6 points of test accuracy (README), because
 # 28x28 grayscale clothing is far from ImageNet and mid-level features transfer better than the most semantic.
 LITE0_MULTISCALE_LAYERS = "top_activation,block6d_expand_activation,block6a_expand_activation"

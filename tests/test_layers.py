@@ -118,3 +118,17 @@ def test_backbones_lists_layers_with_shapes():
     assert rows[-1] == {"name": "top_activation", "shape": [7, 7, 1280]} and len(rows) == len(lines) - 1
     many = runner.invoke(app, ["backbones", "resnet*", "--layers"])
     assert many.exit_code == 2 and "matches 6 (resnet101, resnet101_v2" in many.stderr
+
+
+def test_predict_rebuilds_the_same_layers_as_the_cache(images, tmp_path):
+    from bottleneck.runs import fit_head, predict_images
+
+    cache = extract(images, lite0(f"{TOP},{MID2}"), cache_dir=tmp_path / "c").cache
+    run = fit_head(cache, "logreg", params={"Cs": [1.0], "val_fraction": 0.34}, out=tmp_path / "run")
+    rows = predict_images(run.path, [images], top=2)
+    ids = list(cache.ids("train"))
+    assert [r["image"].split("data/")[-1] for r in rows] == ids
+    # The probabilities from fresh images equal the head's on the cached rows: same layers, same order.
+    cached = run.head.predict_proba(np.asarray(cache.load("train")[0]))
+    for r, p in zip(rows, cached, strict=True):
+        assert r["top"][0]["prob"] == pytest.approx(p.max(), abs=1e-4)

@@ -312,6 +312,17 @@ class Comparison:
         return self.paths
 
 
+def _backbone_label(config) -> str:
+    """The backbone plus whatever else sets its caches apart: "efficientnet_lite0@288[3 layers]/max"."""
+    from bottleneck.config import layer_names
+
+    names = layer_names(config.layer)
+    label = config.backbone + (f"@{config.image_size}" if config.image_size else "")
+    if names:
+        label += f"[{names[0]}]" if len(names) == 1 else f"[{len(names)} layers]"
+    return label + ("" if config.pooling == "avg" else f"/{config.pooling}")
+
+
 def _load_for_compare(cache, split: str, budget: int):
     """A split in RAM when it fits the budget (every head reuses it), else the on-disk array."""
     from bottleneck.heads.base import nbytes, to_memory
@@ -361,9 +372,7 @@ def compare(
         split = "test" if "test" in cache.splits else "val" if "val" in cache.splits else None
         budget = available_memory() // 3
         data = {s: _load_for_compare(cache, s, budget) for s in ("train", "val", split) if s in cache.splits}
-        backbone = cache.config.backbone + (
-            "" if cache.config.pooling == "avg" else f"/{cache.config.pooling}"
-        )
+        backbone = _backbone_label(cache.config)
         for name in names:
             reason = head_applies(name, cache)
             if reason:

@@ -132,3 +132,18 @@ def test_predict_rebuilds_the_same_layers_as_the_cache(images, tmp_path):
     cached = run.head.predict_proba(np.asarray(cache.load("train")[0]))
     for r, p in zip(rows, cached, strict=True):
         assert r["top"][0]["prob"] == pytest.approx(p.max(), abs=1e-4)
+
+
+def test_compare_tells_caches_of_one_backbone_apart(images, tmp_path):
+    from bottleneck.runs import compare
+
+    caches = [
+        extract(images, lite0(layer), cache_dir=tmp_path / "c").cache
+        for layer in (None, MID2, f"{TOP},{MID2}")
+    ]
+    result = compare(caches, ["logreg"], params={"Cs": [1.0], "val_fraction": 0.34})
+    assert [r["backbone"] for r in result.rows] == [
+        "efficientnet_lite0@64",
+        f"efficientnet_lite0@64[{MID2}]",
+        "efficientnet_lite0@64[2 layers]",
+    ]

@@ -22,6 +22,8 @@ Examples:
 
   bottleneck extract /usr/share/datasets/fashion-mnist --val-fraction 0.1 --json
 
+  bottleneck extract data/cats_dogs --layer top_activation,block6d_expand_activation,block6a_expand_activation
+
   bottleneck extract data/cats_dogs --engine tensorflow --batch-size 64
 """
 
@@ -36,7 +38,12 @@ def register(app: typer.Typer) -> None:
         ),
         weights: str = typer.Option("imagenet", help="imagenet | none | PATH to a local Keras weights file."),
         image_size: int = typer.Option(None, help="Square input side in pixels (default: the backbone's)."),
-        layer: str = typer.Option(None, help="Named layer to take features from (spatial maps kept)."),
+        layer: str = typer.Option(
+            None,
+            help="Layer to take features from instead of the backbone's feature layer; several comma-separated "
+            "layers are each pooled and concatenated (e.g. top_activation,block6a_expand_activation). "
+            "`bottleneck backbones NAME --layers` lists the names.",
+        ),
         pooling: str = typer.Option("avg", help="avg | max | none (keep the spatial map)."),
         resize: str = typer.Option(
             "squash", help="squash (ignore aspect) | crop (centre) | pad (letterbox)."

@@ -207,11 +207,76 @@ def select_engine(
                 f"warning: ONNX features differ from TensorFlow by {diff:.1e} (> {ONNX_TOLERANCE:.0e}); using tensorflow"
             )
         path.unlink(missing_ok=True)
+        _record_path(path).unlink(missing_ok=True)
         return tf_engine
     onnx_engine.verified_difference = diff
-    if config.engine == "auto" and _time_per_image(tf_engine, probe) < _time_per_image(onnx_engine, probe):
-        return tf_engine
-    return onnx_engine
+    faster = (
+        None
+        if config.engine == "onnx"
+        else _time_per_image(onnx_engine, probe) <= _time_per_image(tf_engine, probe)
+    )
+    _write_record(
+        path, {"difference": diff, "feature_shape": list(tf_engine.feature_shape), "faster": faster}
+    )
+    return tf_engine if faster is False else onnx_engine
+
+
+def _record_path(onnx_path: Path) -> Path:
+    return onnx_path.with_suffix(".verified.json")
+
+
+def _write_record(onnx_path: Path, record: dict) -> None:
+    """Note next to a converted model that it matched TensorFlow (and whether it was faster), atomically."""
+    import json
+
+    path = _record_path(onnx_path)
+    old = _read_record(onnx_path) or {}
+    if (
+        record["faster"] is None
+    ):  # a forced --engine onnx run did not time TensorFlow: keep what auto measured
+        record["faster"] = old.get("faster")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:  # only a shortcut for later runs: a read-only engines folder must not fail this one
+        tmp.unlink(missing_ok=True)
+
+
+def _read_record(onnx_path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(_record_path(onnx_path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine | None:
+    """The ONNX engine of a config when an earlier run converted and verified it, built without TensorFlow.
+
+    Importing TensorFlow, building the Keras model and verifying a probe batch cost about 6 s (Lite0, 2 cores),
+    which dominates small runs. The model file is keyed by everything that changes its graph and weights
+    (library versions included), and it matched TensorFlow within ONNX_TOLERANCE when it was recorded, so it is
+    reused as is. None (build TensorFlow, then ``select_engine``) for ``--engine tensorflow``, model files
+    (their input size needs the model), no record, or when ``auto`` found TensorFlow faster.
+    """
+    from bottleneck.backbones import get_spec
+    from bottleneck.cache.key import is_model_path
+
+    if config.engine == "tensorflow" or is_model_path(config.backbone) or not onnx_available():
+        return None
+    size = config.image_size or get_spec(config.backbone).input_size
+    path = onnx_model_path(config, size, cache_dir)
+    record = _read_record(path)
+    if not record or not path.exists() or (config.engine == "auto" and record.get("faster") is not True):
+        return None
+    try:
+        engine = OnnxEngine(path, size, tuple(record["feature_shape"]), config.workers)
+    except Exception:  # a damaged file: the slow path converts it again
+        return None
+    engine.verified_difference = record["difference"]
+    return engine
 
 
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:

@@ -328,7 +328,7 @@ class _Job:
 
 def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
     from bottleneck.data import resize_image
-    from bottleneck.engines import create_engine, select_engine
+    from bottleneck.engines import create_engine, select_engine, verified_onnx_engine
     from bottleneck.pipeline import iter_batches
 
     config, manifest, src = job.config, job.manifest, job.src
@@ -339,14 +339,18 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
             batch_size=job.resume_meta["config"]["batch_size"],
             engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
         )
-    # Building the model first makes layer / weights errors surface before anything is written.
-    engine = (engine_factory or create_engine)(config)
+    # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
+    engine = verified_onnx_engine(config, job.path.parent) if engine_factory is None else None
+    verified = engine is not None
+    if engine is None:
+        # Building the model first makes layer / weights errors surface before anything is written.
+        engine = (engine_factory or create_engine)(config)
     size = engine.input_size
 
     def load(item):
         return resize_image(src.read(item), size, config.resize)
 
-    if engine_factory is None:
+    if engine_factory is None and not verified:
         probe = np.stack([load(it) for it in manifest.items[: config.batch_size]])
         engine = select_engine(
             engine, config, probe, cache_dir=job.path.parent, notify=notify, n_images=len(manifest.items)

@@ -100,8 +100,58 @@ def test_conversion_is_cached_and_failures_fall_back_to_tensorflow(tmp_path, mon
     monkeypatch.setattr(OnnxEngine, "__call__", lambda self, x: real_call(self, x) * 1.01)
     notes = []
     chosen = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
-    assert chosen is tf_engine and not list((tmp_path / "engines").glob("*.onnx"))
+    assert chosen is tf_engine and not list((tmp_path / "engines").glob("*"))  # model and its record
     assert notes[-1].startswith("warning: ONNX features differ from TensorFlow by 1.0e-02 (> 1e-04)")
+
+
+def _images(root, n, seed):
+    rng = np.random.default_rng(seed)
+    for i, im in enumerate(probe_batch(48, n, seed)):
+        cls = root / ("ab"[i % 2])
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(im.astype(int) + rng.integers(-9, 9), 0, 255).astype(np.uint8)).save(
+            cls / f"{i}.png"
+        )
+    return root
+
+
+def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = config("efficientnet_lite0", 64, engine="onnx")
+    first = extract(_images(tmp_path / "one", 6, 0), cfg, cache_dir=tmp_path / "c")
+    (record,) = (tmp_path / "c" / "engines").glob("*.verified.json")
+    saved = json.loads(record.read_text())
+    assert (
+        saved["feature_shape"] == [1280] and saved["difference"] <= ONNX_TOLERANCE and saved["faster"] is None
+    )
+    assert first.engine == "onnx"
+    # New images (a cache miss) in a fresh process: ONNX straight from the record, TensorFlow never imported.
+    other = _images(tmp_path / "two", 6, 1)
+    code = (
+        "import sys; from bottleneck.extraction import extract; from bottleneck.config import ExtractConfig;"
+        f"r = extract({str(other)!r}, ExtractConfig(image_size=64, engine='onnx'), cache_dir={str(tmp_path / 'c')!r});"
+        "assert not r.hit and r.computed == 6 and r.engine == 'onnx', r;"
+        "assert 'tensorflow' not in sys.modules, 'TF imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    fast = extract(other, cfg, cache_dir=tmp_path / "c").cache
+    assert fast.meta["engine_difference"] == saved["difference"]
+    tf = extract(other, cfg.replace(engine="tensorflow"), cache_dir=tmp_path / "tf").cache
+    assert (
+        relative_difference(np.asarray(fast.load("train")[0]), np.asarray(tf.load("train")[0]))
+        <= ONNX_TOLERANCE
+    )
+    # auto trusts the record only once it has timed ONNX as the faster engine.
+    assert engines.verified_onnx_engine(cfg.replace(engine="auto"), tmp_path / "c") is None
+    record.write_text(json.dumps(saved | {"faster": True}))
+    assert isinstance(engines.verified_onnx_engine(cfg.replace(engine="auto"), tmp_path / "c"), OnnxEngine)
+    assert engines.verified_onnx_engine(cfg.replace(engine="tensorflow"), tmp_path / "c") is None
+    # Without its model file a record means nothing: the next run converts and verifies again.
+    next(iter((tmp_path / "c" / "engines").glob("*.onnx"))).unlink()
+    assert engines.verified_onnx_engine(cfg, tmp_path / "c") is None
 
 
 def test_auto_skips_conversion_on_small_runs_and_tensorflow_is_never_converted(tmp_path, monkeypatch):

@@ -466,8 +466,9 @@ def predict_images(
     "label", "prob"}, ...]}`` most probable first.
 
     Images go through exactly what the cache was built with: the same backbone, weights, image size, layer,
-    pooling, preprocessing (``create_engine`` of the cache's config) and resize policy. ``engine_factory``
-    replaces ``bottleneck.engines.create_engine`` (tests pass fakes).
+    pooling, preprocessing (``create_engine`` of the cache's config) and resize policy. The verified ONNX model
+    next to the cache is used when there is one (no TensorFlow import). ``engine_factory`` replaces
+    ``bottleneck.engines.create_engine`` (tests pass fakes).
     """
     from bottleneck.config import ExtractConfig
 
@@ -476,9 +477,13 @@ def predict_images(
         raise BottleneckError(f"--top {top} must be at least 1; e.g. --top 3.")
     paths = list_images(images)
     config = ExtractConfig.from_dict(run.summary["cache"]["config"])
+    engine = None
     if engine_factory is None:
         from bottleneck.engines import create_engine as engine_factory
-    engine = engine_factory(config)
+        from bottleneck.engines import verified_onnx_engine
+
+        engine = verified_onnx_engine(config, Path(run.summary["cache"]["path"]).parent)
+    engine = engine or engine_factory(config)
     head = run.head
     if tuple(engine.feature_shape) != tuple(head.feature_shape_):
         raise HeadError(

@@ -139,6 +139,17 @@ def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
     assert out.returncode == 0, out.stderr
     fast = extract(other, cfg, cache_dir=tmp_path / "c").cache
     assert fast.meta["engine_difference"] == saved["difference"]
+    # predict on new images takes the same shortcut.
+    from bottleneck.runs import fit_head
+
+    run = fit_head(fast, "logreg", params={"Cs": [1.0], "val_fraction": 0.34}, out=tmp_path / "run")
+    code = (
+        "import sys; from bottleneck.runs import predict_images;"
+        f"rows = predict_images({str(run.path)!r}, [{str(other)!r}]);"
+        "assert len(rows) == 6 and 'tensorflow' not in sys.modules, (len(rows), 'TF imported')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     tf = extract(other, cfg.replace(engine="tensorflow"), cache_dir=tmp_path / "tf").cache
     assert (
         relative_difference(np.asarray(fast.load("train")[0]), np.asarray(tf.load("train")[0]))

@@ -142,6 +142,21 @@ def test_hashes_follow_content_and_fingerprint_follows_manifest(tmp_path):
     assert open_source(moved).manifest.fingerprint() != fp  # content is
 
 
+def test_fingerprint_bytes_are_those_of_json_dumps():
+    # Cache keys of earlier versions hashed json.dumps([split, id, label, hash]) per item: keep them valid.
+    import hashlib
+
+    from bottleneck.data.manifest import Item
+
+    ids = ["a/1.png", 'q"uote\\back.png', "ünï/çødé ☃.jpg", "tab\there\n.png", "train/59999"]
+    items = tuple(Item(i, "train", x, i % 2, f"{i:032x}") for i, x in enumerate(ids))
+    m = Manifest(items, ("cät", "dog"), "/src", "folders")
+    h = hashlib.sha256(json.dumps(["cät", "dog"]).encode())
+    for it in items:
+        h.update(json.dumps([it.split, it.id, it.label, it.hash]).encode())
+    assert m.fingerprint() == h.hexdigest()
+
+
 def test_manifest_json_round_trip_and_without(tmp_path):
     src = open_source(make_image_folder(tmp_path / "d"), val_fraction=0.5)
     m = src.manifest

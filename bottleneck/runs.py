@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.data.arrays import FASHION_MNIST_CLASSES as _FM_NAMES
-from bottleneck.data.arrays import read_idx
+from bottleneck.data.arrays import idx_files, read_idx
 from bottleneck.errors import BottleneckError, HeadError
 
 Progress = Callable[[str, int, int], None]
@@ -569,11 +569,9 @@ FASHION_MNIST_FILES = {
 FASHION_MNIST_CLASSES = tuple(n.lower().replace("/", "_").replace(" ", "_") for n in _FM_NAMES)
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}.gz", stem):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+def _idx(folder: Path) -> dict[tuple[str, str], Path]:
+    """The IDX source's own file finder: {(split, "images"|"labels"): file}; {} when there is no folder."""
+    return idx_files(folder) if folder.is_dir() else {}
 
 
 def _download_fashion_mnist(dest: Path, urls=FASHION_MNIST_URLS) -> Path:
@@ -581,9 +579,9 @@ def _download_fashion_mnist(dest: Path, urls=FASHION_MNIST_URLS) -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     errors = []
-    for stems in FASHION_MNIST_FILES.values():
-        for stem in stems[:2]:
-            if _find(dest, stem):
+    for split, stems in FASHION_MNIST_FILES.items():
+        for stem, part in zip(stems[:2], ("images", "labels"), strict=True):
+            if (split, part) in _idx(dest):
                 continue
             for base in urls:
                 tmp = dest / f".{stem}.gz.{os.getpid()}.tmp"
@@ -638,7 +636,7 @@ def export_fashion_mnist(
         )
     if source is None:
         source = FASHION_MNIST_DIR
-        if not all(_find(source, s) for st in FASHION_MNIST_FILES.values() for s in st[:2]):
+        if len(_idx(source)) < 4:
             if not download:
                 raise BottleneckError(
                     f"Fashion-MNIST files not found in {source}; run `apt-get install dataset-fashion-mnist` "
@@ -648,7 +646,8 @@ def export_fashion_mnist(
     source = Path(source)
     arrays = {}
     for split, (img_stem, lbl_stem, n_expected) in FASHION_MNIST_FILES.items():
-        img_file, lbl_file = _find(source, img_stem), _find(source, lbl_stem)
+        found = _idx(source)
+        img_file, lbl_file = found.get((split, "images")), found.get((split, "labels"))
         if img_file is None or lbl_file is None:
             raise BottleneckError(
                 f"{source} lacks {img_stem}[.gz] or {lbl_stem}[.gz]; pass the folder with the four Fashion-MNIST IDX files."

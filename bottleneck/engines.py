@@ -231,9 +231,8 @@ def _write_record(onnx_path: Path, record: dict) -> None:
 
     path = _record_path(onnx_path)
     old = _read_record(onnx_path) or {}
-    if (
-        record["faster"] is None
-    ):  # a forced --engine onnx run did not time TensorFlow: keep what auto measured
+    # A forced --engine onnx run did not time TensorFlow: keep what an auto run measured.
+    if record["faster"] is None:
         record["faster"] = old.get("faster")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

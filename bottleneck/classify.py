@@ -129,6 +129,11 @@ def _bare_classifier(backbone: str, *, weights: str, image_size: int | None, pre
         raise
     except ValueError as exc:  # e.g. Keras: include_top with imagenet weights needs the default size
         raise BackboneError(f"cannot build the {backbone} classifier at {size} px: {exc}") from None
+    if w not in (None, "imagenet") and spec.weights == "keras" and spec.family == "efficientnet":
+        # Keras leaves out EfficientNet's stem rescale for a weights path, as in feature extraction.
+        from bottleneck.models import _fold_efficientnet_rescaling
+
+        _fold_efficientnet_rescaling(model)
     return model, spec.preprocess
 
 

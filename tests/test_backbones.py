@@ -433,6 +433,30 @@ def test_efficientnet_weights_file_computes_what_keras_imagenet_computes(tmp_pat
     assert relative_difference(unfolded, via_keras) > 0.3
 
 
+def test_efficientnet_classifier_weights_file_matches_keras_imagenet(tmp_path, fake_download):
+    """classify folds the same stem rescale as extraction when B0-B7 weights come from a file."""
+    import keras
+
+    from bottleneck.classify import build_classifier
+
+    full = keras.applications.EfficientNetB0(include_top=True, weights=None)
+    norm = next(lyr for lyr in full.layers if isinstance(lyr, keras.layers.Normalization))
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
+    path = tmp_path / "efficientnetb0.h5"
+    save_legacy_h5(full, path)
+    fake_download(path)
+    x = pixels(2, 224)
+
+    def stem(weights):
+        clf = build_classifier("efficientnet_b0", weights=weights)
+        inner = next(lyr for lyr in clf.layers if isinstance(lyr, keras.Model))
+        pre = next(lyr for lyr in clf.layers if lyr.name == "preprocess")
+        return np.asarray(keras.Model(inner.input, inner.get_layer("stem_conv").output)(pre(x)))
+
+    via_keras, via_file = stem("imagenet"), stem(str(path))
+    assert_close(via_file, via_keras)
+
+
 def test_offline_backbones_are_delegated():
     model = build("efficientnet_lite0", weights="none", image_size=32, pooling="none")
     assert model.layers[1].mode == "127"

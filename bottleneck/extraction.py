@@ -339,22 +339,33 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
             batch_size=job.resume_meta["config"]["batch_size"],
             engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
         )
-    # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
-    engine = verified_onnx_engine(config, job.path.parent) if engine_factory is None else None
-    verified = engine is not None
-    if engine is None:
-        # Building the model first makes layer / weights errors surface before anything is written.
-        engine = (engine_factory or create_engine)(config)
+    if engine_factory is not None:
+        engine = engine_factory(config)
+    else:
+        # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
+        engine = verified_onnx_engine(config, job.path.parent)
+        if engine is None:
+            # Building the model first makes layer / weights errors surface before anything is written.
+            tf_engine = create_engine(config)
+            probe = np.stack(
+                [
+                    resize_image(src.read(it), tf_engine.input_size, config.resize)
+                    for it in manifest.items[: config.batch_size]
+                ]
+            )
+            engine = select_engine(
+                tf_engine,
+                config,
+                probe,
+                cache_dir=job.path.parent,
+                notify=notify,
+                n_images=len(manifest.items),
+            )
     size = engine.input_size
 
     def load(item):
         return resize_image(src.read(item), size, config.resize)
 
-    if engine_factory is None and not verified:
-        probe = np.stack([load(it) for it in manifest.items[: config.batch_size]])
-        engine = select_engine(
-            engine, config, probe, cache_dir=job.path.parent, notify=notify, n_images=len(manifest.items)
-        )
     if job.resume_meta is not None:
         writer = CacheWriter.reopen(job.path, job.resume_meta)
     else:

@@ -38,8 +38,9 @@ def build_feature_model(
     vector gives (N, C) whatever the pooling. ``layer`` may list several comma-separated layers: each is pooled
     and the vectors are concatenated in the order given (multi-scale features). S is ``image_size`` or the
     backbone's default. ``backbone`` is a registry name or a path to a saved Keras model (then ``preprocess`` is
-    required and the model's own weights are used). ``weights``: "imagenet", "none" (random) or a path to a Keras weights file of this backbone.
-    The preprocessing of the spec is the model's first layer, so callers feed raw pixels.
+    required and the model's own weights are used). ``weights``: "imagenet", "none" (random) or a path to a
+    Keras weights file of this backbone. The preprocessing of the spec is the model's first layer, so callers
+    feed raw pixels.
     """
     import keras
 

@@ -556,6 +556,15 @@ EXPORT_MARKER = ".bottleneck-export.json"
 # 28x28 grayscale clothing is far from ImageNet and mid-level features transfer better than the most semantic.
 LITE0_MULTISCALE_LAYERS = "top_activation,block6d_expand_activation,block6a_expand_activation"
 
+
+def example_layers(arg: str | None, backbone: str = "efficientnet_lite0") -> str | None:
+    """The layer setting of the example scripts' ``--layer``: unset -> LITE0_MULTISCALE_LAYERS for Lite0 (the
+    backbone's own feature layer for others), "default" -> the backbone's own feature layer, else as given."""
+    if arg is None:
+        return LITE0_MULTISCALE_LAYERS if backbone == "efficientnet_lite0" else None
+    return None if arg == "default" else arg
+
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FASHION_MNIST_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # the dataset's official download
@@ -579,9 +588,10 @@ def _download_fashion_mnist(dest: Path, urls=FASHION_MNIST_URLS) -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     errors = []
+    present = _idx(dest)
     for split, stems in FASHION_MNIST_FILES.items():
         for stem, part in zip(stems[:2], ("images", "labels"), strict=True):
-            if (split, part) in _idx(dest):
+            if (split, part) in present:
                 continue
             for base in urls:
                 tmp = dest / f".{stem}.gz.{os.getpid()}.tmp"
@@ -645,8 +655,8 @@ def export_fashion_mnist(
             source = _download_fashion_mnist(Path.home() / ".cache" / "bottleneck" / "fashion-mnist")
     source = Path(source)
     arrays = {}
+    found = _idx(source)
     for split, (img_stem, lbl_stem, n_expected) in FASHION_MNIST_FILES.items():
-        found = _idx(source)
         img_file, lbl_file = found.get((split, "images")), found.get((split, "labels"))
         if img_file is None or lbl_file is None:
             raise BottleneckError(

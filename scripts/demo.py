@@ -34,17 +34,16 @@ def main(argv=None) -> int:
     from bottleneck.cli.common import ProgressBar
     from bottleneck.config import ExtractConfig
     from bottleneck.errors import BottleneckError
-    from bottleneck.runs import LITE0_MULTISCALE_LAYERS, compare, export_fashion_mnist
+    from bottleneck.runs import compare, example_layers, export_fashion_mnist
 
     try:
         t0 = time.perf_counter()
         data = export_fashion_mnist(args.work / "fashion-mnist", per_class=args.per_class)
         print(f"dataset: Fashion-MNIST subset {data['splits']} from {data['source']}")
         bar = ProgressBar(enabled=True)
-        layer = {None: LITE0_MULTISCALE_LAYERS, "default": None}.get(args.layer, args.layer)
         result = bottleneck.extract(
             data["path"],
-            ExtractConfig(layer=layer),
+            ExtractConfig(layer=example_layers(args.layer)),
             val_fraction=0.2,
             seed=0,
             cache_dir=args.cache_dir,

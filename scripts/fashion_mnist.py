@@ -34,12 +34,6 @@ def _same_cache(summary: dict, path) -> bool:
     return summary.get("cache") == str(path) and {"extraction_seconds", "images_extracted"} <= set(summary)
 
 
-def _layer(arg: str | None, backbone: str, multiscale: str) -> str | None:
-    if arg is None:
-        return multiscale if backbone == "efficientnet_lite0" else None
-    return None if arg == "default" else arg
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--per-class", type=int, default=None, help="images per class and split (default: all)")
@@ -70,8 +64,8 @@ def main(argv=None) -> int:
     from bottleneck.evaluate import markdown_table, mean_std
     from bottleneck.runs import (
         FASHION_MNIST_DIR,
-        LITE0_MULTISCALE_LAYERS,
         compare,
+        example_layers,
         export_fashion_mnist,
         parse_params,
     )
@@ -90,7 +84,7 @@ def main(argv=None) -> int:
         config = ExtractConfig(
             backbone=args.backbone,
             image_size=args.image_size,
-            layer=_layer(args.layer, args.backbone, LITE0_MULTISCALE_LAYERS),
+            layer=example_layers(args.layer, args.backbone),
             pooling=args.pooling,
             engine=args.engine,
         )

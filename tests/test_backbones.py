@@ -410,16 +410,24 @@ def test_failed_download_is_a_one_line_error(fake_download):
     assert "pass --weights path/to/file.h5, or --weights none." in msg
 
 
+def efficientnet_b0_file(path, include_top: bool):
+    """An EfficientNetB0 weights file (random weights, 32 px without the top, 224 px with it) whose stem
+    Normalization holds what the real file stores: the ImageNet mean, and the stddev in the variance slot."""
+    import keras
+
+    shape = None if include_top else (32, 32, 3)
+    model = keras.applications.EfficientNetB0(include_top=include_top, weights=None, input_shape=shape)
+    norm = next(lyr for lyr in model.layers if isinstance(lyr, keras.layers.Normalization))
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
+    save_legacy_h5(model, path)
+    return path
+
+
 def test_efficientnet_weights_file_computes_what_keras_imagenet_computes(tmp_path, fake_download):
     """Keras adds a Rescaling to EfficientNet only for weights="imagenet"; a *_notop.h5 path must match it."""
     import keras
 
-    base = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
-    norm = next(lyr for lyr in base.layers if isinstance(lyr, keras.layers.Normalization))
-    # What the real file stores: ImageNet mean, and the stddev in the variance slot.
-    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
-    path = tmp_path / "efficientnetb0_notop.h5"
-    save_legacy_h5(base, path)
+    path = efficientnet_b0_file(tmp_path / "efficientnetb0_notop.h5", include_top=False)
     fake_download(path)
     x = pixels(2, 32)
     # The stem conv sees the normalised input directly, so a missing rescale shows at full scale there.
@@ -439,11 +447,7 @@ def test_efficientnet_classifier_weights_file_matches_keras_imagenet(tmp_path, f
 
     from bottleneck.classify import build_classifier
 
-    full = keras.applications.EfficientNetB0(include_top=True, weights=None)
-    norm = next(lyr for lyr in full.layers if isinstance(lyr, keras.layers.Normalization))
-    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
-    path = tmp_path / "efficientnetb0.h5"
-    save_legacy_h5(full, path)
+    path = efficientnet_b0_file(tmp_path / "efficientnetb0.h5", include_top=True)
     fake_download(path)
     x = pixels(2, 224)
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_python
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -116,9 +117,6 @@ def _images(root, n, seed):
 
 
 def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
-    import subprocess
-    import sys
-
     cfg = config("efficientnet_lite0", 64, engine="onnx")
     first = extract(_images(tmp_path / "one", 6, 0), cfg, cache_dir=tmp_path / "c")
     (record,) = (tmp_path / "c" / "engines").glob("*.verified.json")
@@ -135,8 +133,7 @@ def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
         "assert not r.hit and r.computed == 6 and r.engine == 'onnx', r;"
         "assert 'tensorflow' not in sys.modules, 'TF imported'"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    run_python(code)
     fast = extract(other, cfg, cache_dir=tmp_path / "c").cache
     assert fast.meta["engine_difference"] == saved["difference"]
     # predict on new images takes the same shortcut.
@@ -148,8 +145,7 @@ def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
         f"rows = predict_images({str(run.path)!r}, [{str(other)!r}]);"
         "assert len(rows) == 6 and 'tensorflow' not in sys.modules, (len(rows), 'TF imported')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    run_python(code)
     tf = extract(other, cfg.replace(engine="tensorflow"), cache_dir=tmp_path / "tf").cache
     assert (
         relative_difference(np.asarray(fast.load("train")[0]), np.asarray(tf.load("train")[0]))

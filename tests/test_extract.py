@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_python
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -248,9 +249,7 @@ def test_cache_hit_does_not_import_tensorflow(tmp_path):
         "assert r.hit; assert 'tensorflow' not in sys.modules, 'TF imported';"
         "print(time.perf_counter() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert float(out.stdout) < 2.0
+    assert float(run_python(code)) < 2.0
 
 
 def test_disk_full_and_unwritable_cache_dir_are_clear_and_resumable(tmp_path, monkeypatch):

@@ -147,3 +147,30 @@ def test_compare_tells_caches_of_one_backbone_apart(images, tmp_path):
         f"efficientnet_lite0@64[{MID2}]",
         "efficientnet_lite0@64[2 layers]",
     ]
+
+
+def test_layers_without_maps_or_vectors_cannot_be_joined(tmp_path):
+    import keras
+
+    from bottleneck.models import build_feature_model
+
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    tokens = keras.layers.Reshape((14 * 14, 4), name="tokens")(conv)  # (N, 196, 4): neither map nor vector
+    path = tmp_path / "tokens.keras"
+    keras.Model(inputs, keras.layers.GlobalAveragePooling1D(name="gap")(tokens)).save(path)
+    joined = build_feature_model(str(path), layer="conv,gap", preprocess="none")
+    assert tuple(joined.output_shape) == (None, 8)
+    with pytest.raises(
+        BackboneError, match=r"^--layer conv,tokens mixes layers whose outputs are not feature"
+    ):
+        build_feature_model(str(path), layer="conv,tokens", preprocess="none")
+
+
+def test_example_scripts_default_to_the_multiscale_set_for_lite0_only():
+    from bottleneck.runs import LITE0_MULTISCALE_LAYERS, example_layers
+
+    assert example_layers(None) == LITE0_MULTISCALE_LAYERS
+    assert example_layers(None, "vgg16") is None
+    assert example_layers("default") is None and example_layers("default", "vgg16") is None
+    assert example_layers(f"{TOP},{MID}", "vgg16") == f"{TOP},{MID}"

@@ -1,37 +1,47 @@
-"""bottleneck: cache frozen-backbone image features once, then train and compare small heads in seconds."""
+"""bottleneck: cache frozen-backbone image features once, then train and compare small heads in seconds.
+
+The public API, loaded on first use so that ``import bottleneck`` stays light (no TensorFlow) and changes nothing
+global: no environment variables, no import hooks, no seeds.
+
+    extract(source, ...)          -> ExtractResult with a .cache   (bottleneck.inference.runner)
+    open_cache(path)              -> Cache: features / labels / ids per split
+    Embedder(backbone=...)        scikit-learn transformer: images -> features, no cache folder
+    LogRegHead, LinearHead, MLPHead, SigmoidHead, PoolDenseHead, make_head, load_head
+    fit_head, compare, predict_images, load_run
+    list_backbones(pattern), get_spec(name), ExtractConfig, BottleneckError
+"""
 
 from __future__ import annotations
 
-import os as _os
-
 __version__ = "0.1.0"
 
-# TensorFlow's C++ start-up chatter (device probing, "no CUDA" on CPU machines) drowns progress output;
-# real failures still surface as Python exceptions. setdefault: a user's own setting wins.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from bottleneck import _quiet_tf  # noqa: E402
-
-_quiet_tf.install()
-
-# Public API is imported lazily so `import bottleneck` (and the cache-hit path) never imports TensorFlow.
 _LAZY = {
-    "extract": "bottleneck.extraction",
+    "extract": "bottleneck.inference.runner",
+    "ExtractResult": "bottleneck.inference.runner",
+    "Embedder": "bottleneck.inference.embedder",
     "open_cache": "bottleneck.cache",
+    "Cache": "bottleneck.cache",
+    "write_arrays": "bottleneck.cache",
     "ExtractConfig": "bottleneck.config",
     "list_backbones": "bottleneck.backbones",
     "get_spec": "bottleneck.backbones",
     "open_source": "bottleneck.data",
+    "LogRegHead": "bottleneck.heads",
+    "LinearHead": "bottleneck.heads",
+    "MLPHead": "bottleneck.heads",
+    "SigmoidHead": "bottleneck.heads",
+    "PoolDenseHead": "bottleneck.heads",
+    "make_head": "bottleneck.heads",
+    "load_head": "bottleneck.heads",
+    "fit_head": "bottleneck.runs",
+    "compare": "bottleneck.runs",
+    "predict_images": "bottleneck.runs",
+    "load_run": "bottleneck.runs",
     "BottleneckError": "bottleneck.errors",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bottleneck' has no attribute {name!r}")
-
-
 __all__ = sorted(_LAZY)
+
+from bottleneck._lazy import lazy_names  # noqa: E402  (after __version__ and the table it serves)
+
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

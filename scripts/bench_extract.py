@@ -210,20 +210,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import bottleneck
-    from bottleneck.engines import (
+    from bottleneck import _tf
+    from bottleneck.inference.engines import (
         OnnxEngine,
-        configure_tensorflow_threads,
         convert_to_onnx,
-        cpu_count,
         create_engine,
         onnx_model_path,
     )
 
-    configure_tensorflow_threads()
+    _tf.configure_threads()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-"))
     data = make_jpegs(work / "images", args.images)
     peak = sgemm_gflops()
-    print(f"cores: {cpu_count()}   images: {args.images} JPEG 256x256   NumPy sgemm: {peak:.0f} GFLOP/s\n")
+    print(
+        f"cores: {_tf.cpu_count()}   images: {args.images} JPEG 256x256   NumPy sgemm: {peak:.0f} GFLOP/s\n"
+    )
     rows = []
     header = (
         f"{'backbone':<20}{'GFLOP/img':>10}{'recipe':>8}{'tf':>7}{'onnx':>7}{'onnx-run':>9}{'tf-pure':>8}"

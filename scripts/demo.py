@@ -31,10 +31,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import bottleneck
+    from bottleneck.backbones.presets import example_layers
     from bottleneck.cli.common import ProgressBar
     from bottleneck.config import ExtractConfig
+    from bottleneck.data.datasets import export_fashion_mnist
     from bottleneck.errors import BottleneckError
-    from bottleneck.runs import compare, example_layers, export_fashion_mnist
+    from bottleneck.runs import compare
 
     try:
         t0 = time.perf_counter()

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         "--layer",
         default=None,
         help="layer(s) to read, comma-separated; 'default' = the backbone's feature layer. Default: "
-        "Lite0's multi-scale set (bottleneck.runs.LITE0_MULTISCALE_LAYERS) for efficientnet_lite0, else the "
+        "Lite0's multi-scale set (bottleneck.backbones.presets.LITE0_MULTISCALE_LAYERS) for efficientnet_lite0, else the "
         "backbone's feature layer. Names: `bottleneck backbones NAME --layers`",
     )
     p.add_argument("--engine", default="auto", help="auto | tensorflow | onnx")
@@ -58,17 +58,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import bottleneck
+    from bottleneck.backbones.presets import example_layers
     from bottleneck.cli.common import ProgressBar
     from bottleneck.config import ExtractConfig
+    from bottleneck.data.datasets import FASHION_MNIST_DIR, export_fashion_mnist
     from bottleneck.errors import BottleneckError
-    from bottleneck.evaluate import markdown_table, mean_std
-    from bottleneck.runs import (
-        FASHION_MNIST_DIR,
-        compare,
-        example_layers,
-        export_fashion_mnist,
-        parse_params,
-    )
+    from bottleneck.report import markdown_table, mean_std
+    from bottleneck.runs import compare, parse_params
 
     t_start = time.perf_counter()
     try:

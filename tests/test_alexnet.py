@@ -1,4 +1,4 @@
-"""bottleneck.alexnet: bvlc_alexnet.npy loads through a restricted unpickler; the graph matches the classic port."""
+"""bottleneck.backbones.arch.alexnet: bvlc_alexnet.npy loads through a restricted unpickler; the graph matches the classic port."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_split_group_conv_equals_keras_grouped_conv():
     """The ONNX-friendly split conv gives the same result as Keras' own grouped Conv2D with the same kernel."""
     import keras
 
-    from bottleneck.alexnet import layer_classes
+    from bottleneck.backbones.arch.alexnet import layer_classes
 
     x = np.random.default_rng(4).normal(size=(2, 9, 9, 6)).astype(np.float32)
     ours = layer_classes()["group_conv"](4, 3, groups=2, padding="same")

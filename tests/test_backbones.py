@@ -1,4 +1,4 @@
-"""Keras-applications registry, in-graph preprocessing and the feature-model builder (bottleneck.models)."""
+"""Keras-applications registry, in-graph preprocessing and the feature-model builder (bottleneck.backbones.build)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def build(*args, seed: int = 0, **kw):
     """build_feature_model with a fixed seed, so two builds with weights="none" have the same weights."""
     import keras
 
-    from bottleneck.models import build_feature_model
+    from bottleneck.backbones.build import build_feature_model
 
     keras.utils.set_random_seed(seed)
     return build_feature_model(*args, **kw)
@@ -170,7 +170,7 @@ def test_spec_matches_the_built_model(spec):
 def test_preprocess_equals_keras_preprocess_input(mode, reference):
     import keras
 
-    from bottleneck.preprocess import preprocess
+    from bottleneck.backbones.preprocess import preprocess
 
     x = pixels(3, 9, seed=1)
     expected = getattr(keras.applications, reference).preprocess_input(x.copy())
@@ -179,7 +179,7 @@ def test_preprocess_equals_keras_preprocess_input(mode, reference):
 
 
 def test_preprocess_127_and_unknown_mode():
-    from bottleneck.preprocess import Preprocess, preprocess
+    from bottleneck.backbones.preprocess import Preprocess, preprocess
 
     x = np.array([[[[0.0, 127.0, 255.0]]]], np.float32)
     np.testing.assert_allclose(np.asarray(preprocess(x, "127")), [[[[-127 / 128, 0.0, 1.0]]]])
@@ -257,7 +257,7 @@ def test_image_size_below_the_minimum():
 
 
 def test_feature_shape():
-    from bottleneck.models import count_params, feature_shape
+    from bottleneck.backbones.build import count_params, feature_shape
 
     assert feature_shape("resnet50") == (2048,)
     assert feature_shape("resnet50", pooling="none") == (7, 7, 2048)
@@ -276,7 +276,7 @@ def test_model_is_frozen_and_batchnorm_uses_moving_statistics():
 def test_feature_model_saves_and_reloads_without_lambda(tmp_path):
     import keras
 
-    import bottleneck.preprocess  # noqa: F401  registers the Preprocess layer
+    import bottleneck.backbones.preprocess  # noqa: F401  registers the Preprocess layer
 
     model = build("vgg16", weights="none", image_size=32, pooling="max")
     path = tmp_path / "features.keras"
@@ -445,7 +445,7 @@ def test_efficientnet_classifier_weights_file_matches_keras_imagenet(tmp_path, f
     """classify folds the same stem rescale as extraction when B0-B7 weights come from a file."""
     import keras
 
-    from bottleneck.classify import build_classifier
+    from bottleneck.runs.classify import build_classifier
 
     path = efficientnet_b0_file(tmp_path / "efficientnetb0.h5", include_top=True)
     fake_download(path)

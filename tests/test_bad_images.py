@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BadImageError
-from bottleneck.extraction import extract
+from bottleneck.inference.runner import extract
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)

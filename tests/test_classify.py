@@ -1,4 +1,4 @@
-"""bottleneck.classify and `bottleneck classify`: real ImageNet top-k offline, with names."""
+"""bottleneck.runs.classify and `bottleneck classify`: real ImageNet top-k offline, with names."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from bottleneck.classify import classify
+from bottleneck.backbones.imagenet import class_name
 from bottleneck.errors import BackboneError, BadImageError, BottleneckError, SourceError
-from bottleneck.imagenet import class_name
+from bottleneck.runs.classify import classify
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug
@@ -49,7 +49,7 @@ def test_lite0_top5_on_real_photos(photos):
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["efficientnet_lite1", "efficientnet_lite2"])
 def test_lite1_lite2_on_real_photos(photos, backbone):
-    from bottleneck.efficientnet_lite import VARIANTS
+    from bottleneck.backbones.arch.efficientnet_lite import VARIANTS
 
     pytest.importorskip(VARIANTS[backbone].module)
     cat, coffee = classify(photos, backbone=backbone, top=3)
@@ -104,7 +104,7 @@ def test_model_file_classifier(photos, tmp_path):
 
 
 def test_classifier_graph_preprocesses_by_the_spec():
-    from bottleneck.classify import build_classifier
+    from bottleneck.runs.classify import build_classifier
 
     model = build_classifier("efficientnet_lite0", weights="none", image_size=64)
     layer = model.get_layer("preprocess")
@@ -158,7 +158,7 @@ def test_cli_user_error_is_one_line(tmp_path):
 
 
 def test_imagenet_class_names():
-    from bottleneck.imagenet import class_names
+    from bottleneck.backbones.imagenet import class_names
 
     names = class_names()
     assert len(names) == 1000 and len(set(names)) == 1000

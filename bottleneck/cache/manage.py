@@ -93,7 +93,7 @@ def verify_cache(path, *, recompute: int = 0, tolerance: float = 1e-4, seed: int
 
 def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed: int) -> None:
     from bottleneck.data import open_source, resize_image
-    from bottleneck.engines import create_engine
+    from bottleneck.inference.engines import create_engine
 
     source = cache.meta.get("source")
     if not source or not Path(source).exists():

@@ -32,4 +32,9 @@ _register_all()
 
 
 def main() -> None:
+    import os
+
+    # The CLI owns its process: keep TensorFlow's C++ log lines (device probing, "no CUDA") off the terminal for
+    # the whole run, not only while it is imported. A user's own setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     app()

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
-        from bottleneck.classify import classify
+        from bottleneck.runs.classify import classify
 
         results = classify(
             images,

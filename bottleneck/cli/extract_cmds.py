@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
         from bottleneck.config import ExtractConfig
-        from bottleneck.extraction import extract
+        from bottleneck.inference.runner import extract
 
         config = ExtractConfig(
             backbone=backbone,
@@ -210,8 +210,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_layers(specs, pattern: str, image_size: int | None, json_out: bool) -> None:
+    from bottleneck.backbones.build import list_layers
     from bottleneck.errors import BottleneckError
-    from bottleneck.models import list_layers
 
     if len(specs) != 1:
         found = ", ".join(s.name for s in specs[:8]) or "none"

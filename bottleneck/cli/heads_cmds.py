@@ -8,7 +8,7 @@ import typer
 
 from bottleneck.cli.common import ProgressBar, print_json, user_errors
 from bottleneck.errors import BottleneckError
-from bottleneck.runs import parse_params
+from bottleneck.runs.params import parse_params
 
 FIT_HELP = """Train a head on a cache's train split, select on val, report val and test metrics, save a run folder.
 
@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="Split to score."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
-        from bottleneck.evaluate import markdown_table
+        from bottleneck.report import markdown_table
         from bottleneck.runs import evaluate_run
 
         result = evaluate_run(run_dir, cache, split=split)
@@ -245,7 +245,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
-        from bottleneck.runs import export_fashion_mnist
+        from bottleneck.data.datasets import export_fashion_mnist
 
         bar = ProgressBar(enabled=None if not quiet else False)
         try:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
+from bottleneck.callbacks import Progress  # noqa: F401  (re-exported for the heads)
 from bottleneck.errors import HeadError
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 HEAD_FILE = "head.json"
 HEAD_FORMAT_VERSION = 1
@@ -78,6 +77,11 @@ def iter_blocks(
         sel = rows[i : i + block_rows]
         lo, hi = int(sel[0]), int(sel[-1]) + 1
         yield sel, np.asarray(X[lo:hi])[sel - lo]
+
+
+def take_rows(X, rows: np.ndarray) -> np.ndarray:
+    """The features of ``rows`` (sorted, unique) of an array-like, read in contiguous slabs."""
+    return np.concatenate([b for _, b in iter_blocks(X, np.asarray(rows))])
 
 
 def check_features(X, name: str = "X"):

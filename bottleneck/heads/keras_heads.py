@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.errors import HeadError
 from bottleneck.heads.base import (
     Head,
@@ -95,10 +96,8 @@ class KerasHead(Head):
         n_classes = len(self.classes_)
         self._check_problem(n_classes)
 
-        from bottleneck.engines import configure_tensorflow_threads
-
-        configure_tensorflow_threads()
-        import keras
+        _tf.configure_threads()
+        keras = _tf.keras()
 
         seed = 0 if self.random_state is None else int(self.random_state)
         keras.utils.set_random_seed(seed)
@@ -184,7 +183,7 @@ class KerasHead(Head):
         self.model_.save(path / MODEL_FILE)
 
     def _load_model(self, path: Path, info: dict) -> None:
-        import keras
+        keras = _tf.keras()
 
         f = path / MODEL_FILE
         if not f.is_file():
@@ -199,7 +198,7 @@ class LinearHead(KerasHead):
     name = "linear"
 
     def _build_body(self, x, n_classes):
-        import keras
+        keras = _tf.keras()
 
         if len(self.feature_shape_) > 1:
             x = keras.layers.Flatten()(x)
@@ -241,7 +240,7 @@ class MLPHead(KerasHead):
             raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
 
     def _build_body(self, x, n_classes):
-        import keras
+        keras = _tf.keras()
 
         if len(self.feature_shape_) > 1:
             x = keras.layers.Flatten()(x)
@@ -269,7 +268,7 @@ class SigmoidHead(KerasHead):
             )
 
     def _build_body(self, x, n_classes):
-        import keras
+        keras = _tf.keras()
 
         if len(self.feature_shape_) > 1:
             x = keras.layers.Flatten()(x)
@@ -316,7 +315,7 @@ class PoolDenseHead(KerasHead):
             raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
 
     def _build_body(self, x, n_classes):
-        import keras
+        keras = _tf.keras()
 
         pool = keras.layers.GlobalMaxPooling2D if self.pool == "max" else keras.layers.GlobalAveragePooling2D
         x = pool()(x)
@@ -349,7 +348,7 @@ class _ProgressCallback:
     """Adapter from Keras epochs to the library's progress callback (built lazily: keras.callbacks.Callback)."""
 
     def __new__(cls, progress: Progress, epochs: int):
-        import keras
+        keras = _tf.keras()
 
         class _CB(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):

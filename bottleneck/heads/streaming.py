@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import threading
 
-import keras
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.heads.base import block_rows_for
+
+# This module subclasses keras.utils.PyDataset, so it is only imported where Keras is needed anyway.
+keras = _tf.keras()
 
 WINDOW_BYTES = 256 << 20
 

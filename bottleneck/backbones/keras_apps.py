@@ -1,13 +1,13 @@
 """Specs of the Keras applications backbones (ImageNet weights downloaded by Keras on first use).
 
-Never imports Keras: constructors are "module:callable" strings resolved by ``bottleneck.models``. Every
+Never imports Keras: constructors are "module:callable" strings resolved by ``bottleneck.backbones.build``. Every
 number below was measured from the installed Keras with ``include_top=False, weights=None`` at the default
 size (tests/test_backbones.py rebuilds each one and checks it).
 """
 
 from __future__ import annotations
 
-from bottleneck.backbones import BackboneSpec, register
+from bottleneck.backbones.spec import BackboneSpec
 
 # Preprocessing per family, from each `keras.applications.<module>.preprocess_input`:
 #   caffe: vgg16/19, resnet (v1)      tf: resnet_v2, inception_v3, inception_resnet_v2, xception, mobilenet,
@@ -60,17 +60,17 @@ _TABLE = [
     ("nasnet_large", "NASNetLarge", "nasnet", "tf", 331, 4032, 11, 84_916_818, 32),
 ]
 
-for _name, _fn, _family, _pre, _size, _dim, _hw, _params, _min in _TABLE:
-    register(
-        BackboneSpec(
-            name=_name,
-            constructor=f"keras.applications:{_fn}",
-            preprocess=_pre,
-            input_size=_size,
-            feature_dim=_dim,
-            feature_hw=(_hw, _hw),
-            params=_params,
-            family=_family,
-            min_size=_min,
-        )
+SPECS = [
+    BackboneSpec(
+        name=_name,
+        constructor=f"keras.applications:{_fn}",
+        preprocess=_pre,
+        input_size=_size,
+        feature_dim=_dim,
+        feature_hw=(_hw, _hw),
+        params=_params,
+        family=_family,
+        min_size=_min,
     )
+    for _name, _fn, _family, _pre, _size, _dim, _hw, _params, _min in _TABLE
+]

@@ -8,6 +8,7 @@ import re
 import warnings
 from pathlib import Path
 
+from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
 from bottleneck.config import POOLINGS, layer_names
 from bottleneck.errors import BackboneError, BottleneckError, one_of, suggest
@@ -42,10 +43,10 @@ def build_feature_model(
     Keras weights file of this backbone. The preprocessing of the spec is the model's first layer, so callers
     feed raw pixels.
     """
-    import keras
+    keras = _tf.keras()
 
+    from bottleneck.backbones.preprocess import Preprocess
     from bottleneck.cache.key import is_model_path
-    from bottleneck.preprocess import Preprocess
 
     if pooling not in POOLINGS:
         raise one_of("pooling", pooling, POOLINGS)
@@ -96,7 +97,7 @@ def list_layers(backbone: str, *, image_size: int | None = None) -> list[tuple[s
     The names are what ``layer`` accepts; the shape is None for a layer with no single output. Built with
     random weights: shapes do not depend on them.
     """
-    import keras
+    keras = _tf.keras()
 
     spec = get_spec(backbone)
     base = _registry_backbone(spec, "none", _check_size(spec, image_size))
@@ -146,7 +147,7 @@ def count_params(backbone: str) -> int:
 
     if not is_model_path(backbone):
         return get_spec(backbone).params
-    from bottleneck.custom import load_model_file
+    from bottleneck.backbones.model_file import load_model_file
 
     return int(load_model_file(backbone).count_params())
 
@@ -270,7 +271,7 @@ def _fold_efficientnet_rescaling(model) -> None:
     weights value. Both are per-channel affine maps, so multiplying the loaded variance by the stddev gives
     the same arithmetic without changing the layer graph.
     """
-    import keras
+    keras = _tf.keras()
     import numpy as np
 
     norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
@@ -294,7 +295,7 @@ def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess
             f"--weights {weights} does not apply to a model file ({path}): it carries its own weights; "
             "drop --weights, or save the model with the weights you want."
         )
-    from bottleneck.custom import input_size, load_model_file
+    from bottleneck.backbones.model_file import input_size, load_model_file
 
     model = load_model_file(path)
     channels = model.inputs[0].shape[-1]
@@ -315,7 +316,7 @@ def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess
 
 def _read_at(base, layers: tuple[str, ...], name: str):
     """``base`` cut so that it outputs the activations of ``layers`` (spatial maps kept; a list if several)."""
-    import keras
+    keras = _tf.keras()
 
     names = [lyr.name for lyr in base.layers if not isinstance(lyr, keras.layers.InputLayer)]
     outputs = []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import ops
 
+from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES
 from bottleneck.errors import one_of
+
+# This module subclasses a Keras layer, so it is only imported where Keras is needed anyway.
+keras = _tf.keras()
+ops = keras.ops
 
 # Keras `imagenet_utils` constants. Caffe means are in BGR order because caffe mode flips RGB to BGR first.
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)

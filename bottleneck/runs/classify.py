@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.errors import BackboneError, BottleneckError, SourceError
 
 Prediction = tuple[int, str, float]  # (class index, class name, probability)
@@ -70,12 +71,12 @@ def build_classifier(
 ):
     """A keras classifier from float 0..255 RGB (N, S, S, 3) to (N, classes), its preprocessing in the graph.
 
-    Preprocessing is ``bottleneck.preprocess``, the same layer the feature graphs of extraction use.
+    Preprocessing is ``bottleneck.backbones.preprocess``, the same layer the feature graphs of extraction use.
     """
     model, mode = _bare_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
-    import keras
+    keras = _tf.keras()
 
-    from bottleneck.preprocess import Preprocess
+    from bottleneck.backbones.preprocess import Preprocess
 
     inputs = keras.Input(model.input_shape[1:], name="pixels")
     outputs = model(Preprocess(mode, name="preprocess")(inputs))
@@ -95,7 +96,7 @@ def _bare_classifier(backbone: str, *, weights: str, image_size: int | None, pre
             )
         if preprocess not in PREPROCESS_MODES:
             raise one_of("preprocess", preprocess, PREPROCESS_MODES)
-        from bottleneck.custom import load_model_file
+        from bottleneck.backbones.model_file import load_model_file
 
         model = load_model_file(backbone)
         if len(model.output_shape) != 2:
@@ -109,7 +110,7 @@ def _bare_classifier(backbone: str, *, weights: str, image_size: int | None, pre
                 f"{backbone} takes {model.input_shape[1]}-pixel inputs, not --image-size {image_size}; drop the option."
             )
         if model.input_shape[1] is None:
-            import keras
+            keras = _tf.keras()
 
             inputs = keras.Input((image_size, image_size, model.input_shape[-1]))
             model = keras.Model(inputs, model(inputs))
@@ -131,7 +132,7 @@ def _bare_classifier(backbone: str, *, weights: str, image_size: int | None, pre
         raise BackboneError(f"cannot build the {backbone} classifier at {size} px: {exc}") from None
     if w not in (None, "imagenet") and spec.weights == "keras" and spec.family == "efficientnet":
         # Keras leaves out EfficientNet's stem rescale for a weights path, as in feature extraction.
-        from bottleneck.models import _fold_efficientnet_rescaling
+        from bottleneck.backbones.build import _fold_efficientnet_rescaling
 
         _fold_efficientnet_rescaling(model)
     return model, spec.preprocess
@@ -147,7 +148,7 @@ def _probabilities(out: np.ndarray) -> np.ndarray:
 
 
 def _name(index: int, n_classes: int) -> str:
-    from bottleneck.imagenet import NUM_CLASSES, class_name
+    from bottleneck.backbones.imagenet import NUM_CLASSES, class_name
 
     return class_name(index) if n_classes == NUM_CLASSES else f"class {index}"
 

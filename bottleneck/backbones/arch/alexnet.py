@@ -3,7 +3,7 @@
 The .npy is a pickled ``{"conv1": [W, b], ..., "fc8": [W, b]}`` in TensorFlow layout (caffe-tensorflow
 port). It is read with a restricted unpickler that can only rebuild NumPy arrays, never with
 ``np.load(allow_pickle=True)``, which would run whatever a crafted file asks for.
-Inputs are expected BGR with the ImageNet mean subtracted (``preprocess="caffe"``, applied by bottleneck.models).
+Inputs are expected BGR with the ImageNet mean subtracted (``preprocess="caffe"``, applied by bottleneck.backbones.build).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.errors import BackboneError
 
 DEFAULT_SIZE = 227
@@ -162,7 +163,7 @@ def load_bvlc_weights(path) -> dict[str, list[np.ndarray]]:
 
 
 def _make_layer_classes() -> dict:
-    import keras
+    keras = _tf.keras()
 
     @keras.saving.register_keras_serializable(package="bottleneck")
     class LocalResponseNormalization(keras.layers.Layer):
@@ -173,7 +174,7 @@ def _make_layer_classes() -> dict:
             self.radius, self.alpha, self.beta, self.bias = radius, alpha, beta, bias
 
         def call(self, x):
-            import tensorflow as tf
+            tf = _tf.tensorflow()
 
             return tf.nn.local_response_normalization(
                 x, depth_radius=self.radius, alpha=self.alpha, beta=self.beta, bias=self.bias
@@ -245,7 +246,7 @@ def AlexNet(
     weights: a path to bvlc_alexnet.npy, or None for random weights. There is no download:
     "imagenet" asks for the path.
     """
-    import keras
+    keras = _tf.keras()
     from keras import layers
 
     if weights == "imagenet":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import shutil
 import time
@@ -14,16 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.cache import META, Cache, CacheWriter, cache_dir_name, compute_key, open_cache, read_meta
 from bottleneck.cache.key import features_key, is_model_path
+from bottleneck.cache.lock import cache_lock
+from bottleneck.cache.reuse import Donors
+from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BadImageError, BottleneckError, CacheError, ExtractionInterrupted
 
-Progress = Callable[[str, int, int], None]  # (stage or split name, done, total)
-Notify = Callable[[str], None]  # one-line status messages
-
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
+
+
 MAX_BAD_LISTED = 20
 
 
@@ -60,88 +62,9 @@ class ExtractResult:
         }
 
 
-class Donors:
-    """Rows of other complete caches with the same per-row settings, found by image content hash.
-
-    This is what makes re-running after adding, changing or removing images cheap: only new content is computed.
-    """
-
-    def __init__(self, cache_dir: Path, fkey: str, exclude: Path):
-        from bottleneck.data import Manifest
-
-        self._where: dict[str, tuple] = {}
-        self._open: list[Cache] = []
-        self._blocks: dict[tuple, np.ndarray] = {}
-        if not Path(cache_dir).is_dir():
-            return
-        for d in sorted(Path(cache_dir).iterdir()):
-            if d == exclude or not (d / META).is_file():
-                continue
-            try:
-                meta = read_meta(d)
-                if not meta.get("complete") or meta.get("features_key") != fkey:
-                    continue
-                cache = open_cache(d)
-                manifest = Manifest.from_json(cache.manifest())
-                skipped = [s["index"] for s in cache.meta.get("skipped", [])]
-                if skipped:
-                    manifest = manifest.without(skipped)
-            except Exception:  # an unreadable donor is only a missed shortcut, never an error
-                continue
-            self._open.append(cache)
-            for split in cache.splits:
-                for row, item in enumerate(manifest.items_of(split)):
-                    self._where.setdefault(item.hash, (cache, split, row))
-
-    def __len__(self):
-        return len(self._where)
-
-    def get(self, content_hash: str):
-        hit = self._where.get(content_hash)
-        if hit is None:
-            return None
-        cache, split, row = hit
-        # Read whole stored chunks and keep a few: reading row by row would decompress each chunk per row.
-        block_rows = int(cache.meta["splits"][split].get("chunk_rows", 1024))
-        block_key = (id(cache), split, row // block_rows)
-        block = self._blocks.get(block_key)
-        if block is None:
-            start = (row // block_rows) * block_rows
-            block = np.asarray(cache.features(split)[start : start + block_rows])
-            if len(self._blocks) >= 8:
-                self._blocks.pop(next(iter(self._blocks)))
-            self._blocks[block_key] = block
-        return block[row % block_rows]
-
-    def close(self):
-        for c in self._open:
-            c.close()
-
-
 def chunk_rows_for(batch_size: int, feature_shape, dtype: str) -> int:
     row_bytes = int(np.prod(feature_shape)) * np.dtype(dtype).itemsize
     return batch_size * max(1, min(64, CHUNK_BYTES // max(1, batch_size * row_bytes)))
-
-
-@contextmanager
-def cache_lock(path: Path, notify: Notify | None):
-    """An exclusive lock per cache key: a second run of the same key waits instead of writing beside the first.
-
-    The lock file sits beside the cache folder (not inside) so removing the folder never removes a held lock.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.parent / f".{path.name}.lock"
-    with open(lock_path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if notify:
-                notify(f"another process is extracting {path.name}; waiting for it to finish")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _is_complete(path: Path) -> bool:
@@ -219,7 +142,7 @@ def extract(
             if resume_meta is None:
                 skipped = []
                 if manifest.kind in ("folders", "csv"):
-                    bad = find_bad_images(src, workers=config.workers or _cores(), progress=progress)
+                    bad = find_bad_images(src, workers=config.workers or _tf.cpu_count(), progress=progress)
                     if bad and config.on_bad_image == "fail":
                         listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
                         more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
@@ -291,12 +214,6 @@ def _saved_so_far(path: Path) -> str:
     return f" ({done}/{total} rows are saved in {path})"
 
 
-def _cores() -> int:
-    from bottleneck.engines import cpu_count
-
-    return cpu_count()
-
-
 def _resumable_meta(path: Path, key: str) -> dict | None:
     """The metadata of an interrupted run of this same key, or None to start afresh."""
     if not path.exists():
@@ -328,8 +245,8 @@ class _Job:
 
 def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
     from bottleneck.data import resize_image
-    from bottleneck.engines import create_engine, select_engine, verified_onnx_engine
-    from bottleneck.pipeline import iter_batches
+    from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
+    from bottleneck.inference.pipeline import iter_batches
 
     config, manifest, src = job.config, job.manifest, job.src
     if job.resume_meta is not None:
@@ -382,7 +299,7 @@ def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
 
     computed = resumed_from = reused = 0
     dtype = np.dtype(config.dtype)
-    workers = config.workers or _cores()
+    workers = config.workers or _tf.cpu_count()
     donors = Donors(job.path.parent, features_key(job.material), exclude=job.path)
     try:
         for split in manifest.splits():

@@ -8,36 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.config import ExtractConfig
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_THREADS_SET = False
-
-
-def configure_tensorflow_threads(intra: int | None = None, inter: int = 1) -> None:
-    """Set TF thread pools once, before TF builds any op.
-
-    TF's defaults start one pool per core for both intra- and inter-op work, which oversubscribes a 2-core
-    machine that also decodes JPEGs; one inter-op thread loses nothing for a single sequential model.
-    """
-    global _THREADS_SET
-    if _THREADS_SET:
-        return
-    import tensorflow as tf  # quiet: bottleneck/__init__ sets TF_CPP_MIN_LOG_LEVEL and silences the import
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra or cpu_count())
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        pass  # TF already initialised by the caller; keep its settings
-    _THREADS_SET = True
 
 
 class TensorFlowEngine:
@@ -46,7 +18,7 @@ class TensorFlowEngine:
     name = "tensorflow"
 
     def __init__(self, model, *, jit_compile: bool = False):
-        import tensorflow as tf
+        tf = _tf.tensorflow()
 
         self.model = model
         s = model.input_shape
@@ -93,7 +65,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or cpu_count()
+        so.intra_op_num_threads = threads or _tf.cpu_count()
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -139,7 +111,7 @@ def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file)."""
     import logging
 
-    import tensorflow as tf
+    tf = _tf.tensorflow()
     import tf2onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,10 +252,10 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
 
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
-    configure_tensorflow_threads()
-    import keras
+    _tf.configure_threads()
+    keras = _tf.keras()
 
-    from bottleneck.models import build_feature_model
+    from bottleneck.backbones.build import build_feature_model
 
     if config.weights == "none":
         # Random weights must still be a pure function of the cache key.

@@ -2,7 +2,7 @@
 
 Lite differs from EfficientNet: ReLU6 instead of swish, no squeeze-excite, stem (32) and head (1280) channels
 and the first/last stage repeats are not scaled. Inputs are expected already scaled as (x - 127) / 128;
-``bottleneck.models`` puts that step in the graph from the spec's ``preprocess="127"``.
+``bottleneck.backbones.build`` puts that step in the graph from the spec's ``preprocess="127"``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
 from bottleneck.errors import BackboneError
 
 BN_EPSILON = 1e-3  # TF's EfficientNet-Lite value; PyTorch's default 1e-5 shifts the logits noticeably
@@ -266,7 +267,7 @@ def converted_weights(pth: Path, variant: LiteVariant) -> dict[str, list[np.ndar
         except Exception:  # noqa: BLE001 - a cache that cannot be read is rebuilt, whatever the reason
             pass
         # unreadable, partial or mismatched cache: convert again and overwrite it
-    from bottleneck.torch_pth import load_state_dict
+    from bottleneck.backbones.weights.torch_pth import load_state_dict
 
     out = convert_state_dict(load_state_dict(pth), variant, source=str(pth))
     try:
@@ -280,7 +281,7 @@ def converted_weights(pth: Path, variant: LiteVariant) -> dict[str, list[np.ndar
 
 
 def _build(variant: LiteVariant, include_top: bool, input_shape, classifier_activation):
-    import keras
+    keras = _tf.keras()
     from keras import layers
 
     if input_shape is None:

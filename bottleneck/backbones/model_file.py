@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bottleneck import _tf
 from bottleneck.errors import BackboneError
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -41,9 +42,9 @@ def load_model_file(path):
 
 
 def _load_keras_file(path: Path):
-    import keras
+    keras = _tf.keras()
 
-    from bottleneck.alexnet import layer_classes
+    from bottleneck.backbones.arch.alexnet import layer_classes
 
     layer_classes()  # a saved model that contains our AlexNet needs its custom layers registered first
     try:
@@ -63,8 +64,8 @@ def _load_keras_file(path: Path):
 
 
 def _load_saved_model(path: Path):
-    import keras
-    import tensorflow as tf
+    keras = _tf.keras()
+    tf = _tf.tensorflow()
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -104,7 +105,7 @@ def _load_saved_model(path: Path):
 
 
 def _input_specs(fn) -> list:
-    import tensorflow as tf
+    tf = _tf.tensorflow()
 
     sig = getattr(fn, "structured_input_signature", None)
     if sig is None and getattr(fn, "concrete_functions", None):

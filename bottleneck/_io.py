@@ -1,0 +1,70 @@
+"""Atomic writes (temp file, fsync, os.replace) and content hashing: the one copy every writer uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden sibling of ``path`` unique to this process (``cache gc`` collects old ones: ``.*.tmp``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def replace_atomic(tmp: Path, path: Path) -> None:
+    """fsync ``tmp`` and move it over ``path``: a crash leaves the old file or the new one, never half of one."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        replace_atomic(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def json_default(o):
+    """JSON for what NumPy and pathlib hand us: scalars and arrays as numbers and lists, the rest as str."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_json_atomic(path, obj, *, indent: int | None = 1) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=indent, default=json_default))
+
+
+def file_hash(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, or of every file under a directory (relative names included)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()

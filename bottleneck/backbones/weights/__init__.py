@@ -1,0 +1,1 @@
+"""Readers of foreign weight files, with NumPy only (no torch, no Caffe)."""

@@ -1,0 +1,145 @@
+"""Reading caches: metadata, the read-only Cache view and open_cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.cache.stores import Store, open_store
+from bottleneck.config import ExtractConfig
+from bottleneck.errors import CacheError
+
+META = "meta.json"
+
+
+MANIFEST = "manifest.json"
+
+
+def read_meta(path) -> dict:
+    path = Path(path)
+    meta_file = path / META
+    if not path.exists():
+        raise CacheError(
+            f"no cache at {path}: the folder does not exist. Run `bottleneck extract SOURCE` first."
+        )
+    if not meta_file.exists():
+        raise CacheError(
+            f"{path} is not a bottleneck cache (no {META}); pass a folder made by `bottleneck extract`."
+        )
+    try:
+        return json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CacheError(f"{meta_file} is corrupt ({exc}); remove the cache and extract again.") from None
+
+
+def progress_text(meta: dict) -> str:
+    done = sum(meta.get("progress", {}).values())
+    total = sum(s["n"] for s in meta.get("splits", {}).values())
+    return f"incomplete ({done}/{total} rows)"
+
+
+class Cache:
+    """A read-only view of a cache: per split ``features`` (array-like, N x ...), ``labels`` (N,), ``ids`` (N,)."""
+
+    def __init__(self, path, meta: dict):
+        self.path = Path(path)
+        self.meta = meta
+        self.key: str = meta["key"]
+        self.config = ExtractConfig.from_dict(meta["config"])
+        self.class_names: list[str] = list(meta["class_names"])
+        self.splits: list[str] = list(meta["splits"])
+        self.complete: bool = bool(meta.get("complete"))
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.meta["format"], self.path, "r")
+        return self._store
+
+    def _check(self, split):
+        if split not in self.meta["splits"]:
+            raise CacheError(
+                f"cache {self.path.name} has no split {split!r}; it has: {', '.join(self.splits) or 'none'}."
+            )
+
+    def n(self, split: str) -> int:
+        self._check(split)
+        return int(self.meta["splits"][split]["n"])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        first = next(iter(self.meta["splits"].values()))
+        return tuple(first["feature_shape"])
+
+    def features(self, split: str):
+        """Array-like (N, *feature_shape); slicing reads from disk, so a cache larger than RAM works."""
+        self._check(split)
+        return self.store.features(split)
+
+    def labels(self, split: str) -> np.ndarray:
+        self._check(split)
+        return self.store.labels(split)
+
+    def ids(self, split: str) -> np.ndarray:
+        self._check(split)
+        return self.store.ids(split)
+
+    def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels) of a split in memory."""
+        return np.asarray(self.features(split)[:]), self.labels(split)
+
+    def manifest(self) -> dict:
+        return json.loads((self.path / MANIFEST).read_text())
+
+    def summary(self) -> dict:
+        """The JSON shape used by `extract --json` and `info --json`."""
+        return {
+            "path": str(self.path),
+            "key": self.key,
+            "complete": self.complete,
+            "status": "complete" if self.complete else progress_text(self.meta),
+            "backbone": self.config.backbone,
+            "format": self.meta["format"],
+            "engine": self.meta.get("engine"),
+            "class_names": self.class_names,
+            "splits": {
+                s: {"n": v["n"], "feature_shape": v["feature_shape"]} for s, v in self.meta["splits"].items()
+            },
+            "skipped": len(self.meta.get("skipped", [])),
+            "created": self.meta.get("created"),
+            "config": self.meta["config"],
+        }
+
+    def close(self):
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        status = "complete" if self.complete else progress_text(self.meta)
+        return f"Cache({str(self.path)!r}, {status}, splits={ {s: self.n(s) for s in self.splits} })"
+
+
+def open_cache(path, *, allow_incomplete: bool = False) -> Cache:
+    """Open a cache folder for reading. An incomplete cache raises CacheError unless allow_incomplete."""
+    meta = read_meta(path)
+    if not meta.get("complete") and not allow_incomplete:
+        raise CacheError(
+            f"cache {path} is {progress_text(meta)}: its extraction did not finish. "
+            f"Re-run the same `bottleneck extract` command to resume it."
+        )
+    return Cache(path, meta)
+
+
+def as_cache(cache) -> Cache:
+    """A Cache as it is, or a cache folder opened with ``open_cache``."""
+    return cache if isinstance(cache, Cache) else open_cache(cache)

@@ -1,0 +1,67 @@
+"""Reusing rows of other caches with the same per-row settings, found by image content hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.cache.reader import META, Cache, open_cache, read_meta
+
+
+class Donors:
+    """Rows of other complete caches with the same per-row settings, found by image content hash.
+
+    This is what makes re-running after adding, changing or removing images cheap: only new content is computed.
+    """
+
+    def __init__(self, cache_dir: Path, fkey: str, exclude: Path):
+        from bottleneck.data import Manifest
+
+        self._where: dict[str, tuple] = {}
+        self._open: list[Cache] = []
+        self._blocks: dict[tuple, np.ndarray] = {}
+        if not Path(cache_dir).is_dir():
+            return
+        for d in sorted(Path(cache_dir).iterdir()):
+            if d == exclude or not (d / META).is_file():
+                continue
+            try:
+                meta = read_meta(d)
+                if not meta.get("complete") or meta.get("features_key") != fkey:
+                    continue
+                cache = open_cache(d)
+                manifest = Manifest.from_json(cache.manifest())
+                skipped = [s["index"] for s in cache.meta.get("skipped", [])]
+                if skipped:
+                    manifest = manifest.without(skipped)
+            except Exception:  # an unreadable donor is only a missed shortcut, never an error
+                continue
+            self._open.append(cache)
+            for split in cache.splits:
+                for row, item in enumerate(manifest.items_of(split)):
+                    self._where.setdefault(item.hash, (cache, split, row))
+
+    def __len__(self):
+        return len(self._where)
+
+    def get(self, content_hash: str):
+        hit = self._where.get(content_hash)
+        if hit is None:
+            return None
+        cache, split, row = hit
+        # Read whole stored chunks and keep a few: reading row by row would decompress each chunk per row.
+        block_rows = int(cache.meta["splits"][split].get("chunk_rows", 1024))
+        block_key = (id(cache), split, row // block_rows)
+        block = self._blocks.get(block_key)
+        if block is None:
+            start = (row // block_rows) * block_rows
+            block = np.asarray(cache.features(split)[start : start + block_rows])
+            if len(self._blocks) >= 8:
+                self._blocks.pop(next(iter(self._blocks)))
+            self._blocks[block_key] = block
+        return block[row % block_rows]
+
+    def close(self):
+        for c in self._open:
+            c.close()

@@ -1,0 +1,131 @@
+"""Markdown and CSV tables, and the markdown report of a run."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A GitHub markdown table with padded columns (numbers right-aligned)."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [
+        any(_is_number(r[i]) for r in rows) and all(_is_number(r[i]) or r[i] is None for r in rows)
+        for i in range(len(headers))
+    ]
+
+    def line(r):
+        return (
+            "| "
+            + " | ".join(
+                c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)
+            )
+            + " |"
+        )
+
+    sep = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(cells[0]), sep, *[line(r) for r in cells[1:]]]) + "\n"
+
+
+def csv_text(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows([[("" if v is None else v) for v in r] for r in rows])
+    return buf.getvalue()
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float | np.floating):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def mean_std(values: Sequence[float], digits: int = 4) -> str:
+    """'0.9123 ± 0.0021' for several values, '0.9123' for one."""
+    v = np.asarray(values, np.float64)
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def render_report(summary: dict) -> str:
+    """The markdown report of a fit-head run from its metrics.json dict (see ``bottleneck.runs``)."""
+    cache = summary.get("cache", {})
+    lines = [f"# {summary['head']} head on {cache.get('name', '?')}", ""]
+    cfg = cache.get("config") or {}
+    facts = [
+        ("cache", cache.get("path")),
+        (
+            "features",
+            f"{cfg.get('backbone')} ({cfg.get('weights')} weights, pooling {cfg.get('pooling')}), "
+            f"shape {tuple(cache.get('feature_shape', ()))}",
+        ),
+        ("rows", ", ".join(f"{k} {v}" for k, v in cache.get("splits", {}).items())),
+        ("parameters", ", ".join(f"{k}={v}" for k, v in summary.get("params", {}).items())),
+        ("fit time", f"{summary['fit_seconds']:.2f} s"),
+    ]
+    sel = summary.get("selection") or {}
+    if sel:
+        facts.append(("selection", ", ".join(f"{k} {v}" for k, v in sel.items())))
+    lines += [f"- **{k}**: {v}" for k, v in facts if v not in (None, "")] + ["", "## Metrics", ""]
+    metrics = summary["metrics"]
+    top5 = any("top5_accuracy" in m for m in metrics.values())
+    headers = [
+        "split",
+        "n",
+        "accuracy",
+        "balanced accuracy",
+        *(["top-5 accuracy"] if top5 else []),
+        "log loss",
+    ]
+    rows = [
+        [
+            s,
+            m["n"],
+            m["accuracy"],
+            m["balanced_accuracy"],
+            *([m.get("top5_accuracy")] if top5 else []),
+            m["log_loss"],
+        ]
+        for s, m in metrics.items()
+    ]
+    lines.append(markdown_table(headers, rows))
+    if metrics:
+        split = "test" if "test" in metrics else next(iter(metrics))
+        pc = metrics[split]["per_class"]
+        lines += [f"## Per class ({split})", ""]
+        lines.append(
+            markdown_table(
+                ["class", "precision", "recall", "f1", "support"],
+                [[n, v["precision"], v["recall"], v["f1"], v["support"]] for n, v in pc.items()],
+            )
+        )
+    notes = summary.get("notes") or []
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    lines += [
+        "## Plots",
+        "",
+        "![training history](history.png)",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+    ]
+    return "\n".join(lines)

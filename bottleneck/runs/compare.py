@@ -1,0 +1,210 @@
+"""Comparing heads across caches and seeds: one table of accuracy, balanced accuracy and fit time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck._io import write_json_atomic
+from bottleneck.cache.reader import as_cache
+from bottleneck.callbacks import Progress
+from bottleneck.errors import BottleneckError, HeadError
+from bottleneck.heads.base import take_rows
+from bottleneck.runs.fit import selection_summary
+
+
+def head_applies(name: str, cache) -> str | None:
+    """Why a head cannot run on a cache (shown in a comparison instead of failing it), or None."""
+    if name == "sigmoid" and len(cache.class_names) != 2:
+        return f"sigmoid needs 2 classes, the cache has {len(cache.class_names)}"
+    if name == "pool-dense" and len(cache.feature_shape) != 3:
+        return "pool-dense needs spatial features (--pooling none)"
+    return None
+
+
+@dataclass
+class Comparison:
+    """Results of ``compare``: ``rows`` (one per cache x head, mean and std over seeds), ``records`` (one per
+    fit) and ``skipped`` heads with the reason."""
+
+    rows: list[dict]
+    records: list[dict]
+    skipped: list[dict] = field(default_factory=list)
+    paths: dict = field(default_factory=dict)
+
+    COLUMNS = ("cache", "backbone", "head", "split", "n_seeds")
+    METRICS = ("accuracy", "balanced_accuracy", "fit_seconds")
+
+    def markdown(self) -> str:
+        from bottleneck.report import markdown_table, mean_std
+
+        headers = ["cache", "backbone", "head", "split", "accuracy", "balanced accuracy", "fit s"]
+        rows = []
+        for r in self.rows:
+            vals = [
+                [rec[m] for rec in self.records if rec["cache"] == r["cache"] and rec["head"] == r["head"]]
+                for m in self.METRICS
+            ]
+            rows.append(
+                [
+                    r["cache"],
+                    r["backbone"],
+                    r["head"],
+                    r["split"],
+                    mean_std(vals[0]),
+                    mean_std(vals[1]),
+                    mean_std(vals[2], 2),
+                ]
+            )
+        text = markdown_table(headers, rows)
+        if self.rows and self.rows[0]["n_seeds"] > 1:
+            text += f"\nmean ± std over {self.rows[0]['n_seeds']} seeds\n"
+        for s in self.skipped:
+            text += f"\nskipped {s['head']} on {s['cache']}: {s['reason']}"
+        return text + ("\n" if self.skipped else "")
+
+    def csv(self) -> str:
+        from bottleneck.report import csv_text
+
+        headers = [*self.COLUMNS, *(f"{m}_{s}" for m in self.METRICS for s in ("mean", "std"))]
+        return csv_text(headers, [[r.get(h) for h in headers] for r in self.rows])
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "records": self.records, "skipped": self.skipped, "paths": self.paths}
+
+    def save(self, out) -> dict:
+        """Write comparison.md, comparison.csv, comparison.json and comparison.png into ``out``."""
+        from bottleneck.report import plot_comparison
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.paths = {k: str(out / f"comparison.{k}") for k in ("md", "csv", "json", "png")}
+        (out / "comparison.md").write_text(self.markdown())
+        (out / "comparison.csv").write_text(self.csv())
+        if self.rows:
+            plot_comparison(self.rows, out / "comparison.png")
+        else:
+            self.paths.pop("png")
+        write_json_atomic(out / "comparison.json", self.to_json(), indent=2)
+        return self.paths
+
+
+def _backbone_label(config) -> str:
+    """The backbone plus whatever else sets its caches apart: "efficientnet_lite0@288[3 layers]/max"."""
+    from bottleneck.config import layer_names
+
+    names = layer_names(config.layer)
+    label = config.backbone + (f"@{config.image_size}" if config.image_size else "")
+    if names:
+        label += f"[{names[0]}]" if len(names) == 1 else f"[{len(names)} layers]"
+    return label + ("" if config.pooling == "avg" else f"/{config.pooling}")
+
+
+def _load_for_compare(cache, split: str, budget: int):
+    """A split in RAM when it fits the budget (every head reuses it), else the on-disk array."""
+    from bottleneck.heads.base import nbytes, to_memory
+
+    X = cache.features(split)
+    return (to_memory(X) if nbytes(X) <= budget else X), cache.labels(split)
+
+
+def compare(
+    caches: Sequence,
+    heads: Sequence[str] = ("logreg", "linear", "mlp"),
+    *,
+    seeds: Sequence[int] = (0,),
+    params: dict | None = None,
+    out=None,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Fit every head on every cache with every seed; report accuracy, balanced accuracy and fit seconds on
+    ``test`` (``val`` when a cache has no test split), mean and std over seeds.
+
+    ``params`` are hyper-parameters given to each head that has them (e.g. ``{"epochs": 20}`` reaches the
+    Keras heads, not logreg); ``{"mlp": {"width": 512}}`` targets one head. Heads that do not apply to a
+    cache (sigmoid with more than 2 classes, pool-dense on pooled features) are listed in ``skipped``.
+    With ``out``, saves the table (markdown, CSV, JSON) and a plot there.
+    """
+    from bottleneck.heads import HEADS, canonical_name, head_params, make_head
+    from bottleneck.heads.base import available_memory
+    from bottleneck.report import classification_metrics
+
+    names = [canonical_name(h) for h in heads]
+    seeds = list(seeds) or [0]
+    params = dict(params or {})
+    per_head = {k: params.pop(k) for k in list(params) if k in HEADS}
+    for k in per_head:
+        if k not in names:
+            raise HeadError(f"parameters given for head {k}, which is not compared ({', '.join(names)}).")
+    for k in params:
+        if not any(k in head_params(n) for n in names):
+            raise HeadError(f"no compared head ({', '.join(names)}) has a parameter {k!r}.")
+    caches = [as_cache(c) for c in caches]
+    if not caches:
+        raise BottleneckError("no caches given; pass one or more cache folders.")
+    records, skipped = [], []
+    total = len(caches) * len(names) * len(seeds)
+    done = 0
+    for cache in caches:
+        split = "test" if "test" in cache.splits else "val" if "val" in cache.splits else None
+        budget = available_memory() // 3
+        data = {s: _load_for_compare(cache, s, budget) for s in ("train", "val", split) if s in cache.splits}
+        backbone = _backbone_label(cache.config)
+        for name in names:
+            reason = head_applies(name, cache)
+            if reason:
+                skipped.append({"cache": cache.path.name, "head": name, "reason": reason})
+                done += len(seeds)
+                continue
+            valid = head_params(name)
+            kw = {k: v for k, v in params.items() if k in valid} | per_head.get(name, {})
+            for seed in seeds:
+                head = make_head(name, **(kw | {"random_state": seed}))
+                fit_args = {"X_val": data["val"][0], "y_val": data["val"][1]} if "val" in data else {}
+                t0 = time.perf_counter()
+                head.fit(*data["train"], **fit_args)
+                seconds = time.perf_counter() - t0
+                if split is None:  # neither val nor test: score the rows the head held out of train
+                    eval_split = "train (held out)"
+                    X = take_rows(data["train"][0], head.holdout_)
+                    y = data["train"][1][head.holdout_]
+                else:
+                    eval_split = split
+                    X, y = data[split]
+                m = classification_metrics(y, head.predict_proba(X), classes=head.classes_)
+                records.append(
+                    {
+                        "cache": cache.path.name,
+                        "backbone": backbone,
+                        "head": name,
+                        "seed": seed,
+                        "split": eval_split,
+                        "accuracy": m["accuracy"],
+                        "balanced_accuracy": m["balanced_accuracy"],
+                        "fit_seconds": seconds,
+                        "selection": selection_summary(head),
+                    }
+                )
+                done += 1
+                if progress:
+                    progress("fits", done, total)
+    rows = []
+    for cache in caches:
+        for name in names:
+            recs = [r for r in records if r["cache"] == cache.path.name and r["head"] == name]
+            if not recs:
+                continue
+            row = {k: recs[0][k] for k in ("cache", "backbone", "head", "split")} | {"n_seeds": len(recs)}
+            for m in Comparison.METRICS:
+                v = np.array([r[m] for r in recs])
+                row[f"{m}_mean"] = float(v.mean())
+                row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            rows.append(row)
+    result = Comparison(rows, records, skipped)
+    if out is not None:
+        result.save(out)
+    return result

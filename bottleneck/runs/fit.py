@@ -1,0 +1,127 @@
+"""Fitting a head on a cache: train on train, select on val, report val and test metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.cache.reader import as_cache
+from bottleneck.callbacks import Progress
+from bottleneck.errors import HeadError
+from bottleneck.heads.base import take_rows
+from bottleneck.runs.folders import Run, cache_summary, load_run, save_run, unique_dir
+
+
+def split_metrics(head, cache, split: str, rows: np.ndarray | None = None, X=None) -> dict:
+    """Metrics of a fitted head on a split of a cache (or on ``rows`` of it), with the cache's class names."""
+    from bottleneck.report import classification_metrics
+
+    X = cache.features(split) if X is None else X
+    y = cache.labels(split)
+    if rows is not None:
+        X, y = take_rows(X, rows), y[rows]
+    return classification_metrics(
+        y, head.predict_proba(X), classes=head.classes_, class_names=cache.class_names
+    )
+
+
+def selection_summary(head) -> dict:
+    h = getattr(head, "history_", {}) or {}
+    if "best_C" in h:
+        return {"C": h["best_C"], "C values tried": len(h["C"]), "sweep rows": h.get("sweep_rows")}
+    if "best_epoch" in h:
+        return {"best epoch": h["best_epoch"], "epochs run": len(h.get("loss", []))}
+    return {}
+
+
+def fit_head(
+    cache,
+    head="logreg",
+    *,
+    params: dict | None = None,
+    seed: int = 0,
+    out=None,
+    runs_dir="runs",
+    save: bool = True,
+    progress: Progress | None = None,
+) -> Run:
+    """Fit a head on a cache's ``train`` split, select on ``val``, report ``val`` and ``test`` metrics.
+
+    ``head`` is a name (see ``bottleneck.heads.HEADS``; ``params`` are its hyper-parameters, ``seed`` its
+    random_state) or an unfitted Head. The test split is only predicted after fitting: nothing about it
+    reaches the head. When the cache has no val split, the head holds out a stratified part of train and
+    the "val" metrics are on those rows. With ``save``, writes ``out`` (default ``runs_dir/<cache>-<head>``,
+    made unique) holding head/, metrics.json, report.md, history.png and confusion.png.
+    """
+    from bottleneck.heads import Head, make_head
+
+    cache = as_cache(cache)
+    if isinstance(head, Head):
+        if params:
+            raise HeadError("pass params only with a head name; set them on the Head instance instead.")
+    else:
+        params = dict(params or {})
+        params.setdefault("random_state", seed)
+        head = make_head(head, **params)
+    if "train" not in cache.splits:
+        raise HeadError(
+            f"cache {cache.path.name} has no train split (it has {', '.join(cache.splits)}); heads fit on train."
+        )
+    val = ("val",) if "val" in cache.splits else ()
+    fit_args = {}
+    if val:
+        fit_args = {"X_val": cache.features("val"), "y_val": cache.labels("val")}
+    t0 = time.perf_counter()
+    head.fit(cache.features("train"), cache.labels("train"), progress=progress, **fit_args)
+    fit_seconds = time.perf_counter() - t0
+
+    metrics, notes = {}, []
+    if val:
+        metrics["val"] = split_metrics(head, cache, "val")
+        if getattr(head, "refit", False):
+            notes.append("refit on train + val: val metrics are on rows the head was trained on.")
+    elif getattr(head, "holdout_", None) is not None:
+        metrics["val"] = split_metrics(head, cache, "train", rows=head.holdout_)
+        notes.append(
+            f"no val split: val metrics are on {len(head.holdout_)} train rows held out from fitting."
+        )
+    if "test" in cache.splits:
+        metrics["test"] = split_metrics(head, cache, "test")
+    summary = {
+        "head": head.name,
+        "path": None,
+        "fit_seconds": round(fit_seconds, 3),
+        "params": head.get_params(),
+        "selection": selection_summary(head),
+        "streamed": bool(getattr(head, "streamed_", False)),
+        "cache": cache_summary(cache),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "notes": notes,
+        "metrics": metrics,
+    }
+    run = Run(None, head, summary)
+    if save:
+        path = Path(out) if out is not None else unique_dir(Path(runs_dir) / f"{cache.path.name}-{head.name}")
+        save_run(run, path, cache=cache)
+    return run
+
+
+def evaluate_run(run, cache, split: str = "test") -> dict:
+    """Metrics of a saved run's head on a split of a cache with the same feature settings and classes.
+
+    Returns ``{"run", "head", "cache", "split", "metrics": {split: {...}}}``; a cache of other features or
+    classes raises HeadError before anything is predicted.
+    """
+    run = run if isinstance(run, Run) else load_run(run)
+    cache = as_cache(cache)
+    run.head.check_cache(cache)
+    m = split_metrics(run.head, cache, split)
+    return {
+        "run": str(run.path),
+        "head": run.head.name,
+        "cache": str(cache.path),
+        "split": split,
+        "metrics": {split: m},
+    }

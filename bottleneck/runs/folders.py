@@ -1,0 +1,86 @@
+"""Run folders: a fitted head and its metrics.json, report.md and plots, saved and loaded back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bottleneck._io import write_json_atomic
+from bottleneck.errors import HeadError
+
+METRICS_FILE = "metrics.json"
+
+
+HEAD_DIR = "head"
+
+
+@dataclass
+class Run:
+    """A fitted head and its summary (the content of metrics.json), saved under ``path`` (None: not saved)."""
+
+    path: Path | None
+    head: object
+    summary: dict
+
+    @property
+    def metrics(self) -> dict:
+        return self.summary["metrics"]
+
+
+def cache_summary(cache) -> dict:
+    return {
+        "path": str(cache.path),
+        "name": cache.path.name,
+        "key": cache.key,
+        "feature_shape": list(cache.feature_shape),
+        "class_names": list(cache.class_names),
+        "splits": {s: cache.n(s) for s in cache.splits},
+        "config": cache.config.to_dict(),
+    }
+
+
+def unique_dir(base: Path) -> Path:
+    path, i = base, 2
+    while path.exists():
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return path
+
+
+def save_run(run: Run, path, *, cache=None) -> Path:
+    """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png."""
+    from bottleneck.report import plot_confusion, plot_history, render_report
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    run.path = path
+    run.summary["path"] = str(path)
+    run.head.save(path / HEAD_DIR, cache=cache)
+    write_json_atomic(path / METRICS_FILE, run.summary, indent=2)
+    (path / "report.md").write_text(render_report(run.summary))
+    title = f"{run.summary['head']} on {run.summary['cache']['name']}"
+    plot_history(run.head.history_, path / "history.png", title=title)
+    metrics = run.summary["metrics"]
+    if metrics:
+        split = "test" if "test" in metrics else next(iter(metrics))
+        m = metrics[split]
+        plot_confusion(m["confusion"], m["labels"], path / "confusion.png", title=f"{title} ({split})")
+    return path
+
+
+def load_run(path) -> Run:
+    """A run folder written by ``fit_head``; HeadError when it is not one."""
+    from bottleneck.heads import load_head
+
+    path = Path(path)
+    f = path / METRICS_FILE
+    if not f.is_file():
+        raise HeadError(
+            f"{path} is not a fit-head run folder (no {METRICS_FILE}); pass the folder `bottleneck fit-head` printed."
+        )
+    try:
+        summary = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise HeadError(f"{f} is corrupt ({exc}); fit the head again.") from None
+    return Run(path, load_head(path / HEAD_DIR), summary)

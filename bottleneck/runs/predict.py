@@ -1,0 +1,103 @@
+"""Predicting new images with a saved run: the cache's backbone settings, then the run's head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.callbacks import Progress
+from bottleneck.errors import BottleneckError, HeadError
+from bottleneck.runs.folders import Run, load_run
+
+
+def list_images(paths: Sequence) -> list[Path]:
+    """Image files from files and folders (folders searched recursively, sorted); SourceError when none."""
+    from bottleneck.data.decode import IMAGE_EXTENSIONS
+    from bottleneck.errors import SourceError
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise SourceError(f"folder {p} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise SourceError(f"{p} does not exist; pass image files or folders of images.")
+    if not out:
+        raise SourceError("no images given; pass image files or folders of images.")
+    return out
+
+
+def predict_images(
+    run,
+    images: Sequence,
+    *,
+    top: int = 3,
+    batch_size: int = 32,
+    engine_factory: Callable | None = None,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Class names and probabilities for new images, one dict per image: ``{"image", "top": [{"class",
+    "label", "prob"}, ...]}`` most probable first.
+
+    Images go through exactly what the cache was built with: the same backbone, weights, image size, layer,
+    pooling, preprocessing (``create_engine`` of the cache's config) and resize policy. The verified ONNX model
+    next to the cache is used when there is one (no TensorFlow import). ``engine_factory`` replaces
+    ``bottleneck.inference.engines.create_engine`` (tests pass fakes).
+    """
+    from bottleneck.config import ExtractConfig
+
+    run = run if isinstance(run, Run) else load_run(run)
+    if top < 1:
+        raise BottleneckError(f"--top {top} must be at least 1; e.g. --top 3.")
+    paths = list_images(images)
+    config = ExtractConfig.from_dict(run.summary["cache"]["config"])
+    engine = None
+    if engine_factory is None:
+        from bottleneck.inference.engines import create_engine as engine_factory
+        from bottleneck.inference.engines import verified_onnx_engine
+
+        engine = verified_onnx_engine(config, Path(run.summary["cache"]["path"]).parent)
+    engine = engine or engine_factory(config)
+    head = run.head
+    if tuple(engine.feature_shape) != tuple(head.feature_shape_):
+        raise HeadError(
+            f"the backbone rebuilt from the run's cache config gives features of shape {tuple(engine.feature_shape)}, "
+            f"but the head was trained on {head.feature_shape_}; the backbone files changed since the cache was made."
+        )
+    from bottleneck.data import load_image, resize_image
+
+    names = run.summary["cache"]["class_names"]
+    top = min(top, len(head.classes_))
+    results = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        batch = np.stack([resize_image(load_image(p), engine.input_size, config.resize) for p in chunk])
+        proba = head.predict_proba(np.asarray(engine(batch), np.float32))
+        for p, row in zip(chunk, proba, strict=True):
+            best = np.argsort(-row, kind="stable")[:top]
+            results.append(
+                {
+                    "image": str(p),
+                    "top": [
+                        {
+                            "class": _label_name(int(head.classes_[i]), names),
+                            "label": int(head.classes_[i]),
+                            "prob": float(row[i]),
+                        }
+                        for i in best
+                    ],
+                }
+            )
+        if progress:
+            progress("predict", min(start + batch_size, len(paths)), len(paths))
+    return results
+
+
+def _label_name(label: int, names) -> str:
+    return str(names[label]) if 0 <= label < len(names) else str(label)

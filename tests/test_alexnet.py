@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from bottleneck import alexnet
 from bottleneck.backbones import get_spec
+from bottleneck.backbones.arch import alexnet
 from bottleneck.errors import BackboneError
 
 

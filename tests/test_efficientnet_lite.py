@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bottleneck import efficientnet_lite as el
 from bottleneck.backbones import get_spec
+from bottleneck.backbones.arch import efficientnet_lite as el
 from bottleneck.backbones.weights.torch_pth import load_state_dict
 from bottleneck.errors import BackboneError
 

@@ -9,9 +9,9 @@ from conftest import run_python
 from PIL import Image
 from typer.testing import CliRunner
 
-from bottleneck import engines
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
+from bottleneck.inference import engines
 from bottleneck.inference.engines import (
     ONNX_TOLERANCE,
     OnnxEngine,

@@ -16,37 +16,47 @@ ENGINES = ("auto", "tensorflow", "onnx")
 
 
 def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
-    """The layer names of a ``--layer`` value ("a" or "a,b,c"); () for None (the backbone's default)."""
+    """The layer names of a ``layer`` value ("a" or "a,b,c"); () for None (the backbone's default)."""
     if layer is None:
         return ()
     names = tuple(n.strip() for n in str(layer).split(","))
     if not all(names):
         raise BottleneckError(
-            f"--layer {layer!r} has an empty layer name; pass names separated by single commas, e.g. "
-            "top_activation,block6a_expand_activation."
+            f"layer={layer!r} has an empty layer name; pass names separated by single commas, e.g. "
+            "layer='top_activation,block6a_expand_activation'."
         )
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise BottleneckError(f"--layer lists {', '.join(repeated)} more than once; list each layer once.")
+        raise BottleneckError(
+            f"layer={layer!r} lists {', '.join(repeated)} more than once; list each layer once."
+        )
     if len(names) > 1 and pooling == "none":
         raise BottleneckError(
-            f"--layer lists {len(names)} layers, whose maps have different sizes, so they can only be joined "
-            "after pooling; use --pooling avg or max, or pass one layer with --pooling none."
+            f"layer={layer!r} lists {len(names)} layers, whose maps have different sizes, so they can only be "
+            "joined after pooling; use pooling='avg' or pooling='max', or pass one layer with pooling='none'."
         )
     return names
 
 
-def _nokey(default, **kw):
-    """A setting that does not change the features (so it stays out of the cache key)."""
-    return field(default=default, metadata={"key": False}, **kw)
+# What a setting decides; each ExtractConfig field declares one, and every list of settings is derived from it:
+FEATURE = "feature"  # the value of each row: in the cache key, the per-row (donor) key and the heads' checks
+ROWS = "rows"  # which images get rows, not their values: in the cache key only
+STORAGE = "storage"  # how the rows are stored on disk: in the cache key only
+RUN = "run"  # how the work is done (speed, threads, engine): in no key
+ROLES = (FEATURE, ROWS, STORAGE, RUN)
+
+
+def _setting(default, role: str, **kw):
+    assert role in ROLES, role
+    return field(default=default, metadata={"role": role}, **kw)
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
     """Everything that decides how features are computed and stored.
 
-    Fields are part of the cache key unless marked with ``metadata={"key": False}``;
-    a new field therefore changes the key by default, which is the safe direction.
+    Each field's metadata names its role (FEATURE, ROWS, STORAGE, RUN); a field without one is a FEATURE, so a
+    new setting changes the cache key, the per-row key and the heads' checks by default: the safe direction.
     """
 
     backbone: str = "efficientnet_lite0"  # registry name, or a path to a Keras model file
@@ -58,16 +68,17 @@ class ExtractConfig:
     pooling: str = "avg"  # "avg" | "max" | "none" (keep the spatial map)
     resize: str = "squash"  # "squash" (ignore aspect) | "crop" (centre crop) | "pad" (letterbox)
     dtype: str = "float32"  # stored feature dtype
-    format: str = "zarr"  # store format; part of the key because it is a different cache on disk
-    on_bad_image: str = "fail"  # "fail" | "skip"; decides which rows exist
+    format: str = _setting("zarr", STORAGE)  # store format: a different cache on disk, the same rows
+    on_bad_image: str = _setting("fail", ROWS)  # "fail" | "skip"; decides which rows exist
     preprocess: str | None = None  # only for custom model files: caffe|torch|tf|127|none
-    # decompression-bomb guard; None = Pillow's default (~89 Mpx), 0 = none
-    max_image_pixels: int | None = None
-    batch_size: int = _nokey(32)  # fixed batch boundaries = chunk boundaries; does not change features
-    workers: int | None = _nokey(None)  # decode threads; None = number of cores
+    # decompression-bomb guard; None = Pillow's default (~89 Mpx), 0 = none; decides which images get rows
+    max_image_pixels: int | None = _setting(None, ROWS)
+    batch_size: int = _setting(32, RUN)  # fixed batch boundaries = chunk boundaries; does not change features
+    workers: int | None = _setting(None, RUN)  # image decode threads; None = number of cores
+    threads: int | None = _setting(None, RUN)  # ONNX Runtime / TensorFlow compute threads; None = cores
     # auto | tensorflow | onnx: equal features within a verified tolerance (README), so not in the key
-    engine: str = _nokey("auto")
-    xla: bool = _nokey(False)  # compile the TensorFlow engine with XLA (same features within float rounding)
+    engine: str = _setting("auto", RUN)
+    xla: bool = _setting(False, RUN)  # compile the TensorFlow engine with XLA (same features within rounding)
 
     def __post_init__(self):
         if self.layer is not None:
@@ -82,19 +93,27 @@ class ExtractConfig:
             ("engine", ENGINES),
         ):
             if getattr(self, name) not in choices:
-                raise one_of(name.replace("_", "-"), getattr(self, name), choices)
+                raise one_of(name, getattr(self, name), choices)
         if self.image_size is not None and not (16 <= int(self.image_size) <= 2048):
-            raise one_of("image-size", self.image_size, ["an integer from 16 to 2048"])
+            raise one_of("image_size", self.image_size, ["an integer from 16 to 2048"])
         if self.batch_size < 1:
-            raise one_of("batch-size", self.batch_size, ["a positive integer"])
+            raise one_of("batch_size", self.batch_size, ["a positive integer"])
+        for name in ("workers", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise one_of(
+                    name, getattr(self, name), ["a positive integer, or None for the number of cores"]
+                )
         if self.max_image_pixels is not None and self.max_image_pixels < 0:
-            raise one_of("max-image-pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
+            raise one_of("max_image_pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
+
+    @classmethod
+    def names(cls, *roles: str) -> tuple[str, ...]:
+        """The names of the fields with any of these roles, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("role", FEATURE) in roles)
 
     def key_fields(self) -> dict:
-        """The settings that change the features, as a JSON-ready dict."""
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("key", True)
-        }
+        """The settings in the cache key (all but RUN ones), as a JSON-ready dict."""
+        return {name: getattr(self, name) for name in self.names(FEATURE, ROWS, STORAGE)}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,3 +125,8 @@ class ExtractConfig:
 
     def replace(self, **changes) -> ExtractConfig:
         return dataclasses.replace(self, **changes)
+
+
+# The lists other modules check against, derived here so that they cannot disagree with the fields.
+FEATURE_SETTINGS = ExtractConfig.names(FEATURE)  # what a head compares between its cache and another
+ROW_NEUTRAL_SETTINGS = ExtractConfig.names(ROWS, STORAGE)  # left out of the per-row (donor) key

@@ -45,8 +45,8 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
 
 
 def one_of(name: str, value: object, choices: Iterable[str]) -> BottleneckError:
-    """The standard error for an option outside a fixed set of names."""
+    """The standard error for a parameter outside a fixed set of names (``name`` as Python spells it)."""
     choices = list(choices)
     return BottleneckError(
-        f"unknown {name} {value!r}; choose one of: {', '.join(choices)}.{suggest(str(value), choices)}"
+        f"unknown {name}={value!r}; choose one of: {', '.join(choices)}.{suggest(str(value), choices)}"
     )

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
 
     import bottleneck
     from bottleneck.backbones.presets import example_layers
-    from bottleneck.cli.common import ProgressBar
+    from bottleneck.cli.progress import ProgressBar
     from bottleneck.config import ExtractConfig
     from bottleneck.data.datasets import export_fashion_mnist
     from bottleneck.errors import BottleneckError
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         data = export_fashion_mnist(args.work / "fashion-mnist", per_class=args.per_class)
         print(f"dataset: Fashion-MNIST subset {data['splits']} from {data['source']}")
-        bar = ProgressBar(enabled=True)
+        bar = ProgressBar()
         result = bottleneck.extract(
             data["path"],
             ExtractConfig(layer=example_layers(args.layer)),

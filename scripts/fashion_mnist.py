@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     import bottleneck
     from bottleneck.backbones.presets import example_layers
-    from bottleneck.cli.common import ProgressBar
+    from bottleneck.cli.progress import ProgressBar
     from bottleneck.config import ExtractConfig
     from bottleneck.data.datasets import FASHION_MNIST_DIR, export_fashion_mnist
     from bottleneck.errors import BottleneckError

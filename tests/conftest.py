@@ -78,3 +78,12 @@ def run_python(code: str) -> str:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+class FakeEngine:
+    """The fields of the Engine protocol (bottleneck.inference.engines.Engine) for the tests' fake backbones."""
+
+    name = "fake"
+    input_size = 8
+    threads = 1
+    verification = None

@@ -114,13 +114,13 @@ def test_random_model_matches_spec():
 
 
 def test_sizes_that_do_not_fit_the_fc_layers():
-    with pytest.raises(BackboneError, match=r"side from 227 to 242 pixels; use --image-size 227"):
+    with pytest.raises(BackboneError, match=r"side from 227 to 242 pixels; use image_size=227"):
         alexnet.AlexNet(weights=None, input_shape=(224, 224, 3))
 
 
 def test_imagenet_weights_need_a_path():
     with pytest.raises(
-        BackboneError, match=r"alexnet has no downloadable weights; pass --weights path/to/bvlc_alexnet.npy"
+        BackboneError, match=r"alexnet has no downloadable weights; pass weights=path/to/bvlc_alexnet.npy"
     ):
         alexnet.AlexNet(weights="imagenet")
 

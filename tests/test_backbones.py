@@ -184,7 +184,7 @@ def test_preprocess_127_and_unknown_mode():
     x = np.array([[[[0.0, 127.0, 255.0]]]], np.float32)
     np.testing.assert_allclose(np.asarray(preprocess(x, "127")), [[[[-127 / 128, 0.0, 1.0]]]])
     assert set(PREPROCESS_MODES) == {"caffe", "torch", "tf", "127", "none"}
-    with pytest.raises(BottleneckError, match=r"unknown preprocess 'bgr'; choose one of: caffe, torch, tf"):
+    with pytest.raises(BottleneckError, match=r"unknown preprocess='bgr'; choose one of: caffe, torch, tf"):
         Preprocess("bgr")
 
 
@@ -204,7 +204,7 @@ def test_preprocessing_is_inside_the_model():
 
 
 def test_preprocess_option_is_only_for_model_files():
-    with pytest.raises(BackboneError, match=r"--preprocess tf does not apply to vgg16: .*fixed \(caffe\)"):
+    with pytest.raises(BackboneError, match=r"preprocess='tf' does not apply to vgg16: .*fixed \(caffe\)"):
         build("vgg16", weights="none", image_size=32, preprocess="tf")
     assert build("vgg16", weights="none", image_size=32, preprocess="caffe").output_shape == (None, 512)
 
@@ -239,18 +239,16 @@ def test_unknown_layer_lists_valid_names():
 
 
 def test_unknown_pooling():
-    with pytest.raises(BottleneckError, match=r"unknown pooling 'mean'; choose one of: avg, max, none"):
+    with pytest.raises(BottleneckError, match=r"unknown pooling='mean'; choose one of: avg, max, none"):
         build("vgg16", weights="none", pooling="mean")
 
 
 def test_image_size_below_the_minimum():
-    with pytest.raises(
-        BackboneError, match=r"--image-size 64 is too small for xception: it needs at least 71"
-    ):
+    with pytest.raises(BackboneError, match=r"image_size=64 is too small for xception: it needs at least 71"):
         build("xception", weights="none", image_size=64)
-    with pytest.raises(BackboneError, match=r"--image-size 31 is too small for resnet50"):
+    with pytest.raises(BackboneError, match=r"image_size=31 is too small for resnet50"):
         build("resnet50", weights="none", image_size=31)
-    with pytest.raises(BackboneError, match=r"--image-size 32\.5 is not a whole number of pixels"):
+    with pytest.raises(BackboneError, match=r"image_size=32\.5 is not a whole number of pixels"):
         build("vgg16", weights="none", image_size=32.5)
     assert build("inception_v3", weights="none", image_size=75).output_shape == (None, 2048)
     assert build("vgg16", weights="none", image_size=np.int64(32)).input_shape == (None, 32, 32, 3)
@@ -344,7 +342,7 @@ def test_weights_file_of_another_backbone_is_a_one_line_error(tmp_path, source, 
     assert "\n" not in msg and len(msg) < 400
     assert msg.startswith(f"weights file {path} does not fit {target}: ")
     assert re_search(detail, msg)
-    assert msg.endswith("--weights imagenet, or --weights none.")
+    assert msg.endswith("weights='imagenet', or weights='none'.")
 
 
 def test_legacy_weights_file_of_another_backbone(tmp_path):
@@ -358,7 +356,7 @@ def test_legacy_weights_file_of_another_backbone(tmp_path):
 
 def test_missing_or_foreign_weights_file(tmp_path):
     with pytest.raises(
-        BackboneError, match=r"weights file .*nope\.h5 does not exist; pass --weights imagenet, none"
+        BackboneError, match=r"weights file .*nope\.h5 does not exist; pass weights='imagenet', 'none'"
     ):
         build("vgg16", weights=str(tmp_path / "nope.h5"), image_size=32)
     other = tmp_path / "weights.npz"
@@ -407,7 +405,7 @@ def test_failed_download_is_a_one_line_error(fake_download):
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith("cannot download the ImageNet weights of resnet50 (Exception: URL fetch failure")
-    assert "pass --weights path/to/file.h5, or --weights none." in msg
+    assert "pass weights=path/to/file.h5, or weights='none'." in msg
 
 
 def efficientnet_b0_file(path, include_top: bool):
@@ -445,7 +443,7 @@ def test_efficientnet_classifier_weights_file_matches_keras_imagenet(tmp_path, f
     """classify folds the same stem rescale as extraction when B0-B7 weights come from a file."""
     import keras
 
-    from bottleneck.runs.classify import build_classifier
+    from bottleneck.backbones.build import build_classifier
 
     path = efficientnet_b0_file(tmp_path / "efficientnetb0.h5", include_top=True)
     fake_download(path)
@@ -476,13 +474,11 @@ def test_model_file_needs_preprocess_and_its_own_weights(tmp_path):
     inputs = keras.Input((None, None, 3))
     path = tmp_path / "free.keras"
     keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs), name="free").save(path)
-    with pytest.raises(
-        BackboneError, match=r"--preprocess is required .*: choose caffe, torch, tf, 127, none"
-    ):
+    with pytest.raises(BackboneError, match=r"preprocess is required .*: choose caffe, torch, tf, 127, none"):
         build(str(path))
-    with pytest.raises(BackboneError, match=r"accepts any input size; pass --image-size"):
+    with pytest.raises(BackboneError, match=r"accepts any input size; pass image_size"):
         build(str(path), preprocess="tf")
-    with pytest.raises(BackboneError, match=r"--weights none does not apply to a model file"):
+    with pytest.raises(BackboneError, match=r"weights='none' does not apply to a model file"):
         build(str(path), preprocess="tf", weights="none", image_size=16)
     model = build(str(path), preprocess="tf", image_size=16, pooling="none")
     x = pixels(2, 16)

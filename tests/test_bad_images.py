@@ -8,19 +8,20 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import FakeEngine
 from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BadImageError
-from bottleneck.inference.runner import extract
+from bottleneck.inference.runner import run_extraction
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 
 
-class PixelEngine:
+class PixelEngine(FakeEngine):
     """Features = the resized 8x8 RGB input itself, so a test can see what the backbone would have been fed."""
 
     name = "fake"
@@ -119,9 +120,9 @@ def fixtures(tmp_path):
 def test_fail_names_every_bad_file_before_any_compute(fixtures, tmp_path):
     built = []
     with pytest.raises(BadImageError) as e:
-        extract(fixtures, CFG, cache_dir=tmp_path / "c", engine_factory=engines(built))
+        run_extraction(fixtures, CFG, cache_dir=tmp_path / "c", engine_factory=engines(built))
     msg = str(e.value)
-    assert msg.startswith("4 unreadable image(s): ") and "--on-bad-image skip" in msg
+    assert msg.startswith("4 unreadable image(s): ") and "on_bad_image='skip'" in msg
     for name, reason in BAD.items():
         assert f"{name} ({reason}" in msg
     assert sorted(e.value.paths) == sorted(str(fixtures / n) for n in BAD)
@@ -130,7 +131,7 @@ def test_fail_names_every_bad_file_before_any_compute(fixtures, tmp_path):
 
 
 def test_skip_records_bad_files_and_decodes_the_rest(fixtures, tmp_path):
-    r = extract(
+    r = run_extraction(
         fixtures, CFG.replace(on_bad_image="skip"), cache_dir=tmp_path / "c", engine_factory=engines([])
     )
     features, labels = r.cache.load("train")
@@ -159,9 +160,9 @@ def test_pixel_limit_can_be_lowered_and_lifted(fixtures, tmp_path):
         BadImageError,
         match=r"1 unreadable image\(s\): b/big.png \(120x100 = 12000 pixels.*--max-image-pixels",
     ):
-        extract(fixtures, low, cache_dir=tmp_path / "c", engine_factory=engines([]))
+        run_extraction(fixtures, low, cache_dir=tmp_path / "c", engine_factory=engines([]))
     (fixtures / "b/bomb.png").write_bytes(png_header_only(20000, 20000))
-    lifted = extract(
+    lifted = run_extraction(
         fixtures,
         CFG.replace(max_image_pixels=0, on_bad_image="skip"),
         cache_dir=tmp_path / "c",

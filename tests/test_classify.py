@@ -66,12 +66,13 @@ def test_bad_arguments(photos, tmp_path):
         classify([])
     with pytest.raises(SourceError, match=r"not found: .*missing.jpg"):
         classify([tmp_path / "missing.jpg"])
-    with pytest.raises(BottleneckError, match=r"--top 0 must be at least 1"):
+    with pytest.raises(BottleneckError, match=r"top=0 must be at least 1"):
         classify(photos, top=0)
-    with pytest.raises(BottleneckError, match=r"unknown resize 'stretch'"):
+    with pytest.raises(BottleneckError, match=r"unknown resize='stretch'"):
         classify(photos, resize="stretch")
     with pytest.raises(
-        BackboneError, match=r"preprocess is fixed by the backbone \(efficientnet_lite0 uses 127\)"
+        BackboneError,
+        match=r"preprocess='caffe' does not apply to efficientnet_lite0: its preprocessing is fixed \(127\)",
     ):
         classify(photos, preprocess="caffe")
     with pytest.raises(BackboneError, match="unknown backbone 'efficientnet_lite9'"):
@@ -95,7 +96,7 @@ def _tiny_classifier(path, n_classes, activation):
 def test_model_file_classifier(photos, tmp_path):
     path = tmp_path / "clf.keras"
     _tiny_classifier(path, 7, None)  # logits: classify applies the softmax
-    with pytest.raises(BackboneError, match="--preprocess is required for a model file"):
+    with pytest.raises(BackboneError, match="preprocess is required for a model file"):
         classify(photos, backbone=str(path))
     results = classify(photos, backbone=str(path), top=10, preprocess="tf")
     assert [len(r) for r in results] == [7, 7]  # top is clamped to the number of classes
@@ -104,7 +105,7 @@ def test_model_file_classifier(photos, tmp_path):
 
 
 def test_classifier_graph_preprocesses_by_the_spec():
-    from bottleneck.runs.classify import build_classifier
+    from bottleneck.backbones.build import build_classifier
 
     model = build_classifier("efficientnet_lite0", weights="none", image_size=64)
     layer = model.get_layer("preprocess")

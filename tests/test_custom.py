@@ -121,13 +121,12 @@ def test_free_size_input(tmp_path):
 
 
 def test_custom_model_end_to_end_through_build_feature_model(tmp_path, batch):
-    models = pytest.importorskip(
-        "bottleneck.backbones.build", reason="bottleneck.backbones.build not written yet"
-    )
+    from bottleneck.backbones.build import build_feature_model
+
     model = tiny_cnn()
     path = tmp_path / "model.keras"
     model.save(path)
-    feats = models.build_feature_model(
+    feats = build_feature_model(
         str(path), weights="imagenet", layer="conv_b", pooling="avg", preprocess="none"
     )
     import keras

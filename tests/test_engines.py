@@ -60,7 +60,8 @@ def test_onnx_matches_tensorflow_within_tolerance(tmp_path, backbone, size, pool
     a, b = chosen(other), tf_engine(other)
     assert a.shape == b.shape == (3, *tf_engine.feature_shape) and a.dtype == np.float32
     assert relative_difference(a, b) <= ONNX_TOLERANCE
-    assert 0 <= chosen.verified_difference <= ONNX_TOLERANCE
+    assert 0 <= chosen.verification.difference <= ONNX_TOLERANCE
+    assert chosen.verification.feature_shape == tf_engine.feature_shape and tf_engine.verification is None
     # Distinct images give distinct features, so agreeing within the tolerance compares real signal.
     assert np.abs(a[0] - a[1]).max() > 100 * ONNX_TOLERANCE * np.abs(b).max()
 
@@ -221,3 +222,33 @@ def test_xla_tensorflow_engine_gives_the_same_features():
     xla = create_engine(config("efficientnet_lite0", 64, xla=True))
     probe = probe_batch(64)
     assert relative_difference(xla(probe), plain(probe)) <= ONNX_TOLERANCE
+
+
+def test_compute_threads_and_decode_workers_are_separate_settings(tmp_path):
+    """ONNX Runtime's threads come from `threads`, not from the decode worker count (they used to be one)."""
+    cfg = config("efficientnet_lite0", 64, engine="onnx", workers=2, threads=1)
+    tf_engine = create_engine(cfg)
+    assert tf_engine.threads == 1
+    chosen = select_engine(tf_engine, cfg, probe_batch(64), cache_dir=tmp_path)
+    assert isinstance(chosen, OnnxEngine) and chosen.threads == 1
+    assert chosen.session.get_session_options().intra_op_num_threads == 1
+    reused = engines.verified_onnx_engine(cfg.replace(threads=2, workers=1), tmp_path)
+    assert reused.threads == 2 and reused.verification == chosen.verification
+    # Every engine answers the protocol's fields, so callers never guess with getattr.
+    for engine in (tf_engine, chosen, reused):
+        assert {"name", "input_size", "feature_shape", "threads", "verification"} <= set(dir(engine))
+
+
+def test_random_weights_are_a_function_of_the_config_and_leave_the_global_random_state_alone():
+    import random
+
+    random.seed(7)
+    np.random.seed(7)
+    expected = (random.random(), np.random.random())
+    random.seed(7)
+    np.random.seed(7)
+    a = create_engine(config("mobilenet_v2", 32))
+    assert (random.random(), np.random.random()) == expected
+    b = create_engine(config("mobilenet_v2", 32))
+    batch = probe_batch(32)
+    np.testing.assert_array_equal(a(batch), b(batch))

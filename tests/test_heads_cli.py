@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import FakeEngine, make_image_folder
 from typer.testing import CliRunner
 
 from bottleneck.cache import write_arrays
@@ -144,7 +144,7 @@ def test_parse_params_and_seeds():
         _seeds("0")
 
 
-class MeanColorEngine:
+class MeanColorEngine(FakeEngine):
     name = "fake"
     input_size = 8
     feature_shape = (3,)
@@ -155,12 +155,14 @@ class MeanColorEngine:
 
 def test_predict_prints_one_line_per_image(tmp_path, monkeypatch):
     import bottleneck.inference.engines
-    from bottleneck.inference.runner import extract
+    from bottleneck.inference.runner import run_extraction
 
     monkeypatch.setattr(bottleneck.inference.engines, "create_engine", lambda config: MeanColorEngine())
     src = make_image_folder(tmp_path / "data", {"ant": 6, "bee": 6}, splits=["train", "test"])
     cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
-    cache = extract(src, cfg, cache_dir=tmp_path / "cache", engine_factory=lambda c: MeanColorEngine()).cache
+    cache = run_extraction(
+        src, cfg, cache_dir=tmp_path / "cache", engine_factory=lambda c: MeanColorEngine()
+    ).cache
     assert invoke("fit-head", cache.path, "--out", tmp_path / "run", "-q").exit_code == 0
     res = invoke("predict", tmp_path / "run", src / "test", "--top", "2")
     assert res.exit_code == 0, res.output

@@ -76,12 +76,12 @@ def test_onnx_engine_gives_the_same_multi_layer_features(images, tmp_path):
 @pytest.mark.parametrize(
     "layer,pooling,message",
     [
-        ("a,,b", "avg", "--layer 'a,,b' has an empty layer name; pass names separated by single commas"),
-        ("a, b,a", "avg", "--layer lists a more than once; list each layer once."),
+        ("a,,b", "avg", "layer='a,,b' has an empty layer name; pass names separated by single commas"),
+        ("a, b,a", "avg", "layer='a, b,a' lists a more than once; list each layer once."),
         (
             "a,b",
             "none",
-            "--layer lists 2 layers, whose maps have different sizes, so they can only be joined",
+            "layer='a,b' lists 2 layers, whose maps have different sizes, so they can only be joined",
         ),
     ],
 )
@@ -103,7 +103,7 @@ def test_an_unknown_layer_in_a_list_is_named_before_anything_is_written(images, 
     )
     assert (
         res.exit_code == 2
-        and res.stderr.strip() == "error: --layer lists a more than once; list each layer once."
+        and res.stderr.strip() == "error: --layer a,a lists a more than once; list each layer once."
     )
 
 
@@ -162,7 +162,7 @@ def test_layers_without_maps_or_vectors_cannot_be_joined(tmp_path):
     joined = build_feature_model(str(path), layer="conv,gap", preprocess="none")
     assert tuple(joined.output_shape) == (None, 8)
     with pytest.raises(
-        BackboneError, match=r"^--layer conv,tokens mixes layers whose outputs are not feature"
+        BackboneError, match=r"^layer='conv,tokens' mixes layers whose outputs are not feature"
     ):
         build_feature_model(str(path), layer="conv,tokens", preprocess="none")
 

@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import FakeEngine
 from PIL import Image
 
 from bottleneck.cache import open_cache
 from bottleneck.cache.manage import gc_caches, list_caches, remove_cache, verify_cache
 from bottleneck.config import ExtractConfig
-from bottleneck.inference.runner import extract
+from bottleneck.inference.runner import run_extraction
 
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
 
@@ -31,7 +32,7 @@ def make_folder(root, n_per_class=(9, 8)):
     return root
 
 
-class MeanColor:
+class MeanColor(FakeEngine):
     name = "fake"
     input_size = 8
     feature_shape = (3,)
@@ -51,15 +52,15 @@ WORKER = textwrap.dedent(
     import sys, time, json
     import numpy as np
     from bottleneck.config import ExtractConfig
-    from bottleneck.inference.runner import extract
+    from bottleneck.inference.runner import run_extraction
 
     class Slow:
-        name = "fake"; input_size = 8; feature_shape = (3,)
+        name = "fake"; input_size = 8; feature_shape = (3,); threads = 1; verification = None
         def __call__(self, b):
             time.sleep(float(sys.argv[3]))
             return b.reshape(len(b), -1, 3).mean(axis=1).astype(np.float32)
 
-    r = extract(sys.argv[1], ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2),
+    r = run_extraction(sys.argv[1], ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2),
                 cache_dir=sys.argv[2], engine_factory=lambda c: Slow(), chunk_rows=2,
                 notify=lambda m: print("NOTE", m, flush=True))
     print(json.dumps({"hit": r.hit, "computed": r.computed, "resumed": r.resumed_from, "path": str(r.path)}), flush=True)
@@ -90,7 +91,7 @@ def _progress(cache_dir):
 @pytest.mark.parametrize("kill_after_rows", [0, 4, 11])
 def test_sigkill_then_rerun_gives_identical_cache(tmp_path, kill_after_rows):
     src = make_folder(tmp_path / "data")
-    full = extract(
+    full = run_extraction(
         src, CFG, cache_dir=tmp_path / "full", engine_factory=lambda c: MeanColor(), chunk_rows=2
     ).cache
     cache_dir = tmp_path / "c"
@@ -101,7 +102,7 @@ def test_sigkill_then_rerun_gives_identical_cache(tmp_path, kill_after_rows):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     engine = MeanColor()
-    r = extract(src, CFG, cache_dir=cache_dir, engine_factory=lambda c: engine, chunk_rows=2)
+    r = run_extraction(src, CFG, cache_dir=cache_dir, engine_factory=lambda c: engine, chunk_rows=2)
     assert r.resumed_from >= kill_after_rows and r.resumed_from + r.computed == 17
     assert engine.images == r.computed
     for split in full.splits:
@@ -130,16 +131,16 @@ def test_two_concurrent_runs_of_one_key_end_with_one_valid_cache(tmp_path):
 
 def test_incremental_run_computes_only_new_images_and_equals_full_run(tmp_path):
     src = make_folder(tmp_path / "data")
-    extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     # add two images, change one, remove one
     Image.new("RGB", (12, 10), (1, 2, 3)).save(src / "class0" / "new1.png")
     Image.new("RGB", (12, 10), (4, 5, 6)).save(src / "class1" / "new2.png")
     Image.new("RGB", (12, 10), (200, 201, 202)).save(src / "class0" / "000.png")
     (src / "class1" / "003.png").unlink()
     engine = MeanColor()
-    r = extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: engine)
+    r = run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: engine)
     assert not r.hit and r.computed == 3 and r.reused == 15 and engine.images == 3
-    fresh = extract(src, CFG, cache_dir=tmp_path / "fresh", engine_factory=lambda c: MeanColor()).cache
+    fresh = run_extraction(src, CFG, cache_dir=tmp_path / "fresh", engine_factory=lambda c: MeanColor()).cache
     np.testing.assert_array_equal(r.cache.load("train")[0], fresh.load("train")[0])
     np.testing.assert_array_equal(r.cache.load("train")[1], fresh.load("train")[1])
     np.testing.assert_array_equal(r.cache.ids("train"), fresh.ids("train"))
@@ -147,16 +148,18 @@ def test_incremental_run_computes_only_new_images_and_equals_full_run(tmp_path):
 
 def test_reuse_works_across_formats(tmp_path):
     src = make_folder(tmp_path / "data")
-    extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     engine = MeanColor()
-    r = extract(src, CFG.replace(format="h5"), cache_dir=tmp_path / "c", engine_factory=lambda c: engine)
+    r = run_extraction(
+        src, CFG.replace(format="h5"), cache_dir=tmp_path / "c", engine_factory=lambda c: engine
+    )
     assert r.computed == 0 and r.reused == 17
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "npy", "h5"])
 def test_verify_detects_a_flipped_byte(tmp_path, fmt):
     src = make_folder(tmp_path / "data")
-    r = extract(
+    r = run_extraction(
         src,
         CFG.replace(format=fmt),
         cache_dir=tmp_path / "c",
@@ -188,7 +191,7 @@ def test_verify_detects_a_flipped_byte(tmp_path, fmt):
 
 def test_list_remove_and_gc(tmp_path):
     src = make_folder(tmp_path / "data")
-    r = extract(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    r = run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     rows = list_caches(tmp_path / "c")
     assert len(rows) == 1 and rows[0]["rows"] == 17 and rows[0]["complete"] and rows[0]["bytes"] > 0
 
@@ -198,7 +201,9 @@ def test_list_remove_and_gc(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        extract(src, CFG.replace(pooling="max"), cache_dir=tmp_path / "c", engine_factory=lambda c: Boom())
+        run_extraction(
+            src, CFG.replace(pooling="max"), cache_dir=tmp_path / "c", engine_factory=lambda c: Boom()
+        )
     incomplete = [row for row in list_caches(tmp_path / "c") if not row["complete"]]
     assert len(incomplete) == 1 and incomplete[0]["status"].startswith("incomplete (0/17")
     assert gc_caches(tmp_path / "c", older_than_s=3600) == []  # too recent
@@ -212,9 +217,9 @@ def test_reuse_after_a_run_with_skipped_images(tmp_path):
     src = make_folder(tmp_path / "data")
     (src / "class0" / "bad.png").write_bytes(b"not an image")
     cfg = CFG.replace(on_bad_image="skip")
-    first = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    first = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     manifest = json.loads((first.path / "manifest.json").read_text())
     assert len(manifest["items"]) == 18 and [s["id"] for s in manifest["skipped"]] == ["class0/bad.png"]
     Image.new("RGB", (12, 10), (9, 9, 9)).save(src / "class1" / "zzz.png")
-    r = extract(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     assert r.reused == 17 and r.computed == 1 and r.cache.n("train") == 18

@@ -5,15 +5,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import FakeEngine, make_image_folder
 from PIL import Image
 
 from bottleneck.cache import write_arrays
 from bottleneck.config import ExtractConfig
 from bottleneck.data.arrays import read_idx
-from bottleneck.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, export_fashion_mnist
+from bottleneck.data.datasets import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    class_folder,
+    export_fashion_mnist,
+)
 from bottleneck.errors import BadImageError, BottleneckError, CacheError, HeadError, SourceError
-from bottleneck.runs import compare, evaluate_run, fit_head, load_run, predict_images
+from bottleneck.runs import compare, evaluate_run, fit_head, load_run
+from bottleneck.runs.predict import predict_with_engine
 
 NAMES = ["ant", "bee", "cow"]
 
@@ -155,7 +161,7 @@ def test_compare_parameter_routing(tmp_path):
     assert r.rows[0]["split"] == "test" and r.rows[0]["n_seeds"] == 1
 
 
-class MeanColorEngine:
+class MeanColorEngine(FakeEngine):
     """Fake backbone: features are the mean colour of the 8x8 input, scaled to 0..1."""
 
     name = "fake"
@@ -176,13 +182,13 @@ def fake_factory(config):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     """A logreg run on a cache extracted (with the fake engine) from class folders, and the folder."""
-    from bottleneck.inference.runner import extract
+    from bottleneck.inference.runner import run_extraction
 
     tmp = tmp_path_factory.mktemp("images")
     classes = {"ant": 8, "bee": 8, "cow": 8}
     src = make_image_folder(tmp / "data", classes, splits=["train", "val", "test"])
     cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4, resize="crop")
-    cache = extract(src, cfg, cache_dir=tmp / "cache", engine_factory=fake_factory).cache
+    cache = run_extraction(src, cfg, cache_dir=tmp / "cache", engine_factory=fake_factory).cache
     run = fit_head(cache, "logreg", out=tmp / "run")
     return run, src
 
@@ -196,7 +202,7 @@ def test_predict_on_a_folder_returns_one_row_per_image(image_run):
         seen.append(config)
         return MeanColorEngine()
 
-    rows = predict_images(run.path, [src / "test"], top=2, engine_factory=factory)
+    rows = predict_with_engine(run.path, [src / "test"], top=2, engine_factory=factory)
     images = sorted((src / "test").rglob("*.png"))
     assert [r["image"] for r in rows] == [str(p) for p in images]
     assert [r["top"][0]["class"] for r in rows] == [p.parent.name for p in images]
@@ -210,20 +216,20 @@ def test_predict_on_a_folder_returns_one_row_per_image(image_run):
 def test_predict_files_and_errors(image_run, tmp_path):
     run, src = image_run
     one = src / "test" / "bee" / "000.png"
-    rows = predict_images(run, [one, src / "val" / "ant"], top=9, engine_factory=fake_factory)
+    rows = predict_with_engine(run, [one, src / "val" / "ant"], top=9, engine_factory=fake_factory)
     assert len(rows) == 9 and rows[0]["top"][0]["class"] == "bee" and len(rows[0]["top"]) == 3
     with pytest.raises(HeadError, match=r"features of shape \(4,\), but the head was trained on \(3,\)"):
-        predict_images(run, [one], engine_factory=lambda c: MeanColorEngine((4,)))
+        predict_with_engine(run, [one], engine_factory=lambda c: MeanColorEngine((4,)))
     with pytest.raises(SourceError, match="does not exist"):
-        predict_images(run, [tmp_path / "nope.png"], engine_factory=fake_factory)
+        predict_with_engine(run, [tmp_path / "nope.png"], engine_factory=fake_factory)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="has no images"):
-        predict_images(run, [tmp_path / "empty"], engine_factory=fake_factory)
+        predict_with_engine(run, [tmp_path / "empty"], engine_factory=fake_factory)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(BadImageError, match="cannot decode image .*bad.png"):
-        predict_images(run, [tmp_path / "bad.png"], engine_factory=fake_factory)
-    with pytest.raises(BottleneckError, match="--top 0 must be at least 1"):
-        predict_images(run, [one], top=0, engine_factory=fake_factory)
+        predict_with_engine(run, [tmp_path / "bad.png"], engine_factory=fake_factory)
+    with pytest.raises(BottleneckError, match="top=0 must be at least 1"):
+        predict_with_engine(run, [one], top=0, engine_factory=fake_factory)
 
 
 def write_idx(path, array):
@@ -264,7 +270,9 @@ def test_export_fashion_mnist_subset_from_debian_files(tmp_path):
     seen = []
     result = export_fashion_mnist(tmp_path / "fm", per_class=2, progress=lambda *a: seen.append(a))
     assert result["splits"] == {"train": 20, "test": 20} and result["source"] == str(FASHION_MNIST_DIR)
-    assert sorted(p.name for p in (tmp_path / "fm" / "train").iterdir()) == sorted(FASHION_MNIST_CLASSES)
+    folders = [class_folder(c) for c in FASHION_MNIST_CLASSES]
+    assert folders[0] == "t-shirt_top" and folders[9] == "ankle_boot" and result["classes"] == folders
+    assert sorted(p.name for p in (tmp_path / "fm" / "train").iterdir()) == sorted(folders)
     pngs = sorted((tmp_path / "fm" / "test" / "ankle_boot").iterdir())
     labels = read_idx(FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in np.flatnonzero(labels == 9)[:2]]

@@ -1,4 +1,4 @@
-"""Feature models: a frozen backbone with its preprocessing inside, read at a layer, then pooled."""
+"""The one builder of backbone networks: feature models (read at layers, pooled) and ImageNet classifiers, preprocessing inside."""
 
 from __future__ import annotations
 
@@ -11,17 +11,56 @@ from pathlib import Path
 from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
 from bottleneck.config import POOLINGS, layer_names
-from bottleneck.errors import BackboneError, BottleneckError, one_of, suggest
+from bottleneck.errors import BackboneError, BottleneckError, one_of
 
 # Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
 # and a whole-model .keras archive (load_weights reads the weights from it).
 WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
-# How many layer names an unknown-layer error lists (counted back from the output).
-LAYERS_LISTED = 10
-
 # keras.applications.efficientnet.IMAGENET_STDDEV_RGB (copied so this module can be read without Keras).
 _EFFICIENTNET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+def require_preprocess(path: str, preprocess: str | None) -> str:
+    """The preprocess mode a model file needs, checked: bottleneck cannot know how a user's model scales pixels."""
+    if preprocess is None:
+        raise BackboneError(
+            f"preprocess is required for a model file ({path}): choose {', '.join(PREPROCESS_MODES)} "
+            "(how the model expects 0..255 RGB pixels to be scaled)."
+        )
+    if preprocess not in PREPROCESS_MODES:
+        raise one_of("preprocess", preprocess, PREPROCESS_MODES)
+    return preprocess
+
+
+def build_backbone(
+    backbone: str,
+    *,
+    weights: str = "imagenet",
+    image_size: int | None = None,
+    preprocess: str | None = None,
+    include_top: bool = False,
+):
+    """The one builder of networks: (keras.Model on preprocessed input, preprocess mode, input side, name).
+
+    ``backbone`` is a registry name or a saved Keras model file (then ``preprocess`` is required and the
+    file's own weights are used). ``include_top`` gives the ImageNet classifier (for ``classify``) instead of
+    the headless network (for features). ``weights``: "imagenet", "none" (random) or a path to a weights file
+    of this backbone.
+    """
+    from bottleneck.cache.key import is_model_path
+
+    if is_model_path(backbone):
+        model, mode, size = _custom_backbone(backbone, weights, image_size, preprocess)
+        return model, mode, size, Path(backbone).stem or "custom"
+    spec = get_spec(backbone)
+    if preprocess is not None and preprocess != spec.preprocess:
+        raise BackboneError(
+            f"preprocess={preprocess!r} does not apply to {spec.name}: its preprocessing is fixed "
+            f"({spec.preprocess}); drop it (it is only for model files)."
+        )
+    size = _check_size(spec, image_size)
+    return _registry_backbone(spec, weights, size, include_top), spec.preprocess, size, spec.name
 
 
 def build_feature_model(
@@ -38,38 +77,24 @@ def build_feature_model(
     Output is (N, C) for ``pooling`` "avg"/"max", or (N, h, w, C) for "none"; a layer whose output is already a
     vector gives (N, C) whatever the pooling. ``layer`` may list several comma-separated layers: each is pooled
     and the vectors are concatenated in the order given (multi-scale features). S is ``image_size`` or the
-    backbone's default. ``backbone`` is a registry name or a path to a saved Keras model (then ``preprocess`` is
-    required and the model's own weights are used). ``weights``: "imagenet", "none" (random) or a path to a
-    Keras weights file of this backbone. The preprocessing of the spec is the model's first layer, so callers
-    feed raw pixels.
+    backbone's default. See ``build_backbone`` for ``backbone``, ``weights`` and ``preprocess``. The
+    preprocessing of the spec is the model's first layer, so callers feed raw pixels.
     """
     keras = _tf.keras()
 
-    from bottleneck.backbones.preprocess import Preprocess
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.layers import read_at
 
     if pooling not in POOLINGS:
         raise one_of("pooling", pooling, POOLINGS)
-    if is_model_path(backbone):
-        base, mode, size = _custom_backbone(backbone, weights, image_size, preprocess)
-        name = Path(backbone).stem or "custom"
-    else:
-        spec = get_spec(backbone)
-        if preprocess is not None and preprocess != spec.preprocess:
-            raise BackboneError(
-                f"--preprocess {preprocess} does not apply to {spec.name}: its preprocessing is fixed "
-                f"({spec.preprocess}); drop the option (it is only for model files)."
-            )
-        size = _check_size(spec, image_size)
-        base = _registry_backbone(spec, weights, size)
-        mode, name = spec.preprocess, spec.name
-        layer = layer if layer is not None else spec.feature_layer
+    base, mode, size, name = build_backbone(
+        backbone, weights=weights, image_size=image_size, preprocess=preprocess
+    )
+    if layer is None and not _is_file(backbone):
+        layer = get_spec(backbone).feature_layer
     names = layer_names(layer, pooling)
     if names:
-        base = _read_at(base, names, name)
-
-    inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
-    x = Preprocess(mode, name="preprocess")(inputs)
+        base = read_at(base, names, name)
+    inputs, x = _pixels_in(keras, size, mode)
     outputs = base(x, training=False)
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
@@ -80,7 +105,7 @@ def build_feature_model(
     ]
     if len(outputs) > 1 and any(len(o.shape) != 2 for o in outputs):
         raise BackboneError(
-            f"--layer {layer} mixes layers whose outputs are not feature maps or vectors; pick layers with "
+            f"layer={layer!r} mixes layers whose outputs are not feature maps or vectors; pick layers with "
             "(h, w, channels) or (channels) outputs."
         )
     x = keras.layers.Concatenate(name="layers")(outputs) if len(outputs) > 1 else outputs[0]
@@ -91,26 +116,40 @@ def build_feature_model(
     return model
 
 
-def list_layers(backbone: str, *, image_size: int | None = None) -> list[tuple[str, tuple[int, ...] | None]]:
-    """(name, output shape without the batch axis) of every layer of a registered backbone, input to output.
+def build_classifier(
+    backbone: str, *, weights: str = "imagenet", image_size: int | None = None, preprocess: str | None = None
+):
+    """A keras classifier from float 0..255 RGB (N, S, S, 3) to (N, classes), its preprocessing in the graph.
 
-    The names are what ``layer`` accepts; the shape is None for a layer with no single output. Built with
-    random weights: shapes do not depend on them.
+    The same ``build_backbone`` as features, with ``include_top``; a model file must be a classifier, i.e. give
+    (batch, classes).
     """
     keras = _tf.keras()
 
-    spec = get_spec(backbone)
-    base = _registry_backbone(spec, "none", _check_size(spec, image_size))
-    rows = []
-    for lyr in base.layers:
-        if isinstance(lyr, keras.layers.InputLayer):
-            continue
-        try:
-            shape = tuple(int(d) for d in lyr.output.shape[1:])
-        except (AttributeError, ValueError, TypeError):  # shared layers and multi-output layers
-            shape = None
-        rows.append((lyr.name, shape))
-    return rows
+    model, mode, size, name = build_backbone(
+        backbone, weights=weights, image_size=image_size, preprocess=preprocess, include_top=True
+    )
+    if len(model.output_shape) != 2:
+        raise BackboneError(
+            f"{backbone} outputs shape {model.output_shape}; classify needs a classifier with (batch, classes) "
+            "output."
+        )
+    inputs, x = _pixels_in(keras, size, mode)
+    return keras.Model(inputs, model(x), name=f"{name}_classifier")
+
+
+def _pixels_in(keras, size: int, mode: str):
+    """(input of 0..255 RGB pixels, those pixels preprocessed as ``mode``): how every built model starts."""
+    from bottleneck.backbones.preprocess import Preprocess
+
+    inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
+    return inputs, Preprocess(mode, name="preprocess")(inputs)
+
+
+def _is_file(backbone: str) -> bool:
+    from bottleneck.cache.key import is_model_path
+
+    return is_model_path(backbone)
 
 
 def feature_shape(
@@ -164,44 +203,44 @@ def _check_size(spec: BackboneSpec, image_size: int | None) -> int:
         size = operator.index(image_size)  # ints and NumPy integers; not 224.0 or "224"
     except TypeError:
         raise BackboneError(
-            f"--image-size {image_size!r} is not a whole number of pixels; pass e.g. --image-size {spec.input_size}."
+            f"image_size={image_size!r} is not a whole number of pixels; pass e.g. image_size={spec.input_size}."
         ) from None
     if size < spec.min_size:
         raise BackboneError(
-            f"--image-size {size} is too small for {spec.name}: it needs at least {spec.min_size} px "
-            f"(default {spec.input_size}); pass --image-size {spec.min_size} or more."
+            f"image_size={size} is too small for {spec.name}: it needs at least {spec.min_size} px "
+            f"(default {spec.input_size}); pass image_size={spec.min_size} or more."
         )
     return size
 
 
-def _registry_backbone(spec: BackboneSpec, weights: str, size: int):
-    ctor = _resolve(spec.constructor)
+def _registry_backbone(spec: BackboneSpec, weights: str, size: int, include_top: bool = False):
+    ctor = _resolve((spec.top_constructor or spec.constructor) if include_top else spec.constructor)
     shape = (size, size, 3)
     if spec.weights != "keras":
         # Offline backbones load their own weights ("imagenet" from a package, or a path) and raise
         # BackboneError themselves when a file does not fit.
-        return _construct(ctor, spec, None if weights == "none" else weights, shape)
+        return _construct(ctor, spec, None if weights == "none" else weights, shape, include_top)
     if weights == "none":
-        return _construct(ctor, spec, None, shape)
+        return _construct(ctor, spec, None, shape, include_top)
     if weights == "imagenet":
-        return _construct(ctor, spec, "imagenet", shape)
+        return _construct(ctor, spec, "imagenet", shape, include_top)
     path = _weights_path(weights, spec.name)
-    model = _construct(ctor, spec, None, shape)
+    model = _construct(ctor, spec, None, shape, include_top)
     _load_weights(model, path, spec.name)
     if spec.family == "efficientnet":
         _fold_efficientnet_rescaling(model)
     return model
 
 
-def _construct(ctor, spec: BackboneSpec, weights, shape):
+def _construct(ctor, spec: BackboneSpec, weights, shape, include_top: bool = False):
     try:
-        return ctor(include_top=False, weights=weights, input_shape=shape)
+        return ctor(include_top=include_top, weights=weights, input_shape=shape)
     except BottleneckError:
         raise
     except ValueError as exc:  # Keras argument checks: input size, weights value
         raise BackboneError(
             f"cannot build {spec.name} at {shape[0]} px ({_first_line(exc)}); "
-            f"use --image-size {spec.input_size} (its default) or another size of at least {spec.min_size}."
+            f"use image_size={spec.input_size} (its default) or another size of at least {spec.min_size}."
         ) from None
     except Exception as exc:
         if weights != "imagenet":
@@ -209,7 +248,7 @@ def _construct(ctor, spec: BackboneSpec, weights, shape):
         # Keras raises a bare Exception when the download fails (no network, proxy, certificate).
         raise BackboneError(
             f"cannot download the ImageNet weights of {spec.name} ({type(exc).__name__}: {_first_line(exc)}); "
-            f"download its *_notop.h5 file by hand and pass --weights path/to/file.h5, or --weights none."
+            f"download its *_notop.h5 file by hand and pass weights=path/to/file.h5, or weights='none'."
         ) from None
 
 
@@ -217,7 +256,7 @@ def _weights_path(weights: str, name: str) -> Path:
     path = Path(weights)
     if not path.is_file():
         raise BackboneError(
-            f"weights file {weights} does not exist; pass --weights imagenet, none, or a path to a Keras "
+            f"weights file {weights} does not exist; pass weights='imagenet', 'none', or the path of a Keras "
             f"weights file of {name} ({', '.join(WEIGHTS_SUFFIXES)})."
         )
     if not path.name.lower().endswith(WEIGHTS_SUFFIXES):
@@ -237,14 +276,14 @@ def _load_weights(model, path: Path, name: str) -> None:
         except Exception as exc:
             raise BackboneError(
                 f"weights file {path} does not fit {name}: {_mismatch(exc)}; pass a weights file saved from "
-                f"{name} (its *_notop.h5 for include_top=False), --weights imagenet, or --weights none."
+                f"{name} (its *_notop.h5 for include_top=False), weights='imagenet', or weights='none'."
             ) from None
     # Keras 3 leaves unmatched parts of a model at their random init with only a warning.
     partial = [w for w in caught if "could not be loaded" in str(w.message) or "retain" in str(w.message)]
     if partial:
         raise BackboneError(
             f"weights file {path} does not fit {name}: {_first_line(partial[0].message)}; pass a weights file "
-            f"saved from {name}, --weights imagenet, or --weights none."
+            f"saved from {name}, weights='imagenet', or weights='none'."
         )
 
 
@@ -282,18 +321,12 @@ def _fold_efficientnet_rescaling(model) -> None:
 
 def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess: str | None):
     """(user's keras.Model, preprocess mode, input side) for a saved model file."""
-    if preprocess is None:
-        raise BackboneError(
-            f"--preprocess is required for a model file ({path}): choose {', '.join(PREPROCESS_MODES)} "
-            "(how the model expects 0..255 RGB pixels to be scaled)."
-        )
-    if preprocess not in PREPROCESS_MODES:
-        raise one_of("preprocess", preprocess, PREPROCESS_MODES)
+    require_preprocess(path, preprocess)
     if weights != "imagenet":
         # The cache key of a model file hashes the file only, so other weights would reuse a stale cache.
         raise BackboneError(
-            f"--weights {weights} does not apply to a model file ({path}): it carries its own weights; "
-            "drop --weights, or save the model with the weights you want."
+            f"weights={weights!r} does not apply to a model file ({path}): it carries its own weights; "
+            "leave weights out, or save the model with the weights you want."
         )
     from bottleneck.backbones.model_file import input_size, load_model_file
 
@@ -306,42 +339,12 @@ def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess
         )
     fixed = input_size(model)
     if fixed is None and image_size is None:
-        raise BackboneError(f"{path} accepts any input size; pass --image-size (e.g. --image-size 224).")
+        raise BackboneError(f"{path} accepts any input size; pass image_size (e.g. image_size=224).")
     if fixed is not None and image_size not in (None, fixed):
         raise BackboneError(
-            f"{path} takes {fixed}-pixel inputs, not --image-size {image_size}; drop --image-size."
+            f"{path} takes {fixed}-pixel inputs, not image_size={image_size}; leave image_size out."
         )
     return model, preprocess, fixed or image_size
-
-
-def _read_at(base, layers: tuple[str, ...], name: str):
-    """``base`` cut so that it outputs the activations of ``layers`` (spatial maps kept; a list if several)."""
-    keras = _tf.keras()
-
-    names = [lyr.name for lyr in base.layers if not isinstance(lyr, keras.layers.InputLayer)]
-    outputs = []
-    for layer in layers:
-        if layer not in names:
-            tail = names[-LAYERS_LISTED:]
-            raise BackboneError(
-                f"unknown layer {layer!r} in {name}.{suggest(layer, names)} The last {len(tail)} of its "
-                f"{len(names)} layers are: {', '.join(tail)}; pass one of its layer names "
-                "(`bottleneck backbones NAME --layers` lists all)."
-            )
-        try:
-            output = base.get_layer(layer).output
-        except (AttributeError, ValueError) as exc:  # a layer used at several places has no single output
-            raise BackboneError(
-                f"layer {layer!r} of {name} has no single output ({_first_line(exc)}); pick another layer."
-            ) from None
-        if not hasattr(output, "shape"):
-            raise BackboneError(
-                f"layer {layer!r} of {name} has several outputs; pick a layer with one output."
-            )
-        outputs.append(output)
-    return keras.Model(
-        base.inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{base.name}_to_{layers[-1]}"
-    )
 
 
 def _first_line(exc) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.cache.key import cache_dir_name
 from bottleneck.cache.stores import Store, open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import CacheError
@@ -143,3 +144,29 @@ def open_cache(path, *, allow_incomplete: bool = False) -> Cache:
 def as_cache(cache) -> Cache:
     """A Cache as it is, or a cache folder opened with ``open_cache``."""
     return cache if isinstance(cache, Cache) else open_cache(cache)
+
+
+def find_cache_path(cache_dir, config: ExtractConfig, key: str) -> Path:
+    """The folder of the cache of ``key`` under ``cache_dir``: absent, or holding exactly this key.
+
+    The name is ``cache_dir_name`` (an 8-hex-digit prefix of the key, short enough to type). When a folder of
+    that name belongs to another key (two keys sharing a prefix, or a folder that is no readable cache), the
+    prefix grows to 16 digits, then to the whole key: two keys never share a folder, and another key's folder
+    is never reused, resumed or deleted.
+    """
+    name = cache_dir_name(config, key)
+    stem = name[: -len(key[:8])]
+    for digits in (8, 16, len(key)):
+        path = Path(cache_dir) / f"{stem}{key[:digits]}"
+        if not path.exists() or _folder_key(path) == key:
+            return path
+    raise CacheError(
+        f"{path} exists but does not hold the cache of key {key}; move it out of {cache_dir} and run again."
+    )
+
+
+def _folder_key(path: Path) -> str | None:
+    try:
+        return json.loads((path / META).read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None

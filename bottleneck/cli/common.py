@@ -4,14 +4,56 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
-import time
+import re
 
 import typer
 
 from bottleneck.errors import BottleneckError
 
 EXIT_USER_ERROR = 2
+
+
+# A Python parameter named in a library message: `layer='a,,b'`, `image_size=224`, `top=0`.
+_PARAMETER = re.compile(r"(?<![\w.-])([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;)]*)")
+_PLAIN = re.compile(r"[\w./:,-]+")
+
+
+@functools.cache
+def option_names() -> frozenset[str]:
+    """The Python names of every option of every command (``image_size`` for ``--image-size``)."""
+    import typer.main
+
+    from bottleneck.cli import app
+
+    names = set()
+
+    def walk(command):
+        names.update(p.name for p in command.params if getattr(p, "param_type_name", "") == "option")
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return frozenset(names)
+
+
+def cli_spelling(message: str, options=None) -> str:
+    """A library message as the command line says it: ``image_size=224`` -> ``--image-size 224``.
+
+    The library names Python parameters (it is called from Python too); only names that are options of the CLI
+    are rewritten, and a quoted simple value loses its quotes (``on_bad_image='skip'`` -> ``--on-bad-image skip``).
+    """
+    options = option_names() if options is None else options
+
+    def option(m):
+        name, value = m.group(1), m.group(2)
+        if name not in options:
+            return m.group(0)
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" and _PLAIN.fullmatch(value[1:-1]):
+            value = value[1:-1]
+        flag = "--" + name.replace("_", "-")
+        return f"{flag} {value}" if value else flag
+
+    return _PARAMETER.sub(option, message)
 
 
 def user_errors(fn):
@@ -22,7 +64,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except BottleneckError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {cli_spelling(str(exc))}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as exc:
             typer.echo(f"interrupted: {exc}" if str(exc) else "interrupted.", err=True)
@@ -33,53 +75,3 @@ def user_errors(fn):
 
 def print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr with rate and ETA, fed by the library's progress callback."""
-
-    def __init__(self, unit: str = "img", enabled: bool | None = None):
-        self.unit = unit
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._label = None  # label of the bar being drawn
-        self._finished = None  # label of the last bar that reached its total
-        self._start = 0.0
-        self._start_done = 0
-        self._last_draw = 0.0
-
-    def __call__(self, label: str, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if label == self._finished and done >= total:
-            return  # a repeated final update must not draw a second, finished bar
-        if label != self._label:
-            self._finish()
-            # Rate counts from the first update, so resumed work is not counted as done in no time.
-            self._label, self._start, self._start_done = label, now, done
-        if not self.enabled:
-            if done >= total:
-                self._finished, self._label = label, None
-            return
-        if done < total and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        elapsed = now - self._start
-        rate = (done - self._start_done) / elapsed if elapsed > 0.5 else 0.0
-        rate_s = f"{rate:7.1f} {self.unit}/s" if rate > 0 else f"{'?':>7} {self.unit}/s"
-        eta_s = f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?"
-        width = 30
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(f"\r{label:>6} [{bar}] {done}/{total} {rate_s} ETA {eta_s}")
-        sys.stderr.flush()
-        if done >= total:
-            self._finish()
-            self._finished = label
-
-    def _finish(self):
-        if self.enabled and self._label is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-        self._label = None
-
-    def close(self):
-        self._finish()

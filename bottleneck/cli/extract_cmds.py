@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from bottleneck.cli.common import ProgressBar, print_json, user_errors
+from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.progress import ProgressBar
 
 EXTRACT_HELP = """Run a frozen backbone over every image of every split once and cache the features.
 
@@ -69,6 +70,9 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(32, help="Images per forward pass (= commit granularity)."),
         workers: int = typer.Option(None, help="Decode threads (default: number of cores)."),
+        threads: int = typer.Option(
+            None, help="Compute threads of the engine (ONNX Runtime / TensorFlow) (default: number of cores)."
+        ),
         engine: str = typer.Option(
             "auto",
             help="auto (fastest verified engine) | tensorflow | onnx (ONNX Runtime, verified against TensorFlow).",
@@ -96,6 +100,7 @@ def register(app: typer.Typer) -> None:
             max_image_pixels=max_image_pixels,
             batch_size=batch_size,
             workers=workers,
+            threads=threads,
             engine=engine,
             xla=xla,
         )
@@ -210,7 +215,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_layers(specs, pattern: str, image_size: int | None, json_out: bool) -> None:
-    from bottleneck.backbones.build import list_layers
+    from bottleneck.backbones.layers import list_layers
     from bottleneck.errors import BottleneckError
 
     if len(specs) != 1:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from bottleneck.cli.common import ProgressBar, print_json, user_errors
+from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.progress import ProgressBar
 from bottleneck.errors import BottleneckError
 from bottleneck.runs.params import parse_params
 

@@ -1,15 +1,45 @@
-"""Inference engines: a compiled forward pass from uint8 image batches to float32 features."""
+"""Inference engines: a compiled forward pass from uint8 image batches to float32 features.
+
+Every engine satisfies the ``Engine`` protocol; the runner, ``predict``, ``cache verify`` and the ``Embedder``
+only use those fields.
+"""
 
 from __future__ import annotations
 
-import os
+import json
+import random
 import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck._io import temp_path, write_json_atomic
 from bottleneck.config import ExtractConfig
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A passed check of an engine's features against the TensorFlow graph it was converted from."""
+
+    difference: float  # max |features - TF features| / max |TF features| on a real batch
+    feature_shape: tuple[int, ...]  # per-image feature shape the check saw
+    faster: bool | None = None  # timed faster than TensorFlow on that batch; None: not timed (forced engine)
+
+
+class Engine(Protocol):
+    """(N, S, S, 3) uint8 images -> (N, *feature_shape) float32 features, S = ``input_size``."""
+
+    name: str  # "tensorflow" | "onnx" (recorded in the cache)
+    input_size: int  # square input side in pixels
+    feature_shape: tuple[int, ...]  # per-image output shape
+    threads: int  # compute threads it runs with
+    verification: Verification | None  # why its features can stand for TensorFlow's (None: it is TensorFlow)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 class TensorFlowEngine:
@@ -17,9 +47,11 @@ class TensorFlowEngine:
 
     name = "tensorflow"
 
-    def __init__(self, model, *, jit_compile: bool = False):
+    def __init__(self, model, *, jit_compile: bool = False, threads: int | None = None):
         tf = _tf.tensorflow()
 
+        self.threads = threads or _tf.cpu_count()
+        self.verification = None
         self.model = model
         s = model.input_shape
         self.input_size = int(s[1])
@@ -61,11 +93,20 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, onnx_path: Path, input_size: int, feature_shape: tuple, threads: int | None = None):
+    def __init__(
+        self,
+        onnx_path: Path,
+        input_size: int,
+        feature_shape: tuple,
+        threads: int | None = None,
+        verification: Verification | None = None,
+    ):
         import onnxruntime as ort
 
+        self.threads = threads or _tf.cpu_count()
+        self.verification = verification
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or _tf.cpu_count()
+        so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -114,14 +155,19 @@ def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     tf = _tf.tensorflow()
     import tf2onnx
 
+    from bottleneck._io import replace_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
     s = tf_engine.model.input_shape
     sig = [tf.TensorSpec([None, s[1], s[2], s[3]], tf.uint8, name="images")]
     fn = tf.function(lambda x: tf_engine._forward(x), input_signature=sig)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     tf2onnx.logging.set_level(logging.ERROR)
-    tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
-    os.replace(tmp, path)
+    try:
+        tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
+        replace_atomic(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -165,7 +211,7 @@ def select_engine(
             if notify:
                 notify(f"converting {config.backbone} to ONNX (once; cached in {path.parent})")
             convert_to_onnx(tf_engine, path)
-        onnx_engine = OnnxEngine(path, tf_engine.input_size, tf_engine.feature_shape, config.workers)
+        onnx_engine = OnnxEngine(path, tf_engine.input_size, tf_engine.feature_shape, config.threads)
         diff = relative_difference(onnx_engine(probe), tf_engine(probe))
     except Exception as exc:  # any converter/runtime failure: TF still gives correct features
         if notify:
@@ -181,15 +227,15 @@ def select_engine(
         path.unlink(missing_ok=True)
         _record_path(path).unlink(missing_ok=True)
         return tf_engine
-    onnx_engine.verified_difference = diff
     faster = (
         None
         if config.engine == "onnx"
         else _time_per_image(onnx_engine, probe) <= _time_per_image(tf_engine, probe)
     )
-    _write_record(
-        path, {"difference": diff, "feature_shape": list(tf_engine.feature_shape), "faster": faster}
-    )
+    if faster is None:  # a forced --engine onnx run did not time TensorFlow: keep what an auto run measured
+        faster = (_read_record(path) or Verification(diff, ())).faster
+    onnx_engine.verification = Verification(diff, tuple(tf_engine.feature_shape), faster)
+    _write_record(path, onnx_engine.verification)
     return tf_engine if faster is False else onnx_engine
 
 
@@ -197,29 +243,19 @@ def _record_path(onnx_path: Path) -> Path:
     return onnx_path.with_suffix(".verified.json")
 
 
-def _write_record(onnx_path: Path, record: dict) -> None:
+def _write_record(onnx_path: Path, verification: Verification) -> None:
     """Note next to a converted model that it matched TensorFlow (and whether it was faster), atomically."""
-    import json
-
-    path = _record_path(onnx_path)
-    old = _read_record(onnx_path) or {}
-    # A forced --engine onnx run did not time TensorFlow: keep what an auto run measured.
-    if record["faster"] is None:
-        record["faster"] = old.get("faster")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        write_json_atomic(_record_path(onnx_path), asdict(verification))
     except OSError:  # only a shortcut for later runs: a read-only engines folder must not fail this one
-        tmp.unlink(missing_ok=True)
+        pass
 
 
-def _read_record(onnx_path: Path) -> dict | None:
-    import json
-
+def _read_record(onnx_path: Path) -> Verification | None:
     try:
-        return json.loads(_record_path(onnx_path).read_text())
-    except (OSError, ValueError):
+        d = json.loads(_record_path(onnx_path).read_text())
+        return Verification(float(d["difference"]), tuple(d["feature_shape"]), d.get("faster"))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -240,32 +276,45 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
     size = config.image_size or get_spec(config.backbone).input_size
     path = onnx_model_path(config, size, cache_dir)
     record = _read_record(path)
-    if not record or not path.exists() or (config.engine == "auto" and record.get("faster") is not True):
+    if not record or not path.exists() or (config.engine == "auto" and record.faster is not True):
         return None
     try:
-        engine = OnnxEngine(path, size, tuple(record["feature_shape"]), config.workers)
+        return OnnxEngine(path, size, record.feature_shape, config.threads, record)
     except Exception:  # a damaged file: the slow path converts it again
         return None
-    engine.verified_difference = record["difference"]
-    return engine
+
+
+@contextmanager
+def keras_default_seed(seed: int):
+    """Make Keras' unseeded initializers draw fixed seeds while a model is built, and leave no trace.
+
+    Keras takes the seed of every initializer built without one from Python's global ``random``
+    (``keras.src.random.make_default_seed``). Seeding it for the build, then putting the caller's state back,
+    makes random weights a pure function of the config without reseeding the process (which
+    ``keras.utils.set_random_seed`` would do for Python, NumPy and TensorFlow). Same values as a build after
+    ``set_random_seed(seed)``, so caches made that way stay valid.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
-    _tf.configure_threads()
-    keras = _tf.keras()
-
+    _tf.configure_threads(config.threads)
     from bottleneck.backbones.build import build_feature_model
 
-    if config.weights == "none":
-        # Random weights must still be a pure function of the cache key.
-        keras.utils.set_random_seed(0)
-    model = build_feature_model(
-        config.backbone,
-        weights=config.weights,
-        image_size=config.image_size,
-        layer=config.layer,
-        pooling=config.pooling,
-        preprocess=config.preprocess,
-    )
-    return TensorFlowEngine(model, jit_compile=config.xla)
+    # Random weights (weights="none") must still be a pure function of the cache key.
+    with keras_default_seed(0):
+        model = build_feature_model(
+            config.backbone,
+            weights=config.weights,
+            image_size=config.image_size,
+            layer=config.layer,
+            pooling=config.pooling,
+            preprocess=config.preprocess,
+        )
+    return TensorFlowEngine(model, jit_compile=config.xla, threads=config.threads)

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck.cache import META, Cache, CacheWriter, cache_dir_name, compute_key, open_cache, read_meta
+from bottleneck.backbones import get_spec
+from bottleneck.backbones.build import require_preprocess
+from bottleneck.cache import META, Cache, CacheWriter, compute_key, open_cache, read_meta
 from bottleneck.cache.key import features_key, is_model_path
 from bottleneck.cache.lock import cache_lock
+from bottleneck.cache.reader import find_cache_path
 from bottleneck.cache.reuse import Donors
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
@@ -67,13 +70,6 @@ def chunk_rows_for(batch_size: int, feature_shape, dtype: str) -> int:
     return batch_size * max(1, min(64, CHUNK_BYTES // max(1, batch_size * row_bytes)))
 
 
-def _is_complete(path: Path) -> bool:
-    try:
-        return bool(json.loads((path / META).read_text()).get("complete"))
-    except (OSError, ValueError):
-        return False
-
-
 def _check_backbone(config: ExtractConfig) -> None:
     """Fail on a bad backbone name or weights path before reading any image."""
     if is_model_path(config.backbone):
@@ -81,17 +77,13 @@ def _check_backbone(config: ExtractConfig) -> None:
             raise BackboneError(
                 f"model file {config.backbone} does not exist; pass a .keras/.h5 file or a registry name."
             )
-        if config.preprocess is None:
-            raise BackboneError(
-                f"--preprocess is required for a model file ({config.backbone}): choose caffe, torch, tf, 127 or none."
-            )
+        require_preprocess(config.backbone, config.preprocess)
         return
-    from bottleneck.backbones import get_spec
-
     get_spec(config.backbone)
     if config.weights not in ("imagenet", "none") and not Path(config.weights).exists():
         raise BackboneError(
-            f"weights file {config.weights} does not exist; pass --weights imagenet, none, or a path to a local weights file."
+            f"weights file {config.weights} does not exist; pass weights='imagenet', 'none', or the path of a "
+            "local weights file."
         )
 
 
@@ -106,81 +98,293 @@ def extract(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
-    engine_factory: Callable | None = None,
-    chunk_rows: int | None = None,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
 
-    ``overrides`` are ExtractConfig fields (``backbone="vgg16", pooling="none"`` ...). ``engine_factory(config)``
-    replaces the default engine (tests pass fakes; it must return an object with ``input_size``,
-    ``feature_shape``, ``name`` and ``__call__(uint8 batch) -> features``). ``chunk_rows`` (a multiple of the
-    batch size) overrides the commit granularity, which is otherwise a few MB of features. Returns an ExtractResult
-    whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,) and ``ids`` (N,).
+    ``source`` is a folder of class folders (optionally under train/val/test), a .h5 / .npz file, a folder of
+    .npy pairs or IDX files, or a CSV of path,label[,split]. ``overrides`` are ExtractConfig fields
+    (``backbone="vgg16", pooling="none"`` ...). ``val_fraction`` carves a stratified, ``seed``-ed val split out
+    of train when the source has none. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
+    Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)
+    and ``ids`` (N,).
     """
-    from bottleneck.data import find_bad_images, open_source
+    return run_extraction(
+        source,
+        config,
+        cache_dir=cache_dir,
+        force=force,
+        progress=progress,
+        notify=notify,
+        val_fraction=val_fraction,
+        seed=seed,
+        h5_keys=h5_keys,
+        **overrides,
+    )
+
+
+def run_extraction(
+    source,
+    config: ExtractConfig | None = None,
+    *,
+    cache_dir="cache",
+    force: bool = False,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    h5_keys=None,
+    engine_factory: Callable | None = None,
+    chunk_rows: int | None = None,
+    **overrides,
+) -> ExtractResult:
+    """``extract`` with the hooks tests and benchmarks need: ``engine_factory(config)`` returns the Engine to use
+    (default: the verified ONNX model or TensorFlow), ``chunk_rows`` (a multiple of the batch size) sets the
+    commit granularity, otherwise a few MB of features."""
+    from bottleneck.data import open_source
 
     t0 = time.perf_counter()
-    config = (config or ExtractConfig()).replace(**overrides) if overrides else (config or ExtractConfig())
+    config = (config or ExtractConfig()).replace(**overrides)
     _check_backbone(config)
-    source_options = {"h5_keys": h5_keys, "val_fraction": val_fraction, "seed": seed}
+    if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
+        raise BottleneckError(
+            f"chunk_rows={chunk_rows} must be a positive multiple of batch_size={config.batch_size}."
+        )
+    options = {"h5_keys": h5_keys, "val_fraction": val_fraction, "seed": seed}
     if config.max_image_pixels is not None:
-        source_options["max_image_pixels"] = config.max_image_pixels
-    with open_source(source, **source_options) as src:
-        manifest = src.manifest
-        key, material = compute_key(config, manifest.fingerprint())
-        path = Path(cache_dir) / cache_dir_name(config, key)
+        options["max_image_pixels"] = config.max_image_pixels
+    with open_source(source, **options) as src:
+        key, material = compute_key(config, src.manifest.fingerprint())
+        path = find_cache_path(cache_dir, config, key)
         if not force and _is_complete(path):
             return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
         with _write_errors(cache_dir, path), cache_lock(path, notify):
             if not force and _is_complete(path):  # another process finished it while we waited
                 return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
             if force and path.exists():
-                shutil.rmtree(path)
+                shutil.rmtree(path)  # find_cache_path gave a folder of this key (or none): ours to replace
+            plan = _plan(src, config, key, material, path, options, chunk_rows, progress)
+            engine = _engine(plan, src, notify, engine_factory)
+            return _compute(plan, src, engine, progress, t0)
 
-            resume_meta = _resumable_meta(path, key)
-            if resume_meta is None:
-                skipped = []
-                if manifest.kind in ("folders", "csv"):
-                    bad = find_bad_images(src, workers=config.workers or _tf.cpu_count(), progress=progress)
-                    if bad and config.on_bad_image == "fail":
-                        listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
-                        more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
-                        raise BadImageError(
-                            f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
-                            "or pass --on-bad-image skip to leave them out.",
-                            [it.path or it.id for it, _ in bad],
-                        )
-                    skipped = [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
-            else:
-                skipped = resume_meta.get("skipped", [])
-            # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
-            manifest_json = {**manifest.to_json(), "skipped": skipped}
-            if skipped:
-                manifest = manifest.without([s["index"] for s in skipped])
-                if not manifest.items:
-                    raise BadImageError(
-                        "every image was unreadable; nothing to extract.", [s["id"] for s in skipped]
-                    )
-            options = source_options
-            if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
-                raise BottleneckError(
-                    f"chunk_rows {chunk_rows} must be a positive multiple of the batch size {config.batch_size}."
-                )
-            job = _Job(
-                src,
-                manifest,
-                manifest_json,
-                config,
-                key,
-                material,
-                path,
-                skipped,
-                resume_meta,
-                options,
-                chunk_rows,
-            )
-            return _run(job, progress, notify, engine_factory, t0)
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / META).read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class _Plan:
+    """What a (new or resumed) extraction writes, decided before any image is computed."""
+
+    config: ExtractConfig  # with the batch size and engine of an interrupted run when resuming
+    key: str
+    material: dict  # what the key hashes
+    path: Path
+    manifest: object  # without skipped images: one row per item
+    manifest_json: dict  # every item, with the skipped ones listed
+    skipped: list  # [{"index", "id", "reason"}]
+    resume_meta: dict | None  # the interrupted run's metadata, or None for a fresh cache
+    options: dict  # how the source was opened (recorded so `cache verify` can reopen it)
+    chunk_rows: int | None
+
+
+def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _Plan:
+    resume_meta = _resumable_meta(path)
+    if resume_meta is None:
+        skipped = _bad_images(src, config, progress)
+    else:
+        skipped = resume_meta.get("skipped", [])
+        # Resume with the batch size and engine of the interrupted run, so batches (and values) are identical.
+        stored_engine = resume_meta.get("engine")
+        config = config.replace(
+            batch_size=resume_meta["config"]["batch_size"],
+            engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
+        )
+    manifest = src.manifest
+    # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
+    manifest_json = {**manifest.to_json(), "skipped": skipped}
+    if skipped:
+        manifest = manifest.without([s["index"] for s in skipped])
+        if not manifest.items:
+            raise BadImageError("every image was unreadable; nothing to extract.", [s["id"] for s in skipped])
+    return _Plan(
+        config=config,
+        key=key,
+        material=material,
+        path=path,
+        manifest=manifest,
+        manifest_json=manifest_json,
+        skipped=skipped,
+        resume_meta=resume_meta,
+        options=options,
+        chunk_rows=chunk_rows,
+    )
+
+
+def _bad_images(src, config: ExtractConfig, progress) -> list[dict]:
+    """Every unreadable image file, named before anything is committed: an error, or the rows to skip."""
+    from bottleneck.data import find_bad_images
+
+    if src.manifest.kind not in ("folders", "csv"):
+        return []  # array rows always decode
+    bad = find_bad_images(src, workers=config.workers or _tf.cpu_count(), progress=progress)
+    if bad and config.on_bad_image == "fail":
+        listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
+        more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
+        raise BadImageError(
+            f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
+            "or pass on_bad_image='skip' to leave them out.",
+            [it.path or it.id for it, _ in bad],
+        )
+    return [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
+
+
+def _resumable_meta(path: Path) -> dict | None:
+    """The metadata of an interrupted run of this key, or None to start afresh.
+
+    ``find_cache_path`` only returns a folder that is absent or holds this key, so what is here is ours.
+    """
+    if not path.exists():
+        return None
+    try:
+        meta = read_meta(path)
+    except CacheError:
+        meta = None
+    if meta is None or meta.get("complete"):
+        shutil.rmtree(path)
+        return None
+    return meta
+
+
+def _engine(plan: _Plan, src, notify, engine_factory):
+    """The engine of this run; building it before anything is written makes layer / weights errors come first."""
+    from bottleneck.data import resize_image
+    from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
+
+    config = plan.config
+    if engine_factory is not None:
+        return engine_factory(config)
+    # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
+    engine = verified_onnx_engine(config, plan.path.parent)
+    if engine is not None:
+        return engine
+    tf_engine = create_engine(config)
+    items = plan.manifest.items[: config.batch_size]
+    probe = np.stack([resize_image(src.read(it), tf_engine.input_size, config.resize) for it in items])
+    return select_engine(
+        tf_engine, config, probe, cache_dir=plan.path.parent, notify=notify, n_images=len(plan.manifest.items)
+    )
+
+
+def _open_writer(plan: _Plan, engine) -> CacheWriter:
+    if plan.resume_meta is not None:
+        return CacheWriter.reopen(plan.path, plan.resume_meta)
+    writer = CacheWriter(
+        plan.path,
+        key=plan.key,
+        key_material=plan.material,
+        config=plan.config,
+        class_names=plan.manifest.class_names,
+        manifest_json=plan.manifest_json,
+        skipped=plan.skipped,
+    )
+    writer.meta["engine"] = engine.name
+    return writer
+
+
+@dataclass
+class _Counts:
+    computed: int = 0  # rows run through the backbone
+    resumed_from: int = 0  # rows committed by an interrupted earlier run
+    reused: int = 0  # rows copied from other caches
+
+
+def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
+    """Every split, chunk by chunk, into the cache; ``finish`` publishes it complete."""
+    writer = _open_writer(plan, engine)
+    counts = _Counts()
+    donors = Donors(plan.path.parent, features_key(plan.material), exclude=plan.path)
+    try:
+        for split in plan.manifest.splits():
+            _compute_split(plan, src, engine, writer, donors, split, counts, progress)
+    except BaseException as exc:
+        try:
+            writer.abort()
+        except OSError:  # closing may flush into the same full disk; what was committed is already durable
+            pass
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, ExtractionInterrupted):
+            done = sum(writer.meta["progress"].values())
+            raise ExtractionInterrupted(
+                f"stopped at a chunk boundary with {done}/{len(plan.manifest.items)} rows saved in {plan.path}; "
+                "re-run the same command to resume."
+            ) from None
+        raise
+    finally:
+        donors.close()
+    seconds = time.perf_counter() - t0
+    extra = {
+        "engine": writer.meta.get("engine", engine.name),
+        "engine_difference": engine.verification.difference if engine.verification else None,
+        "extract_seconds": round(seconds, 3),
+        "source": plan.manifest.source,
+        "source_options": plan.options,
+        "features_key": features_key(plan.material),
+    }
+    return ExtractResult(
+        writer.finish(extra),
+        hit=False,
+        seconds=seconds,
+        computed=counts.computed,
+        resumed_from=counts.resumed_from,
+        reused=counts.reused,
+        skipped=plan.skipped,
+        engine=engine.name,
+    )
+
+
+def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts: _Counts, progress) -> None:
+    from bottleneck.data import resize_image
+    from bottleneck.inference.pipeline import iter_batches
+
+    config = plan.config
+    items = plan.manifest.items_of(split)
+    n = len(items)
+    if split in writer.meta["splits"]:
+        chunk_rows = writer.meta["splits"][split]["chunk_rows"]
+        done = writer.meta["progress"][split]
+    else:
+        chunk_rows = plan.chunk_rows or chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
+        labels, ids = [it.label for it in items], [it.id for it in items]
+        writer.create_split(split, n, engine.feature_shape, config.dtype, labels, ids, chunk_rows)
+        done = 0
+    counts.resumed_from += done
+    if progress:
+        progress(split, done, n)
+
+    def load(item):
+        return resize_image(src.read(item), engine.input_size, config.resize)
+
+    # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a batch
+    # boundary of the uninterrupted one and groups images identically.
+    for chunk_start in range(done, n, chunk_rows):
+        chunk = items[chunk_start : chunk_start + chunk_rows]
+        out = np.empty((len(chunk), *engine.feature_shape), dtype=config.dtype)
+        todo = donors.fill(out, [it.hash for it in chunk])
+        counts.reused += len(chunk) - len(todo)
+        rows_before = chunk_start + len(chunk) - len(todo)
+        workers = config.workers or _tf.cpu_count()
+        for start, batch in iter_batches(load, [chunk[i] for i in todo], config.batch_size, workers=workers):
+            out[todo[start : start + len(batch)]] = engine(batch)
+            counts.computed += len(batch)
+            if progress:
+                progress(split, rows_before + start + len(batch), n)
+        writer.write(split, chunk_start, out)
+        writer.commit(split, chunk_start + len(chunk))
+        if progress:
+            progress(split, chunk_start + len(chunk), n)
 
 
 # Errors of a full disk, a quota, or a read-only / forbidden cache folder: the user can fix these and resume.
@@ -197,8 +401,8 @@ def _write_errors(cache_dir, path: Path):
             raise
         raise CacheError(
             f"cannot write the cache under {Path(cache_dir)}: {exc.strerror or exc}"
-            f"{_saved_so_far(path)}. Free space or make the folder writable (or pass --cache-dir "
-            "elsewhere), then re-run the same command to resume."
+            f"{_saved_so_far(path)}. Free space or make the folder writable (or pass another "
+            "cache_dir=), then re-run the same command to resume."
         ) from None
 
 
@@ -212,168 +416,3 @@ def _saved_so_far(path: Path) -> str:
     done = sum(meta.get("progress", {}).values())
     total = sum(s["n"] for s in meta["splits"].values())
     return f" ({done}/{total} rows are saved in {path})"
-
-
-def _resumable_meta(path: Path, key: str) -> dict | None:
-    """The metadata of an interrupted run of this same key, or None to start afresh."""
-    if not path.exists():
-        return None
-    try:
-        meta = read_meta(path)
-    except CacheError:
-        meta = None
-    if meta is None or meta.get("key") != key or meta.get("complete"):
-        shutil.rmtree(path)
-        return None
-    return meta
-
-
-@dataclass
-class _Job:
-    src: object
-    manifest: object  # without skipped images: one row per item
-    manifest_json: dict  # every item, with the skipped ones listed
-    config: ExtractConfig
-    key: str
-    material: dict
-    path: Path
-    skipped: list
-    resume_meta: dict | None
-    options: dict
-    chunk_rows: int | None = None
-
-
-def _run(job: _Job, progress, notify, engine_factory, t0) -> ExtractResult:
-    from bottleneck.data import resize_image
-    from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
-    from bottleneck.inference.pipeline import iter_batches
-
-    config, manifest, src = job.config, job.manifest, job.src
-    if job.resume_meta is not None:
-        # Resume with the batch size and engine of the interrupted run, so batches (and values) are identical.
-        stored_engine = job.resume_meta.get("engine")
-        config = config.replace(
-            batch_size=job.resume_meta["config"]["batch_size"],
-            engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
-        )
-    if engine_factory is not None:
-        engine = engine_factory(config)
-    else:
-        # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
-        engine = verified_onnx_engine(config, job.path.parent)
-        if engine is None:
-            # Building the model first makes layer / weights errors surface before anything is written.
-            tf_engine = create_engine(config)
-            probe = np.stack(
-                [
-                    resize_image(src.read(it), tf_engine.input_size, config.resize)
-                    for it in manifest.items[: config.batch_size]
-                ]
-            )
-            engine = select_engine(
-                tf_engine,
-                config,
-                probe,
-                cache_dir=job.path.parent,
-                notify=notify,
-                n_images=len(manifest.items),
-            )
-    size = engine.input_size
-
-    def load(item):
-        return resize_image(src.read(item), size, config.resize)
-
-    if job.resume_meta is not None:
-        writer = CacheWriter.reopen(job.path, job.resume_meta)
-    else:
-        writer = CacheWriter(
-            job.path,
-            key=job.key,
-            key_material=job.material,
-            config=config,
-            class_names=manifest.class_names,
-            manifest_json=job.manifest_json,
-            skipped=job.skipped,
-        )
-        writer.meta["engine"] = engine.name
-
-    computed = resumed_from = reused = 0
-    dtype = np.dtype(config.dtype)
-    workers = config.workers or _tf.cpu_count()
-    donors = Donors(job.path.parent, features_key(job.material), exclude=job.path)
-    try:
-        for split in manifest.splits():
-            items = manifest.items_of(split)
-            n = len(items)
-            if split in writer.meta["splits"]:
-                chunk_rows = writer.meta["splits"][split]["chunk_rows"]
-                done = writer.meta["progress"][split]
-            else:
-                chunk_rows = job.chunk_rows or chunk_rows_for(
-                    config.batch_size, engine.feature_shape, config.dtype
-                )
-                labels, ids = [it.label for it in items], [it.id for it in items]
-                writer.create_split(split, n, engine.feature_shape, dtype.name, labels, ids, chunk_rows)
-                done = 0
-            resumed_from += done
-            if progress:
-                progress(split, done, n)
-            # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a
-            # batch boundary of the uninterrupted one and groups images identically.
-            for chunk_start in range(done, n, chunk_rows):
-                chunk_items = items[chunk_start : chunk_start + chunk_rows]
-                out = np.empty((len(chunk_items), *engine.feature_shape), dtype=dtype)
-                todo = []
-                for i, item in enumerate(chunk_items):
-                    row = donors.get(item.hash)
-                    if row is None:
-                        todo.append(i)
-                    else:
-                        out[i] = row
-                reused += len(chunk_items) - len(todo)
-                rows_before = chunk_start + len(chunk_items) - len(todo)
-                for start, batch in iter_batches(
-                    load, [chunk_items[i] for i in todo], config.batch_size, workers=workers
-                ):
-                    out[todo[start : start + len(batch)]] = engine(batch)
-                    computed += len(batch)
-                    if progress:
-                        progress(split, rows_before + start + len(batch), n)
-                writer.write(split, chunk_start, out)
-                writer.commit(split, chunk_start + len(chunk_items))
-                if progress:
-                    progress(split, chunk_start + len(chunk_items), n)
-    except BaseException as exc:
-        try:
-            writer.abort()
-        except OSError:  # closing may flush into the same full disk; what was committed is already durable
-            pass
-        donors.close()
-        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, ExtractionInterrupted):
-            done = sum(writer.meta["progress"].values())
-            raise ExtractionInterrupted(
-                f"stopped at a chunk boundary with {done}/{len(manifest.items)} rows saved in {job.path}; "
-                "re-run the same command to resume."
-            ) from None
-        raise
-    donors.close()
-    seconds = time.perf_counter() - t0
-    extra = {
-        "engine": writer.meta.get("engine", engine.name),
-        "engine_difference": getattr(engine, "verified_difference", None),
-        "extract_seconds": round(seconds, 3),
-        "source": manifest.source,
-        "source_options": job.options,
-        "features_key": features_key(job.material),
-    }
-    cache = writer.finish(extra)
-    return ExtractResult(
-        cache,
-        hit=False,
-        seconds=seconds,
-        computed=computed,
-        resumed_from=resumed_from,
-        reused=reused,
-        skipped=job.skipped,
-        engine=engine.name,
-    )

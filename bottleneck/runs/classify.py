@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from bottleneck import _tf
-from bottleneck.errors import BackboneError, BottleneckError, SourceError
+from bottleneck.errors import BottleneckError, SourceError
 
 Prediction = tuple[int, str, float]  # (class index, class name, probability)
 
@@ -45,7 +43,9 @@ def classify(
     if resize not in RESIZES:
         raise one_of("resize", resize, RESIZES)
     if top < 1:
-        raise BottleneckError(f"--top {top} must be at least 1; e.g. --top 5.")
+        raise BottleneckError(f"top={top} must be at least 1; e.g. top=5.")
+
+    from bottleneck.backbones.build import build_classifier
 
     model = build_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
     n_classes = int(model.output_shape[-1])
@@ -66,78 +66,6 @@ def classify(
     return results
 
 
-def build_classifier(
-    backbone: str, *, weights: str = "imagenet", image_size: int | None = None, preprocess: str | None = None
-):
-    """A keras classifier from float 0..255 RGB (N, S, S, 3) to (N, classes), its preprocessing in the graph.
-
-    Preprocessing is ``bottleneck.backbones.preprocess``, the same layer the feature graphs of extraction use.
-    """
-    model, mode = _bare_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
-    keras = _tf.keras()
-
-    from bottleneck.backbones.preprocess import Preprocess
-
-    inputs = keras.Input(model.input_shape[1:], name="pixels")
-    outputs = model(Preprocess(mode, name="preprocess")(inputs))
-    return keras.Model(inputs, outputs, name=f"{model.name}_classifier")
-
-
-def _bare_classifier(backbone: str, *, weights: str, image_size: int | None, preprocess: str | None):
-    """(classifier taking preprocessed input, preprocess mode) for a registry name or a model file."""
-    from bottleneck.backbones import PREPROCESS_MODES, get_spec
-    from bottleneck.cache.key import is_model_path
-    from bottleneck.errors import one_of
-
-    if is_model_path(backbone):
-        if preprocess is None:
-            raise BackboneError(
-                f"--preprocess is required for a model file ({backbone}): choose caffe, torch, tf, 127 or none."
-            )
-        if preprocess not in PREPROCESS_MODES:
-            raise one_of("preprocess", preprocess, PREPROCESS_MODES)
-        from bottleneck.backbones.model_file import load_model_file
-
-        model = load_model_file(backbone)
-        if len(model.output_shape) != 2:
-            raise BackboneError(
-                f"{backbone} outputs shape {model.output_shape}; classify needs a classifier with (batch, classes) output."
-            )
-        if model.input_shape[1] is None and image_size is None:
-            raise BackboneError(f"{backbone} accepts any input size; pass --image-size.")
-        if image_size is not None and model.input_shape[1] not in (None, image_size):
-            raise BackboneError(
-                f"{backbone} takes {model.input_shape[1]}-pixel inputs, not --image-size {image_size}; drop the option."
-            )
-        if model.input_shape[1] is None:
-            keras = _tf.keras()
-
-            inputs = keras.Input((image_size, image_size, model.input_shape[-1]))
-            model = keras.Model(inputs, model(inputs))
-        return model, preprocess
-
-    spec = get_spec(backbone)
-    if preprocess is not None and preprocess != spec.preprocess:
-        raise BackboneError(
-            f"--preprocess is fixed by the backbone ({backbone} uses {spec.preprocess}); drop the option."
-        )
-    size = image_size or spec.input_size
-    ctor = _resolve(spec.top_constructor or spec.constructor)
-    w = None if weights == "none" else weights
-    try:
-        model = ctor(include_top=True, weights=w, input_shape=(size, size, 3))
-    except BottleneckError:
-        raise
-    except ValueError as exc:  # e.g. Keras: include_top with imagenet weights needs the default size
-        raise BackboneError(f"cannot build the {backbone} classifier at {size} px: {exc}") from None
-    if w not in (None, "imagenet") and spec.weights == "keras" and spec.family == "efficientnet":
-        # Keras leaves out EfficientNet's stem rescale for a weights path, as in feature extraction.
-        from bottleneck.backbones.build import _fold_efficientnet_rescaling
-
-        _fold_efficientnet_rescaling(model)
-    return model, spec.preprocess
-
-
 def _probabilities(out: np.ndarray) -> np.ndarray:
     out = out.astype(np.float64)
     looks_like_probs = (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
@@ -151,8 +79,3 @@ def _name(index: int, n_classes: int) -> str:
     from bottleneck.backbones.imagenet import NUM_CLASSES, class_name
 
     return class_name(index) if n_classes == NUM_CLASSES else f"class {index}"
-
-
-def _resolve(target: str):
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)

@@ -22,7 +22,7 @@ def head_applies(name: str, cache) -> str | None:
     if name == "sigmoid" and len(cache.class_names) != 2:
         return f"sigmoid needs 2 classes, the cache has {len(cache.class_names)}"
     if name == "pool-dense" and len(cache.feature_shape) != 3:
-        return "pool-dense needs spatial features (--pooling none)"
+        return "pool-dense needs spatial features (pooling='none')"
     return None
 
 

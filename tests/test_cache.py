@@ -95,3 +95,91 @@ def test_unknown_split_names_present_ones(tmp_path):
     c = write_arrays(tmp_path / "c", _arrays(), class_names=["a", "b", "c"])
     with pytest.raises(CacheError, match="no split 'val'; it has: train, test"):
         c.labels("val")
+
+
+# --- backbone names vs model paths (bottleneck.cache.key.is_model_path) ---
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_bare_backbone_name_is_not_a_model_even_when_cwd_has_one(tmp_path, monkeypatch, kind):
+    from bottleneck.backbones import get_spec
+    from bottleneck.cache.key import cache_dir_name, is_model_path, weights_identity
+
+    monkeypatch.chdir(tmp_path)
+    if kind == "folder":
+        (tmp_path / "resnet50").mkdir()
+    else:
+        (tmp_path / "resnet50").write_bytes(b"not a model")
+    assert is_model_path("resnet50") is False
+    assert get_spec("resnet50").name == "resnet50"
+    config = ExtractConfig(backbone="resnet50")
+    assert weights_identity(config).startswith("imagenet@keras-")  # not the hash of ./resnet50
+    assert cache_dir_name(config, "ab" * 32) == "resnet50-abababab"
+    assert is_model_path("./resnet50") is True  # an explicit path is a model
+
+
+@pytest.mark.parametrize(
+    ("backbone", "expected"),
+    [
+        ("./resnet50", True),
+        ("models/x", True),
+        ("/abs/exported", True),
+        ("model.keras", True),
+        ("model.h5", True),
+        ("model.hdf5", True),
+        ("Model.KERAS", True),
+        ("resnet50", False),
+        ("efficientnet_lite0", False),
+        ("mymodel", False),
+    ],
+)
+def test_model_paths_are_explicit_paths_or_model_extensions(tmp_path, monkeypatch, backbone, expected):
+    from bottleneck.cache.key import is_model_path
+
+    monkeypatch.chdir(tmp_path)  # none of these exist here: the answer depends on the text alone
+    assert is_model_path(backbone) is expected
+
+
+def test_unknown_bare_name_with_a_local_folder_says_pass_dot_slash(tmp_path, monkeypatch):
+    from bottleneck.backbones import get_spec
+    from bottleneck.cache.key import is_model_path
+    from bottleneck.errors import BackboneError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackboneError) as plain:
+        get_spec("mymodel")
+    assert "./mymodel" not in str(plain.value)
+    (tmp_path / "mymodel").mkdir()
+    assert is_model_path("mymodel") is False
+    with pytest.raises(BackboneError, match=r"unknown backbone 'mymodel'\..*pass \./mymodel") as exc:
+        get_spec("mymodel")
+    assert "\n" not in str(exc.value)
+
+
+class _MeanColor:
+    """A fake engine (the Engine protocol's fields): each image's mean colour as its feature row."""
+
+    name = "fake"
+    input_size = 8
+    threads = 1
+    verification = None
+    feature_shape = (3,)
+
+    def __call__(self, batch):
+        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
+
+
+def test_extract_with_registry_name_ignores_same_named_folder(tmp_path, monkeypatch):
+    from conftest import make_image_folder
+
+    from bottleneck.inference.runner import run_extraction
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resnet50").mkdir()  # e.g. a folder of notes or downloads, not a model
+    src = make_image_folder(tmp_path / "data")
+    cfg = ExtractConfig(backbone="resnet50", weights="none", batch_size=2)
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: _MeanColor())
+    assert r.path.name.startswith("resnet50-") and r.cache.n("train") == 5
+    assert (
+        r.cache.meta["key_material"]["weights"] == "none"
+    )  # the registry backbone, not a hash of ./resnet50

@@ -6,6 +6,7 @@ Importing this module must never import TensorFlow: the cache-hit path reads spe
 from __future__ import annotations
 
 import fnmatch
+from pathlib import Path
 
 from bottleneck.backbones.spec import PREPROCESS_MODES, BackboneSpec
 from bottleneck.errors import BackboneError, suggest
@@ -31,9 +32,19 @@ def get_spec(name: str) -> BackboneSpec:
         raise BackboneError(
             f"unknown backbone {name!r}.{suggest(key, _REGISTRY)} "
             f"Run `bottleneck backbones` to list the {len(_REGISTRY)} available ones, "
-            "or pass a path to a .keras/.h5 model file."
+            f"or pass a path to a .keras/.h5 model file.{_local_model_hint(name)}"
         )
     return _REGISTRY[key]
+
+
+def _local_model_hint(name: str) -> str:
+    # A bare name is always a registry name (is_model_path), even when a file or folder of that name is here:
+    # say how to use that one instead, since it is most likely what the user meant.
+    path = Path(name)
+    if not name or len(path.parts) != 1 or not path.exists():
+        return ""
+    kind = "folder" if path.is_dir() else "file"
+    return f" A {kind} {name!r} is in the working directory: to use it as the model, pass ./{name}."
 
 
 def list_backbones(pattern: str = "*") -> list[BackboneSpec]:

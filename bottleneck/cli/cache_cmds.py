@@ -17,7 +17,8 @@ def _mb(n: int) -> str:
 
 @cache_app.command(
     "ls",
-    help="List caches: key, backbone, splits, rows, size, status.\n\nExample:\n\n  bottleneck cache ls --json",
+    help="List caches, newest first: folder, key (first 12 hex digits), backbone, splits, size, status, created, "
+    "source.\n\nExample:\n\n  bottleneck cache ls --json",
 )
 @user_errors
 def ls_cmd(
@@ -35,9 +36,11 @@ def ls_cmd(
         return
     for r in rows:
         splits = " ".join(f"{k}={v}" for k, v in r.get("splits", {}).items())
+        # 12 hex digits of the key tell caches apart at a glance (the folder name has 8); --json has all 64.
+        key = (r.get("key") or "?")[:12]
         typer.echo(
-            f"{Path(r['path']).name:<32} {r.get('backbone') or '?':<20} {splits:<32} "
-            f"{_mb(r.get('bytes', 0)):>10}  {r['status']}  {r.get('created') or ''}"
+            f"{Path(r['path']).name:<32} {key:<12} {r.get('backbone') or '?':<20} {splits:<24} "
+            f"{_mb(r.get('bytes', 0)):>10}  {r['status']}  {r.get('created') or '?'}  {r.get('source') or '?'}"
         )
 
 

@@ -1,0 +1,161 @@
+"""bottleneck.cache.manage and `bottleneck cache ls|verify`: listing and verifying caches made by extraction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import zarr
+from conftest import make_image_folder
+from PIL import Image
+from typer.testing import CliRunner
+
+from bottleneck._io import write_json_atomic
+from bottleneck.cache import META, read_meta, rows_digest
+from bottleneck.cache.manage import list_caches, verify_cache
+from bottleneck.cli import app
+from bottleneck.config import ExtractConfig
+from bottleneck.inference.runner import extract, run_extraction
+
+# A real backbone, randomly initialised (so offline) on tiny inputs: verify --recompute rebuilds it. Random
+# weights shrink activations with depth (the top layer is ~1e-12); an early layer keeps them ~1e-3.
+REAL = dict(
+    backbone="efficientnet_lite0",
+    weights="none",
+    image_size=32,
+    layer="block2b_add",
+    batch_size=4,
+    engine="tensorflow",
+)
+
+
+def noise_folder(root, n_per_class=2):
+    """Random-pixel 32x32 PNGs in class folders a/ and b/: every feature differs (solid colours give near-zeros)."""
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+class MeanColor:
+    """A fake engine (the Engine protocol's fields): each image's mean colour as its feature row."""
+
+    name = "fake"
+    input_size = 8
+    threads = 1
+    verification = None
+    feature_shape = (3,)
+
+    def __call__(self, batch):
+        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
+
+
+def test_recompute_on_float16_cache_allows_its_rounding(tmp_path):
+    # Regression: stored float16 rows were compared with float32 recomputations, so the float16 rounding alone
+    # (~1e-4..5e-4 of the row's scale) exceeded the 1e-4 tolerance and a good cache was reported bad.
+    src = noise_folder(tmp_path / "data")
+    r = extract(src, cache_dir=tmp_path / "c", dtype="float16", **REAL)
+    assert r.cache.features("train").dtype == np.float16
+    report = verify_cache(r.path, recompute=4)
+    assert report.recomputed == 4
+    assert report.bad == []
+    assert report.ok
+    # Still far tighter than a real change: float16's eps (9.8e-4) plus the 1e-4 tolerance.
+    assert report.max_abs_diff <= 1e-4 + float(np.finfo(np.float16).eps)
+
+
+class Constant(MeanColor):
+    """Every feature of every image is ``value`` (float32)."""
+
+    def __init__(self, value):
+        self.value = np.float32(value)
+
+    def __call__(self, batch):
+        return np.full((len(batch), 3), self.value, dtype=np.float32)
+
+
+def test_recompute_allows_one_float16_ulp_but_not_more(tmp_path, monkeypatch):
+    # 1 + 2**-11 is halfway between the float16 values 1 and 1 + 2**-10: values 2e-6 apart on either side of it
+    # round one float16 ulp (9.8e-4) apart, though they agree to 2e-6, well inside the 1e-4 tolerance.
+    import bottleneck.inference.engines as engines
+
+    half = 1 + 2**-11
+    src = make_image_folder(tmp_path / "data")
+    cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2, dtype="float16")
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: Constant(half - 1e-6))
+    assert np.all(r.cache.load("train")[0] == np.float16(1))
+
+    monkeypatch.setattr(engines, "create_engine", lambda config: Constant(half + 1e-6))
+    report = verify_cache(r.path, recompute=5)
+    assert report.ok and report.recomputed == 5
+    assert report.max_abs_diff == 2**-10  # one float16 ulp at 1.0: what rounding alone can do
+
+    monkeypatch.setattr(engines, "create_engine", lambda config: Constant(1 + 3 * 2**-10))
+    report = verify_cache(r.path, recompute=5)
+    assert len(report.bad) == 5 and report.bad[0]["reason"] == "recomputed differs (2.93e-03)"
+
+
+def test_recompute_flags_an_altered_float32_row_and_cli_exits_1(tmp_path):
+    src = noise_folder(tmp_path / "data")
+    r = extract(src, cache_dir=tmp_path / "c", dtype="float32", **REAL)
+    feats = zarr.open_group(str(r.path / "features.zarr"), mode="r+")["train/features"]
+    row = np.asarray(feats[2])
+    feats[2] = row * 1.01  # a 1 % change: small, but far beyond float32 recomputation noise
+    # Re-sign the chunk so the checksum pass accepts it: only re-extracting the row can catch the change.
+    meta = read_meta(r.path)
+    for region in meta["checksums"]["train"]:
+        region[2] = rows_digest(np.asarray(feats[region[0] : region[1]]))
+    write_json_atomic(r.path / META, meta)
+    assert verify_cache(r.path).ok  # checksums alone see nothing wrong
+
+    res = CliRunner().invoke(app, ["cache", "verify", str(r.path), "--recompute", "4"])
+    assert res.exit_code == 1, res.output
+    assert "4 rows recomputed" in res.output
+    assert "BAD train rows 2:3: recomputed differs" in res.output
+    assert "1 problem(s) found: remove the cache and extract again" in res.output
+
+    res = CliRunner().invoke(app, ["cache", "verify", str(r.path), "--recompute", "4", "--json"])
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert report["ok"] is False and report["recomputed"] == 4
+    assert [(b["split"], b["start"], b["stop"]) for b in report["bad"]] == [("train", 2, 3)]
+    assert 5e-3 < report["max_abs_diff"] < 2e-2  # the 1 % change, relative to the row's scale
+
+
+def test_ls_shows_key_and_source(tmp_path):
+    src = make_image_folder(tmp_path / "data")
+    cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    key = r.cache.key
+
+    res = CliRunner().invoke(app, ["cache", "ls", "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.split()[:3] == [r.path.name, key[:12], "efficientnet_lite0"]
+    assert line.endswith(f"  {src.resolve()}")
+    assert "train=5" in line and "complete" in line
+
+    res = CliRunner().invoke(app, ["cache", "ls", "--cache-dir", str(tmp_path / "c"), "--json"])
+    (row,) = json.loads(res.stdout)
+    assert row["key"] == key and len(key) == 64
+    assert row["source"] == str(src.resolve())
+    assert row["path"] == str(r.path) and row["rows"] == 5 and row["complete"] is True
+
+
+def test_ls_shows_source_of_an_interrupted_cache(tmp_path):
+    # meta.json gets "source" only when the cache completes; an interrupted one still names it (manifest.json).
+    class Boom(MeanColor):
+        def __call__(self, batch):
+            raise KeyboardInterrupt
+
+    src = make_image_folder(tmp_path / "data")
+    cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
+    try:
+        run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: Boom())
+    except KeyboardInterrupt:
+        pass
+    (row,) = list_caches(tmp_path / "c")
+    assert not row["complete"] and row["status"].startswith("incomplete (0/5")
+    assert row["source"] == str(src.resolve())

@@ -344,3 +344,23 @@ def test_package_level_extract_stays_the_function(tmp_path):
         assert bottleneck.extract is direct
         r = bottleneck.extract(src, CFG, cache_dir=tmp_path / "c", engine="tensorflow", image_size=32)
         assert r.cache.n("train") == 7
+
+
+def test_a_key_sharing_the_folder_prefix_never_takes_over_another_cache(tmp_path):
+    """Folders are named by 8 hex digits of the key; another key with that prefix must not be a hit, nor be
+    resumed or deleted as if it were ours."""
+    src = make_folder(tmp_path / "data")
+    first = run_extraction(src, CFG, cache_dir=tmp_path / "probe", engine_factory=factory([]))
+    key, folder = first.cache.key, first.path.name
+    for complete in (True, False):
+        root = tmp_path / f"c-{complete}"
+        other = root / folder  # a cache of another key whose first 8 digits are ours
+        other.mkdir(parents=True)
+        foreign = {"key": key[:8] + "0" * 56, "complete": complete, "splits": {}, "progress": {}}
+        (other / "meta.json").write_text(json.dumps(foreign))
+        r = run_extraction(src, CFG, cache_dir=root, engine_factory=factory([]))
+        assert not r.hit and r.computed == 7 and r.cache.key == key
+        assert r.path.name == f"{folder[:-8]}{key[:16]}"
+        assert json.loads((other / "meta.json").read_text()) == foreign  # untouched
+        again = run_extraction(src, CFG, cache_dir=root, engine_factory=factory([]))
+        assert again.hit and again.path == r.path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck._io import write_bytes_atomic
 from bottleneck.errors import BackboneError
 
 BN_EPSILON = 1e-3  # TF's EfficientNet-Lite value; PyTorch's default 1e-5 shifts the logits noticeably
@@ -272,9 +274,9 @@ def converted_weights(pth: Path, variant: LiteVariant) -> dict[str, list[np.ndar
     out = convert_state_dict(load_state_dict(pth), variant, source=str(pth))
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{f"{layer}/{i}": a for layer, ws in out.items() for i, a in enumerate(ws)})
-        os.replace(tmp, cache)  # atomic: a concurrent reader sees the old state or the whole file
+        buf = io.BytesIO()
+        np.savez(buf, **{f"{layer}/{i}": a for layer, ws in out.items() for i, a in enumerate(ws)})
+        write_bytes_atomic(cache, buf.getvalue())  # a concurrent reader sees the old state or the whole file
     except OSError:
         pass  # a read-only home only costs the conversion time next load
     return out

@@ -1,6 +1,7 @@
 import gzip
 import io
 import json
+import os
 import shutil
 import struct
 
@@ -399,8 +400,8 @@ def write_idx(path, arr, gz=False):
     path.write_bytes(gzip.compress(data) if gz else data)
 
 
-def test_idx_folder_fashion_names_gzip_and_errors(tmp_path):
-    d = tmp_path / "my-fashion-data"
+def test_idx_folder_gzip_and_errors(tmp_path):
+    d = tmp_path / "digits"
     d.mkdir()
     xtr = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
     write_idx(d / "train-images-idx3-ubyte.gz", xtr, gz=True)
@@ -409,7 +410,7 @@ def test_idx_folder_fashion_names_gzip_and_errors(tmp_path):
     write_idx(d / "t10k-labels-idx1-ubyte.gz", np.array([1, 2], np.uint8), gz=True)
     with open_source(d) as src:
         m = src.manifest
-        assert m.kind == "idx" and m.class_names[0] == "T-shirt/top" and m.class_names[9] == "Ankle boot"
+        assert m.kind == "idx" and m.class_names == tuple("0123456789")
         assert [(it.id, it.label) for it in m.items] == [
             ("train/1", 0),
             ("train/2", 3),
@@ -418,10 +419,7 @@ def test_idx_folder_fashion_names_gzip_and_errors(tmp_path):
             ("test/1", 2),
         ]
         np.testing.assert_array_equal(src.read(m.items[2])[..., 1], xtr[0])
-    plain = shutil.copytree(d, tmp_path / "digits")
-    assert open_source(plain).manifest.class_names == tuple("0123456789")
-    torchvision = shutil.copytree(d, tmp_path / "FashionMNIST" / "raw")  # torchvision's layout
-    assert open_source(torchvision).manifest.class_names[0] == "T-shirt/top"
+    plain = d
     (plain / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(SourceError, match=r"has t10k-images-idx3-ubyte but no t10k-labels-idx1-ubyte"):
         open_source(plain)
@@ -436,17 +434,51 @@ def test_idx_folder_fashion_names_gzip_and_errors(tmp_path):
         open_source(plain)
 
 
+def test_idx_class_names_do_not_follow_the_folder_name(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder in ("fashion-stuff", "FashionMNIST/raw"):  # the second is torchvision's layout
+        d = tmp_path / folder
+        d.mkdir(parents=True)
+        write_idx(d / "train-images-idx3-ubyte", rng.integers(0, 256, (30, 6, 6), dtype=np.uint8))
+        write_idx(d / "train-labels-idx1-ubyte", rng.integers(0, 10, 30).astype(np.uint8))
+        assert open_source(d).manifest.class_names == tuple("0123456789"), folder
+
+
 FASHION = "/usr/share/datasets/fashion-mnist"
+needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION), reason="apt-get install dataset-fashion-mnist")
+
+
+@needs_fashion
+def test_idx_fashion_mnist_names_come_from_its_labels(tmp_path):
+    from bottleneck.data.arrays import FASHION_MNIST_CLASSES, load_idx_dir, read_idx
+
+    clothes = tmp_path / "clothes"  # no "fashion" in the path
+    clothes.mkdir()
+    for f in os.listdir(FASHION):
+        (clothes / f).symlink_to(os.path.join(FASHION, f))
+    got = load_idx_dir(clothes)
+    assert got.class_names == list(FASHION_MNIST_CLASSES) and len(got.labels["test"]) == 10000
+    assert FASHION_MNIST_CLASSES[0] == "T-shirt/top" and FASHION_MNIST_CLASSES[9] == "Ankle boot"
+    (clothes / "t10k-images-idx3-ubyte.gz").unlink()
+    (clothes / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert load_idx_dir(clothes).class_names[0] == "T-shirt/top"  # the official train split alone
+    x = read_idx(clothes / "train-images-idx3-ubyte.gz")
+    y = read_idx(clothes / "train-labels-idx1-ubyte.gz")
+    subset, relabelled = tmp_path / "fashion-subset", tmp_path / "fashion-relabelled"
+    for d, labels in ((subset, y[:100]), (relabelled, np.where(np.arange(len(y)) == 7, (y + 1) % 10, y))):
+        d.mkdir()
+        write_idx(d / "train-images-idx3-ubyte", x[: len(labels)])
+        write_idx(d / "train-labels-idx1-ubyte", labels.astype(np.uint8))
+        assert load_idx_dir(d).class_names == list("0123456789"), d.name
 
 
 @pytest.mark.slow
-def test_real_fashion_mnist():
-    import os
-
-    if not os.path.isdir(FASHION):
-        pytest.skip("apt-get install dataset-fashion-mnist")
+@needs_fashion
+def test_real_fashion_mnist(tmp_path):
     with open_source(FASHION) as src:
         m = src.manifest
+        # Pinned: caches of these files made before class names came from the labels keep their key.
+        assert m.fingerprint() == "e007e895b32b1f224340de0bf0d4da5d6a00420edaef02399355c2fa51a4c077"
         assert len(m.items_of("train")) == 60000 and len(m.items_of("test")) == 10000
         assert m.class_names[9] == "Ankle boot"
         by_id = {it.id: it for it in m.items}
@@ -454,6 +486,11 @@ def test_real_fashion_mnist():
         assert [by_id[f"test/{i}"].label for i in range(10)] == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
         img = src.read(by_id["train/0"])
         assert img.shape == (28, 28, 3) and img.dtype == np.uint8 and img.max() > 200
+    renamed = tmp_path / "clothes"  # the same files under another name: the same cache key
+    renamed.mkdir()
+    for f in os.listdir(FASHION):
+        (renamed / f).symlink_to(os.path.join(FASHION, f))
+    assert open_source(renamed).manifest.fingerprint() == m.fingerprint()
 
 
 # ---------------------------------------------------------------- decoding
@@ -562,6 +599,92 @@ def test_decode_errors_have_short_reasons(monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
+class _WatchedModule(type(Image)):
+    """A module class that records writes to MAX_IMAGE_PIXELS (swapped onto PIL.Image by the test below)."""
+
+    writes: list = []
+
+    def __setattr__(self, name, value):
+        if name == "MAX_IMAGE_PIXELS":
+            _WatchedModule.writes.append(value)
+        super().__setattr__(name, value)
+
+
+def test_decode_never_writes_pils_global_limit(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(_WatchedModule, "writes", [])
+    monkeypatch.setattr(
+        Image, "__class__", _WatchedModule
+    )  # every `Image.X = ...` anywhere now goes through it
+    small, big = noise_jpeg(size=(30, 20)), encode(Image.new("RGB", (60, 60), (1, 2, 3)), "PNG")
+    jobs = [
+        (small, None),
+        (big, 0),
+        (big, None),
+        (b"not an image at all", None),
+        (small[: len(small) // 2], None),
+    ]
+    jobs *= 8
+    with ThreadPoolExecutor(4) as pool:  # as extraction's decode workers call it
+
+        def run(job):
+            try:
+                return decode_image(job[0], max_pixels=job[1]).shape
+            except ImageDecodeError as exc:
+                return exc.reason
+
+        got = list(pool.map(run, jobs))
+    assert got[:5] == [
+        (20, 30, 3),
+        (60, 60, 3),
+        "60x60 = 3600 pixels, over the decompression-bomb limit of 1000; "
+        "raise it with --max-image-pixels N (0 = no limit) if the image is trusted",
+        "not an image",
+        "truncated JPEG",
+    ]
+    assert got == got[:5] * 8
+    assert _WatchedModule.writes == [] and Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_no_limit_decodes_past_pils_limit_without_its_warning(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big = encode(
+        Image.new("RGB", (60, 60), (1, 2, 3)), "PNG"
+    )  # 3600 px: Image.open would raise, over 2 x 1000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(big))
+    mid = encode(Image.new("RGB", (40, 40), (4, 5, 6)), "BMP")  # 1600 px: Image.open would only warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning (or any other) fails the test
+        assert tuple(decode_image(big, max_pixels=0)[59, 59]) == (1, 2, 3)
+        assert tuple(decode_image(mid, max_pixels=0)[0, 0]) == (4, 5, 6)
+        assert tuple(decode_image(mid, max_pixels=2000)[0, 0]) == (4, 5, 6)
+
+
+def test_readers_with_their_own_check_name_pils_limit(monkeypatch):
+    # PIL's WebP reader checks the size itself while opening; bottleneck cannot lift that without the global.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    webp = encode(Image.new("RGB", (60, 60), (1, 2, 3)), "WEBP", lossless=True)
+    with pytest.raises(
+        ImageDecodeError,
+        match=r"^3600 pixels, over PIL's own limit of 2000 \(twice PIL.Image.MAX_IMAGE_PIXELS\), which PIL's "
+        r"WEBP reader applies itself; raise PIL.Image.MAX_IMAGE_PIXELS in the calling program",
+    ):
+        decode_image(webp, max_pixels=0)
+    with pytest.raises(
+        ImageDecodeError, match=r"^3600 pixels, over the decompression-bomb limit of 1000; raise"
+    ):
+        decode_image(webp)  # bottleneck's own (lower) limit refuses it too: its usual message
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 1800
+    )  # the program owning the global raises it: it decodes
+    assert tuple(decode_image(webp, max_pixels=0)[0, 0]) == (1, 2, 3)
+
+
 def test_find_bad_images_reports_all_in_order(tmp_path):
     root = make_image_folder(tmp_path / "d", classes={"a": 2, "b": 2})
     (root / "a" / "cut.jpg").write_bytes(noise_jpeg()[:300])
@@ -623,7 +746,7 @@ def test_resize_policies_shapes_and_pixels():
     assert (tall[:, 2:6] == 255).all() and (tall[:, :2] == 0).all() and (tall[:, 6:] == 0).all()
     same = np.zeros((7, 7, 3), np.uint8)
     assert resize_image(same, 7, "pad") is same
-    with pytest.raises(BottleneckError, match=r"unknown resize 'fit'; choose one of: squash, crop, pad"):
+    with pytest.raises(BottleneckError, match=r"unknown resize='fit'; choose one of: squash, crop, pad\."):
         resize_image(wide, 8, "fit")
 
 

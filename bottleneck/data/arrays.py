@@ -7,12 +7,14 @@ case-insensitively, with <split> one of train, val, valid, validation, test:
     <split>_set_x / <split>_set_y (SIGNS)    images_<split> / labels_<split>
 
 or one unsplit pair ``x``/``y`` or ``images``/``labels`` (taken as train). Class names come from a
-``list_classes``, ``class_names`` or ``classes`` entry when present, else "0".."K-1".
+``list_classes``, ``class_names`` or ``classes`` entry when present, else "0".."K-1"; an IDX folder whose
+labels are exactly Fashion-MNIST's official ones (whatever the folder is called) gets Fashion-MNIST's names.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import struct
 from dataclasses import dataclass, field
@@ -46,6 +48,15 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
+
+# blake2b (16 bytes) of the decoded uint8 label arrays of Fashion-MNIST's official files, per split. An IDX folder
+# gets the names above only when every split's labels are exactly these, so the names (part of the manifest
+# fingerprint, hence the cache key) follow the files, not what the folder happens to be called. Subsets, relabelled
+# or other IDX data (MNIST, EMNIST, KMNIST: same layout) keep the generic "0".."K-1".
+_FASHION_MNIST_LABELS = {
+    "train": (60000, "372ac19362f2425103e5082d13e71e66"),
+    "test": (10000, "36a6875013fe680369ab320bd2ad1fe9"),
+}
 
 
 @dataclass
@@ -346,7 +357,17 @@ def load_idx_dir(path: Path) -> ArraySet:
         raise SourceError(
             f"{path} has no complete IDX image/label pair; expected train-images-idx3-ubyte[.gz] etc."
         )
-    # The folder name is the only hint; torchvision keeps the files in FashionMNIST/raw/, so look one level up there.
-    hint = path.name if path.name.lower() not in ("raw", "data") else f"{path.parent.name}/{path.name}"
-    names = FASHION_MNIST_CLASSES if "fashion" in hint.lower() else None
+    names = FASHION_MNIST_CLASSES if is_fashion_mnist(labels) else None
     return _finish(str(path), images, labels, names)
+
+
+def is_fashion_mnist(labels: dict) -> bool:
+    """True when every split in ``{split: label array}`` holds exactly Fashion-MNIST's official labels."""
+    for split, y in labels.items():
+        n, digest = _FASHION_MNIST_LABELS.get(split, (None, None))
+        # Shape and dtype first: other data is told apart without hashing its labels.
+        if y.dtype != np.uint8 or y.shape != (n,):
+            return False
+        if hashlib.blake2b(np.ascontiguousarray(y).tobytes(), digest_size=16).hexdigest() != digest:
+            return False
+    return bool(labels)

@@ -10,8 +10,7 @@ import numpy as np
 
 from bottleneck._io import write_json_atomic
 from bottleneck.callbacks import Progress
-from bottleneck.data.arrays import FASHION_MNIST_CLASSES as _FM_NAMES
-from bottleneck.data.arrays import idx_files, read_idx
+from bottleneck.data.arrays import FASHION_MNIST_CLASSES, idx_files, read_idx
 from bottleneck.errors import BottleneckError
 
 EXPORT_MARKER = ".bottleneck-export.json"
@@ -32,8 +31,9 @@ FASHION_MNIST_FILES = {
 }
 
 
-# Folder-safe versions of the dataset's class names ("T-shirt/top" -> "t-shirt_top").
-FASHION_MNIST_CLASSES = tuple(n.lower().replace("/", "_").replace(" ", "_") for n in _FM_NAMES)
+def class_folder(name: str) -> str:
+    """A class name as a folder name: lower case, "/" and spaces as "_" ("T-shirt/top" -> "t-shirt_top")."""
+    return name.lower().replace("/", "_").replace(" ", "_")
 
 
 def _idx(folder: Path) -> dict[tuple[str, str], Path]:
@@ -133,11 +133,12 @@ def export_fashion_mnist(
     total = sum(len(k) for _, _, k in arrays.values())
     done = 0
     counts = {}
+    folders = [class_folder(c) for c in FASHION_MNIST_CLASSES]
     for split, (x, y, keep) in arrays.items():
-        for c in FASHION_MNIST_CLASSES:
+        for c in folders:
             (out_dir / split / c).mkdir(parents=True, exist_ok=True)
         for i in keep:
-            Image.fromarray(x[i], "L").save(out_dir / split / FASHION_MNIST_CLASSES[y[i]] / f"{i:05d}.png")
+            Image.fromarray(x[i], "L").save(out_dir / split / folders[y[i]] / f"{i:05d}.png")
             done += 1
             if progress and (done % 1000 == 0 or done == total):
                 progress("export", done, total)
@@ -146,7 +147,7 @@ def export_fashion_mnist(
         "path": str(out_dir),
         "source": str(source),
         "splits": counts,
-        "classes": list(FASHION_MNIST_CLASSES),
+        "classes": folders,
     }
     # Written last: an interrupted export has no marker, so it is never mistaken for a finished one.
     write_json_atomic(marker, {"dataset": "fashion-mnist", "per_class": per_class, "result": result})

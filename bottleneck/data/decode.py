@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-import threading
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,6 @@ from bottleneck.config import RESIZES
 from bottleneck.errors import BadImageError, one_of
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
-# Image.open runs PIL's decompression-bomb check against the module global PIL.Image.MAX_IMAGE_PIXELS (warning
-# between the limit and twice it, error above). bottleneck applies its own limit as an error instead, so the global
-# is lifted only while the header is parsed, under this lock; Image.open only reads the header (microseconds).
-_OPEN_LOCK = threading.Lock()
 
 # Only to name the format in messages when PIL fails before it knows the format itself.
 _MAGIC = ((b"\xff\xd8", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"), (b"RIFF", "WEBP"))
@@ -37,27 +33,25 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     """Decode encoded image bytes (any format PIL reads, by content, not extension) to RGB uint8 (H, W, 3).
 
     EXIF orientation is applied and animated images give their first frame. Images with more than ``max_pixels``
-    pixels (default: PIL.Image.MAX_IMAGE_PIXELS, ~89 Mpx; 0 = no limit) are refused before they are decoded, so a decompression
-    bomb cannot exhaust memory. Raises ImageDecodeError.
+    pixels (default: PIL.Image.MAX_IMAGE_PIXELS, ~89 Mpx, read at each call; 0 = no limit) are refused before they
+    are decoded, so a decompression bomb cannot exhaust memory. PIL.Image.MAX_IMAGE_PIXELS itself is never changed,
+    so a few PIL readers (WebP, TIFF, ICO, ...) that check sizes themselves still refuse images over twice it,
+    whatever ``max_pixels`` says. Raises ImageDecodeError.
     """
     if not data:
         raise ImageDecodeError("empty file")
+    limit = (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
     try:
-        with _OPEN_LOCK:
-            saved = Image.MAX_IMAGE_PIXELS
-            limit = (saved or 0) if max_pixels is None else int(max_pixels)
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                im = Image.open(io.BytesIO(data))
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-    except Image.UnidentifiedImageError:
-        raise ImageDecodeError("not an image") from None
+        im = _open_header(data)
+    except _PilBomb as bomb:
+        raise _bomb_error(bomb.exc, bomb.fmt, limit) from None
     except Exception as exc:  # a header so broken that the format plugin itself fails
         fmt = next((name for magic, name in _MAGIC if data.startswith(magic)), "image")
         if "truncat" in str(exc).lower() or isinstance(exc, EOFError):
             raise ImageDecodeError(f"truncated {fmt}") from None
         raise ImageDecodeError(f"corrupt {fmt} header: {exc}") from None
+    if im is None:
+        raise ImageDecodeError("not an image")
     w, h = im.size
     if limit > 0 and w * h > limit:
         raise ImageDecodeError(
@@ -67,6 +61,8 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     fmt = im.format or "image"
     try:
         im.load()  # decode now: truncated or corrupt data fails here (LOAD_TRUNCATED_IMAGES stays False)
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(exc, fmt, limit) from None
     except Exception as exc:
         msg = str(exc)
         if "truncat" in msg.lower() or isinstance(exc, EOFError):
@@ -77,6 +73,64 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     except Exception:  # a malformed EXIF block only loses the orientation; the pixels themselves are fine
         pass
     return pil_to_rgb(im)
+
+
+def _open_header(data: bytes) -> Image.Image | None:
+    """``Image.open(io.BytesIO(data))`` without its decompression-bomb check; None when no format accepts the data.
+
+    Image.open checks the size against the module global PIL.Image.MAX_IMAGE_PIXELS (a warning between the limit
+    and twice it, an error above) and offers no per-call limit. decode_image applies its own limit instead, and a
+    library must not lift that global: it is process-wide, so another thread could open an unchecked file
+    meanwhile. So this is Image.open's format loop for an in-memory file, minus the check; it reads only the header.
+    """
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    Image.preinit()  # the common plugins (JPEG, PNG, GIF, BMP, PPM), as Image.open loads them
+    tried: set[str] = set()
+    for load_more in (None, Image.init):  # the rest of the plugins only when no common one accepts the data
+        if load_more is not None:
+            load_more()
+        for fmt in [f for f in Image.ID if f not in tried]:
+            tried.add(fmt)
+            if fmt not in Image.OPEN:
+                continue
+            factory, accept = Image.OPEN[fmt]
+            try:
+                result = not accept or accept(prefix)
+                if not result or isinstance(result, str):  # a str is PIL's "looks like X, unsupported" note
+                    continue
+                fp.seek(0)
+                return factory(fp, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):  # Image.open's "not this format"
+                continue
+            except Image.DecompressionBombError as exc:
+                raise _PilBomb(exc, fmt) from None
+    return None
+
+
+class _PilBomb(Exception):
+    """PIL's DecompressionBombError from the reader of format ``fmt`` while opening."""
+
+    def __init__(self, exc: Exception, fmt: str):
+        super().__init__(str(exc))
+        self.exc, self.fmt = exc, fmt
+
+
+def _bomb_error(exc: Exception, fmt: str, limit: int) -> ImageDecodeError:
+    # Some readers (WebP, ICO when opening; TIFF, GIF frames when loading) run PIL's own check, an error above twice
+    # PIL.Image.MAX_IMAGE_PIXELS, which max_pixels cannot lift: only the program owning that global may. When
+    # bottleneck's own limit refuses the image as well, its usual message says so.
+    m = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+    if m and 0 < limit < int(m[1]):
+        return ImageDecodeError(
+            f"{m[1]} pixels, over the decompression-bomb limit of {limit}; "
+            "raise it with --max-image-pixels N (0 = no limit) if the image is trusted"
+        )
+    what = f"{m[1]} pixels, over PIL's own limit of {m[2]}" if m else str(exc).rstrip(".")
+    return ImageDecodeError(
+        f"{what} (twice PIL.Image.MAX_IMAGE_PIXELS), which PIL's {fmt} reader applies itself; "
+        "raise PIL.Image.MAX_IMAGE_PIXELS in the calling program if the image is trusted"
+    )
 
 
 def pil_to_rgb(im: Image.Image) -> np.ndarray:

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bottleneck.backbones.model_file import MODEL_SUFFIXES
-from bottleneck.config import ExtractConfig
+from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
 
 # Bump when a change in bottleneck itself changes extracted values (decoding, resizing, graph).
 FEATURE_VERSION = 1
@@ -98,13 +98,25 @@ def cache_dir_name(config: ExtractConfig, key: str) -> str:
     return f"{slug}-{key[:8]}"
 
 
-# Settings that decide which rows exist or how they are stored, but not the value of any one row.
-_ROW_NEUTRAL = ("format", "on_bad_image")
+# Before the settings declared their roles, the per-row key left out only these two (not max_image_pixels).
+# Heads saved then recorded keys of that form; ``features_keys`` still recognises them.
+_LEGACY_ROW_NEUTRAL = ("format", "on_bad_image")
 
 
-def features_key(material: dict) -> str:
-    """A hash of what decides each row's values, whatever the dataset: caches sharing it can share rows."""
+def features_key(material: dict, row_neutral=ROW_NEUTRAL_SETTINGS) -> str:
+    """A hash of what decides each row's values, whatever the dataset: caches sharing it can share rows.
+
+    ``material`` is what ``compute_key`` hashed (stored in each cache's meta.json); the manifest and the
+    settings that only decide which rows exist or how they are stored (``ROW_NEUTRAL_SETTINGS``) are left out.
+    """
     per_row = {k: v for k, v in material.items() if k != "manifest"}
-    per_row["config"] = {k: v for k, v in material["config"].items() if k not in _ROW_NEUTRAL}
+    per_row["config"] = {k: v for k, v in material["config"].items() if k not in row_neutral}
     blob = json.dumps(per_row, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def features_keys(material: dict) -> set[str]:
+    """The per-row key of ``material`` in its current and its legacy form (empty for caches without material)."""
+    if not material or "config" not in material:
+        return set()
+    return {features_key(material), features_key(material, _LEGACY_ROW_NEUTRAL)}

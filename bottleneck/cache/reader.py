@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.cache.key import cache_dir_name
-from bottleneck.cache.stores import Store, open_store
+from bottleneck.cache.stores import FeatureArray, Store, open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import CacheError
 
@@ -76,9 +76,12 @@ class Cache:
         return tuple(first["feature_shape"])
 
     def features(self, split: str):
-        """Array-like (N, *feature_shape); slicing reads from disk, so a cache larger than RAM works."""
+        """A FeatureArray (N, *feature_shape), the same for every format; slicing reads from disk (NumPy out)."""
         self._check(split)
-        return self.store.features(split)
+        chunk_rows = self.meta["splits"][split].get("chunk_rows")
+        data = self.store.features(split)
+        chunks = (int(chunk_rows), *data.shape[1:]) if chunk_rows else None
+        return FeatureArray(data, chunks)
 
     def labels(self, split: str) -> np.ndarray:
         self._check(split)

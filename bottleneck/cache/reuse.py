@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.cache.key import features_keys
 from bottleneck.cache.reader import META, Cache, open_cache, read_meta
 
 
@@ -28,7 +29,9 @@ class Donors:
                 continue
             try:
                 meta = read_meta(d)
-                if not meta.get("complete") or meta.get("features_key") != fkey:
+                # Recomputed from what the donor's key hashed, so caches written before a change of the per-row
+                # key's form still share their rows.
+                if not meta.get("complete") or fkey not in features_keys(meta.get("key_material") or {}):
                     continue
                 cache = open_cache(d)
                 manifest = Manifest.from_json(cache.manifest())
@@ -61,6 +64,17 @@ class Donors:
                 self._blocks.pop(next(iter(self._blocks)))
             self._blocks[block_key] = block
         return block[row % block_rows]
+
+    def fill(self, out, hashes) -> list[int]:
+        """Copy the known rows of ``hashes`` into ``out`` (same length); the positions still to compute."""
+        todo = []
+        for i, h in enumerate(hashes):
+            row = self.get(h)
+            if row is None:
+                todo.append(i)
+            else:
+                out[i] = row
+        return todo
 
     def close(self):
         for c in self._open:

@@ -202,6 +202,39 @@ class H5Store(Store):
             self.file.close()
 
 
+class FeatureArray:
+    """One split's features as the same kind of array whatever the store: read-only, read from disk on slicing.
+
+    ``shape``, ``dtype``, ``ndim``, ``chunks`` (rows per stored chunk first) and ``len``; indexing returns NumPy
+    arrays; ``np.asarray(features)`` reads it whole. A zarr array, a memory map and an h5py dataset differ in
+    what indexing returns and which indexes they accept; users and heads should not have to care which.
+    """
+
+    def __init__(self, data, chunks: tuple[int, ...] | None = None):
+        self._data = data
+        self.shape = tuple(int(d) for d in data.shape)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = chunks if chunks is not None else getattr(data, "chunks", None)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        return (
+            np.array(self._data[index], copy=True)
+            if isinstance(self._data, np.memmap)
+            else np.asarray(self._data[index])
+        )
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"FeatureArray(shape={self.shape}, dtype={self.dtype})"
+
+
 STORES: dict[str, type[Store]] = {s.format: s for s in (ZarrStore, NpyStore, H5Store)}
 
 

@@ -9,6 +9,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from bottleneck._io import file_hash
 from bottleneck.backbones.model_file import MODEL_SUFFIXES
 from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
 
@@ -27,20 +28,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "missing"
     return out
-
-
-def file_hash(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, or of every file under a directory (relative names included)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
 
 
 def is_model_path(backbone: str) -> bool:

@@ -158,7 +158,7 @@ def test_pixel_limit_can_be_lowered_and_lifted(fixtures, tmp_path):
     low = CFG.replace(max_image_pixels=10_000)
     with pytest.raises(
         BadImageError,
-        match=r"1 unreadable image\(s\): b/big.png \(120x100 = 12000 pixels.*--max-image-pixels",
+        match=r"1 unreadable image\(s\): b/big.png \(120x100 = 12000 pixels.*max_image_pixels=N",
     ):
         run_extraction(fixtures, low, cache_dir=tmp_path / "c", engine_factory=engines([]))
     (fixtures / "b/bomb.png").write_bytes(png_header_only(20000, 20000))

@@ -203,7 +203,7 @@ def test_val_fraction_is_stratified_deterministic_and_disjoint(tmp_path):
     with pytest.raises(SourceError, match=r"val_fraction 1.5 is not allowed; pass a number between 0 and 1"):
         open_source(root, val_fraction=1.5)
     split_root = make_image_folder(tmp_path / "s", splits=["train", "val"])
-    with pytest.raises(SourceError, match=r"already has a val split; drop val_fraction"):
+    with pytest.raises(SourceError, match=r"already has a val split; leave out val_fraction="):
         open_source(split_root, val_fraction=0.1)
 
 
@@ -594,7 +594,7 @@ def test_decode_errors_have_short_reasons(monkeypatch):
         3,
     )  # 0 lifts the limit; PIL's global is untouched
     assert decode_image(big, max_pixels=3600).shape == (60, 60, 3)
-    with pytest.raises(ImageDecodeError, match=r"limit of 3599; raise it with --max-image-pixels"):
+    with pytest.raises(ImageDecodeError, match=r"limit of 3599; raise it with max_image_pixels=N"):
         decode_image(big, max_pixels=3599)
     assert Image.MAX_IMAGE_PIXELS == 1000
 
@@ -640,7 +640,7 @@ def test_decode_never_writes_pils_global_limit(monkeypatch):
         (20, 30, 3),
         (60, 60, 3),
         "60x60 = 3600 pixels, over the decompression-bomb limit of 1000; "
-        "raise it with --max-image-pixels N (0 = no limit) if the image is trusted",
+        "raise it with max_image_pixels=N (0 = no limit) if the image is trusted",
         "not an image",
         "truncated JPEG",
     ]

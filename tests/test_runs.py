@@ -285,7 +285,7 @@ def test_export_fashion_mnist_subset_from_debian_files(tmp_path):
     assert seen[-1] == ("export", 40, 40) and result["hit"] is False
     # The same export again is a hit; another subset into the same folder is refused.
     assert export_fashion_mnist(tmp_path / "fm", per_class=2)["hit"] is True
-    with pytest.raises(BottleneckError, match="holds no finished export with --per-class 3"):
+    with pytest.raises(BottleneckError, match="holds no finished export with per_class=3"):
         export_fashion_mnist(tmp_path / "fm", per_class=3)
 
 

@@ -81,7 +81,7 @@ def find_pairs(names) -> dict[str, tuple[str, str]]:
                 if split in pairs and pairs[split] != got:
                     raise SourceError(
                         f"two image/label pairs for the {split} split: {pairs[split]} and {got}; "
-                        f"name the ones to use with h5_keys (--h5-keys), e.g. {KEYS_EXAMPLE}."
+                        f"name the ones to use with h5_keys=, e.g. {KEYS_EXAMPLE}."
                     )
                 pairs[split] = got
     if not pairs:
@@ -222,7 +222,7 @@ def load_h5(path: Path, keys=None) -> ArraySet:
             if missing:
                 raise SourceError(
                     f"{path} has no dataset {', '.join(repr(m) for m in missing)}; the file holds: {shown}. "
-                    f"Name existing ones with h5_keys (--h5-keys), e.g. {KEYS_EXAMPLE}."
+                    f"Name existing ones with h5_keys=, e.g. {KEYS_EXAMPLE}."
                 )
         else:
             pairs = find_pairs(present)
@@ -230,7 +230,7 @@ def load_h5(path: Path, keys=None) -> ArraySet:
             if not pairs:
                 raise SourceError(
                     f"{path} has no SIGNS-style train_set_x/train_set_y (or x_train/y_train ...) datasets; "
-                    f"the file holds: {shown}. Name them with h5_keys (--h5-keys), e.g. {KEYS_EXAMPLE}."
+                    f"the file holds: {shown}. Name them with h5_keys=, e.g. {KEYS_EXAMPLE}."
                 )
         images = {s: f[x] for s, (x, _) in pairs.items()}  # h5py datasets: rows are read on demand
         labels = {s: f[y][()] for s, (_, y) in pairs.items()}

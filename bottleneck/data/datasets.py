@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import write_json_atomic
+from bottleneck._io import write_bytes_atomic, write_json_atomic
 from bottleneck.callbacks import Progress
 from bottleneck.data.arrays import FASHION_MNIST_CLASSES, idx_files, read_idx
 from bottleneck.errors import BottleneckError
@@ -52,19 +51,16 @@ def _download_fashion_mnist(dest: Path, urls=FASHION_MNIST_URLS) -> Path:
             if (split, part) in present:
                 continue
             for base in urls:
-                tmp = dest / f".{stem}.gz.{os.getpid()}.tmp"
                 try:
                     with urllib.request.urlopen(base + stem + ".gz", timeout=60) as r:
-                        tmp.write_bytes(r.read())
-                    os.replace(tmp, dest / f"{stem}.gz")
+                        write_bytes_atomic(dest / f"{stem}.gz", r.read())
                     break
                 except OSError as exc:
-                    tmp.unlink(missing_ok=True)
                     errors.append(f"{base}{stem}.gz: {exc}")
             else:
                 raise BottleneckError(
                     f"cannot download Fashion-MNIST ({'; '.join(errors[-2:])}). Install Debian's files with "
-                    f"`apt-get install dataset-fashion-mnist` or pass --source FOLDER with the four IDX files."
+                    f"`apt-get install dataset-fashion-mnist` or pass source=FOLDER with the four IDX files."
                 )
     return dest
 
@@ -89,7 +85,7 @@ def export_fashion_mnist(
 
     out_dir = Path(out_dir)
     if per_class is not None and per_class < 1:
-        raise BottleneckError(f"--per-class {per_class} must be at least 1, e.g. --per-class 100.")
+        raise BottleneckError(f"per_class={per_class} must be at least 1, e.g. per_class=100.")
     marker = out_dir / EXPORT_MARKER
     if out_dir.exists() and any(out_dir.iterdir()):
         try:
@@ -99,7 +95,7 @@ def export_fashion_mnist(
         if done and done.get("dataset") == "fashion-mnist" and done.get("per_class") == per_class:
             return done["result"] | {"hit": True}
         raise BottleneckError(
-            f"{out_dir} is not empty and holds no finished export with --per-class {per_class}; pass a new "
+            f"{out_dir} is not empty and holds no finished export with per_class={per_class}; pass a new "
             "folder (or remove this one) so no other images mix in."
         )
     if source is None:
@@ -108,7 +104,7 @@ def export_fashion_mnist(
             if not download:
                 raise BottleneckError(
                     f"Fashion-MNIST files not found in {source}; run `apt-get install dataset-fashion-mnist` "
-                    "or pass --source FOLDER."
+                    "or pass source=FOLDER."
                 )
             source = _download_fashion_mnist(Path.home() / ".cache" / "bottleneck" / "fashion-mnist")
     source = Path(source)

@@ -56,7 +56,7 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     if limit > 0 and w * h > limit:
         raise ImageDecodeError(
             f"{w}x{h} = {w * h} pixels, over the decompression-bomb limit of {limit}; "
-            "raise it with --max-image-pixels N (0 = no limit) if the image is trusted"
+            "raise it with max_image_pixels=N (0 = no limit) if the image is trusted"
         )
     fmt = im.format or "image"
     try:
@@ -124,7 +124,7 @@ def _bomb_error(exc: Exception, fmt: str, limit: int) -> ImageDecodeError:
     if m and 0 < limit < int(m[1]):
         return ImageDecodeError(
             f"{m[1]} pixels, over the decompression-bomb limit of {limit}; "
-            "raise it with --max-image-pixels N (0 = no limit) if the image is trusted"
+            "raise it with max_image_pixels=N (0 = no limit) if the image is trusted"
         )
     what = f"{m[1]} pixels, over PIL's own limit of {m[2]}" if m else str(exc).rstrip(".")
     return ImageDecodeError(

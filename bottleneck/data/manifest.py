@@ -145,7 +145,7 @@ def split_val(manifest: Manifest, fraction: float, seed: int = 0) -> Manifest:
         )
     if "val" in manifest.splits():
         raise SourceError(
-            f"{manifest.source} already has a val split; drop val_fraction (--val-fraction) to use it, "
+            f"{manifest.source} already has a val split; leave out val_fraction= to use it, "
             "or remove the val split from the source to make one from train."
         )
     if "train" not in manifest.splits():

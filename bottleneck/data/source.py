@@ -155,7 +155,7 @@ def open_source(
     kind = _detect(path)
     if h5_keys is not None and kind not in ("h5", "npz", "npy"):
         raise SourceError(
-            f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; drop --h5-keys."
+            f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
         )
     if kind == "folders":
         src: Source = FileSource(files.folder_manifest(path, progress), max_image_pixels)

@@ -13,8 +13,6 @@ from bottleneck.config import ExtractConfig
 from bottleneck.errors import CacheError
 
 META = "meta.json"
-
-
 MANIFEST = "manifest.json"
 
 

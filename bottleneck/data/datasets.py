@@ -13,17 +13,11 @@ from bottleneck.data.arrays import FASHION_MNIST_CLASSES, idx_files, read_idx
 from bottleneck.errors import BottleneckError
 
 EXPORT_MARKER = ".bottleneck-export.json"
-
-
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-
-
 FASHION_MNIST_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # the dataset's official download
     "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",  # Keras' mirror of the same files
 )
-
-
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),

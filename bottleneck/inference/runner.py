@@ -27,8 +27,6 @@ from bottleneck.errors import BackboneError, BadImageError, BottleneckError, Cac
 
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
-
-
 MAX_BAD_LISTED = 20
 
 

@@ -10,8 +10,6 @@ from bottleneck._io import write_json_atomic
 from bottleneck.errors import HeadError
 
 METRICS_FILE = "metrics.json"
-
-
 HEAD_DIR = "head"
 
 

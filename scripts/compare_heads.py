@@ -79,7 +79,9 @@ def main(argv=None) -> int:
                 caches, heads, seeds=range(args.seeds), params=parse_params(args.param, heads), out=args.out
             )
     except BottleneckError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from bottleneck.cli.common import cli_spelling
+
+        print(f"error: {cli_spelling(str(exc))}", file=sys.stderr)
         return 2
     print(result.markdown())
     print(

@@ -58,7 +58,9 @@ def main(argv=None) -> int:
         print(f"features: {cache.path} ({how}, {result.seconds:.1f} s)")
         comparison = compare([cache.path], args.heads.split(","), out=args.work / "compare")
     except BottleneckError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from bottleneck.cli.common import cli_spelling
+
+        print(f"error: {cli_spelling(str(exc))}", file=sys.stderr)
         return 2
     print()
     print(comparison.markdown())

@@ -124,7 +124,9 @@ def main(argv=None) -> int:
             out=args.out,
         )
     except BottleneckError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from bottleneck.cli.common import cli_spelling
+
+        print(f"error: {cli_spelling(str(exc))}", file=sys.stderr)
         return 2
 
     backbone_epoch_s = n["train"] / rate  # what one epoch through the frozen backbone costs over train

@@ -56,6 +56,18 @@ def write_json_atomic(path, obj, *, indent: int | None = 1) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=indent, default=json_default))
 
 
+def read_json(path, error: type[Exception], missing: str, redo: str):
+    """The JSON value in ``path``: ``error(missing)`` when there is no such file, and one line naming the file
+    and ``redo`` (what to do about it) when it does not parse."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(missing)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is corrupt ({exc}); {redo}") from None
+
+
 def file_hash(path, chunk: int = 1 << 20) -> str:
     """sha256 of a file, or of every file under a directory (relative names included)."""
     path = Path(path)

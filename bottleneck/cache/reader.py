@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck._io import read_json
 from bottleneck.cache.key import cache_dir_name
 from bottleneck.cache.stores import FeatureArray, Store, open_store
 from bottleneck.config import ExtractConfig
@@ -23,14 +24,12 @@ def read_meta(path) -> dict:
         raise CacheError(
             f"no cache at {path}: the folder does not exist. Run `bottleneck extract SOURCE` first."
         )
-    if not meta_file.exists():
-        raise CacheError(
-            f"{path} is not a bottleneck cache (no {META}); pass a folder made by `bottleneck extract`."
-        )
-    try:
-        return json.loads(meta_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CacheError(f"{meta_file} is corrupt ({exc}); remove the cache and extract again.") from None
+    return read_json(
+        meta_file,
+        CacheError,
+        missing=f"{path} is not a bottleneck cache (no {META}); pass a folder made by `bottleneck extract`.",
+        redo="remove the cache and extract again.",
+    )
 
 
 def progress_text(meta: dict) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottleneck._io import write_json_atomic
+from bottleneck._io import read_json, write_json_atomic
 from bottleneck.errors import HeadError
 
 METRICS_FILE = "metrics.json"
@@ -72,13 +71,11 @@ def load_run(path) -> Run:
     from bottleneck.heads import load_head
 
     path = Path(path)
-    f = path / METRICS_FILE
-    if not f.is_file():
-        raise HeadError(
-            f"{path} is not a fit-head run folder (no {METRICS_FILE}); pass the folder `bottleneck fit-head` printed."
-        )
-    try:
-        summary = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise HeadError(f"{f} is corrupt ({exc}); fit the head again.") from None
+    summary = read_json(
+        path / METRICS_FILE,
+        HeadError,
+        missing=f"{path} is not a fit-head run folder (no {METRICS_FILE}); pass the folder `bottleneck fit-head` "
+        "printed.",
+        redo="fit the head again.",
+    )
     return Run(path, load_head(path / HEAD_DIR), summary)

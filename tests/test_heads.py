@@ -1,9 +1,13 @@
+import random
+
 import numpy as np
 import pytest
+import scipy.sparse
 import sklearn.base
 from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.linear_model import LogisticRegression
 
+from bottleneck import _tf
 from bottleneck.cache import write_arrays
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import HeadError
@@ -89,7 +93,9 @@ def test_keras_history_and_early_stopping(fitted):
 
 
 def test_patience_stops_early_and_restores_best_weights():
-    X, y = blobs(n_per_class=30)
+    # Overlapping blobs: at lr 0.5 the validation loss turns up within a few epochs whatever the seed (far-apart
+    # blobs may improve for all 60 epochs, depending on the batch order).
+    X, y = blobs(n_per_class=30, sep=2.0)
     head = make_head("linear", epochs=60, lr=0.5, batch_size=16, patience=1, random_state=3).fit(X, y)
     h = head.history_
     assert len(h["val_loss"]) < 60  # stopped
@@ -116,8 +122,18 @@ def test_bad_input_fails_with_clear_errors(name):
     bad[3].flat[0] = np.nan
     with pytest.raises(HeadError, match=r"1 NaN or infinite value\(s\)"):
         head.fit(bad, y)
-    with pytest.raises(HeadError, match="labels must be integer class indices"):
-        head.fit(X, y.astype(str))
+    with pytest.raises(
+        HeadError, match=r"y holds continuous values such as .*Unknown label type: continuous"
+    ):
+        head.fit(X, y + 0.5)
+    with pytest.raises(HeadError, match=r"y cannot be read as class labels .*one kind for all rows"):
+        head.fit(X, np.array(["a", 1] * (len(X) // 2), dtype=object))
+    with pytest.raises(HeadError, match=r"y contains \d+ NaN or infinite label\(s\)"):
+        head.fit(X, np.where(y == 0, np.nan, y))
+    with pytest.raises(HeadError, match="requires y to be passed, but the target y is None"):
+        head.fit(X, None)
+    with pytest.raises(HeadError, match=r"sparse input is not supported.*X\.toarray\(\)"):
+        head.fit(scipy.sparse.csr_matrix(X.reshape(len(X), -1)), y)
     with pytest.raises(NotFittedError, match=f"this {name} head is not fitted yet"):
         head.predict(X)
 
@@ -271,8 +287,11 @@ def test_streaming_from_a_zarr_cache(tmp_path):
     assert (head.predict(cache.features("test")) == yt).mean() >= 0.97
 
 
-def test_array_batches_visit_every_row_once_and_mix_classes():
+def test_array_batches_visit_every_row_once_and_mix_classes(tmp_path):
     X, y = blobs(n_per_class=100, k=4)  # stored sorted by class, like a cache
+    # On disk (a memmap), as when streaming: windows of stored blocks are shuffled, not single rows.
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+    X[:] = blobs(n_per_class=100, k=4)[0]
     rows = np.arange(0, 400, 2)  # a subset, as when part of train is held out
     ds = ArrayBatches(X, y, rows, 16, shuffle=True, seed=0, block_rows=10, window_bytes=4 * 10 * 8 * 4)
     assert ds.blocks_per_window == 4 and len(ds) == 13
@@ -281,6 +300,7 @@ def test_array_batches_visit_every_row_once_and_mix_classes():
         xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
         return np.concatenate(xs), np.concatenate(ys)
 
+    assert not ds.in_ram
     x1, y1 = epoch()
     seen = np.sort(x1[:, 5])
     np.testing.assert_array_equal(seen, np.sort(X[rows, 5]))  # every selected row exactly once
@@ -291,6 +311,20 @@ def test_array_batches_visit_every_row_once_and_mix_classes():
     assert not np.array_equal(x1, x2) and np.array_equal(np.sort(x2[:, 5]), seen)
     plain = ArrayBatches(X, y, rows, 16, shuffle=False)
     np.testing.assert_array_equal(np.concatenate([plain[i][0] for i in range(len(plain))]), X[rows])
+
+
+def test_array_batches_in_ram_permute_rows_with_a_seed_per_epoch():
+    X, y = blobs(n_per_class=10, k=3)
+    rows = np.arange(1, 30, 2)
+    ds = ArrayBatches(X, y, rows, 4, shuffle=True, seed=5, class_weights=np.array([1.0, 2.0, 3.0]))
+    assert ds.in_ram and len(ds) == 4
+    for epoch in range(2):
+        order = np.random.default_rng([5, epoch]).permutation(rows)
+        xs, ys, ws = (np.concatenate(parts) for parts in zip(*(ds[i] for i in range(len(ds))), strict=True))
+        np.testing.assert_array_equal(xs, X[order])
+        np.testing.assert_array_equal(ys, y[order])
+        np.testing.assert_array_equal(ws, np.array([1.0, 2.0, 3.0], np.float32)[y[order]])
+        ds.on_epoch_end()
 
 
 def test_balanced_class_weight_on_imbalanced_data():
@@ -342,3 +376,129 @@ def test_load_head_errors(tmp_path):
     (tmp_path / "head.json").write_text('{"format_version": 99, "head": "logreg"}')
     with pytest.raises(HeadError, match="head format 99 .* Fit the head again"):
         load_head(tmp_path)
+
+
+def test_fit_leaves_the_global_random_generators_alone():
+    """Heads seed their own generators: after a fit, Python's, NumPy's and TensorFlow's global sequences go
+    on as if it had not happened (fit used to call keras.utils.set_random_seed, reseeding the process)."""
+    _tf.configure_threads()
+    tf = _tf.tensorflow()  # TensorFlow's import draws from Python's random: import it before seeding
+    X, y = blobs()
+
+    def seed_all():
+        random.seed(11)
+        np.random.seed(11)
+        tf.random.set_seed(11)
+
+    def draws():
+        return [random.random() for _ in range(3)], np.random.random(3), tf.random.uniform([3]).numpy()
+
+    seed_all()
+    expected = draws()
+    seed_all()
+    make_head("mlp", epochs=2, batch_size=16, dropout=0.5, random_state=3).fit(X, y)
+    got = draws()
+    assert got[0] == expected[0]
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[2], expected[2])
+
+
+@pytest.mark.parametrize("source", ["memory", "memmap"])
+def test_same_random_state_gives_identical_keras_heads(tmp_path, source):
+    X, y = blobs(sep=1.5)
+    if source == "memmap":  # streamed in shuffled windows of blocks instead of shuffled rows
+        X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+        X[:] = blobs(sep=1.5)[0]
+    params = {"epochs": 3, "batch_size": 16, "dropout": 0.5, "in_memory": source == "memory"}
+    a, b, c = (make_head("mlp", random_state=rs, **params).fit(X, y) for rs in (7, 7, 8))
+    assert a.streamed_ == (source == "memmap")
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.history_ == b.history_
+    for wa, wc in zip(a.model_.get_weights(), c.model_.get_weights(), strict=True):
+        if wa.std() > 0:  # every random layer starts elsewhere with another seed (biases start at 0)
+            assert not np.allclose(wa, wc)
+
+
+def test_random_state_must_be_an_integer():
+    with pytest.raises(HeadError, match=r"random_state 'a' is not allowed; use an integer seed"):
+        make_head("mlp", random_state="a").fit(*blobs())
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear", "sigmoid"])
+def test_string_labels_are_the_classes_and_survive_saving(tmp_path, name):
+    k = 2 if name == "sigmoid" else 3
+    X, yi = blobs(k=k)
+    Xt, yti = blobs(k=k, seed=1)
+    names = np.array(["zebra", "ant", "moth"])[:k]
+    head = make_head(name, **params_for(name)).fit(X, names[yi].tolist())  # a plain list, as sklearn allows
+    assert head.classes_.tolist() == sorted(names)
+    pred = head.predict(Xt)
+    assert pred.dtype.kind == "U" and (pred == names[yti]).mean() >= 0.97
+    head.save(tmp_path / "h")
+    loaded = load_head(tmp_path / "h")
+    assert loaded.classes_.tolist() == head.classes_.tolist() and loaded.classes_.dtype.kind == "U"
+    np.testing.assert_array_equal(loaded.predict(Xt), pred)
+
+
+def test_integer_labels_stay_int64_through_saving(tmp_path):
+    X, yi = blobs()
+    y = np.array([3, 7, 9], np.int32)[yi]
+    head = make_head("logreg").fit(X, y)
+    assert head.classes_.dtype == np.int64 and head.classes_.tolist() == [3, 7, 9]
+    loaded = load_head(head.save(tmp_path / "h"))
+    assert loaded.classes_.dtype == np.int64 and loaded.classes_.tolist() == [3, 7, 9]
+    np.testing.assert_array_equal(loaded.predict(X), head.predict(X))
+
+
+def test_validation_labels_must_be_of_the_training_kind():
+    X, y = blobs()
+    Xv, yv = blobs(seed=1)
+    with pytest.raises(
+        HeadError, match=r"y_val holds number labels \(0, \.\.\.\) but y holds string labels \('0', "
+    ):
+        make_head("logreg").fit(X, y.astype(str), Xv, yv)
+
+
+def test_predict_explains_wrong_numbers_of_features_and_1d_input(fitted):
+    head, Xt, _ = fitted["logreg"]
+    with pytest.raises(HeadError, match=r"X has 2 features, but LogRegHead is expecting 8 features as input"):
+        head.predict(Xt[:, :2])
+    with pytest.raises(HeadError, match=r"Reshape your data.*X\[None\] for a single row"):
+        head.predict(Xt[0])
+    np.testing.assert_array_equal(
+        head.predict(Xt.astype(np.int64)), head.predict(Xt.astype(np.int64).tolist())
+    )
+
+
+def test_class_weight_dict_by_label_and_saved(tmp_path):
+    rng = np.random.default_rng(0)
+    yi = np.r_[np.zeros(150, int), np.ones(15, int)]
+    X = (rng.normal(size=(len(yi), 8)) + 1.2 * yi[:, None]).astype(np.float32)
+    y = np.array(["common", "rare"])[yi]
+    for name in ("logreg", "linear"):
+        params = params_for(name)
+        plain = make_head(name, **params).fit(X, y)
+        heavy = make_head(name, class_weight={"rare": 20.0}, **params).fit(X, y)
+        assert (heavy.predict(X) == "rare").sum() > (plain.predict(X) == "rare").sum()
+        loaded = load_head(heavy.save(tmp_path / name))
+        assert loaded.get_params()["class_weight"] == {"rare": 20.0}
+    loaded = load_head(make_head("logreg", class_weight={1: 5.0}).fit(X, yi).save(tmp_path / "int"))
+    assert loaded.get_params()["class_weight"] == {1: 5.0}  # an integer label stays an integer, not "1"
+    with pytest.raises(HeadError, match=r"class_weight has label\(s\) \['bird'\] that do not occur in y"):
+        make_head("logreg", class_weight={"bird": 2.0}).fit(X, y)
+    with pytest.raises(HeadError, match=r"class_weight \{'rare': -1\} is not allowed"):
+        make_head("linear", class_weight={"rare": -1}).fit(X, y)
+
+
+def test_class_weight_weighs_the_validation_loss_that_picks_the_best_epoch():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(150, int), np.ones(30, int)]
+    X = (rng.normal(size=(len(y), 8)) + 1.0 * y[:, None]).astype(np.float32)
+    head = make_head("linear", class_weight="balanced", **FAST).fit(X, y)
+    h = head.history_
+    train = np.setdiff1d(np.arange(len(y)), head.holdout_)
+    weights = len(train) / (2 * np.bincount(y[train]))
+    yv = y[head.holdout_]
+    p = head.predict_proba(X[head.holdout_])
+    weighted = np.mean(weights[yv] * -np.log(p[np.arange(len(yv)), yv]))
+    assert weighted == pytest.approx(h["val_loss"][h["best_epoch"] - 1], rel=1e-3)

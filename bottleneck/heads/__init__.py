@@ -2,7 +2,9 @@
 
 ``make_head("logreg" | "linear" | "mlp" | "sigmoid" | "pool-dense", **params)`` builds one; every head has
 ``fit(X, y, X_val=None, y_val=None, progress=None)``, ``predict``, ``predict_proba``, ``save(path, cache=)``,
-and ``load_head(path)`` reads it back. X may be a cache's on-disk array: heads read it in blocks.
+and ``load_head(path)`` reads it back. X may be a cache's on-disk array: heads read it in blocks. Labels y
+may be integers (a cache's class indices) or strings; ``classes_`` holds them sorted and ``predict`` returns
+them. Fitting is seeded by ``random_state`` alone and leaves the process's global random state untouched.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ class NotFittedError(HeadError, _SkNotFittedError):
     """predict/predict_proba/save before fit (also an sklearn NotFittedError, so sklearn tools recognise it)."""
 
 
+class FeatureTypeError(HeadError, TypeError):
+    """Features that are not numbers (an object array holding strings or dicts). Also a TypeError, the type
+    NumPy and scikit-learn raise for them, so code that catches that keeps working."""
+
+
 def available_memory() -> int:
     """Bytes of RAM available now (Linux MemAvailable), or 2 GiB when that cannot be read."""
     try:
@@ -85,35 +90,158 @@ def take_rows(X, rows: np.ndarray) -> np.ndarray:
 
 
 def check_features(X, name: str = "X"):
-    """X must look like an array of one feature row per image, (N, D) or (N, H, W, C)."""
-    if not hasattr(X, "shape") or not hasattr(X, "__getitem__"):
+    """X must look like an array of numbers, one feature row per image, (N, D) or (N, H, W, C).
+
+    Lists, tuples and other sequences become NumPy arrays; stored arrays (zarr / h5 / memmap) stay where they
+    are and are read in blocks later. An in-memory integer or object array becomes float64, as scikit-learn
+    would make it.
+    """
+    if _is_sparse(X):
+        raise HeadError(
+            f"{name} is a sparse matrix ({type(X).__name__}); sparse input is not supported, heads need dense "
+            "feature rows. Pass X.toarray()."
+        )
+    if not (hasattr(X, "shape") and hasattr(X, "dtype") and hasattr(X, "__getitem__")):
         X = np.asarray(X)
     shape = tuple(X.shape)
     if len(shape) < 2:
         raise HeadError(
             f"{name} has shape {shape}; features must be 2-D or more, one row per image: (N, D) or (N, H, W, C). "
-            "Pass cache.features(split), or X[None] for a single row."
+            "Reshape your data: pass cache.features(split), or X[None] for a single row."
         )
     if shape[0] == 0:
         raise HeadError(f"{name} has no rows (shape {shape}); pass at least one feature row.")
-    if not np.issubdtype(np.dtype(X.dtype), np.floating):
+    if 0 in shape[1:]:
+        # sklearn's wording, which its estimator checks look for.
         raise HeadError(
-            f"{name} has dtype {X.dtype}; features must be float (float32 or float16 from a cache)."
+            f"{name} has 0 feature(s) (shape={shape}) while a minimum of 1 is required; pass at least one "
+            "feature per row."
         )
+    kind = np.dtype(X.dtype).kind
+    if kind == "c":
+        raise HeadError(
+            f"{name} has dtype {X.dtype}; Complex data not supported, features must be real numbers. "
+            "Pass X.real if the imaginary parts are zero."
+        )
+    if kind == "O":
+        try:
+            return np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise FeatureTypeError(
+                f"{name} has dtype object and holds something that is not a number ({exc}); features must be "
+                "numbers. Pass a float array, e.g. cache.features(split)."
+            ) from None
+    if kind not in "fiub":
+        raise HeadError(
+            f"{name} has dtype {X.dtype}; features must be numbers (float32 or float16 from a cache). "
+            "Pass the features, not file names or labels."
+        )
+    if kind != "f" and isinstance(X, np.ndarray) and not isinstance(X, np.memmap):
+        X = X.astype(np.float64)  # exact for integers up to 2**53; stored arrays are converted block by block
     return X
 
 
+def _is_sparse(X) -> bool:
+    # scipy comes with scikit-learn; import it only when X is not a plain array anyway.
+    if isinstance(X, np.ndarray) or not hasattr(X, "tocsr"):
+        return False
+    from scipy import sparse
+
+    return sparse.issparse(X)
+
+
 def check_labels(y, n: int, name: str = "y") -> np.ndarray:
+    """y as one class label per row: integers (returned as int64, like a cache's labels), strings, or
+    floats with whole values; whatever scikit-learn classifiers accept. HeadError otherwise."""
+    from sklearn.utils.multiclass import type_of_target
+
+    if y is None:
+        # sklearn's wording, which its estimator checks look for.
+        raise HeadError(
+            f"this head requires y to be passed, but the target {name} is None; pass one label per feature row, "
+            "e.g. cache.labels(split)."
+        )
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise HeadError(
-            f"{name} has shape {y.shape} but there are {n} feature rows; pass one integer label per row, shape ({n},)."
+            f"{name} has shape {y.shape} but there are {n} feature rows; pass one label per row, shape ({n},)."
         )
-    if y.dtype.kind not in "iub":
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        # Before type_of_target, whose cast of NaN to int would warn.
+        bad = int(len(y) - np.isfinite(y).sum())
         raise HeadError(
-            f"{name} has dtype {y.dtype}; labels must be integer class indices (cache.labels(split) gives int64)."
+            f"{name} contains {bad} NaN or infinite label(s); labels must be classes, integers or strings. "
+            "Drop the unlabelled rows."
         )
-    return y.astype(np.int64)
+    try:
+        target = type_of_target(y, input_name=name)
+        np.unique(y)  # labels must sort: a mix of strings and numbers does not
+    except (TypeError, ValueError) as exc:
+        raise HeadError(
+            f"{name} cannot be read as class labels ({exc}); pass integers or strings, one kind for all rows."
+        ) from None
+    if target not in ("binary", "multiclass"):
+        # "Unknown label type" is scikit-learn's wording, which its checks and users search for.
+        raise HeadError(
+            f"{name} holds {target} values such as {_plain(y[0])!r}; Unknown label type: {target}. Labels must be "
+            "classes, integers or strings; bin a regression target into classes first."
+        )
+    return y
+
+
+def _plain(v):
+    """A NumPy scalar as the Python value, so messages show 0.5 or 'cat', not np.float64(0.5)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _label_kind(labels: np.ndarray) -> str:
+    # check_labels lets an object array through only when it holds strings (type_of_target calls an object
+    # array of numbers "unknown").
+    return "string" if labels.dtype.kind in "USO" else "number"
+
+
+def check_class_weight(class_weight) -> None:
+    """None, "balanced", or a dict {label: weight} of non-negative numbers; HeadError otherwise."""
+    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
+        return
+    if isinstance(class_weight, dict) and all(
+        isinstance(w, int | float | np.number) and not isinstance(w, bool) and np.isfinite(w) and w >= 0
+        for w in class_weight.values()
+    ):
+        return
+    raise HeadError(
+        f"class_weight {class_weight!r} is not allowed; use None, 'balanced' or a dict {{label: weight}} of "
+        "non-negative numbers."
+    )
+
+
+def class_weights(class_weight, classes: np.ndarray, y_index: np.ndarray) -> np.ndarray | None:
+    """The weight of each class, in ``classes`` order, or None for unweighted. "balanced": rows / (classes *
+    rows of the class) over ``y_index`` (label indices), as scikit-learn; a dict: its weight per label, and 1
+    for labels it leaves out (also scikit-learn's rule)."""
+    if class_weight is None:
+        return None
+    k = len(classes)
+    if isinstance(class_weight, str):
+        counts = np.bincount(y_index, minlength=k)
+        return len(y_index) / (k * np.maximum(1, counts))
+    index = {c: i for i, c in enumerate(classes.tolist())}
+    weights = np.ones(k)
+    unknown = []
+    for label, w in class_weight.items():
+        i = index.get(label.item() if isinstance(label, np.generic) else label)
+        if i is None:
+            unknown.append(label)
+        else:
+            weights[i] = float(w)
+    if unknown:
+        raise HeadError(
+            f"class_weight has label(s) {unknown[:10]} that do not occur in y (classes "
+            f"{classes[:10].tolist()}); key the weights by the training labels."
+        )
+    return weights
 
 
 def check_finite(block: np.ndarray, name: str = "X") -> None:
@@ -166,7 +294,8 @@ class Head(ClassifierMixin, BaseEstimator):
         classes = np.unique(y)
         if len(classes) < 2:
             raise HeadError(
-                f"y has a single class ({int(classes[0])}); a classifier needs rows of at least 2 classes."
+                f"y has a single class ({classes[0]}): rows of one class cannot train a classifier; pass rows "
+                "of at least 2 classes."
             )
         self.classes_ = classes
         self.feature_shape_ = tuple(int(d) for d in X.shape[1:])
@@ -179,6 +308,12 @@ class Head(ClassifierMixin, BaseEstimator):
             X_val = check_features(X_val, "X_val")
             self._check_shape(X_val, "X_val")
             y_val = check_labels(y_val, int(X_val.shape[0]), "y_val")
+            if _label_kind(y_val) != _label_kind(classes):
+                raise HeadError(
+                    f"y_val holds {_label_kind(y_val)} labels ({_plain(y_val[0])!r}, ...) but y holds "
+                    f"{_label_kind(classes)} labels ({_plain(classes[0])!r}, ...); pass validation labels of the same "
+                    "kind as the training labels."
+                )
             unknown = np.setdiff1d(np.unique(y_val), classes)
             if len(unknown):
                 raise HeadError(
@@ -195,10 +330,22 @@ class Head(ClassifierMixin, BaseEstimator):
             trained = getattr(self, "trained_on_", None) or {}
             if trained.get("cache_key"):
                 where = f" from cache {trained.get('cache_name') or trained['cache_key'][:8]}"
+            count = ""
+            n = int(np.prod(shape))
+            if n != self.n_features_in_:
+                # Also scikit-learn's wording, which its estimator checks look for.
+                count = (
+                    f" ({name} has {n} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                    "features as input)"
+                )
             raise HeadError(
                 f"{name} has feature shape {shape} but this {self.name} head was trained on {self.feature_shape_}"
-                f"{where}; pass features made with the same backbone, layer, image size and pooling."
+                f"{where}{count}; pass features made with the same backbone, layer, image size and pooling."
             )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        # sklearn's check_is_fitted would otherwise accept any attribute ending in "_".
+        return hasattr(self, self._fitted_attr)
 
     def _check_fitted(self):
         if not hasattr(self, self._fitted_attr):
@@ -240,6 +387,11 @@ class Head(ClassifierMixin, BaseEstimator):
         trained = dict(getattr(self, "trained_on_", None) or {})
         if cache is not None:
             trained = cache_identity(cache)
+        if self.classes_.dtype.kind == "S":
+            raise HeadError(
+                f"classes {self.classes_[:5].tolist()} are bytes, which head.json cannot hold; fit with str labels "
+                "(y.astype(str)) to save this head."
+            )
         info = {
             "format_version": HEAD_FORMAT_VERSION,
             "head": self.name,
@@ -336,6 +488,10 @@ def _settings_diff(trained: dict, other: dict) -> str:
     )
 
 
+# head.json key of a dict parameter saved as [key, value] pairs (JSON object keys can only be strings).
+DICT_ITEMS = "dict_items"
+
+
 def _json_params(params: dict) -> dict:
     out = {}
     for k, v in params.items():
@@ -345,8 +501,23 @@ def _json_params(params: dict) -> dict:
             v = list(v)
         elif isinstance(v, np.generic):
             v = v.item()
+        elif isinstance(v, dict):
+            # JSON object keys are strings: a {label: weight} dict is kept as pairs so integer labels stay
+            # integers (_params_from_json turns it back).
+            v = {DICT_ITEMS: [[_json_scalar(a), _json_scalar(b)] for a, b in v.items()]}
         out[k] = v
     return out
+
+
+def _json_scalar(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _params_from_json(params: dict) -> dict:
+    return {
+        k: {a: b for a, b in v[DICT_ITEMS]} if isinstance(v, dict) and list(v) == [DICT_ITEMS] else v
+        for k, v in params.items()
+    }
 
 
 def load_head(path) -> Head:
@@ -368,11 +539,19 @@ def load_head(path) -> Head:
             f"{info_file} is head format {info.get('format_version')!r} of head {info.get('head')!r}; this "
             f"bottleneck reads format {HEAD_FORMAT_VERSION} of {', '.join(HEADS)}. Fit the head again."
         )
-    head = HEADS[info["head"]](**info["params"])
-    head.classes_ = np.asarray(info["classes"], dtype=np.int64)
+    head = HEADS[info["head"]](**_params_from_json(info["params"]))
+    head.classes_ = _classes_from_json(info["classes"])
     head.feature_shape_ = tuple(info["feature_shape"])
     head.n_features_in_ = int(np.prod(head.feature_shape_))
     head.history_ = info.get("history") or {}
     head.trained_on_ = info.get("trained_on")
     head._load_model(path, info)
     return head
+
+
+def _classes_from_json(values: list) -> np.ndarray:
+    """classes_ as saved in head.json: integers come back int64 (a cache's labels), strings as a str array,
+    whole-valued float labels as float64."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray(values)

@@ -15,7 +15,9 @@ from bottleneck.heads.base import (
     Head,
     Progress,
     available_memory,
+    check_class_weight,
     check_finite,
+    class_weights,
     iter_blocks,
     nbytes,
     stratified_holdout,
@@ -32,9 +34,13 @@ class KerasHead(Head):
     256, so a few hundred images still get enough steps per epoch and 50k do not pay per-step overhead),
     ``lr`` (Adam), ``patience`` (epochs without a
     lower validation loss before stopping; the best epoch's weights are restored), ``class_weight``
-    (None | "balanced"), ``val_fraction`` (held out of train when no validation data is passed),
+    (None | "balanced" | {label: weight}; weighs the validation loss too, so early stopping judges the
+    weighted problem), ``val_fraction`` (held out of train when no validation data is passed),
     ``in_memory`` ("auto": load the arrays when they take under half the available RAM, else stream
-    batches from the store; True / False to force), ``random_state`` (seeds Keras, NumPy and Python).
+    batches from the store; True / False to force), ``random_state`` (seeds the held-out part, the weight
+    initialisers, dropout and the batch order, each with its own generator: fitting never reseeds Python's,
+    NumPy's or TensorFlow's global random state, so the same random_state gives the same head wherever it
+    is fitted and the caller's own random sequences go on undisturbed).
 
     Learned: ``classes_``, ``feature_shape_``, ``model_`` (keras.Model, probabilities out), ``history_``
     ({"loss", "accuracy", "val_loss", "val_accuracy"} per epoch, and "best_epoch"), ``holdout_``,
@@ -67,7 +73,8 @@ class KerasHead(Head):
     def _check_problem(self, n_classes: int) -> None:
         pass
 
-    def _build_body(self, x, n_classes: int):
+    def _build_body(self, x, n_classes: int, seeds: _LayerSeeds):
+        """The layers after normalisation; every layer with random weights or randomness takes ``seeds()``."""
         raise NotImplementedError
 
     @property
@@ -83,10 +90,14 @@ class KerasHead(Head):
                 raise HeadError(f"{name} {v!r} must be a positive integer.")
         if not self.lr > 0:
             raise HeadError(f"lr {self.lr!r} must be a positive number, e.g. 1e-3.")
-        if self.class_weight not in (None, "balanced"):
-            raise HeadError(f"class_weight {self.class_weight!r} is not allowed; use None or 'balanced'.")
+        check_class_weight(self.class_weight)
         if self.in_memory not in ("auto", True, False):
             raise HeadError(f"in_memory {self.in_memory!r} is not allowed; use 'auto', True or False.")
+        rs = self.random_state
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int | np.integer)):
+            raise HeadError(
+                f"random_state {rs!r} is not allowed; use an integer seed such as 0, or None (seed 0)."
+            )
 
     def fit(self, X, y, X_val=None, y_val=None, progress: Progress | None = None):
         """Fit on X (N, *feature_shape) array-like and labels y (N,); early-stop on (X_val, y_val) or on a
@@ -100,7 +111,6 @@ class KerasHead(Head):
         keras = _tf.keras()
 
         seed = 0 if self.random_state is None else int(self.random_state)
-        keras.utils.set_random_seed(seed)
 
         rows = np.arange(int(X.shape[0]))
         self.holdout_ = None
@@ -122,41 +132,27 @@ class KerasHead(Head):
 
         inputs = keras.Input(self.feature_shape_)
         x = keras.layers.Normalization(axis=-1, mean=mean, variance=var)(inputs)
-        outputs = self._build_body(x, n_classes)
+        outputs = self._build_body(x, n_classes, _LayerSeeds(seed))
         model = keras.Model(inputs, outputs, name=f"{self.name.replace('-', '_')}_head")
         model.compile(
             optimizer=keras.optimizers.Adam(self.lr),
             loss="binary_crossentropy" if self._binary else "sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        class_weight = None
-        if self.class_weight == "balanced":
-            counts = np.bincount(yi[rows], minlength=n_classes)
-            class_weight = {k: len(rows) / (n_classes * max(1, c)) for k, c in enumerate(counts)}
+        from bottleneck.heads.streaming import ArrayBatches
 
-        if self.streamed_:
-            from bottleneck.heads.streaming import ArrayBatches
-
-            train = ArrayBatches(X, yi, rows, self.batch_size_, shuffle=True, seed=seed)
-            if X_val is None:
-                val = ArrayBatches(X, yi, self.holdout_, self.batch_size_, shuffle=False)
-            else:
-                val = ArrayBatches(
-                    X_val, yvi, np.arange(int(X_val.shape[0])), self.batch_size_, shuffle=False
-                )
-            fit_kw = {"x": train, "validation_data": val, "shuffle": False}
+        # Batches come from ArrayBatches in memory too: model.fit's own shuffle (of arrays, or of a PyDataset's
+        # batches) draws from TensorFlow's or Python's global generator, which only a process-wide reseed makes
+        # repeatable. ArrayBatches orders rows with np.random.default_rng((seed, epoch)).
+        # Class weights come as row weights of training and validation batches alike: early stopping on an
+        # unweighted validation loss would restore the epoch that suits the unweighted problem, undoing them.
+        weights = class_weights(self.class_weight, self.classes_, yi[rows])
+        train = ArrayBatches(X, yi, rows, self.batch_size_, shuffle=True, seed=seed, class_weights=weights)
+        if X_val is None:
+            X_val, yvi, val_rows = X, yi, self.holdout_
         else:
-            if X_val is None:
-                Xtr, ytr, Xv, yv = X[rows], yi[rows], X[self.holdout_], yi[self.holdout_]
-            else:
-                Xtr, ytr, Xv, yv = X, yi, X_val, yvi
-            fit_kw = {
-                "x": Xtr.astype(np.float32, copy=False),
-                "y": ytr,
-                "validation_data": (Xv.astype(np.float32, copy=False), yv),
-                "batch_size": self.batch_size_,
-                "shuffle": True,
-            }
+            val_rows = np.arange(int(X_val.shape[0]))
+        val = ArrayBatches(X_val, yvi, val_rows, self.batch_size_, shuffle=False, class_weights=weights)
         callbacks = [
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=self.patience, restore_best_weights=True
@@ -165,7 +161,12 @@ class KerasHead(Head):
         if progress:
             callbacks.append(_ProgressCallback(progress, self.epochs))
         hist = model.fit(
-            epochs=self.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0, **fit_kw
+            train,
+            validation_data=val,
+            shuffle=False,
+            epochs=self.epochs,
+            callbacks=callbacks,
+            verbose=0,
         )
         self.model_ = model
         self.history_ = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
@@ -197,12 +198,12 @@ class LinearHead(KerasHead):
 
     name = "linear"
 
-    def _build_body(self, x, n_classes):
+    def _build_body(self, x, n_classes, seeds):
         keras = _tf.keras()
 
         if len(self.feature_shape_) > 1:
             x = keras.layers.Flatten()(x)
-        return keras.layers.Dense(n_classes, activation="softmax")(x)
+        return _dense(n_classes, "softmax", seeds)(x)
 
 
 class MLPHead(KerasHead):
@@ -239,16 +240,16 @@ class MLPHead(KerasHead):
         if not 0.0 <= self.dropout < 1.0:
             raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
 
-    def _build_body(self, x, n_classes):
+    def _build_body(self, x, n_classes, seeds):
         keras = _tf.keras()
 
         if len(self.feature_shape_) > 1:
             x = keras.layers.Flatten()(x)
         for _ in range(self.depth):
-            x = keras.layers.Dense(self.width, activation="relu")(x)
+            x = _dense(self.width, "relu", seeds)(x)
             if self.dropout:
-                x = keras.layers.Dropout(self.dropout)(x)
-        return keras.layers.Dense(n_classes, activation="softmax")(x)
+                x = keras.layers.Dropout(self.dropout, seed=seeds())(x)
+        return _dense(n_classes, "softmax", seeds)(x)
 
 
 class SigmoidHead(KerasHead):
@@ -260,19 +261,25 @@ class SigmoidHead(KerasHead):
     def _binary(self) -> bool:
         return True
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
     def _check_problem(self, n_classes):
         if n_classes != 2:
+            # Starts with scikit-learn's wording for binary-only classifiers, which its checks look for.
             raise HeadError(
-                f"the sigmoid head is for exactly 2 classes, but y has {n_classes} "
-                f"({', '.join(map(str, self.classes_[:10]))}); use --head linear, mlp or logreg."
+                f"Only binary classification is supported: the sigmoid head is for exactly 2 classes, but y has "
+                f"{n_classes} ({', '.join(map(str, self.classes_[:10]))}); use --head linear, mlp or logreg."
             )
 
-    def _build_body(self, x, n_classes):
+    def _build_body(self, x, n_classes, seeds):
         keras = _tf.keras()
 
         if len(self.feature_shape_) > 1:
             x = keras.layers.Flatten()(x)
-        return keras.layers.Dense(1, activation="sigmoid")(x)
+        return _dense(1, "sigmoid", seeds)(x)
 
 
 class PoolDenseHead(KerasHead):
@@ -314,15 +321,39 @@ class PoolDenseHead(KerasHead):
         if not 0.0 <= self.dropout < 1.0:
             raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
 
-    def _build_body(self, x, n_classes):
+    def _build_body(self, x, n_classes, seeds):
         keras = _tf.keras()
 
         pool = keras.layers.GlobalMaxPooling2D if self.pool == "max" else keras.layers.GlobalAveragePooling2D
         x = pool()(x)
-        x = keras.layers.Dense(self.width, activation="relu")(x)
+        x = _dense(self.width, "relu", seeds)(x)
         if self.dropout:
-            x = keras.layers.Dropout(self.dropout)(x)
-        return keras.layers.Dense(n_classes, activation="softmax")(x)
+            x = keras.layers.Dropout(self.dropout, seed=seeds())(x)
+        return _dense(n_classes, "softmax", seeds)(x)
+
+
+class _LayerSeeds:
+    """Distinct seeds for the random layers of one model, from a child of random_state's SeedSequence (so
+    they are independent of the holdout's default_rng(seed) and the batch order's default_rng((seed, epoch))).
+
+    A Keras initializer or Dropout without a seed draws one from Python's global ``random``, which is why
+    heads used to reseed the whole process; with these, each layer is seeded on its own.
+    """
+
+    def __init__(self, seed: int):
+        self._rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+
+    def __call__(self) -> int:
+        return int(self._rng.integers(2**31 - 1))
+
+
+def _dense(units: int, activation: str, seeds: _LayerSeeds):
+    """Dense with Keras's default Glorot-uniform kernel, seeded; the bias starts at zero (not random)."""
+    keras = _tf.keras()
+
+    return keras.layers.Dense(
+        units, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(seed=seeds())
+    )
 
 
 def _channel_stats(X, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -11,7 +12,9 @@ from bottleneck.errors import HeadError
 from bottleneck.heads.base import (
     Head,
     Progress,
+    check_class_weight,
     check_finite,
+    class_weights,
     stratified_holdout,
     to_memory,
 )
@@ -33,7 +36,7 @@ class LogRegHead(Head):
     refit : after choosing C, fit again on train + validation rows with that C.
     val_fraction : share of each class of train held out for the sweep when no validation data is passed.
     max_iter, tol : lbfgs limits per C.
-    class_weight : None or "balanced".
+    class_weight : None, "balanced" or a dict {label: weight} (labels it leaves out weigh 1).
     standardize : scale every feature to zero mean, unit variance on train (lbfgs converges far faster).
     patience : stop the sweep after this many C values in a row below the best (larger C only costs more
         iterations once accuracy falls).
@@ -46,7 +49,8 @@ class LogRegHead(Head):
     random_state : seed of the held-out part and of the sweep subset.
 
     Learned: ``classes_``, ``C_``, ``coef_`` (K or 1, D), ``intercept_``, ``mean_``, ``scale_``, ``history_``
-    ({"C", "val_accuracy", "val_loss"} of the sweep), ``holdout_`` (held-out train rows, or None).
+    ({"C", "val_accuracy", "val_loss"} of the sweep), ``holdout_`` (held-out train rows, or None),
+    ``n_iter_`` (lbfgs iterations of the fit that gave ``coef_``).
     """
 
     name = "logreg"
@@ -80,22 +84,61 @@ class LogRegHead(Head):
 
     def fit(self, X, y, X_val=None, y_val=None, progress: Progress | None = None):
         """Fit on train features X (N, ...) and labels y (N,); choose C on (X_val, y_val) or a held-out part
-        of train. Test data must never be passed here: it is only for the final report."""
+        of train. Test data must never be passed here: it is only for the final report.
+
+        Steps: check the parameters, hold out validation rows, standardise, sweep C (``_Sweep``), final fit.
+        """
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(self.blas_threads):
             return self._fit(X, y, X_val, y_val, progress)
 
     def _fit(self, X, y, X_val, y_val, progress):
-        from sklearn.linear_model import LogisticRegression
-
-        if self.class_weight not in (None, "balanced"):
-            raise HeadError(f"class_weight {self.class_weight!r} is not allowed; use None or 'balanced'.")
+        grid = self._check_params()
         X, yi, X_val, yvi = self._start_fit(X, y, X_val, y_val)
+        seed = 0 if self.random_state is None else self.random_state
+        X, yi, X_val, yvi = self._holdout(X, yi, X_val, yvi, seed)
+        Xs, Xvs = self._standardize(X), self._scale(X_val)
+        subset = self._sweep_subset(yi, seed)
+        explicit = self.Cs is not None
+        sweep = _Sweep(
+            self._classifier(grid[0], yi),
+            (Xs, yi) if subset is None else (Xs[subset], yi[subset]),
+            (Xvs, yvi),
+            progress,
+            total=len(grid) + (0 if explicit else 2),
+        )
+        # Ascending C with warm starts: each fit starts from the previous solution, which is close.
+        sweep.ascend(grid, None if explicit else self.patience)
+        if not explicit:
+            sweep.extend_down(min(grid), self.patience)
+            sweep.refine()
+        self.C_ = float(sweep.best.C)
+        self.coef_, self.intercept_, self.n_iter_, final = self._final_fit(sweep, Xs, yi, Xvs, yvi, subset)
+        self.history_ = sweep.sorted_history()
+        self.history_["best_C"] = self.C_
+        self.history_["sweep_rows"] = int(len(sweep.y))
+        self.history_.update(final)
+        return self
+
+    # --- the steps of fit ------------------------------------------------------------------------------
+    def _check_params(self) -> list[float]:
+        """Refuse bad hyper-parameters before any data is read; the C grid to sweep."""
+        check_class_weight(self.class_weight)
+        explicit = self.Cs is not None
+        grid = [float(c) for c in (self.Cs if explicit else DEFAULT_CS)]
+        if not grid or any(not c > 0 for c in grid):
+            raise HeadError(f"Cs {self.Cs!r} must be positive numbers, e.g. [0.01, 0.1, 1].")
+        if self.sweep_rows is not None and self.sweep_rows < 1:
+            raise HeadError(f"sweep_rows {self.sweep_rows!r} must be a positive integer or None.")
+        return grid
+
+    def _holdout(self, X, yi, X_val, yvi, seed):
+        """Flat in-memory train and validation features; without validation data, a stratified part of train
+        (``holdout_``) becomes the validation part."""
         X = _flat(to_memory(X))
         check_finite(X)
         self.holdout_ = None
-        seed = 0 if self.random_state is None else self.random_state
         if X_val is None:
             tr, ho = stratified_holdout(yi, self.val_fraction, seed)
             X, X_val, yi, yvi = X[tr], X[ho], yi[tr], yi[ho]
@@ -107,7 +150,10 @@ class LogRegHead(Head):
             raise HeadError(
                 "after holding out validation rows, train has one class; pass more rows per class."
             )
+        return X, yi, X_val, yvi
 
+    def _standardize(self, X: np.ndarray) -> np.ndarray:
+        """Set ``mean_`` and ``scale_`` from train; X scaled."""
         if self.standardize:
             self.mean_ = X.mean(axis=0, dtype=np.float64)
             std = X.std(axis=0, dtype=np.float64)
@@ -115,92 +161,40 @@ class LogRegHead(Head):
         else:
             self.mean_ = np.zeros(X.shape[1])
             self.scale_ = np.ones(X.shape[1])
-        Xs, Xvs = self._scale(X), self._scale(X_val)
+        return self._scale(X)
 
-        explicit = self.Cs is not None
-        grid = [float(c) for c in (self.Cs if explicit else DEFAULT_CS)]
-        if not grid or any(not c > 0 for c in grid):
-            raise HeadError(f"Cs {self.Cs!r} must be positive numbers, e.g. [0.01, 0.1, 1].")
-        clf = LogisticRegression(
-            C=grid[0], max_iter=self.max_iter, tol=self.tol, class_weight=self.class_weight, warm_start=True
-        )
-        if self.sweep_rows is not None and self.sweep_rows < 1:
-            raise HeadError(f"sweep_rows {self.sweep_rows!r} must be a positive integer or None.")
-        subset = None
+    def _sweep_subset(self, yi: np.ndarray, seed) -> np.ndarray | None:
+        """The stratified train rows the sweep fits on, or None for all of them."""
         if self.sweep_rows is not None and len(yi) > self.sweep_rows:
-            _, subset = stratified_holdout(yi, self.sweep_rows / len(yi), seed)
-        Xsw, ysw = (Xs, yi) if subset is None else (Xs[subset], yi[subset])
-        history = {"C": [], "val_accuracy": [], "val_loss": []}
-        best = None  # (accuracy, -loss, C, coef, intercept)
+            return stratified_holdout(yi, self.sweep_rows / len(yi), seed)[1]
+        return None
 
-        def fit_quietly(Xf, yf):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # lbfgs max_iter warnings: the sweep itself judges C
-                clf.fit(Xf, yf)
+    def _classifier(self, C: float, yi: np.ndarray):
+        from sklearn.linear_model import LogisticRegression
 
-        def val_scores():
-            p = _softmax_proba(Xvs @ clf.coef_.T + clf.intercept_)
-            acc = float(np.mean(np.argmax(p, 1) == yvi))
-            loss = float(-np.mean(np.log(np.clip(p[np.arange(len(yvi)), yvi], 1e-15, None))))
-            return acc, loss
+        cw = self.class_weight
+        if isinstance(cw, dict):
+            # The classifier sees label indices, so a {label: weight} dict is re-keyed by index.
+            cw = dict(enumerate(class_weights(cw, self.classes_, yi).tolist()))
+        # "balanced" passes through: sklearn weighs the rows of each fit (sweep subset or all train).
+        return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol, class_weight=cw, warm_start=True)
 
-        def try_c(c):
-            nonlocal best
-            clf.C = c
-            fit_quietly(Xsw, ysw)
-            acc, loss = val_scores()
-            history["C"].append(c)
-            history["val_accuracy"].append(acc)
-            history["val_loss"].append(loss)
-            score = (acc, -loss)
-            improved = best is None or score > best[:2]
-            if improved:
-                best = (acc, -loss, c, clf.coef_.copy(), clf.intercept_.copy())
-            if progress:
-                progress("C sweep", len(history["C"]), total)
-            return improved
-
-        # Ascending C with warm starts: each fit starts from the previous solution, which is close.
-        total = len(grid) + (0 if explicit else 2)
-        worse = 0
-        for c in sorted(grid):
-            worse = 0 if try_c(c) else worse + 1
-            if worse >= self.patience and not explicit:
-                break
-        if not explicit:
-            # The best C at the strong-regularisation end of the grid: keep going down by decades (CLIP's
-            # sweep reaches 1e-6) until accuracy stops improving, so the edge of the grid is never chosen.
-            c, worse = min(grid), 0
-            while best[2] == min(history["C"]) and c > MIN_C and worse < self.patience:
-                c /= 10
-                clf.coef_, clf.intercept_ = best[3].copy(), best[4].copy()
-                total += 1
-                worse = 0 if try_c(c) else worse + 1
-            c0 = best[2]
-            # Half-decade refinement either side of the best decade; restart from the best coefficients.
-            for c in (c0 / 10**0.5, c0 * 10**0.5):
-                clf.coef_, clf.intercept_ = best[3].copy(), best[4].copy()
-                try_c(c)
-        self.C_ = float(best[2])
-        coef, intercept = best[3], best[4]
-        final = {}
-        if subset is not None or self.refit:
-            # The chosen C on all train rows (plus val with refit), starting from the sweep's solution.
-            clf.C = self.C_
-            clf.coef_, clf.intercept_ = coef.copy(), intercept.copy()
-            if self.refit:
-                fit_quietly(np.concatenate([Xs, Xvs]), np.concatenate([yi, yvi]))
-            else:
-                fit_quietly(Xs, yi)
-                final["final_val_accuracy"], final["final_val_loss"] = val_scores()
-            coef, intercept = clf.coef_.copy(), clf.intercept_.copy()
-        self.coef_, self.intercept_ = coef, intercept
-        order = np.argsort(history["C"], kind="stable")
-        self.history_ = {k: [v[i] for i in order] for k, v in history.items()}
-        self.history_["best_C"] = self.C_
-        self.history_["sweep_rows"] = int(len(ysw))
-        self.history_.update(final)
-        return self
+    def _final_fit(self, sweep: _Sweep, Xs, yi, Xvs, yvi, subset):
+        """(coef, intercept, n_iter, extra history) of the chosen C: the sweep's own solution, or, after a
+        sweep on a subset or with ``refit``, one more fit on all train rows (plus validation with refit),
+        started from the sweep's solution."""
+        best, final = sweep.best, {}
+        if subset is None and not self.refit:
+            return best.coef, best.intercept, best.n_iter, final
+        sweep.clf.C = best.C
+        sweep.restore_best()
+        if self.refit:
+            sweep.fit(np.concatenate([Xs, Xvs]), np.concatenate([yi, yvi]))
+        else:
+            sweep.fit(Xs, yi)
+            final["final_val_accuracy"], final["final_val_loss"] = sweep.val_scores()
+        clf = sweep.clf
+        return clf.coef_.copy(), clf.intercept_.copy(), int(np.max(clf.n_iter_)), final
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean_) / self.scale_).astype(np.float32)
@@ -231,6 +225,93 @@ class LogRegHead(Head):
             self.mean_, self.scale_ = z["mean"], z["scale"]
             self.holdout_ = z["holdout"] if len(z["holdout"]) else None
         self.C_ = float(info.get("learned", {}).get("C", np.nan))
+
+
+class _Best(NamedTuple):
+    accuracy: float
+    neg_loss: float
+    C: float
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int
+
+
+class _Sweep:
+    """One C sweep: a warm-started LogisticRegression fitted on ``train`` for one C after another, every C
+    tried with its validation scores (``history``), and the best so far (higher accuracy, then lower loss)."""
+
+    def __init__(self, clf, train, val, progress: Progress | None, total: int):
+        self.clf = clf
+        self.X, self.y = train
+        self.X_val, self.y_val = val
+        self.progress = progress
+        self.total = total  # for progress; grows as the sweep extends
+        self.history = {"C": [], "val_accuracy": [], "val_loss": []}
+        self.best: _Best | None = None
+
+    def fit(self, X, y) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lbfgs max_iter warnings: the sweep itself judges C
+            self.clf.fit(X, y)
+
+    def val_scores(self) -> tuple[float, float]:
+        """(accuracy, log loss) of the current solution on the validation rows."""
+        p = _softmax_proba(self.X_val @ self.clf.coef_.T + self.clf.intercept_)
+        acc = float(np.mean(np.argmax(p, 1) == self.y_val))
+        loss = float(-np.mean(np.log(np.clip(p[np.arange(len(self.y_val)), self.y_val], 1e-15, None))))
+        return acc, loss
+
+    def try_c(self, c: float) -> bool:
+        """Fit with C=c from the current solution and record it; whether it beat the best."""
+        self.clf.C = c
+        self.fit(self.X, self.y)
+        acc, loss = self.val_scores()
+        self.history["C"].append(c)
+        self.history["val_accuracy"].append(acc)
+        self.history["val_loss"].append(loss)
+        improved = self.best is None or (acc, -loss) > (self.best.accuracy, self.best.neg_loss)
+        if improved:
+            clf = self.clf
+            self.best = _Best(
+                acc, -loss, c, clf.coef_.copy(), clf.intercept_.copy(), int(np.max(clf.n_iter_))
+            )
+        if self.progress:
+            self.progress("C sweep", len(self.history["C"]), self.total)
+        return improved
+
+    def restore_best(self) -> None:
+        """Start the next fit from the best solution rather than the last one."""
+        self.clf.coef_, self.clf.intercept_ = self.best.coef.copy(), self.best.intercept.copy()
+
+    def ascend(self, grid, patience: int | None) -> None:
+        """Try the grid in ascending C; stop after ``patience`` C values in a row below the best (None: try
+        them all)."""
+        worse = 0
+        for c in sorted(grid):
+            worse = 0 if self.try_c(c) else worse + 1
+            if patience is not None and worse >= patience:
+                break
+
+    def extend_down(self, c: float, patience: int) -> None:
+        """While the smallest C tried (``c``, the grid's edge) is the best, keep going down by decades
+        (CLIP's sweep reaches 1e-6) until accuracy stops improving, so the edge of the grid is never chosen."""
+        worse = 0
+        while self.best.C == min(self.history["C"]) and c > MIN_C and worse < patience:
+            c /= 10
+            self.restore_best()
+            self.total += 1
+            worse = 0 if self.try_c(c) else worse + 1
+
+    def refine(self) -> None:
+        """Half-decades either side of the best decade, each from the best coefficients."""
+        c0 = self.best.C
+        for c in (c0 / 10**0.5, c0 * 10**0.5):
+            self.restore_best()
+            self.try_c(c)
+
+    def sorted_history(self) -> dict:
+        order = np.argsort(self.history["C"], kind="stable")
+        return {k: [v[i] for i in order] for k, v in self.history.items()}
 
 
 def _flat(X: np.ndarray) -> np.ndarray:

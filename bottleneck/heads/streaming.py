@@ -4,7 +4,10 @@ Rows of a cache are stored sorted by class, so batches of consecutive rows would
 true per-row shuffle would decompress a whole stored chunk per row. The compromise, as in tf.data's
 shuffle buffer: each epoch visits the stored blocks in a random order, loads a window of several blocks,
 shuffles the rows of the window and cuts it into batches. The window is sized in bytes, so memory stays
-bounded whatever the cache size.
+bounded whatever the cache size. An array already in RAM gets a true per-row shuffle instead.
+
+Both orders come from np.random.default_rng((seed, epoch)), never from a global generator, so training is
+repeatable without reseeding the process.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ class ArrayBatches(keras.utils.PyDataset):
 
     ``y`` holds label indices for every row of X (N,); ``rows`` are the sorted rows to use. With ``shuffle``
     the order changes every epoch (seeded by ``seed`` and the epoch number); without it, rows go in stored
-    order (validation, prediction).
+    order (validation, prediction). A NumPy array in RAM (not a memmap) is permuted row by row each epoch
+    (indexing it costs no decompression); other arrays are shuffled window by window as above.
+
+    With ``class_weights`` (one weight per label index), batches are (features, labels, row weights), so
+    Keras weighs the loss of training and validation batches alike.
     """
 
     def __init__(
@@ -41,12 +48,15 @@ class ArrayBatches(keras.utils.PyDataset):
         seed: int = 0,
         window_bytes: int = WINDOW_BYTES,
         block_rows: int | None = None,
+        class_weights: np.ndarray | None = None,
     ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.X, self.y = X, y
         self.rows = np.asarray(rows, np.int64)
         self.batch_size = int(batch_size)
         self.shuffle, self.seed = shuffle, seed
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+        self.in_ram = isinstance(X, np.ndarray) and not isinstance(X, np.memmap)
         self.block_rows = block_rows or block_rows_for(X, window_bytes // 8)
         row_bytes = max(1, int(np.prod(X.shape[1:])) * np.dtype(X.dtype).itemsize)
         self.blocks_per_window = max(1, window_bytes // (self.block_rows * row_bytes))
@@ -59,8 +69,12 @@ class ArrayBatches(keras.utils.PyDataset):
         self._plan()
 
     def _plan(self) -> None:
-        """Decide this epoch's windows (lists of block positions) and the row order within them."""
+        """Decide this epoch's row order: a permutation of the rows in RAM, or windows (lists of block
+        positions) and the row order within each."""
         rng = np.random.default_rng([self.seed, self._epoch])
+        if self.in_ram:
+            self._order = rng.permutation(self.rows) if self.shuffle else self.rows
+            return
         nb = len(self._block_ids)
         order = rng.permutation(nb) if self.shuffle else np.arange(nb)
         self._windows = [
@@ -92,8 +106,18 @@ class ArrayBatches(keras.utils.PyDataset):
         return -(-len(self.rows) // self.batch_size)
 
     def __getitem__(self, i: int):
+        x, y = self._batch(i)
+        if self.class_weights is None:
+            return x, y
+        return x, y, self.class_weights[y]
+
+    def _batch(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         a = i * self.batch_size
         b = min(a + self.batch_size, len(self.rows))
+        if self.in_ram:
+            with self._lock:
+                sel = self._order[a:b]
+            return self.X[sel].astype(np.float32, copy=False), self.y[sel]
         with self._lock:
             parts_x, parts_y = [], []
             w = int(np.searchsorted(self._window_start, a, side="right") - 1)

@@ -1,0 +1,43 @@
+"""scikit-learn's own estimator checks (sklearn >= 1.6 API: parametrize_with_checks(expected_failed_checks=))
+on the heads.
+
+The Keras heads train for 5 epochs at a large learning rate: enough for the checks' accuracy thresholds
+(check_classifiers_train wants > 0.83, check_class_weight_classifiers > 0.87). Each Keras fit costs about a
+second, mostly TensorFlow tracing the training step, and the checks fit each head about 50 times: LogRegHead
+and MLPHead (the default recipe; dropout, several layers) run by default, about a minute on 2 busy cores.
+LinearHead and SigmoidHead (the same KerasHead loop with other output layers; another ~80 s) are marked slow:
+run them with -m slow.
+
+PoolDenseHead is left out: it needs spatial features (N, H, W, C), and every check passes 2-D X, which the
+head refuses by design (a HeadError naming --pooling none).
+"""
+
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from bottleneck.heads import LinearHead, LogRegHead, MLPHead, SigmoidHead
+
+KERAS = {"epochs": 5, "lr": 0.05}
+
+# Checks every head is expected to fail, with the reason.
+EXPECTED_FAILED = {
+    "check_supervised_y_2d": (
+        "a column-vector y (N, 1) is refused with HeadError ('pass one label per row, shape (N,)') instead of "
+        "being raveled with a DataConversionWarning: heads raise on malformed input rather than warn"
+    ),
+}
+
+
+def expected_failed(estimator) -> dict[str, str]:
+    return dict(EXPECTED_FAILED)
+
+
+@parametrize_with_checks([LogRegHead(), MLPHead(**KERAS)], expected_failed_checks=expected_failed)
+def test_sklearn_compatible_head(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.slow
+@parametrize_with_checks([LinearHead(**KERAS), SigmoidHead(**KERAS)], expected_failed_checks=expected_failed)
+def test_sklearn_compatible_keras_head_slow(estimator, check):
+    check(estimator)

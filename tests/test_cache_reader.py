@@ -25,3 +25,21 @@ def test_features_are_one_kind_of_array_whatever_the_format(tmp_path, fmt):
         np.testing.assert_array_equal(got, x[index])
     np.testing.assert_array_equal(np.asarray(f), x)
     assert np.asarray(f, dtype=np.float64).dtype == np.float64
+
+
+def test_missing_or_corrupt_metadata_is_one_clear_line(tmp_path):
+    from bottleneck.cache import open_cache
+    from bottleneck.errors import CacheError, HeadError
+    from bottleneck.runs import load_run
+
+    (tmp_path / "c").mkdir()
+    with pytest.raises(CacheError, match=r"is not a bottleneck cache \(no meta.json\)"):
+        open_cache(tmp_path / "c")
+    (tmp_path / "c" / "meta.json").write_text('{"key": ')
+    with pytest.raises(CacheError, match=r"meta.json is corrupt \(.*\); remove the cache and extract again\.$"):
+        open_cache(tmp_path / "c")
+    with pytest.raises(HeadError, match=r"is not a fit-head run folder \(no metrics.json\)"):
+        load_run(tmp_path / "c")
+    (tmp_path / "c" / "metrics.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(HeadError, match=r"metrics.json is corrupt \(.*\); fit the head again\.$"):
+        load_run(tmp_path / "c")

@@ -16,13 +16,13 @@ def test_defaults_and_round_trip():
 @pytest.mark.parametrize(
     "field,value,match",
     [
-        ("pooling", "mean", r"unknown pooling 'mean'; choose one of: avg, max, none"),
-        ("resize", "stretch", r"unknown resize 'stretch'.*squash, crop, pad"),
-        ("dtype", "float64", r"unknown dtype 'float64'"),
-        ("format", "parquet", r"unknown format 'parquet'; choose one of: zarr, npy, h5"),
-        ("on_bad_image", "ignore", r"unknown on-bad-image 'ignore'"),
-        ("image_size", 4, r"image-size 4"),
-        ("batch_size", 0, r"batch-size 0"),
+        ("pooling", "mean", r"unknown pooling='mean'; choose one of: avg, max, none"),
+        ("resize", "stretch", r"unknown resize='stretch'.*squash, crop, pad"),
+        ("dtype", "float64", r"unknown dtype='float64'"),
+        ("format", "parquet", r"unknown format='parquet'; choose one of: zarr, npy, h5"),
+        ("on_bad_image", "ignore", r"unknown on_bad_image='ignore'"),
+        ("image_size", 4, r"image_size=4"),
+        ("batch_size", 0, r"batch_size=0"),
     ],
 )
 def test_bad_values_name_the_value_and_choices(field, value, match):
@@ -70,3 +70,52 @@ def test_non_feature_settings_keep_the_key():
     k0, _ = compute_key(base, "f" * 64)
     for change in ({"batch_size": 7}, {"workers": 1}):
         assert compute_key(dataclasses.replace(base, **change), "f" * 64)[0] == k0
+
+
+def test_one_source_for_what_changes_the_features():
+    """The cache key, the per-row key and the heads' settings check all follow the fields' declared roles."""
+    from bottleneck.cache.key import features_key
+    from bottleneck.config import FEATURE_SETTINGS, ROW_NEUTRAL_SETTINGS
+    from bottleneck.heads.base import _settings_diff
+
+    assert set(FEATURE_SETTINGS) | set(ROW_NEUTRAL_SETTINGS) == set(ALTERNATIVES)
+    base = ExtractConfig(backbone="mobilenet_v2", weights="none")
+    _, material = compute_key(base, "f" * 64)
+    fkey = features_key(material)
+    for name, value in ALTERNATIVES.items():
+        changed = dataclasses.replace(base, **{name: value})
+        per_row_changed = features_key(compute_key(changed, "f" * 64)[1]) != fkey
+        heads_see_it = bool(_settings_diff(base.to_dict(), changed.to_dict()))
+        feature = name in FEATURE_SETTINGS
+        assert per_row_changed == feature, name  # max_image_pixels only decides which rows exist
+        assert heads_see_it == feature, name
+    assert set(ROW_NEUTRAL_SETTINGS) == {"format", "on_bad_image", "max_image_pixels"}
+
+
+def test_heads_saved_with_the_older_per_row_key_still_match_their_caches(tmp_path):
+    import numpy as np
+    from conftest import FakeEngine, make_image_folder
+
+    from bottleneck.cache.key import _LEGACY_ROW_NEUTRAL, features_key
+    from bottleneck.errors import HeadError
+    from bottleneck.heads import make_head
+    from bottleneck.inference.runner import run_extraction
+
+    class MeanColor(FakeEngine):
+        feature_shape = (3,)
+
+        def __call__(self, batch):
+            return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
+
+    src = make_image_folder(tmp_path / "d", {"a": 4, "b": 4})
+    cfg = ExtractConfig(weights="none", batch_size=4)
+    cache = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor()).cache
+    head = make_head("logreg").fit(*cache.load("train"))
+    head.save(tmp_path / "h", cache=cache)
+    legacy = features_key(cache.meta["key_material"], _LEGACY_ROW_NEUTRAL)
+    assert legacy != head.trained_on_["features_key"]  # the form changed (max_image_pixels left out)
+    head.trained_on_["features_key"] = legacy  # what a head saved before the change recorded
+    head.check_cache(cache)
+    head.trained_on_["features_key"] = "0" * 64
+    with pytest.raises(HeadError, match="its feature key differs"):
+        head.check_cache(cache)

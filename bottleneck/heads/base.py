@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +9,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
+from bottleneck._io import read_json, write_json_atomic
+from bottleneck.cache.key import features_key, features_keys
 from bottleneck.callbacks import Progress  # noqa: F401  (re-exported for the heads)
+from bottleneck.config import FEATURE_SETTINGS
 from bottleneck.errors import HeadError
 
 HEAD_FILE = "head.json"
@@ -403,9 +404,7 @@ class Head(ClassifierMixin, BaseEstimator):
             "learned": self._learned_json(),
         }
         self._save_model(path)
-        tmp = path / f".{HEAD_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(info, indent=1))
-        os.replace(tmp, path / HEAD_FILE)
+        write_json_atomic(path / HEAD_FILE, info)
         self.trained_on_ = trained or None
         return path
 
@@ -442,11 +441,11 @@ class Head(ClassifierMixin, BaseEstimator):
                 f"trained on ({diff}); its features mean something else. Extract this data with the training "
                 "settings, or fit a new head on this cache."
             )
-        if (
-            mine.get("features_key")
-            and theirs.get("features_key")
-            and mine["features_key"] != theirs["features_key"]
-        ):
+        # The cache's per-row key in every form it has had, so heads saved before a change of form still match.
+        their_keys = features_keys(cache.meta.get("key_material") or {}) | (
+            {theirs["features_key"]} if theirs.get("features_key") else set()
+        )
+        if mine.get("features_key") and their_keys and mine["features_key"] not in their_keys:
             raise HeadError(
                 f"cache {cache.path.name} has the same settings as the cache {label} this head was trained on, but "
                 "other weights or TensorFlow/Keras/Pillow versions (its feature key differs), so its features "
@@ -466,15 +465,16 @@ def cache_identity(cache) -> dict:
         "cache_key": cache.key,
         "cache_name": cache.path.name,
         "cache_path": str(cache.path),
-        "features_key": cache.meta.get("features_key"),
+        "features_key": _current_features_key(cache),
         "class_names": list(cache.class_names),
         "feature_shape": [int(d) for d in cache.feature_shape],
         "config": cache.config.to_dict(),
     }
 
 
-# The settings that change the value of a feature row (ExtractConfig fields; format and bad-image policy do not).
-FEATURE_SETTINGS = ("backbone", "weights", "image_size", "layer", "pooling", "resize", "dtype", "preprocess")
+def _current_features_key(cache) -> str | None:
+    material = cache.meta.get("key_material") or {}
+    return features_key(material) if "config" in material else cache.meta.get("features_key")
 
 
 def _settings_diff(trained: dict, other: dict) -> str:
@@ -526,14 +526,12 @@ def load_head(path) -> Head:
 
     path = Path(path)
     info_file = path / HEAD_FILE
-    if not info_file.is_file():
-        raise HeadError(
-            f"no saved head at {path} (no {HEAD_FILE}); pass the head/ folder of a `fit-head` run."
-        )
-    try:
-        info = json.loads(info_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise HeadError(f"{info_file} is corrupt ({exc}); fit the head again.") from None
+    info = read_json(
+        info_file,
+        HeadError,
+        missing=f"no saved head at {path} (no {HEAD_FILE}); pass the head/ folder of a `fit-head` run.",
+        redo="fit the head again.",
+    )
     if info.get("format_version") != HEAD_FORMAT_VERSION or info.get("head") not in HEADS:
         raise HeadError(
             f"{info_file} is head format {info.get('format_version')!r} of head {info.get('head')!r}; this "

@@ -36,7 +36,9 @@ def test_missing_or_corrupt_metadata_is_one_clear_line(tmp_path):
     with pytest.raises(CacheError, match=r"is not a bottleneck cache \(no meta.json\)"):
         open_cache(tmp_path / "c")
     (tmp_path / "c" / "meta.json").write_text('{"key": ')
-    with pytest.raises(CacheError, match=r"meta.json is corrupt \(.*\); remove the cache and extract again\.$"):
+    with pytest.raises(
+        CacheError, match=r"meta.json is corrupt \(.*\); remove the cache and extract again\.$"
+    ):
         open_cache(tmp_path / "c")
     with pytest.raises(HeadError, match=r"is not a fit-head run folder \(no metrics.json\)"):
         load_run(tmp_path / "c")

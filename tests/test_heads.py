@@ -154,13 +154,13 @@ def test_predict_refuses_other_feature_shapes_and_nan(fitted, name):
 
 def test_sigmoid_is_two_class_only():
     X, y = blobs(k=3)
-    with pytest.raises(HeadError, match=r"exactly 2 classes, but y has 3 \(0, 1, 2\); use --head linear"):
+    with pytest.raises(HeadError, match=r"exactly 2 classes, but y has 3 \(0, 1, 2\); use head='linear'"):
         make_head("sigmoid").fit(X, y)
 
 
 def test_pool_dense_needs_spatial_features():
     X, y = blobs()
-    with pytest.raises(HeadError, match=r"needs spatial features \(N, H, W, C\).*--pooling none"):
+    with pytest.raises(HeadError, match=r"needs spatial features \(N, H, W, C\).*pooling='none'"):
         make_head("pool-dense").fit(X, y)
 
 

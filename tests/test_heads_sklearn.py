@@ -9,7 +9,7 @@ LinearHead and SigmoidHead (the same KerasHead loop with other output layers; an
 run them with -m slow.
 
 PoolDenseHead is left out: it needs spatial features (N, H, W, C), and every check passes 2-D X, which the
-head refuses by design (a HeadError naming --pooling none).
+head refuses by design (a HeadError naming pooling='none').
 """
 
 import pytest

@@ -271,7 +271,7 @@ class SigmoidHead(KerasHead):
             # Starts with scikit-learn's wording for binary-only classifiers, which its checks look for.
             raise HeadError(
                 f"Only binary classification is supported: the sigmoid head is for exactly 2 classes, but y has "
-                f"{n_classes} ({', '.join(map(str, self.classes_[:10]))}); use --head linear, mlp or logreg."
+                f"{n_classes} ({', '.join(map(str, self.classes_[:10]))}); use head='linear', 'mlp' or 'logreg'."
             )
 
     def _build_body(self, x, n_classes, seeds):
@@ -313,8 +313,8 @@ class PoolDenseHead(KerasHead):
         if len(self.feature_shape_) != 3:
             raise HeadError(
                 f"the pool-dense head needs spatial features (N, H, W, C) but these have shape "
-                f"(N, {', '.join(map(str, self.feature_shape_))}); extract with --pooling none, "
-                "or use --head mlp / linear / logreg on pooled features."
+                f"(N, {', '.join(map(str, self.feature_shape_))}); extract with pooling='none', "
+                "or use head='mlp', 'linear' or 'logreg' on pooled features."
             )
         if self.pool not in ("max", "avg"):
             raise HeadError(f"pool {self.pool!r} is not allowed; use 'max' or 'avg'.")

@@ -97,8 +97,8 @@ def predict_with_engine(
                     "image": str(p),
                     "top": [
                         {
-                            "class": _label_name(int(head.classes_[i]), names),
-                            "label": int(head.classes_[i]),
+                            "class": _label_name(head.classes_[i], names),
+                            "label": head.classes_[i].item(),
                             "prob": float(row[i]),
                         }
                         for i in best
@@ -110,5 +110,8 @@ def predict_with_engine(
     return results
 
 
-def _label_name(label: int, names) -> str:
-    return str(names[label]) if 0 <= label < len(names) else str(label)
+def _label_name(label, names) -> str:
+    """A cache's class name for an integer label; other labels (a head fitted on strings) name themselves."""
+    if isinstance(label, int | np.integer) and 0 <= label < len(names):
+        return str(names[label])
+    return str(label)

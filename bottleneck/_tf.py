@@ -35,9 +35,10 @@ def _stderr_fd_silenced():
 
 
 @contextmanager
-def _env(name: str, value: str):
+def environment_kept(name: str = "TF_CPP_MIN_LOG_LEVEL"):
+    """Put one environment variable back as it was when the block ends: our quiet import sets it meanwhile, and
+    tf2onnx sets it for the whole process when imported."""
     old = os.environ.get(name)
-    os.environ[name] = value
     try:
         yield
     finally:
@@ -64,7 +65,8 @@ def tensorflow():
 
             return tf
         # TF reads the level once, on its first log line, which comes during the import: set it only meanwhile.
-        with _env("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")), _stderr_fd_silenced():
+        with environment_kept(), _stderr_fd_silenced():
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")
             import tensorflow as tf
 
             try:

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+from conftest import MeanColor
 
 from bottleneck.cache import STORES, CacheWriter, open_cache, open_store, write_arrays
 from bottleneck.config import ExtractConfig
@@ -156,19 +157,6 @@ def test_unknown_bare_name_with_a_local_folder_says_pass_dot_slash(tmp_path, mon
     assert "\n" not in str(exc.value)
 
 
-class _MeanColor:
-    """A fake engine (the Engine protocol's fields): each image's mean colour as its feature row."""
-
-    name = "fake"
-    input_size = 8
-    threads = 1
-    verification = None
-    feature_shape = (3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
-
-
 def test_extract_with_registry_name_ignores_same_named_folder(tmp_path, monkeypatch):
     from conftest import make_image_folder
 
@@ -178,7 +166,7 @@ def test_extract_with_registry_name_ignores_same_named_folder(tmp_path, monkeypa
     (tmp_path / "resnet50").mkdir()  # e.g. a folder of notes or downloads, not a model
     src = make_image_folder(tmp_path / "data")
     cfg = ExtractConfig(backbone="resnet50", weights="none", batch_size=2)
-    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: _MeanColor())
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     assert r.path.name.startswith("resnet50-") and r.cache.n("train") == 5
     assert (
         r.cache.meta["key_material"]["weights"] == "none"

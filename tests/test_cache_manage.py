@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import zarr
-from conftest import make_image_folder
+from conftest import MeanColor, make_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -37,19 +37,6 @@ def noise_folder(root, n_per_class=2):
         for i in range(n_per_class):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
     return root
-
-
-class MeanColor:
-    """A fake engine (the Engine protocol's fields): each image's mean colour as its feature row."""
-
-    name = "fake"
-    input_size = 8
-    threads = 1
-    verification = None
-    feature_shape = (3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
 
 
 def test_recompute_on_float16_cache_allows_its_rounding(tmp_path):

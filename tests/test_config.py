@@ -93,19 +93,12 @@ def test_one_source_for_what_changes_the_features():
 
 
 def test_heads_saved_with_the_older_per_row_key_still_match_their_caches(tmp_path):
-    import numpy as np
-    from conftest import FakeEngine, make_image_folder
+    from conftest import MeanColor, make_image_folder
 
     from bottleneck.cache.key import _LEGACY_ROW_NEUTRAL, features_key
     from bottleneck.errors import HeadError
     from bottleneck.heads import make_head
     from bottleneck.inference.runner import run_extraction
-
-    class MeanColor(FakeEngine):
-        feature_shape = (3,)
-
-        def __call__(self, batch):
-            return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
 
     src = make_image_folder(tmp_path / "d", {"a": 4, "b": 4})
     cfg = ExtractConfig(weights="none", batch_size=4)

@@ -2,6 +2,7 @@
 and the chosen engine is recorded in the cache and shown by `info`."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -52,7 +53,9 @@ def test_onnx_matches_tensorflow_within_tolerance(tmp_path, backbone, size, pool
     tf_engine = create_engine(cfg)
     probe = probe_batch(size)
     notes = []
+    env = dict(os.environ)
     chosen = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
+    assert dict(os.environ) == env  # converting imports tf2onnx, which sets TF_CPP_MIN_LOG_LEVEL: undone
     assert isinstance(chosen, OnnxEngine), notes
     assert chosen.feature_shape == tf_engine.feature_shape
     assert notes == [f"converting {backbone} to ONNX (once; cached in {tmp_path / 'engines'})"]

@@ -2,21 +2,13 @@
 
 import json
 
-import numpy as np
 import pytest
-from conftest import FakeEngine, make_image_folder
+from conftest import MeanColor, make_image_folder
 
 from bottleneck import _io
 from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import run_extraction
 from bottleneck.runs import compare, fit_head
-
-
-class MeanColor(FakeEngine):
-    feature_shape = (3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32) / 255.0
 
 
 def test_writers_share_the_atomic_helper(tmp_path, monkeypatch):

@@ -152,22 +152,24 @@ def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file)."""
     import logging
 
-    tf = _tf.tensorflow()
-    import tf2onnx
-
     from bottleneck._io import replace_atomic
 
+    tf = _tf.tensorflow()
     path.parent.mkdir(parents=True, exist_ok=True)
     s = tf_engine.model.input_shape
     sig = [tf.TensorSpec([None, s[1], s[2], s[3]], tf.uint8, name="images")]
     fn = tf.function(lambda x: tf_engine._forward(x), input_signature=sig)
     tmp = temp_path(path)
-    tf2onnx.logging.set_level(logging.ERROR)
-    try:
-        tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
-        replace_atomic(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # tf2onnx sets TF_CPP_MIN_LOG_LEVEL for the whole process (on import and through its log level): undo it.
+    with _tf.environment_kept():
+        import tf2onnx
+
+        tf2onnx.logging.set_level(logging.ERROR)
+        try:
+            tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
+            replace_atomic(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 

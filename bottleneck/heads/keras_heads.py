@@ -10,19 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck.callbacks import Progress
 from bottleneck.errors import HeadError
-from bottleneck.heads.base import (
-    Head,
-    Progress,
-    available_memory,
-    check_class_weight,
-    check_finite,
-    class_weights,
-    iter_blocks,
-    nbytes,
-    stratified_holdout,
-    to_memory,
-)
+from bottleneck.heads.arrays import available_memory, iter_blocks, nbytes, to_memory
+from bottleneck.heads.base import Head
+from bottleneck.heads.checks import check_class_weight, check_finite, class_weights, stratified_holdout
 
 MODEL_FILE = "model.keras"
 

@@ -365,6 +365,8 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
     def load(item):
         return resize_image(src.read(item), engine.input_size, config.resize)
 
+    workers = config.workers or _tf.cpu_count()
+
     # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a batch
     # boundary of the uninterrupted one and groups images identically.
     for chunk_start in range(done, n, chunk_rows):
@@ -373,7 +375,6 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
         todo = donors.fill(out, [it.hash for it in chunk])
         counts.reused += len(chunk) - len(todo)
         rows_before = chunk_start + len(chunk) - len(todo)
-        workers = config.workers or _tf.cpu_count()
         for start, batch in iter_batches(load, [chunk[i] for i in todo], config.batch_size, workers=workers):
             out[todo[start : start + len(batch)]] = engine(batch)
             counts.computed += len(batch)

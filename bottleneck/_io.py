@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 
 
-def temp_path(path: Path) -> Path:
-    """A hidden sibling of ``path`` unique to this process (``cache gc`` collects old ones: ``.*.tmp``)."""
+def temp_path(path: Path, suffix: str = "") -> Path:
+    """A hidden sibling of ``path`` unique to this process (``cache gc`` collects old ones: ``.*.tmp``).
+
+    ``suffix`` is appended for writers that insist on an extension (Keras saves only to ``*.keras``).
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
 
 
 def replace_atomic(tmp: Path, path: Path) -> None:

@@ -38,6 +38,14 @@ class HeadError(BottleneckError):
     """A head cannot be fitted or applied to the given features."""
 
 
+class TuneError(BottleneckError):
+    """A run cannot be rebuilt as one model, or fine-tuned (missing source, changed files, a bad setting)."""
+
+
+class ExportError(BottleneckError):
+    """A model cannot be exported or read back in the asked format."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """' Did you mean a, b?' for the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

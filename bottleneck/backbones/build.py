@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import operator
+import random
 import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from bottleneck import _tf
@@ -19,6 +21,24 @@ WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
 
 # keras.applications.efficientnet.IMAGENET_STDDEV_RGB (copied so this module can be read without Keras).
 _EFFICIENTNET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+@contextmanager
+def keras_default_seed(seed: int):
+    """Make Keras' unseeded initializers draw fixed seeds while a model is built, and leave no trace.
+
+    Keras takes the seed of every initializer built without one from Python's global ``random``
+    (``keras.src.random.make_default_seed``). Seeding it for the build, then putting the caller's state back,
+    makes random weights a pure function of the config without reseeding the process (which
+    ``keras.utils.set_random_seed`` would do for Python, NumPy and TensorFlow). Same values as a build after
+    ``set_random_seed(seed)``, so caches made that way stay valid.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def require_preprocess(path: str, preprocess: str | None) -> str:
@@ -60,7 +80,10 @@ def build_backbone(
             f"({spec.preprocess}); drop it (it is only for model files)."
         )
     size = _check_size(spec, image_size)
-    return _registry_backbone(spec, weights, size, include_top), spec.preprocess, size, spec.name
+    # Random weights (weights="none") must still be a pure function of the settings (the cache key).
+    with keras_default_seed(0):
+        model = _registry_backbone(spec, weights, size, include_top)
+    return model, spec.preprocess, size, spec.name
 
 
 def build_feature_model(
@@ -71,6 +94,7 @@ def build_feature_model(
     layer: str | None = None,
     pooling: str = "avg",
     preprocess: str | None = None,
+    portable: bool = False,
 ):
     """A frozen keras.Model: float32 (N, S, S, 3) RGB pixels in 0..255 -> float32 features.
 
@@ -78,7 +102,8 @@ def build_feature_model(
     vector gives (N, C) whatever the pooling. ``layer`` may list several comma-separated layers: each is pooled
     and the vectors are concatenated in the order given (multi-scale features). S is ``image_size`` or the
     backbone's default. See ``build_backbone`` for ``backbone``, ``weights`` and ``preprocess``. The
-    preprocessing of the spec is the model's first layer, so callers feed raw pixels.
+    preprocessing of the spec is the model's first layer, so callers feed raw pixels. ``portable`` writes it
+    with built-in Keras layers only (see ``portable_preprocess``), for models that must load without bottleneck.
     """
     keras = _tf.keras()
 
@@ -94,21 +119,8 @@ def build_feature_model(
     names = layer_names(layer, pooling)
     if names:
         base = read_at(base, names, name)
-    inputs, x = _pixels_in(keras, size, mode)
-    outputs = base(x, training=False)
-    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-    pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-    suffix = [f"_{i}" for i in range(len(outputs))] if len(outputs) > 1 else [""]
-    outputs = [
-        pool(name=f"{pooling}_pool{s}")(o) if len(o.shape) == 4 and pooling != "none" else o
-        for o, s in zip(outputs, suffix, strict=True)
-    ]
-    if len(outputs) > 1 and any(len(o.shape) != 2 for o in outputs):
-        raise BackboneError(
-            f"layer={layer!r} mixes layers whose outputs are not feature maps or vectors; pick layers with "
-            "(h, w, channels) or (channels) outputs."
-        )
-    x = keras.layers.Concatenate(name="layers")(outputs) if len(outputs) > 1 else outputs[0]
+    inputs, x = _pixels_in(keras, size, mode, portable)
+    x = pool_outputs(base(x, training=False), pooling, layer)
     model = keras.Model(inputs, x, name=f"{name}_features")
     # Frozen: no weight updates, and Keras 3 BatchNormalization with trainable=False always uses its moving
     # statistics, even when a caller runs the model with training=True.
@@ -138,12 +150,32 @@ def build_classifier(
     return keras.Model(inputs, model(x), name=f"{name}_classifier")
 
 
-def _pixels_in(keras, size: int, mode: str):
+def pool_outputs(outputs, pooling: str, layer: str | None = None):
+    """The feature vector(s) of a cut backbone's output(s): each map pooled, several joined in order."""
+    keras = _tf.keras()
+
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    suffix = [f"_{i}" for i in range(len(outputs))] if len(outputs) > 1 else [""]
+    outputs = [
+        pool(name=f"{pooling}_pool{s}")(o) if len(o.shape) == 4 and pooling != "none" else o
+        for o, s in zip(outputs, suffix, strict=True)
+    ]
+    if len(outputs) > 1 and any(len(o.shape) != 2 for o in outputs):
+        raise BackboneError(
+            f"layer={layer!r} mixes layers whose outputs are not feature maps or vectors; pick layers with "
+            "(h, w, channels) or (channels) outputs."
+        )
+    return keras.layers.Concatenate(name="layers")(outputs) if len(outputs) > 1 else outputs[0]
+
+
+def _pixels_in(keras, size: int, mode: str, portable: bool = False):
     """(input of 0..255 RGB pixels, those pixels preprocessed as ``mode``): how every built model starts."""
-    from bottleneck.backbones.preprocess import Preprocess
+    from bottleneck.backbones.preprocess import Preprocess, portable_preprocess
 
     inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
-    return inputs, Preprocess(mode, name="preprocess")(inputs)
+    layer = portable_preprocess(mode) if portable else Preprocess(mode, name="preprocess")
+    return inputs, layer(inputs)
 
 
 def _is_file(backbone: str) -> bool:

@@ -56,3 +56,38 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+def affine(mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel 3x3, bias 3): ``preprocess(x, mode)`` as ``x @ kernel + bias`` on the channel axis.
+
+    Every mode is a per-channel affine map (caffe's RGB->BGR flip is a permutation), so one Dense layer with
+    these fixed weights computes it with built-in Keras only.
+    """
+    eye = np.eye(3, dtype=np.float64)
+    if mode == "none":
+        return eye, np.zeros(3)
+    if mode == "tf":
+        return eye / 127.5, -np.ones(3)
+    if mode == "127":
+        return eye / 128.0, np.full(3, -127.0 / 128.0)
+    if mode == "torch":
+        std = TORCH_STD.astype(np.float64)
+        return np.diag(1.0 / (255.0 * std)), -TORCH_MEAN.astype(np.float64) / std
+    if mode == "caffe":
+        return eye[:, ::-1].copy(), -CAFFE_MEAN_BGR.astype(np.float64)
+    raise one_of("preprocess", mode, PREPROCESS_MODES)
+
+
+def portable_preprocess(mode: str, name: str = "preprocess"):
+    """A frozen built-in Dense layer computing ``preprocess(x, mode)`` (to float rounding): a model holding it
+    loads with plain Keras, and converts to ONNX / TFLite, without bottleneck's custom layer."""
+    kernel, bias = affine(mode)
+    layer = keras.layers.Dense(
+        3,
+        name=name,
+        kernel_initializer=keras.initializers.Constant(kernel.astype(np.float32)),
+        bias_initializer=keras.initializers.Constant(bias.astype(np.float32)),
+    )
+    layer.trainable = False
+    return layer

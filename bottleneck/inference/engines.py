@@ -7,9 +7,7 @@ only use those fields.
 from __future__ import annotations
 
 import json
-import random
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -286,37 +284,17 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
         return None
 
 
-@contextmanager
-def keras_default_seed(seed: int):
-    """Make Keras' unseeded initializers draw fixed seeds while a model is built, and leave no trace.
-
-    Keras takes the seed of every initializer built without one from Python's global ``random``
-    (``keras.src.random.make_default_seed``). Seeding it for the build, then putting the caller's state back,
-    makes random weights a pure function of the config without reseeding the process (which
-    ``keras.utils.set_random_seed`` would do for Python, NumPy and TensorFlow). Same values as a build after
-    ``set_random_seed(seed)``, so caches made that way stay valid.
-    """
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
     _tf.configure_threads(config.threads)
     from bottleneck.backbones.build import build_feature_model
 
-    # Random weights (weights="none") must still be a pure function of the cache key.
-    with keras_default_seed(0):
-        model = build_feature_model(
-            config.backbone,
-            weights=config.weights,
-            image_size=config.image_size,
-            layer=config.layer,
-            pooling=config.pooling,
-            preprocess=config.preprocess,
-        )
+    model = build_feature_model(
+        config.backbone,
+        weights=config.weights,
+        image_size=config.image_size,
+        layer=config.layer,
+        pooling=config.pooling,
+        preprocess=config.preprocess,
+    )
     return TensorFlowEngine(model, jit_compile=config.xla, threads=config.threads)

@@ -67,7 +67,8 @@ def save_run(run: Run, path, *, cache=None) -> Path:
 
 
 def load_run(path) -> Run:
-    """A run folder written by ``fit_head``; HeadError when it is not one."""
+    """A run folder written by ``fit_head`` (its head scores cached features) or ``fine_tune`` (its head is a
+    ``WholeModel`` that scores images); HeadError when it is not one."""
     from bottleneck.heads import load_head
 
     path = Path(path)
@@ -78,4 +79,8 @@ def load_run(path) -> Run:
         "printed.",
         redo="fit the head again.",
     )
+    if summary.get("kind") == "fine-tune":
+        from bottleneck.runs.whole import WholeModel
+
+        return Run(path, WholeModel.load(path, summary), summary)
     return Run(path, load_head(path / HEAD_DIR), summary)

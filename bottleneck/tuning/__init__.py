@@ -1,0 +1,13 @@
+"""Fine-tuning: a run's backbone and head as one model, its top blocks trained on the cache's images."""
+
+from bottleneck._lazy import lazy_names
+
+_NAMES = {
+    "fine_tune": "bottleneck.tuning.fine_tune",
+    "assemble": "bottleneck.tuning.assemble",
+    "Assembled": "bottleneck.tuning.assemble",
+    "open_cache_images": "bottleneck.tuning.images",
+    "AUGMENTATIONS": "bottleneck.tuning.images",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

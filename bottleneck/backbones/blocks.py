@@ -100,12 +100,13 @@ def cut_points(base) -> list[int]:
     return [i for i in points if not any(position.get(o, len(layers)) <= i for o in outputs)]
 
 
-def blocks(base, family: str) -> list[tuple[str, int]]:
+def blocks(base, family: str | None) -> list[tuple[str, int]]:
     """(block name, index of its first named layer) in order, for a backbone family with a known pattern."""
-    pattern = BLOCK_PATTERNS.get(family)
+    pattern = BLOCK_PATTERNS.get(family or "")
     if pattern is None:
+        what = f"{family} networks" if family else "a model file's network"
         raise BackboneError(
-            f"bottleneck does not know the blocks of {family} networks; pass unfreeze_from=LAYER (a layer name: "
+            f"bottleneck does not know the blocks of {what}; pass unfreeze_from=LAYER (a layer name: "
             "`bottleneck backbones NAME --layers` lists them) or unfreeze='all'."
         )
     seen, out = set(), []
@@ -135,7 +136,7 @@ def plan_cut(base, family: str | None, *, unfreeze=None, unfreeze_from: str | No
     if unfreeze == "all":
         return Cut(-1, names, None, "all layers")
     n = _count(unfreeze)
-    found = blocks(base, family or "")
+    found = blocks(base, family)
     if n > len(found):
         listed = ", ".join(b for b, _ in found)
         raise BackboneError(

@@ -51,7 +51,8 @@ def cli_spelling(message: str, options=None) -> str:
         if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" and _PLAIN.fullmatch(value[1:-1]):
             value = value[1:-1]
         flag = "--" + name.replace("_", "-")
-        return f"{flag} {value}" if value else flag
+        # force=True is a plain switch on the command line.
+        return f"{flag} {value}" if value and value != "True" else flag
 
     return _PARAMETER.sub(option, message)
 

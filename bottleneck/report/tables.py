@@ -68,7 +68,9 @@ def mean_std(values: Sequence[float], digits: int = 4) -> str:
 def render_report(summary: dict) -> str:
     """The markdown report of a fit-head run from its metrics.json dict (see ``bottleneck.runs``)."""
     cache = summary.get("cache", {})
-    lines = [f"# {summary['head']} head on {cache.get('name', '?')}", ""]
+    tuned = summary.get("kind") == "fine-tune"
+    title = f"fine-tuned {summary['head']} head" if tuned else f"{summary['head']} head"
+    lines = [f"# {title} on {cache.get('name', '?')}", ""]
     cfg = cache.get("config") or {}
     facts = [
         ("cache", cache.get("path")),
@@ -84,6 +86,42 @@ def render_report(summary: dict) -> str:
     sel = summary.get("selection") or {}
     if sel:
         facts.append(("selection", ", ".join(f"{k} {v}" for k, v in sel.items())))
+    if tuned:
+        start = summary.get("start_check") or {}
+        facts += [
+            ("started from", summary.get("start_run")),
+            (
+                "unfrozen",
+                f"{summary['unfrozen']['description']} ({summary['unfrozen']['layers']} layers, "
+                f"{summary['unfrozen']['trainable_parameters']:,} trainable parameters)",
+            ),
+            (
+                "start check",
+                f"max difference {start.get('difference', float('nan')):.2g} from the run on "
+                f"{start.get('rows')} cached {start.get('split')} rows",
+            ),
+            (
+                "trained on",
+                f"cached activations ({summary['prefix_cache']})"
+                if summary.get("prefix_cache")
+                else "images through the whole network",
+            ),
+            ("seconds per epoch", ", ".join(f"{x:.1f}" for x in summary.get("epoch_seconds", []))),
+        ]
+        frozen = summary.get("frozen_metrics") or {}
+        if frozen:
+            extra = ["", "## Frozen head vs fine-tuned", ""]
+            extra.append(
+                markdown_table(
+                    ["split", "frozen accuracy", "fine-tuned accuracy"],
+                    [
+                        [s, frozen[s]["accuracy"], m["accuracy"]]
+                        for s, m in summary["metrics"].items()
+                        if s in frozen
+                    ],
+                )
+            )
+            summary = {**summary, "_extra": "\n".join(extra)}
     lines += [f"- **{k}**: {v}" for k, v in facts if v not in (None, "")] + ["", "## Metrics", ""]
     metrics = summary["metrics"]
     top5 = any("top5_accuracy" in m for m in metrics.values())
@@ -107,6 +145,8 @@ def render_report(summary: dict) -> str:
         for s, m in metrics.items()
     ]
     lines.append(markdown_table(headers, rows))
+    if summary.get("_extra"):
+        lines.append(summary["_extra"])
     if metrics:
         split = "test" if "test" in metrics else next(iter(metrics))
         pc = metrics[split]["per_class"]

@@ -111,13 +111,19 @@ def fit_head(
 def evaluate_run(run, cache, split: str = "test") -> dict:
     """Metrics of a saved run's head on a split of a cache with the same feature settings and classes.
 
+    A fine-tuned run changed its backbone, so the cache's features no longer apply: its model scores the
+    images of the cache's rows (from the cache's source), resized as the run was trained.
+
     Returns ``{"run", "head", "cache", "split", "metrics": {split: {...}}}``; a cache of other features or
     classes raises HeadError before anything is predicted.
     """
     run = run if isinstance(run, Run) else load_run(run)
     cache = as_cache(cache)
-    run.head.check_cache(cache)
-    m = split_metrics(run.head, cache, split)
+    if run.summary.get("kind") == "fine-tune":
+        m = _image_metrics(run, cache, split)
+    else:
+        run.head.check_cache(cache)
+        m = split_metrics(run.head, cache, split)
     return {
         "run": str(run.path),
         "head": run.head.name,
@@ -125,3 +131,26 @@ def evaluate_run(run, cache, split: str = "test") -> dict:
         "split": split,
         "metrics": {split: m},
     }
+
+
+def _image_metrics(run, cache, split: str) -> dict:
+    from bottleneck.report import classification_metrics
+    from bottleneck.tuning.images import open_cache_images
+
+    names = list(run.summary["cache"]["class_names"])
+    if list(cache.class_names) != names:
+        raise HeadError(
+            f"cache {cache.path.name} has classes {list(cache.class_names)[:10]} but this fine-tuned model was "
+            f"trained on {names[:10]}; labels would be misread. Use a cache with the same class folders."
+        )
+    cache._check(split)
+    head = run.head
+    with open_cache_images(cache, size=head.image_size) as images:
+        images.resize = head.resize
+        n = images.n(split)
+        proba = np.concatenate(
+            [head.predict_proba(images.pixels(split, np.arange(a, min(a + 64, n)))) for a in range(0, n, 64)]
+        )
+    return classification_metrics(
+        cache.labels(split), proba, classes=head.classes_, class_names=cache.class_names
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def predict_images(
     batch_size: int = 32,
     progress: Progress | None = None,
 ) -> list[dict]:
-    """Class names and probabilities for new images, one dict per image: ``{"image", "top": [{"class",
+    """Class names and probabilities for new images with a saved run (or an exported model file), one dict per image: ``{"image", "top": [{"class",
     "label", "prob"}, ...]}`` most probable first.
 
     Images go through exactly what the cache was built with: the same backbone, weights, image size, layer,
@@ -49,6 +50,51 @@ def predict_images(
     next to the cache is used when there is one (no TensorFlow import).
     """
     return predict_with_engine(run, images, top=top, batch_size=batch_size, progress=progress)
+
+
+@dataclass
+class Scorer:
+    """How a run (or an exported file) scores images: resize to ``image_size`` with ``resize``, then ``proba``."""
+
+    image_size: int
+    resize: str
+    proba: Callable[[np.ndarray], np.ndarray]  # (N, S, S, 3) 0..255 pixels -> (N, classes) probabilities
+    classes: np.ndarray
+    names: list[str]
+
+
+def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
+    """The scoring of a saved run: the cache's backbone settings then the head (frozen-head runs), or the
+    fine-tuned model; or of an exported model file. ``engine_factory(config)`` replaces ``create_engine``."""
+    from bottleneck.config import ExtractConfig
+    from bottleneck.export.loaded import is_exported, load_exported
+
+    if not isinstance(run, Run) and is_exported(run):
+        model = load_exported(run)
+        return Scorer(model.image_size, model.resize, model.predict_proba, model.classes_, model.class_names)
+    run = run if isinstance(run, Run) else load_run(run)
+    head = run.head
+    config = ExtractConfig.from_dict(run.summary["cache"]["config"])
+    names = [_label_name(c, run.summary["cache"]["class_names"]) for c in head.classes_]
+    if run.summary.get("kind") == "fine-tune":
+        return Scorer(head.image_size, config.resize, head.predict_proba, head.classes_, names)
+    engine = None
+    if engine_factory is None:
+        from bottleneck.inference.engines import create_engine as engine_factory
+        from bottleneck.inference.engines import verified_onnx_engine
+
+        engine = verified_onnx_engine(config, Path(run.summary["cache"]["path"]).parent)
+    engine = engine or engine_factory(config)
+    if tuple(engine.feature_shape) != tuple(head.feature_shape_):
+        raise HeadError(
+            f"the backbone rebuilt from the run's cache config gives features of shape {tuple(engine.feature_shape)}, "
+            f"but the head was trained on {head.feature_shape_}; the backbone files changed since the cache was made."
+        )
+
+    def proba(batch):
+        return head.predict_proba(np.asarray(engine(np.asarray(batch, np.uint8)), np.float32))
+
+    return Scorer(engine.input_size, config.resize, proba, head.classes_, names)
 
 
 def predict_with_engine(
@@ -61,35 +107,18 @@ def predict_with_engine(
     progress: Progress | None = None,
 ) -> list[dict]:
     """``predict_images`` with ``engine_factory(config)`` in place of ``create_engine`` (tests pass fakes)."""
-    from bottleneck.config import ExtractConfig
-
-    run = run if isinstance(run, Run) else load_run(run)
     if top < 1:
         raise BottleneckError(f"top={top} must be at least 1; e.g. top=3.")
     paths = list_images(images)
-    config = ExtractConfig.from_dict(run.summary["cache"]["config"])
-    engine = None
-    if engine_factory is None:
-        from bottleneck.inference.engines import create_engine as engine_factory
-        from bottleneck.inference.engines import verified_onnx_engine
-
-        engine = verified_onnx_engine(config, Path(run.summary["cache"]["path"]).parent)
-    engine = engine or engine_factory(config)
-    head = run.head
-    if tuple(engine.feature_shape) != tuple(head.feature_shape_):
-        raise HeadError(
-            f"the backbone rebuilt from the run's cache config gives features of shape {tuple(engine.feature_shape)}, "
-            f"but the head was trained on {head.feature_shape_}; the backbone files changed since the cache was made."
-        )
+    scorer = run_scorer(run, engine_factory)
     from bottleneck.data import load_image, resize_image
 
-    names = run.summary["cache"]["class_names"]
-    top = min(top, len(head.classes_))
+    top = min(top, len(scorer.classes))
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        batch = np.stack([resize_image(load_image(p), engine.input_size, config.resize) for p in chunk])
-        proba = head.predict_proba(np.asarray(engine(batch), np.float32))
+        batch = np.stack([resize_image(load_image(p), scorer.image_size, scorer.resize) for p in chunk])
+        proba = scorer.proba(batch)
         for p, row in zip(chunk, proba, strict=True):
             best = np.argsort(-row, kind="stable")[:top]
             results.append(
@@ -97,8 +126,8 @@ def predict_with_engine(
                     "image": str(p),
                     "top": [
                         {
-                            "class": _label_name(head.classes_[i], names),
-                            "label": head.classes_[i].item(),
+                            "class": scorer.names[i],
+                            "label": _plain(scorer.classes[i]),
                             "prob": float(row[i]),
                         }
                         for i in best
@@ -108,6 +137,10 @@ def predict_with_engine(
         if progress:
             progress("predict", min(start + batch_size, len(paths)), len(paths))
     return results
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _label_name(label, names) -> str:

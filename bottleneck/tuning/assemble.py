@@ -158,7 +158,7 @@ def check_start(assembled: Assembled, run, images, *, rows: int = 32, seed: int 
     difference = float(np.abs(probs - expected).max())
     result = {"split": split, "rows": int(len(pick)), "difference": difference}
     if cache.config.dtype == "float32":
-        if difference > START_TOLERANCE:
+        if not difference <= START_TOLERANCE:  # NaN fails too
             raise TuneError(
                 f"the model rebuilt from run {run.path} differs from its head on cached rows by {difference:.2g} "
                 f"in probability (allowed {START_TOLERANCE:g}); {_CHANGED}"
@@ -171,7 +171,7 @@ def check_start(assembled: Assembled, run, images, *, rows: int = 32, seed: int 
     scale = max(float(np.abs(stored).max()), 1e-12)
     feature_difference = float(np.abs(mine.astype(np.float16).astype(np.float32) - stored).max()) / scale
     result |= {"head_difference": head_difference, "feature_difference": feature_difference}
-    if head_difference > START_TOLERANCE or feature_difference > FLOAT16_FEATURE_TOLERANCE:
+    if not (head_difference <= START_TOLERANCE and feature_difference <= FLOAT16_FEATURE_TOLERANCE):
         raise TuneError(
             f"the model rebuilt from run {run.path} does not reproduce it: head difference {head_difference:.2g} "
             f"in probability (allowed {START_TOLERANCE:g}), feature difference {feature_difference:.2g} of the "

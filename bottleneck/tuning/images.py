@@ -89,9 +89,9 @@ def _input_size(cache) -> int:
     if config.image_size:
         return int(config.image_size)
     if is_model_path(config.backbone):
-        raise TuneError(
-            f"cache {cache.path.name} does not record its image size; extract again with image_size."
-        )
+        from bottleneck.backbones.model_file import input_size, load_model_file
+
+        return int(input_size(load_model_file(config.backbone)))
     return get_spec(config.backbone).input_size
 
 

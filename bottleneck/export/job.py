@@ -1,0 +1,129 @@
+"""`export`: a run (frozen head or fine-tuned) as one verified model file."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck._io import write_json_atomic
+from bottleneck.errors import ExportError, one_of
+from bottleneck.export.formats import FORMATS, default_path, labels_path, sidecar, uint8_model, write
+
+# Largest difference in probability between a float export and `bottleneck predict` on the same images.
+EXPORT_TOLERANCE = 1e-4
+
+
+def export_run(
+    run, out=None, *, format: str = "keras", force: bool = False, source=None, samples: int = 16
+) -> dict:  # noqa: A002
+    """Write ``run`` as one model from uint8 images (N, S, S, 3) to class probabilities, then verify it.
+
+    The file is loaded fresh with its own runtime and compared with ``bottleneck predict`` (the run's own
+    scoring) on ``samples`` images of the cache's source (``source``: where they are now, if they moved);
+    above ``EXPORT_TOLERANCE`` the file is removed and ExportError raised. ``out`` defaults to
+    ``RUN/export/model.<ext>``; an existing ``out`` is replaced only with ``force``. Returns the record also
+    written beside the file (``<out>.json``): format, path, class names, image size, max difference.
+    """
+    from bottleneck.export.loaded import load_exported
+    from bottleneck.runs.folders import Run, load_run
+    from bottleneck.runs.predict import run_scorer
+
+    fmt = format
+    if fmt not in FORMATS:
+        raise one_of("format", fmt, FORMATS)
+    run = run if isinstance(run, Run) else load_run(run)
+    out = Path(out) if out is not None else default_path(run.path, fmt)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass force=True to replace it, or another out= path.")
+    scorer = run_scorer(run)
+    model, meta = _model_and_meta(run, scorer)
+    pixels = _sample_images(run, scorer, source, samples)
+    t0 = time.perf_counter()
+    written = write(uint8_model(model), out, fmt, meta)
+    seconds = time.perf_counter() - t0
+    try:
+        exported = load_exported(written)
+        got = exported.predict_proba(pixels)
+        want = scorer.proba(pixels)
+        difference = float(np.abs(got - want).max())
+        if not difference <= EXPORT_TOLERANCE:  # NaN fails too
+            raise ExportError(
+                f"the exported {fmt} model differs from `bottleneck predict` by {difference:.2g} in probability on "
+                f"{len(pixels)} images (allowed {EXPORT_TOLERANCE:g}); nothing was kept. Try another format."
+            )
+    except BaseException:
+        _remove(written, fmt)
+        raise
+    record = {
+        **meta,
+        "format": fmt,
+        "path": str(written),
+        "seconds": round(seconds, 3),
+        "verification": {
+            "images": int(len(pixels)),
+            "max_difference": difference,
+            "against": "bottleneck predict",
+        },
+    }
+    write_json_atomic(sidecar(written), record, indent=2)
+    return record
+
+
+def _model_and_meta(run, scorer) -> tuple[object, dict]:
+    """The float end-to-end Keras model of a run and the metadata every format carries."""
+    if run.summary.get("kind") == "fine-tune":
+        model = run.head.model
+    else:
+        from bottleneck.tuning.assemble import assemble
+
+        model = assemble(run).model
+    cache = run.summary["cache"]
+    from bottleneck.tuning.assemble import class_names_of
+
+    classes = np.asarray(run.head.classes_)
+    meta = {
+        "classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
+        "class_names": class_names_of(classes, cache["class_names"]),
+        "image_size": int(model.input_shape[1]),
+        "resize": scorer.resize,
+        "input": "uint8 RGB images (N, S, S, 3), 0..255, resized as `resize` says",
+        "output": "class probabilities (N, classes), columns in class_names order",
+        "backbone": cache["config"]["backbone"],
+        "head": run.summary.get("head"),
+        "fine_tuned": run.summary.get("kind") == "fine-tune",
+        "run": str(run.path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return model, meta
+
+
+def _sample_images(run, scorer, source, samples: int) -> np.ndarray:
+    """uint8 images of ``samples`` rows spread over the cache's test split (else val, else train)."""
+    from bottleneck.cache.reader import open_cache
+    from bottleneck.errors import CacheError, TuneError
+    from bottleneck.tuning.images import open_cache_images
+
+    try:
+        cache = open_cache(run.summary["cache"]["path"])
+        with open_cache_images(cache, source=source, size=scorer.image_size) as images:
+            split = next(s for s in ("test", "val", "train") if s in cache.splits)
+            n = images.n(split)
+            rows = np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int))
+            return images.pixels(split, rows).astype(np.uint8)
+    except (CacheError, TuneError) as exc:
+        raise ExportError(
+            f"cannot read sample images to verify the export ({exc}); pass source=PATH where the run's images are."
+        ) from None
+
+
+def _remove(path: Path, fmt: str) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    sidecar(path).unlink(missing_ok=True)
+    if fmt == "tflite":
+        labels_path(path).unlink(missing_ok=True)

@@ -1,0 +1,254 @@
+"""Fine-tuning: block cuts per family, the start model, frozen / trained layers, cached activations, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import bottleneck
+from bottleneck import _tf
+from bottleneck.errors import BackboneError, TuneError
+
+CLASSES = ("a", "b", "c")
+
+
+def noisy_images(root, per_split=None, size=(36, 28), seed=0):
+    """Class folders under train/val/test: noise around a colour per class, so classes are learnable."""
+    per_split = per_split or {"train": 10, "val": 6, "test": 6}
+    rng = np.random.default_rng(seed)
+    for split, n in per_split.items():
+        for k, cls in enumerate(CLASSES):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.array([60 + 70 * k, 200 - 60 * k, 90 + 40 * (k % 2)])
+                img = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i:03d}.png")
+    return root
+
+
+def make_model_file(path, size: int = 32):
+    """A small conv net saved as .keras, blocks named blockN_*, with a BatchNormalization whose moving
+    statistics are not the defaults (so a change would show)."""
+    keras = _tf.keras()
+
+    def init(seed):
+        return keras.initializers.HeNormal(seed=seed)
+
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="block1_conv", kernel_initializer=init(1))(inp)
+    x = keras.layers.ReLU(name="block1_relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="block2_conv", kernel_initializer=init(2))(
+        x
+    )
+    x = keras.layers.ReLU(name="block2_relu")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="block3_conv", kernel_initializer=init(3))(x)
+    x = keras.layers.BatchNormalization(name="block3_bn")(x)
+    x = keras.layers.ReLU(name="block3_relu")(x)
+    model = keras.Model(inp, x, name="tiny")
+    bn = model.get_layer("block3_bn")
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma * 1.5, beta + 0.1, mean + 0.2, var * 2.0])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+    """(run, cache, data folder, model file) of a logreg head on a tiny model-file backbone."""
+    from bottleneck.runs import fit_head
+
+    root = tmp_path_factory.mktemp("ft")
+    data = noisy_images(root / "data")
+    model_file = make_model_file(root / "tiny.keras")
+    result = bottleneck.extract(
+        data, cache_dir=root / "cache", backbone=str(model_file), preprocess="tf", engine="tensorflow"
+    )
+    run = fit_head(result.cache, "logreg", runs_dir=root / "runs")
+    return run, result.cache, data, model_file
+
+
+def _weights(model) -> dict:
+    return {w.path: np.array(w.numpy()) for w in model.weights}
+
+
+def _one(weights: dict, suffix: str) -> np.ndarray:
+    (match,) = [v for k, v in weights.items() if k.endswith(suffix)]
+    return match
+
+
+def test_block_cuts_of_lite0_and_resnet50():
+    from bottleneck.backbones.blocks import plan_cut
+    from bottleneck.backbones.build import build_backbone
+
+    lite, *_ = build_backbone("efficientnet_lite0", weights="none", image_size=64)
+    cut = plan_cut(lite, "efficientnet_lite", unfreeze=1)
+    assert cut.trainable[0] == "block7a_expand_conv" and cut.trainable[-1] == "top_activation"
+    assert cut.tensor_layer == "block6d_add"
+    assert plan_cut(lite, "efficientnet_lite", unfreeze=2).trainable[0] == "block6d_expand_conv"
+    with pytest.raises(BackboneError, match=r"unfreeze=40 is more than the 16 blocks .*block1a.*block7a"):
+        plan_cut(lite, "efficientnet_lite", unfreeze=40)
+    with pytest.raises(
+        BackboneError, match="unknown layer 'block7a_expand_cnv'.*Did you mean block7a_expand_conv"
+    ):
+        plan_cut(lite, "efficientnet_lite", unfreeze_from="block7a_expand_cnv")
+    resnet, *_ = build_backbone("resnet50", weights="none", image_size=64)
+    cut = plan_cut(resnet, "resnet", unfreeze=1)
+    assert cut.tensor_layer == "conv5_block2_out" and cut.trainable[0].startswith("conv5_block3_")
+    with pytest.raises(BackboneError, match="does not know the blocks of a model file's network"):
+        plan_cut(resnet, None, unfreeze=1)
+
+
+def test_start_model_reproduces_the_run(frozen_run):
+    from bottleneck.tuning.assemble import assemble, check_start
+    from bottleneck.tuning.images import open_cache_images
+
+    run, cache, _, _ = frozen_run
+    assembled = assemble(run)
+    with open_cache_images(cache) as images:
+        check = check_start(assembled, run, images, rows=12)
+        pixels = images.pixels("test", np.arange(6))
+    assert check["rows"] == 12 and check["difference"] <= 1e-4
+    stored = np.asarray(cache.features("test")[:6])
+    np.testing.assert_allclose(
+        assembled.model.predict_on_batch(pixels), run.head.predict_proba(stored), atol=1e-4
+    )
+    # The start model is built from Keras' own layers only (it loads without bottleneck).
+    assert all(type(lyr).__module__.startswith("keras") for lyr in assembled.model.layers)
+
+
+def test_sigmoid_and_mlp_heads_become_layers():
+    from bottleneck.heads import make_head
+    from bottleneck.tuning.assemble import head_network
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    for name in ("sigmoid", "mlp", "logreg"):
+        head = make_head(name, **({"epochs": 2} if name != "logreg" else {})).fit(X, y)
+        net = head_network(head)
+        np.testing.assert_allclose(net.predict_on_batch(X), head.predict_proba(X), atol=1e-5)
+
+
+def test_fine_tune_trains_only_the_unfrozen_top(frozen_run, tmp_path):
+    from bottleneck.tuning import fine_tune
+    from bottleneck.tuning.assemble import assemble
+
+    run, _, _, _ = frozen_run
+    before = _weights(assemble(run).model)
+    tuned = fine_tune(
+        run, unfreeze_from="block3_conv", epochs=2, lr=1e-2, prefix_cache="off", out=tmp_path / "ft"
+    )
+    keras = _tf.keras()
+    after = _weights(keras.models.load_model(tmp_path / "ft" / "model.keras", compile=False))
+    assert set(before) == set(after)
+    for name in ("block1_conv", "block2_conv"):
+        for path in [p for p in before if f"/{name}/" in p]:
+            assert np.array_equal(before[path], after[path]), path
+    assert not np.array_equal(_one(before, "block3_conv/kernel"), _one(after, "block3_conv/kernel"))
+    changed_head = [p for p in before if "head" in p and not np.array_equal(before[p], after[p])]
+    assert changed_head
+    # BatchNorm: moving statistics and its scale/offset stay as loaded.
+    for part in ("moving_mean", "moving_variance", "gamma", "beta"):
+        assert np.array_equal(_one(before, f"block3_bn/{part}"), _one(after, f"block3_bn/{part}"))
+    s = tuned.summary
+    assert s["kind"] == "fine-tune" and s["unfrozen"]["first"] == "block3_conv"
+    assert s["frozen_metrics"] == run.summary["metrics"]
+    assert set(s["metrics"]) == {"val", "test"} and s["metrics"]["test"]["n"] == 18
+    for f in ("model.keras", "metrics.json", "report.md", "history.png", "confusion.png"):
+        assert (tmp_path / "ft" / f).is_file(), f
+
+
+def test_cached_activations_train_like_the_whole_network(frozen_run, tmp_path):
+    from bottleneck.tuning import fine_tune
+
+    run, _, _, _ = frozen_run
+    args = {"unfreeze_from": "block3_conv", "epochs": 1, "lr": 1e-2, "save": False, "cache_dir": tmp_path}
+    cached = fine_tune(run, prefix_cache="auto", **args)
+    full = fine_tune(run, prefix_cache="off", **args)
+    assert cached.summary["prefix_cache"] is not None and full.summary["prefix_cache"] is None
+    prefix = bottleneck.open_cache(cached.summary["prefix_cache"])
+    assert prefix.config.layer == "block2_relu" and prefix.config.pooling == "none"
+    assert prefix.config.dtype == "float16" and prefix.feature_shape == (16, 16, 16)
+    # Same start, same batches: the first epoch's loss differs only by float16 rounding of the activations.
+    a, b = cached.summary["history"]["loss"][0], full.summary["history"]["loss"][0]
+    assert a == pytest.approx(b, rel=2e-3)
+    # Augmentation changes the images every epoch, so it always runs the whole network.
+    augmented = fine_tune(run, augment="flip,contrast", **args)
+    assert (
+        augmented.summary["prefix_cache"] is None
+        and augmented.summary["params"]["augment"] == "flip,contrast"
+    )
+
+
+def test_fine_tuned_run_predicts_evaluates_and_exports(frozen_run, tmp_path):
+    from bottleneck.export import export_run
+    from bottleneck.runs import evaluate_run, load_run, predict_images
+    from bottleneck.tuning import fine_tune
+
+    run, cache, data, _ = frozen_run
+    fine_tune(run, unfreeze_from="block3_conv", epochs=1, lr=1e-2, out=tmp_path / "ft")
+    tuned = load_run(tmp_path / "ft")
+    result = evaluate_run(tuned, cache, split="test")
+    assert result["metrics"]["test"]["accuracy"] == pytest.approx(
+        tuned.summary["metrics"]["test"]["accuracy"]
+    )
+    record = export_run(tuned, format="keras")
+    assert record["verification"]["max_difference"] <= 1e-4
+    images = sorted((data / "test").rglob("*.png"))[:5]
+    from_run = predict_images(tmp_path / "ft", images)
+    from_file = predict_images(record["path"], images)
+    for r, f in zip(from_run, from_file, strict=True):
+        assert [t["class"] for t in r["top"]] == [t["class"] for t in f["top"]]
+        assert np.allclose([t["prob"] for t in r["top"]], [t["prob"] for t in f["top"]], atol=1e-4)
+
+
+def test_bad_input_is_one_clear_error(frozen_run, tmp_path):
+    import shutil
+
+    from bottleneck.tuning import fine_tune
+
+    run, cache, data, _ = frozen_run
+    with pytest.raises(BackboneError, match="does not know the blocks .* pass unfreeze_from=LAYER"):
+        fine_tune(run, unfreeze=1, save=False)
+    with pytest.raises(Exception, match="unknown augment='mirror'; choose one of: flip, crop"):
+        fine_tune(run, unfreeze_from="block3_conv", augment="mirror", save=False)
+    with pytest.raises(TuneError, match=r"lr=0 must be a positive number"):
+        fine_tune(run, unfreeze_from="block3_conv", lr=0, save=False)
+    # The source moved: say so, and --source finds it.
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    with pytest.raises(TuneError, match="does not exist here; pass source=PATH"):
+        fine_tune(run, unfreeze_from="block3_conv", source=tmp_path / "nowhere", save=False)
+    # A changed file: how many, and which.
+    victim = moved / "train" / "b" / "003.png"
+    Image.new("RGB", (36, 28), (1, 2, 3)).save(victim)
+    (moved / "test" / "c" / "001.png").unlink()
+    with pytest.raises(
+        TuneError, match=r"2 image\(s\) .*1 changed \(train/b/003.png\); 1 missing \(test/c/001.png\)"
+    ):
+        fine_tune(run, unfreeze_from="block3_conv", source=moved, save=False)
+
+
+def test_cli_fine_tune_and_export_errors(frozen_run, tmp_path):
+    from bottleneck.cli import app
+
+    run, _, _, _ = frozen_run
+    runner = CliRunner()
+    res = runner.invoke(app, ["fine-tune", str(run.path), "--unfreeze-from", "block9_conv", "-q"])
+    assert res.exit_code == 2
+    assert "unknown layer 'block9_conv'" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    out = tmp_path / "m.onnx"
+    res = runner.invoke(app, ["export", str(run.path), "--format", "onnx", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "max difference" in res.output and out.is_file() and (tmp_path / "m.onnx.json").is_file()
+    res = runner.invoke(app, ["export", str(run.path), "--format", "onnx", "--out", str(out)])
+    assert res.exit_code == 2 and "already exists; pass --force to replace it" in res.output
+    res = runner.invoke(app, ["export", str(run.path), "--format", "pickle"])
+    assert (
+        res.exit_code == 2
+        and "unknown --format pickle; choose one of: keras, onnx, savedmodel, tflite" in res.output
+    )

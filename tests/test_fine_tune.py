@@ -108,7 +108,7 @@ def test_start_model_reproduces_the_run(frozen_run):
     run, cache, _, _ = frozen_run
     assembled = assemble(run)
     with open_cache_images(cache) as images:
-        check = check_start(assembled, run, images, rows=12)
+        check = check_start(assembled, run, cache, images, rows=12)
         pixels = images.pixels("test", np.arange(6))
     assert check["rows"] == 12 and check["difference"] <= 1e-4
     stored = np.asarray(cache.features("test")[:6])

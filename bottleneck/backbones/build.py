@@ -128,6 +128,19 @@ def build_feature_model(
     return model
 
 
+def feature_model_of(config, *, portable: bool = False):
+    """``build_feature_model`` with the feature settings of an ExtractConfig (what a cache was made with)."""
+    return build_feature_model(
+        config.backbone,
+        weights=config.weights,
+        image_size=config.image_size,
+        layer=config.layer,
+        pooling=config.pooling,
+        preprocess=config.preprocess,
+        portable=portable,
+    )
+
+
 def build_classifier(
     backbone: str, *, weights: str = "imagenet", image_size: int | None = None, preprocess: str | None = None
 ):

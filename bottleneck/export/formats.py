@@ -109,7 +109,6 @@ def _onnx(model, path: Path, meta: dict) -> Path:
             ) from None
         tf2onnx.logging.set_level(logging.ERROR)
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=sig, opset=17)
-    proto.graph.output[0].name  # noqa: B018 (the one output: probabilities)
     for key, value in (("class_names", json.dumps(meta["class_names"])), ("bottleneck", json.dumps(meta))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -81,7 +81,7 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
 
         model = assemble(run).model
     cache = run.summary["cache"]
-    from bottleneck.tuning.assemble import class_names_of
+    from bottleneck.runs.predict import class_names_of
 
     classes = np.asarray(run.head.classes_)
     meta = {

@@ -287,14 +287,6 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
     _tf.configure_threads(config.threads)
-    from bottleneck.backbones.build import build_feature_model
+    from bottleneck.backbones.build import feature_model_of
 
-    model = build_feature_model(
-        config.backbone,
-        weights=config.weights,
-        image_size=config.image_size,
-        layer=config.layer,
-        pooling=config.pooling,
-        preprocess=config.preprocess,
-    )
-    return TensorFlowEngine(model, jit_compile=config.xla, threads=config.threads)
+    return TensorFlowEngine(feature_model_of(config), jit_compile=config.xla, threads=config.threads)

@@ -145,8 +145,7 @@ def _image_metrics(run, cache, split: str) -> dict:
         )
     cache._check(split)
     head = run.head
-    with open_cache_images(cache, size=head.image_size) as images:
-        images.resize = head.resize
+    with open_cache_images(cache, size=head.image_size, resize=head.resize) as images:
         n = images.n(split)
         proba = np.concatenate(
             [head.predict_proba(images.pixels(split, np.arange(a, min(a + 64, n)))) for a in range(0, n, 64)]

@@ -47,23 +47,28 @@ def unique_dir(base: Path) -> Path:
 
 def save_run(run: Run, path, *, cache=None) -> Path:
     """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png."""
-    from bottleneck.report import plot_confusion, plot_history, render_report
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     run.path = path
     run.summary["path"] = str(path)
     run.head.save(path / HEAD_DIR, cache=cache)
+    write_reports(run, f"{run.summary['head']} on {run.summary['cache']['name']}")
+    return path
+
+
+def write_reports(run: Run, title: str) -> None:
+    """metrics.json, report.md, history.png and confusion.png of a run whose ``path`` is set (every kind)."""
+    from bottleneck.report import plot_confusion, plot_history, render_report
+
+    path = run.path
     write_json_atomic(path / METRICS_FILE, run.summary, indent=2)
     (path / "report.md").write_text(render_report(run.summary))
-    title = f"{run.summary['head']} on {run.summary['cache']['name']}"
     plot_history(run.head.history_, path / "history.png", title=title)
     metrics = run.summary["metrics"]
     if metrics:
         split = "test" if "test" in metrics else next(iter(metrics))
         m = metrics[split]
         plot_confusion(m["confusion"], m["labels"], path / "confusion.png", title=f"{title} ({split})")
-    return path
 
 
 def load_run(path) -> Run:

@@ -75,7 +75,7 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     run = run if isinstance(run, Run) else load_run(run)
     head = run.head
     config = ExtractConfig.from_dict(run.summary["cache"]["config"])
-    names = [_label_name(c, run.summary["cache"]["class_names"]) for c in head.classes_]
+    names = class_names_of(head.classes_, run.summary["cache"]["class_names"])
     if run.summary.get("kind") == "fine-tune":
         return Scorer(head.image_size, config.resize, head.predict_proba, head.classes_, names)
     engine = None
@@ -141,6 +141,11 @@ def predict_with_engine(
 
 def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
+
+
+def class_names_of(classes, names) -> list[str]:
+    """The name of each class column: a cache's class name for integer labels, else the label itself."""
+    return [_label_name(c, names) for c in classes]
 
 
 def _label_name(label, names) -> str:

@@ -20,7 +20,9 @@ class WholeModel:
 
     def __init__(self, model, summary: dict):
         self.model = model
-        self.classes_ = _classes(summary["classes"])
+        from bottleneck.heads.base import _classes_from_json
+
+        self.classes_ = _classes_from_json(summary["classes"])
         self.class_names = list(summary["class_names"])
         self.image_size = int(summary["image_size"])
         self.resize = (summary.get("cache") or {}).get("config", {}).get("resize", "squash")
@@ -42,9 +44,3 @@ class WholeModel:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(pixels), axis=1)]
-
-
-def _classes(values: list) -> np.ndarray:
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return np.asarray(values, dtype=np.int64)
-    return np.asarray(values)

@@ -39,17 +39,6 @@ class Assembled:
         return int(self.model.input_shape[1])
 
 
-def class_names_of(classes, cache_names) -> list[str]:
-    """The name of each class column: a cache's class name for integer labels, else the label itself."""
-    out = []
-    for label in classes:
-        if isinstance(label, int | np.integer) and 0 <= int(label) < len(cache_names):
-            out.append(str(cache_names[int(label)]))
-        else:
-            out.append(str(label))
-    return out
-
-
 def head_network(head):
     """A fitted head as a keras.Model from its features to (N, n_classes) probabilities, columns in
     ``head.classes_`` order. Keras heads are used as they are (so fine-tuning trains them); ``logreg``
@@ -105,20 +94,13 @@ def assemble(run) -> Assembled:
     and its head on top. Nothing is trainable yet (fine-tuning chooses what to unfreeze)."""
     keras = _tf.keras()
     from bottleneck.backbones import get_spec
-    from bottleneck.backbones.build import build_feature_model
+    from bottleneck.backbones.build import feature_model_of
     from bottleneck.cache.key import is_model_path
+    from bottleneck.runs.predict import class_names_of
 
     cache = run.summary["cache"]
     config = ExtractConfig.from_dict(cache["config"])
-    features = build_feature_model(
-        config.backbone,
-        weights=config.weights,
-        image_size=config.image_size,
-        layer=config.layer,
-        pooling=config.pooling,
-        preprocess=config.preprocess,
-        portable=True,
-    )
+    features = feature_model_of(config, portable=True)
     shape = tuple(int(d) for d in features.output_shape[1:])
     if shape != tuple(run.head.feature_shape_):
         raise TuneError(
@@ -136,7 +118,7 @@ def assemble(run) -> Assembled:
     )
 
 
-def check_start(assembled: Assembled, run, images, *, rows: int = 32, seed: int = 0) -> dict:
+def check_start(assembled: Assembled, run, cache, images, *, rows: int = 32, seed: int = 0) -> dict:
     """Compare the assembled model with the run's head on cached rows: the images of ``rows`` sampled rows
     (val when the cache has it, else train) through the model, against the head on their cached features.
 
@@ -145,14 +127,13 @@ def check_start(assembled: Assembled, run, images, *, rows: int = 32, seed: int 
     checked exactly (the head network against the head on the model's own features) and the features
     against the cache within float16 rounding.
     """
-    from bottleneck.cache.reader import open_cache
+    from bottleneck.heads.arrays import take_rows
 
-    cache = open_cache(run.summary["cache"]["path"])
     split = "val" if "val" in cache.splits else "train"
     n = cache.n(split)
     pick = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
     pixels = images.pixels(split, pick)
-    stored = np.asarray(cache.features(split)[pick[0] : pick[-1] + 1])[pick - pick[0]].astype(np.float32)
+    stored = take_rows(cache.features(split), pick).astype(np.float32)
     probs = np.asarray(assembled.model.predict_on_batch(pixels), np.float64)
     expected = run.head.predict_proba(stored)
     difference = float(np.abs(probs - expected).max())

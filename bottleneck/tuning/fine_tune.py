@@ -86,7 +86,7 @@ def fine_tune(
         cache, source=source, workers=workers or _tf.cpu_count(), progress=progress
     ) as images:
         assembled = assemble(run)
-        start = check_start(assembled, run, images, seed=seed)
+        start = check_start(assembled, run, cache, images, seed=seed)
         notify(
             f"rebuilt {assembled.config.backbone} + {run.head.name} head: max difference {start['difference']:.2g} "
             f"from the run's predictions on {start['rows']} cached {start['split']} rows"
@@ -213,9 +213,8 @@ def fine_tune(
 
 def save_fine_tuned(run, path) -> Path:
     """Write a fine-tuned run folder: model.keras (atomically), metrics.json, report.md and plots."""
-    from bottleneck._io import replace_atomic, temp_path, write_json_atomic
-    from bottleneck.report import plot_confusion, plot_history, render_report
-    from bottleneck.runs.folders import METRICS_FILE
+    from bottleneck._io import replace_atomic, temp_path
+    from bottleneck.runs.folders import write_reports
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -224,15 +223,7 @@ def save_fine_tuned(run, path) -> Path:
     tmp = temp_path(path / MODEL_FILE, suffix=".keras")
     run.head.model.save(tmp)
     replace_atomic(tmp, path / MODEL_FILE)
-    write_json_atomic(path / METRICS_FILE, run.summary, indent=2)
-    (path / "report.md").write_text(render_report(run.summary))
-    title = f"fine-tuned {run.summary['head']} on {run.summary['cache']['name']}"
-    plot_history(run.head.history_, path / "history.png", title=title)
-    metrics = run.summary["metrics"]
-    if metrics:
-        split = "test" if "test" in metrics else next(iter(metrics))
-        m = metrics[split]
-        plot_confusion(m["confusion"], m["labels"], path / "confusion.png", title=f"{title} ({split})")
+    write_reports(run, f"fine-tuned {run.summary['head']} on {run.summary['cache']['name']}")
     return path
 
 
@@ -387,6 +378,7 @@ def _prefix_difference(assembled, cut, images, prefix, seed: int, rows: int = 16
     """Max |cached - computed| activation on a sample of train rows, relative to the computed scale: float16
     cannot hold activations far below its smallest normal number (random-weight networks) or above 65504."""
     keras = _tf.keras()
+    from bottleneck.heads.arrays import take_rows
 
     n = images.n("train")
     pick = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
@@ -394,7 +386,7 @@ def _prefix_difference(assembled, cut, images, prefix, seed: int, rows: int = 16
     lower = keras.Model(base.inputs, base.get_layer(cut.tensor_layer).output)
     pre = assembled.features.get_layer("preprocess")
     mine = np.asarray(lower(pre(images.pixels("train", pick)), training=False), np.float64)
-    stored = np.asarray(prefix.features("train")[pick[0] : pick[-1] + 1])[pick - pick[0]].astype(np.float64)
+    stored = take_rows(prefix.features("train"), pick).astype(np.float64)
     scale = float(np.abs(mine).max())
     if not np.isfinite(stored).all() or scale == 0.0:
         return float("inf") if scale or not np.isfinite(stored).all() else 0.0

@@ -54,8 +54,11 @@ class CacheImages:
         self.close()
 
 
-def open_cache_images(cache, *, source=None, size: int | None = None, workers: int = 2, progress=None):
-    """The images of ``cache``'s rows from its recorded source, or from ``source`` (the same files, moved).
+def open_cache_images(
+    cache, *, source=None, size: int | None = None, resize: str | None = None, workers: int = 2, progress=None
+):
+    """The images of ``cache``'s rows from its recorded source, or from ``source`` (the same files, moved),
+    resized to ``size`` with ``resize`` (default: as the cache was extracted).
 
     Every row's file must still be there with the content it had: otherwise one TuneError says how many
     differ and names the first few.
@@ -78,7 +81,7 @@ def open_cache_images(cache, *, source=None, size: int | None = None, workers: i
         src.close()
         raise
     size = size or _input_size(cache)
-    return CacheImages(src, items, labels, size, cache.config.resize, workers)
+    return CacheImages(src, items, labels, size, resize or cache.config.resize, workers)
 
 
 def _input_size(cache) -> int:

@@ -252,3 +252,31 @@ def test_cli_fine_tune_and_export_errors(frozen_run, tmp_path):
         res.exit_code == 2
         and "unknown --format pickle; choose one of: keras, onnx, savedmodel, tflite" in res.output
     )
+
+
+def test_unfreeze_all_with_adam_class_weights_and_augmentation(frozen_run):
+    from bottleneck.tuning import fine_tune
+    from bottleneck.tuning.assemble import assemble
+
+    run, _, _, _ = frozen_run
+    before = _weights(assemble(run).model)
+    tuned = fine_tune(
+        run,
+        unfreeze="all",
+        optimizer="adam",
+        lr=1e-3,
+        class_weight="balanced",
+        augment="crop,rotate,zoom",
+        epochs=1,
+        batch_size=8,
+        save=False,
+    )
+    s = tuned.summary
+    assert s["unfrozen"]["description"] == "all layers" and s["unfrozen"]["first"] == "block1_conv"
+    assert s["params"]["optimizer"] == "adam" and "momentum" not in s["params"]
+    assert s["params"]["augment"] == "crop,rotate,zoom" and s["prefix_cache"] is None
+    # epochs=1: one entry of history.
+    assert len(s["history"]["loss"]) == 1
+    after = _weights(tuned.head.model)
+    assert not np.array_equal(_one(before, "block1_conv/kernel"), _one(after, "block1_conv/kernel"))
+    assert np.array_equal(_one(before, "block3_bn/moving_mean"), _one(after, "block3_bn/moving_mean"))

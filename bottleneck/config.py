@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from bottleneck.backbones.presets import BLOCKS, LAYER_SETS, MULTISCALE_NAME, multiscale_layers
 from bottleneck.errors import BottleneckError, one_of
 
 POOLINGS = ("avg", "max", "none")
@@ -30,9 +31,15 @@ def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
         raise BottleneckError(
             f"layer={layer!r} lists {', '.join(repeated)} more than once; list each layer once."
         )
-    if len(names) > 1 and pooling == "none":
+    sets = [n for n in names if n in LAYER_SETS]
+    if sets and len(names) > 1:
         raise BottleneckError(
-            f"layer={layer!r} lists {len(names)} layers, whose maps have different sizes, so they can only be "
+            f"layer={layer!r} mixes the layer set {sets[0]!r} with other names; pass layer={sets[0]!r} alone, "
+            "or list layer names."
+        )
+    if (len(names) > 1 or names == (BLOCKS,)) and pooling == "none":
+        raise BottleneckError(
+            f"layer={layer!r} lists {'every block' if names == (BLOCKS,) else f'{len(names)} layers'}, whose maps have different sizes, so they can only be "
             "joined after pooling; use pooling='avg' or pooling='max', or pass one layer with pooling='none'."
         )
     return names
@@ -63,7 +70,8 @@ class ExtractConfig:
     weights: str = "imagenet"  # "imagenet" | "none" | path to a local weights file
     image_size: int | None = None  # square input side in pixels; None = the backbone's default
     # named layer to read features from, or several comma-separated (each pooled, then concatenated in that
-    # order); None = the backbone's feature layer
+    # order); "blocks" = every block's output and the feature layer; "multiscale" = the backbone's validated
+    # set (resolved to its names, so it shares caches with them); None = the backbone's feature layer
     layer: str | None = None
     pooling: str = "avg"  # "avg" | "max" | "none" (keep the spatial map)
     resize: str = "squash"  # "squash" (ignore aspect) | "crop" (centre crop) | "pad" (letterbox)
@@ -81,6 +89,8 @@ class ExtractConfig:
     xla: bool = _setting(False, RUN)  # compile the TensorFlow engine with XLA (same features within rounding)
 
     def __post_init__(self):
+        if self.layer == MULTISCALE_NAME:
+            object.__setattr__(self, "layer", multiscale_layers(self.backbone))
         if self.layer is not None:
             # One spelling per layer list, so "a, b" and "a,b" share a cache key.
             object.__setattr__(self, "layer", ",".join(layer_names(self.layer, self.pooling)))

@@ -87,6 +87,7 @@ class FakeEngine:
     input_size = 8
     threads = 1
     verification = None
+    columns = ()
 
 
 class MeanColor(FakeEngine):

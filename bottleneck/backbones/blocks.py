@@ -118,6 +118,40 @@ def blocks(base, family: str | None) -> list[tuple[str, int]]:
     return out
 
 
+def block_outputs(base, family: str | None, feature_layer: str | None = None) -> list[str]:
+    """The layer that outputs each block (input to output), then ``feature_layer`` (default: the last layer).
+
+    A block's output is the first cut point at or after its last named layer: the one tensor the rest of the
+    network reads from it (EfficientNet ``block6c_add``, ResNet ``conv5_block2_out``, Inception ``mixed3``), so
+    a block read here is also where ``fine-tune`` can start from cached activations.
+    """
+    pattern = BLOCK_PATTERNS.get(family or "")
+    if pattern is None:
+        what = f"{family} networks" if family else "a model file's network"
+        raise BackboneError(
+            f"bottleneck does not know the blocks of {what}, so layer='blocks' cannot be resolved; list the "
+            "layers to read by name (`bottleneck backbones NAME --layers` lists them)."
+        )
+    layers = _layers(base)
+    names = [lyr.name for lyr in layers]
+    points = cut_points(base)
+    last: dict[str, int] = {}
+    for i, name in enumerate(names):
+        m = re.search(pattern, name)
+        if m:
+            last[m.group(1)] = i
+    out: list[str] = []
+    for end in last.values():
+        after = [p for p in points if p >= end]
+        name = names[after[0]] if after else None
+        if name is not None and name not in out:
+            out.append(name)
+    top = feature_layer or names[-1]
+    if top in out:
+        out.remove(top)
+    return [*out, top]
+
+
 def plan_cut(base, family: str | None, *, unfreeze=None, unfreeze_from: str | None = None) -> Cut:
     """The cut for ``unfreeze`` (top N blocks, or "all") or ``unfreeze_from`` (a layer name and all after it)."""
     layers = _layers(base)

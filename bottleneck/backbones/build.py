@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
+from bottleneck.backbones.presets import BLOCKS
 from bottleneck.config import POOLINGS, layer_names
 from bottleneck.errors import BackboneError, BottleneckError, one_of
 
@@ -104,6 +105,10 @@ def build_feature_model(
     backbone's default. See ``build_backbone`` for ``backbone``, ``weights`` and ``preprocess``. The
     preprocessing of the spec is the model's first layer, so callers feed raw pixels. ``portable`` writes it
     with built-in Keras layers only (see ``portable_preprocess``), for models that must load without bottleneck.
+    ``layer="blocks"`` reads every block's output and then the feature layer (``blocks.block_outputs``).
+
+    The model's ``columns`` attribute gives (layer, start, stop) of each layer's part of a pooled feature vector
+    (() when the features are spatial): what a cache records so that a subset of its layers can be read back.
     """
     keras = _tf.keras()
 
@@ -114,18 +119,36 @@ def build_feature_model(
     base, mode, size, name = build_backbone(
         backbone, weights=weights, image_size=image_size, preprocess=preprocess
     )
-    if layer is None and not _is_file(backbone):
-        layer = get_spec(backbone).feature_layer
+    spec = None if _is_file(backbone) else get_spec(backbone)
+    if layer is None and spec is not None:
+        layer = spec.feature_layer
     names = layer_names(layer, pooling)
+    if names == (BLOCKS,):
+        from bottleneck.backbones.blocks import block_outputs
+
+        names = tuple(block_outputs(base, spec and spec.family, spec and spec.feature_layer))
     if names:
         base = read_at(base, names, name)
     inputs, x = _pixels_in(keras, size, mode, portable)
-    x = pool_outputs(base(x, training=False), pooling, layer)
+    x = pool_outputs(base(x, training=False), pooling, ",".join(names) or None)
     model = keras.Model(inputs, x, name=f"{name}_features")
+    model.columns = _columns(base, names, model)
     # Frozen: no weight updates, and Keras 3 BatchNormalization with trainable=False always uses its moving
     # statistics, even when a caller runs the model with training=True.
     model.trainable = False
     return model
+
+
+def _columns(base, names: tuple[str, ...], model) -> tuple[tuple[str, int, int], ...]:
+    """(layer name, first column, end column) of each layer in a pooled feature vector; () for spatial features."""
+    if len(model.output_shape) != 2:
+        return ()
+    outputs = base.outputs
+    if not names:  # the network's own output
+        names = (outputs[0]._keras_history.operation.name,)
+    widths = [int(t.shape[-1]) for t in outputs]
+    ends = [sum(widths[: i + 1]) for i in range(len(widths))]
+    return tuple((n, e - w, e) for n, w, e in zip(names, widths, ends, strict=True))
 
 
 def feature_model_of(config, *, portable: bool = False):

@@ -75,8 +75,12 @@ def compute_key(config: ExtractConfig, manifest_fingerprint: str) -> tuple[str, 
         "manifest": manifest_fingerprint,
         "versions": library_versions(),
     }
-    blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest(), material
+    return key_of(material), material
+
+
+def key_of(material: dict) -> str:
+    """The cache key of what ``compute_key`` hashes (also of a layer subset's material, see ``cache.view``)."""
+    return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def cache_dir_name(config: ExtractConfig, key: str) -> str:

@@ -52,6 +52,27 @@ class Cache:
         self._store: Store | None = None
 
     @property
+    def name(self) -> str:
+        """How tables and run folders name this cache: its folder name (a layer subset adds its layers)."""
+        return self.path.name
+
+    @property
+    def columns(self) -> list[tuple[str, int, int]] | None:
+        """(layer, start, stop) of each layer in the feature vector, or None when the cache has no record."""
+        layers = self.meta.get("layers")
+        return [(d["name"], int(d["start"]), int(d["stop"])) for d in layers] if layers else None
+
+    def select(self, layers) -> Cache:
+        """This cache restricted to some of its layers ("a,b", a list, "top" or "multiscale"), read in place.
+
+        The result reads as the cache an extraction of exactly those layers would give: heads fitted on it
+        record those layers. CacheError for an unknown layer or a cache without per-layer ranges.
+        """
+        from bottleneck.cache.view import select_layers
+
+        return select_layers(self, layers)
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self.meta["format"], self.path, "r")

@@ -89,11 +89,18 @@ class CacheWriter:
 
 
 def write_arrays(
-    path, splits: dict, *, class_names, config: ExtractConfig | None = None, key: str = "0" * 64
+    path,
+    splits: dict,
+    *,
+    class_names,
+    config: ExtractConfig | None = None,
+    key: str = "0" * 64,
+    layers: list[tuple[str, int, int]] | None = None,
 ) -> Cache:
     """Write a complete cache from in-memory arrays: ``splits = {name: (features, labels[, ids])}``.
 
-    For tests, synthetic benchmarks and users who computed features elsewhere.
+    For tests, synthetic benchmarks and users who computed features elsewhere. ``layers`` records which columns
+    came from which layer, (name, start, stop) each, so subsets of them can be selected.
     """
     config = config or ExtractConfig(backbone="arrays", weights="none")
     items, skipped = [], []
@@ -106,6 +113,8 @@ def write_arrays(
         manifest_json={"items": items, "class_names": list(class_names), "kind": "arrays"},
         skipped=skipped,
     )
+    if layers:
+        writer.meta["layers"] = [{"name": n, "start": int(a), "stop": int(b)} for n, a, b in layers]
     for split, arrays in splits.items():
         x, y = np.asarray(arrays[0]), np.asarray(arrays[1])
         ids = arrays[2] if len(arrays) > 2 else [f"{split}/{i}" for i in range(len(x))]

@@ -102,12 +102,12 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
 
 def _sample_images(run, scorer, source, samples: int) -> np.ndarray:
     """uint8 images of ``samples`` rows spread over the cache's test split (else val, else train)."""
-    from bottleneck.cache.reader import open_cache
     from bottleneck.errors import CacheError, TuneError
+    from bottleneck.runs.folders import run_cache
     from bottleneck.tuning.images import open_cache_images
 
     try:
-        cache = open_cache(run.summary["cache"]["path"])
+        cache = run_cache(run.summary)
         with open_cache_images(cache, source=source, size=scorer.image_size) as images:
             split = next(s for s in ("test", "val", "train") if s in cache.splits)
             n = images.n(split)

@@ -180,7 +180,7 @@ class Head(ClassifierMixin, BaseEstimator):
         label = mine.get("cache_name") or (mine.get("cache_key") or "?")[:8]
         if shape != self.feature_shape_:
             raise HeadError(
-                f"cache {cache.path.name} has feature shape {shape} but this {self.name} head was trained on "
+                f"cache {cache.name} has feature shape {shape} but this {self.name} head was trained on "
                 f"{self.feature_shape_} (cache {label}); evaluate it on a cache made with the same backbone "
                 "settings, or fit a new head on this cache."
             )
@@ -188,7 +188,7 @@ class Head(ClassifierMixin, BaseEstimator):
         diff = _settings_diff(mine.get("config") or {}, theirs["config"])
         if diff:
             raise HeadError(
-                f"cache {cache.path.name} was extracted with other settings than the cache {label} this head was "
+                f"cache {cache.name} was extracted with other settings than the cache {label} this head was "
                 f"trained on ({diff}); its features mean something else. Extract this data with the training "
                 "settings, or fit a new head on this cache."
             )
@@ -198,14 +198,14 @@ class Head(ClassifierMixin, BaseEstimator):
         )
         if mine.get("features_key") and their_keys and mine["features_key"] not in their_keys:
             raise HeadError(
-                f"cache {cache.path.name} has the same settings as the cache {label} this head was trained on, but "
+                f"cache {cache.name} has the same settings as the cache {label} this head was trained on, but "
                 "other weights or TensorFlow/Keras/Pillow versions (its feature key differs), so its features "
                 "differ. Extract this data again in the training environment, or fit a new head on this cache."
             )
         names = mine.get("class_names")
         if names and list(names) != list(cache.class_names):
             raise HeadError(
-                f"cache {cache.path.name} has classes {list(cache.class_names)[:10]} but this head was trained on "
+                f"cache {cache.name} has classes {list(cache.class_names)[:10]} but this head was trained on "
                 f"{list(names)[:10]}; labels would be misread. Use a cache with the same class folders."
             )
 
@@ -214,7 +214,7 @@ def cache_identity(cache) -> dict:
     """What a saved head records about the cache it was trained on."""
     return {
         "cache_key": cache.key,
-        "cache_name": cache.path.name,
+        "cache_name": cache.name,
         "cache_path": str(cache.path),
         "features_key": _current_features_key(cache),
         "class_names": list(cache.class_names),

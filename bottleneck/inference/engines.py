@@ -26,6 +26,7 @@ class Verification:
     difference: float  # max |features - TF features| / max |TF features| on a real batch
     feature_shape: tuple[int, ...]  # per-image feature shape the check saw
     faster: bool | None = None  # timed faster than TensorFlow on that batch; None: not timed (forced engine)
+    columns: tuple = ()  # (layer, start, stop) of each layer in the feature vector (the TF model's ``columns``)
 
 
 class Engine(Protocol):
@@ -36,6 +37,7 @@ class Engine(Protocol):
     feature_shape: tuple[int, ...]  # per-image output shape
     threads: int  # compute threads it runs with
     verification: Verification | None  # why its features can stand for TensorFlow's (None: it is TensorFlow)
+    columns: tuple  # (layer, start, stop) of each layer in a pooled feature vector; () for spatial features
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -65,6 +67,7 @@ class TensorFlowEngine:
 
         self._forward = forward
         self.feature_shape = tuple(int(d) for d in model.output_shape[1:])
+        self.columns = tuple(getattr(model, "columns", ()))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, *feature_shape) float32."""
@@ -98,6 +101,7 @@ class OnnxEngine:
         feature_shape: tuple,
         threads: int | None = None,
         verification: Verification | None = None,
+        columns: tuple = (),
     ):
         import onnxruntime as ort
 
@@ -113,6 +117,7 @@ class OnnxEngine:
         self._input = self.session.get_inputs()[0].name
         self.input_size = input_size
         self.feature_shape = tuple(feature_shape)
+        self.columns = tuple(tuple(c) for c in columns)
         self.path = Path(onnx_path)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -211,7 +216,9 @@ def select_engine(
             if notify:
                 notify(f"converting {config.backbone} to ONNX (once; cached in {path.parent})")
             convert_to_onnx(tf_engine, path)
-        onnx_engine = OnnxEngine(path, tf_engine.input_size, tf_engine.feature_shape, config.threads)
+        onnx_engine = OnnxEngine(
+            path, tf_engine.input_size, tf_engine.feature_shape, config.threads, columns=tf_engine.columns
+        )
         diff = relative_difference(onnx_engine(probe), tf_engine(probe))
     except Exception as exc:  # any converter/runtime failure: TF still gives correct features
         if notify:
@@ -234,7 +241,7 @@ def select_engine(
     )
     if faster is None:  # a forced --engine onnx run did not time TensorFlow: keep what an auto run measured
         faster = (_read_record(path) or Verification(diff, ())).faster
-    onnx_engine.verification = Verification(diff, tuple(tf_engine.feature_shape), faster)
+    onnx_engine.verification = Verification(diff, tuple(tf_engine.feature_shape), faster, tf_engine.columns)
     _write_record(path, onnx_engine.verification)
     return tf_engine if faster is False else onnx_engine
 
@@ -254,7 +261,8 @@ def _write_record(onnx_path: Path, verification: Verification) -> None:
 def _read_record(onnx_path: Path) -> Verification | None:
     try:
         d = json.loads(_record_path(onnx_path).read_text())
-        return Verification(float(d["difference"]), tuple(d["feature_shape"]), d.get("faster"))
+        columns = tuple(tuple(c) for c in d["columns"]) if "columns" in d else None
+        return Verification(float(d["difference"]), tuple(d["feature_shape"]), d.get("faster"), columns)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -278,8 +286,10 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
     record = _read_record(path)
     if not record or not path.exists() or (config.engine == "auto" and record.faster is not True):
         return None
+    if record.columns is None:  # recorded before layer columns were: verify once more to record them
+        return None
     try:
-        return OnnxEngine(path, size, record.feature_shape, config.threads, record)
+        return OnnxEngine(path, size, record.feature_shape, config.threads, record, record.columns)
     except Exception:  # a damaged file: the slow path converts it again
         return None
 

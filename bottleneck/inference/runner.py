@@ -290,6 +290,7 @@ def _open_writer(plan: _Plan, engine) -> CacheWriter:
         skipped=plan.skipped,
     )
     writer.meta["engine"] = engine.name
+    writer.meta["layers"] = [{"name": n, "start": a, "stop": b} for n, a, b in engine.columns] or None
     return writer
 
 

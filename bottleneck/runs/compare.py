@@ -157,7 +157,7 @@ def compare(
         for name in names:
             reason = head_applies(name, cache)
             if reason:
-                skipped.append({"cache": cache.path.name, "head": name, "reason": reason})
+                skipped.append({"cache": cache.name, "head": name, "reason": reason})
                 done += len(seeds)
                 continue
             valid = head_params(name)
@@ -178,7 +178,7 @@ def compare(
                 m = classification_metrics(y, head.predict_proba(X), classes=head.classes_)
                 records.append(
                     {
-                        "cache": cache.path.name,
+                        "cache": cache.name,
                         "backbone": backbone,
                         "head": name,
                         "seed": seed,
@@ -195,7 +195,7 @@ def compare(
     rows = []
     for cache in caches:
         for name in names:
-            recs = [r for r in records if r["cache"] == cache.path.name and r["head"] == name]
+            recs = [r for r in records if r["cache"] == cache.name and r["head"] == name]
             if not recs:
                 continue
             row = {k: recs[0][k] for k in ("cache", "backbone", "head", "split")} | {"n_seeds": len(recs)}

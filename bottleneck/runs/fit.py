@@ -11,7 +11,7 @@ from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
 from bottleneck.errors import HeadError
 from bottleneck.heads.arrays import take_rows
-from bottleneck.runs.folders import Run, cache_summary, load_run, save_run, unique_dir
+from bottleneck.runs.folders import Run, cache_summary, load_run, matching_layers, save_run, unique_dir
 
 
 def split_metrics(head, cache, split: str, rows: np.ndarray | None = None, X=None) -> dict:
@@ -103,9 +103,21 @@ def fit_head(
     }
     run = Run(None, head, summary)
     if save:
-        path = Path(out) if out is not None else unique_dir(Path(runs_dir) / f"{cache.path.name}-{head.name}")
+        path = (
+            Path(out)
+            if out is not None
+            else unique_dir(Path(runs_dir) / f"{_folder_name(cache)}-{head.name}")
+        )
         save_run(run, path, cache=cache)
     return run
+
+
+def _folder_name(cache) -> str:
+    """A cache's name for a run folder: a layer subset adds its layer (one) or its layer count."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return cache.path.name
+    return f"{cache.path.name}-{layers[0] if len(layers) == 1 else f'{len(layers)}layers'}"
 
 
 def evaluate_run(run, cache, split: str = "test") -> dict:
@@ -122,6 +134,7 @@ def evaluate_run(run, cache, split: str = "test") -> dict:
     if run.summary.get("kind") == "fine-tune":
         m = _image_metrics(run, cache, split)
     else:
+        cache = matching_layers(cache, ((run.head.trained_on_ or {}).get("config") or {}).get("layer"))
         run.head.check_cache(cache)
         m = split_metrics(run.head, cache, split)
     return {

@@ -28,13 +28,31 @@ class Run:
 def cache_summary(cache) -> dict:
     return {
         "path": str(cache.path),
-        "name": cache.path.name,
+        "name": cache.name,
         "key": cache.key,
         "feature_shape": list(cache.feature_shape),
         "class_names": list(cache.class_names),
         "splits": {s: cache.n(s) for s in cache.splits},
         "config": cache.config.to_dict(),
     }
+
+
+def run_cache(summary: dict):
+    """The cache a run was fitted on, opened from its summary: the layer subset it used of a wider cache."""
+    from bottleneck.cache.reader import open_cache
+
+    info = summary.get("cache") or {}
+    return matching_layers(open_cache(info.get("path")), (info.get("config") or {}).get("layer"))
+
+
+def matching_layers(cache, layer: str | None):
+    """``cache`` restricted to ``layer`` (a head's trained layer list) when it is a subset of a wider cache's
+    layers; the cache as it is otherwise (the head's own checks then say what does not match)."""
+    if layer and cache.config.layer != layer and cache.columns:
+        names = {n for n, _, _ in cache.columns}
+        if set(layer.split(",")) <= names:
+            return cache.select(layer)
+    return cache
 
 
 def unique_dir(base: Path) -> Path:

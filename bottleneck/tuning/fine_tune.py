@@ -242,11 +242,11 @@ def _check(optimizer, lr, momentum, epochs, batch_size, patience, prefix_cache) 
 
 
 def _open_run_cache(run):
-    from bottleneck.cache.reader import open_cache
+    from bottleneck.runs.folders import run_cache
 
     path = (run.summary.get("cache") or {}).get("path")
     try:
-        return open_cache(path)
+        return run_cache(run.summary)
     except CacheError as exc:
         raise TuneError(
             f"the cache {path} of run {run.path} cannot be opened ({exc}); fine-tuning checks its start against "

@@ -37,4 +37,19 @@ _ALEXNET = BackboneSpec(
     weights="file",
 )
 
-SPECS = [*_LITE, _ALEXNET]
+# The baseline: each image resized to 32x32 (or its own side when smaller; see inference.runner) and flattened,
+# raw 0..255 values. Nothing is learned before the head, so a head on it measures what transfer adds.
+PIXELS = BackboneSpec(
+    name="pixels",
+    constructor="bottleneck.backbones.pixels:Pixels",
+    preprocess="none",
+    input_size=32,
+    feature_dim=32 * 32 * 3,
+    feature_hw=(),
+    params=0,
+    family="pixels",
+    min_size=16,
+    weights="none",  # there are none: every weights value means the same features
+)
+
+SPECS = [*_LITE, _ALEXNET, PIXELS]

@@ -52,7 +52,7 @@ def weights_identity(config: ExtractConfig) -> str:
 
     if is_model_path(config.backbone):
         return "model-file:" + file_hash(Path(config.backbone))
-    if config.weights == "none":
+    if config.weights == "none" or get_spec(config.backbone).weights == "none":
         return "none"  # random init, made deterministic by a fixed seed at build time
     if config.weights != "imagenet":
         return "file:" + file_hash(Path(config.weights))

@@ -122,7 +122,10 @@ class LayerView(Cache):
 
     @property
     def name(self) -> str:
-        label = self.layers[0] if len(self.layers) == 1 else f"{len(self.layers)} layers"
+        # Unique per subset (table rows are keyed by it): the names when few, else a count and the key.
+        label = (
+            ",".join(self.layers) if len(self.layers) <= 3 else f"{len(self.layers)} layers {self.key[:6]}"
+        )
         return f"{self.parent.name}[{label}]"
 
     @property

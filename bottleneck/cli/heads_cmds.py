@@ -44,6 +44,13 @@ Examples:
   bottleneck compare cache/efficientnet_lite0-3f9a2c1d cache/vgg16-0c1d2e3f --heads logreg,linear,mlp
 
   bottleneck compare cache/efficientnet_lite0-3f9a2c1d --heads linear,mlp --seeds 3 --epochs 20 --param mlp.width=512
+
+A cache extracted with --layer blocks (or several layers) can be scored on subsets of its layers without
+extracting again: --layers top --layers block6a_add,top (one row each), or --layer-search greedy, which adds
+layers by forward selection on val and prints the path. A logreg row on the raw pixels of the same images
+(the `pixels` backbone, extracted once) says whether transfer helps at all; --no-baseline drops it.
+
+  bottleneck compare cache/efficientnet_lite0-3f9a2c1d --heads logreg --layers top --layer-search greedy
 """
 
 PREDICT_HELP = """Class names and probabilities of new images with a saved run's head.
@@ -123,6 +130,9 @@ def register(app: typer.Typer) -> None:
         ),
         class_weight: str = typer.Option(None, help="balanced: weight classes by inverse frequency."),
         seed: int = typer.Option(0, help="random_state of the head, for reproducible runs."),
+        layers: str = typer.Option(
+            None, help="Fit on these layers of a multi-layer cache: names (a,b), top or multiscale."
+        ),
         param: list[str] = typer.Option(
             None, "--param", help="Other head parameter, KEY=VALUE (repeatable), e.g. width=512."
         ),
@@ -134,7 +144,9 @@ def register(app: typer.Typer) -> None:
         params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param)
         bar = ProgressBar(unit="it", enabled=None if not quiet else False)
         try:
-            run = fit_head(cache, head, params=params, seed=seed, out=out, runs_dir=runs_dir, progress=bar)
+            run = fit_head(
+                cache, head, params=params, seed=seed, layers=layers, out=out, runs_dir=runs_dir, progress=bar
+            )
         finally:
             bar.close()
         s = run.summary
@@ -191,6 +203,17 @@ def register(app: typer.Typer) -> None:
         param: list[str] = typer.Option(
             None, "--param", help="KEY=VALUE for every head that has it, or HEAD.KEY=VALUE."
         ),
+        layers: list[str] = typer.Option(
+            None,
+            "--layers",
+            help="A layer subset to score (a,b | top | multiscale); repeat for several rows.",
+        ),
+        layer_search: str = typer.Option(
+            None, help="greedy: add the layer set chosen by forward selection on val (its path is printed)."
+        ),
+        baseline: bool = typer.Option(
+            True, "--baseline/--no-baseline", help="Add a logreg row on the raw pixels of the same images."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -202,7 +225,18 @@ def register(app: typer.Typer) -> None:
         params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param, names)
         bar = ProgressBar(unit="fit", enabled=None if not quiet else False)
         try:
-            result = compare(caches, names, seeds=_seeds(seeds), params=params, out=out, progress=bar)
+            result = compare(
+                caches,
+                names,
+                seeds=_seeds(seeds),
+                params=params,
+                layers=layers or None,
+                layer_search=layer_search,
+                baseline=baseline,
+                out=out,
+                progress=bar,
+                notify=lambda line: typer.echo(line, err=True),
+            )
         finally:
             bar.close()
         if json_out:

@@ -164,3 +164,37 @@ def split_val(manifest: Manifest, fraction: float, seed: int = 0) -> Manifest:
         to_val.update(it.index for it in ranked[:k])
     entries = [_with(it, split="val") if it.index in to_val else it for it in manifest.items]
     return build_manifest(entries, manifest.class_names, manifest.source, manifest.kind)
+
+
+def _ranked(items, seed: int) -> list[Item]:
+    """Items in a seeded order decided per item (a hash of its id), like ``split_val``: stable as data grows."""
+    return sorted(items, key=lambda it: content_hash(f"{seed}\0{it.id}".encode()))
+
+
+def pilot(manifest: Manifest, per_class: int, seed: int = 0, holdout: float = 0.2) -> Manifest:
+    """A stratified pilot sample: at most ``per_class`` train (and val) items of each class; test kept whole.
+
+    Without a test split, a ``holdout`` fraction of each class's train items (at least one) becomes the test
+    split first, so the pilot is always scored on images it never saw. Items are picked by a seeded hash of
+    their ids, so the same source and seed give the same sample (and the same cache key).
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise SourceError(
+            f"per_class={per_class!r} is not allowed; pass a positive number of images, e.g. 100."
+        )
+    splits = manifest.splits()
+    keep: dict[int, str] = {}  # item index -> split in the pilot
+    for split in ("train", "val"):
+        by_class: dict[int, list[Item]] = {}
+        for it in manifest.items_of(split):
+            by_class.setdefault(it.label, []).append(it)
+        for members in by_class.values():
+            ranked = _ranked(members, seed)
+            if split == "train" and "test" not in splits:
+                k = min(max(round(holdout * len(ranked)), 1), len(ranked) - 1) if len(ranked) > 1 else 0
+                keep.update((it.index, "test") for it in ranked[len(ranked) - k :])
+                ranked = ranked[: len(ranked) - k]
+            keep.update((it.index, split) for it in ranked[:per_class])
+    keep.update((it.index, "test") for it in manifest.items_of("test"))
+    entries = [_with(it, split=keep[it.index]) for it in manifest.items if it.index in keep]
+    return build_manifest(entries, manifest.class_names, manifest.source, manifest.kind)

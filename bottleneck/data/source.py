@@ -11,6 +11,7 @@ import numpy as np
 from bottleneck.data import arrays, files
 from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, array_to_rgb, decode_image
 from bottleneck.data.manifest import Item, Manifest, build_manifest, content_hash, split_val
+from bottleneck.data.manifest import pilot as pilot_sample
 from bottleneck.errors import SourceError
 
 _HASH_BLOCK = 4096  # array rows hashed per read: one h5 / memmap read per block, not per row
@@ -143,13 +144,15 @@ def open_source(
     seed: int = 0,
     progress=None,
     max_image_pixels: int | None = None,
+    pilot: dict | None = None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
     ``h5_keys`` names the image/label arrays of a .h5, .npz or .npy folder (see ``bottleneck.data.arrays``).
     ``val_fraction`` carves a stratified, seeded val split out of train when the source has none.
     ``progress(stage, done, total)`` is called while hashing. ``max_image_pixels`` is the decompression-bomb
-    limit of image files (None: PIL's default, ~89 Mpx; 0: none).
+    limit of image files (None: PIL's default, ~89 Mpx; 0: none). ``pilot`` ({"per_class", "seed", "holdout"})
+    keeps a stratified sample (``manifest.pilot``), before any val split is carved from its train part.
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -171,6 +174,12 @@ def open_source(
                 data.handle.close()
             raise
         src = ArraySource(manifest, data.images, data.handle)
+    if pilot is not None:
+        try:
+            src.manifest = pilot_sample(src.manifest, **pilot)
+        except BaseException:
+            src.close()
+            raise
     if val_fraction is not None:
         try:
             src.manifest = split_val(src.manifest, val_fraction, seed)

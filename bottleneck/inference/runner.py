@@ -77,7 +77,9 @@ def _check_backbone(config: ExtractConfig) -> None:
             )
         require_preprocess(config.backbone, config.preprocess)
         return
-    get_spec(config.backbone)
+    spec = get_spec(config.backbone)
+    if spec.weights == "none" and config.weights not in ("imagenet", "none"):
+        raise BackboneError(f"{spec.name} has no weights; leave out weights={config.weights!r}.")
     if config.weights not in ("imagenet", "none") and not Path(config.weights).exists():
         raise BackboneError(
             f"weights file {config.weights} does not exist; pass weights='imagenet', 'none', or the path of a "
@@ -96,6 +98,7 @@ def extract(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    pilot: dict | None = None,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
@@ -103,7 +106,8 @@ def extract(
     ``source`` is a folder of class folders (optionally under train/val/test), a .h5 / .npz file, a folder of
     .npy pairs or IDX files, or a CSV of path,label[,split]. ``overrides`` are ExtractConfig fields
     (``backbone="vgg16", pooling="none"`` ...). ``val_fraction`` carves a stratified, ``seed``-ed val split out
-    of train when the source has none. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
+    of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
+    (``bottleneck.data.manifest.pilot``). ``progress(stage, done, total)`` and ``notify(line)`` report progress.
     Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)
     and ``ids`` (N,).
     """
@@ -117,6 +121,7 @@ def extract(
         val_fraction=val_fraction,
         seed=seed,
         h5_keys=h5_keys,
+        pilot=pilot,
         **overrides,
     )
 
@@ -132,6 +137,7 @@ def run_extraction(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    pilot: dict | None = None,
     engine_factory: Callable | None = None,
     chunk_rows: int | None = None,
     **overrides,
@@ -149,9 +155,12 @@ def run_extraction(
             f"chunk_rows={chunk_rows} must be a positive multiple of batch_size={config.batch_size}."
         )
     options = {"h5_keys": h5_keys, "val_fraction": val_fraction, "seed": seed}
+    if pilot is not None:
+        options["pilot"] = dict(pilot)
     if config.max_image_pixels is not None:
         options["max_image_pixels"] = config.max_image_pixels
     with open_source(source, **options) as src:
+        config = _resolved(config, src)
         key, material = compute_key(config, src.manifest.fingerprint())
         path = find_cache_path(cache_dir, config, key)
         if not force and _is_complete(path):
@@ -164,6 +173,22 @@ def run_extraction(
             plan = _plan(src, config, key, material, path, options, chunk_rows, progress)
             engine = _engine(plan, src, notify, engine_factory)
             return _compute(plan, src, engine, progress, t0)
+
+
+# The pixels baseline's largest side: 32x32x3 = 3072 values, still quick for a logistic regression.
+PIXELS_SIDE = 32
+
+
+def _resolved(config: ExtractConfig, src) -> ExtractConfig:
+    """Settings that depend on the source, made explicit before the key: the ``pixels`` baseline has no
+    weights, and keeps images at their own side when that is below PIXELS_SIDE (upscaling adds no information)."""
+    if is_model_path(config.backbone) or get_spec(config.backbone).weights != "none":
+        return config
+    changes = {"weights": "none"}
+    if config.image_size is None and src.manifest.items:
+        h, w = src.read(src.manifest.items[0]).shape[:2]
+        changes["image_size"] = max(16, min(PIXELS_SIDE, h, w))
+    return config.replace(**changes)
 
 
 def _is_complete(path: Path) -> bool:

@@ -35,6 +35,7 @@ class Comparison:
     records: list[dict]
     skipped: list[dict] = field(default_factory=list)
     paths: dict = field(default_factory=dict)
+    searches: list[dict] = field(default_factory=list)  # greedy layer searches: the path of each
 
     COLUMNS = ("cache", "backbone", "head", "split", "n_seeds")
     METRICS = ("accuracy", "balanced_accuracy", "fit_seconds")
@@ -63,9 +64,12 @@ class Comparison:
         text = markdown_table(headers, rows)
         if self.rows and self.rows[0]["n_seeds"] > 1:
             text += f"\nmean ± std over {self.rows[0]['n_seeds']} seeds\n"
+        for search in self.searches:
+            path = " -> ".join(f"+{st['added']} ({st['val_accuracy']:.4f})" for st in search["steps"])
+            text += f"\ngreedy layers on {search['cache']} (val accuracy): {path}"
         for s in self.skipped:
             text += f"\nskipped {s['head']} on {s['cache']}: {s['reason']}"
-        return text + ("\n" if self.skipped else "")
+        return text + ("\n" if self.skipped or self.searches else "")
 
     def csv(self) -> str:
         from bottleneck.report import csv_text
@@ -74,7 +78,13 @@ class Comparison:
         return csv_text(headers, [[r.get(h) for h in headers] for r in self.rows])
 
     def to_json(self) -> dict:
-        return {"rows": self.rows, "records": self.records, "skipped": self.skipped, "paths": self.paths}
+        return {
+            "rows": self.rows,
+            "records": self.records,
+            "skipped": self.skipped,
+            "searches": self.searches,
+            "paths": self.paths,
+        }
 
     def save(self, out) -> dict:
         """Write comparison.md, comparison.csv, comparison.json and comparison.png into ``out``."""
@@ -112,14 +122,74 @@ def _load_for_compare(cache, split: str, budget: int):
     return (to_memory(X) if nbytes(X) <= budget else X), cache.labels(split)
 
 
+def baseline_cache(cache, *, progress: Progress | None = None, notify=None):
+    """(the ``pixels`` cache of the images of ``cache``, None) or (None, why there is none).
+
+    Extracted once next to ``cache`` with the same source options (splits, pilot sample, val split), so its
+    rows are the same images; later calls are cache hits.
+    """
+    from bottleneck.inference.runner import extract
+
+    source = cache.meta.get("source")
+    if cache.config.backbone == "pixels":
+        return None, "it is the pixel baseline"
+    if not source or not Path(source).exists():
+        return None, f"its source {source or '(not recorded)'} is not here to read the pixels from"
+    options = dict(cache.meta.get("source_options") or {})
+    result = extract(
+        source,
+        cache_dir=cache.path.parent,
+        backbone="pixels",
+        format=cache.config.format,
+        on_bad_image=cache.config.on_bad_image,
+        progress=progress,
+        notify=notify,
+        **options,
+    )
+    return result.cache, None
+
+
+def _expand(caches, layers, layer_search, baseline, heads, progress, notify):
+    """(cache, heads) pairs to fit: each cache or its layer subsets, greedy sets, then pixel baselines."""
+    from bottleneck.runs.layers import greedy_layers
+
+    if layer_search not in (None, "greedy"):
+        from bottleneck.errors import one_of
+
+        raise one_of("layer_search", layer_search, ["greedy", "None"])
+    todo, searches, skipped, sources = [], [], [], set()
+    for cache in caches:
+        todo += [(cache.select(subset), heads) for subset in layers] if layers else [(cache, heads)]
+        if layer_search == "greedy":
+            search = greedy_layers(cache, progress=progress)
+            searches.append({"cache": cache.name, **search.to_json()})
+            todo.append((cache.select(search.layers), heads))
+    for cache in caches if baseline else ():
+        source = (cache.meta.get("source"), str(cache.meta.get("source_options")), tuple(cache.class_names))
+        if source in sources:
+            continue
+        sources.add(source)
+        pixels, reason = baseline_cache(cache, notify=notify)
+        if pixels is None:
+            skipped.append({"cache": cache.name, "head": "pixels baseline", "reason": reason})
+        else:
+            todo.append((pixels, ("logreg",)))
+    unique = {c.key: (c, h) for c, h in todo}  # a subset asked twice (or found by the search) is fitted once
+    return list(unique.values()), searches, skipped
+
+
 def compare(
     caches: Sequence,
     heads: Sequence[str] = ("logreg", "linear", "mlp"),
     *,
     seeds: Sequence[int] = (0,),
     params: dict | None = None,
+    layers: Sequence | None = None,
+    layer_search: str | None = None,
+    baseline: bool = False,
     out=None,
     progress: Progress | None = None,
+    notify=None,
 ) -> Comparison:
     """Fit every head on every cache with every seed; report accuracy, balanced accuracy and fit seconds on
     ``test`` (``val`` when a cache has no test split), mean and std over seeds.
@@ -127,6 +197,9 @@ def compare(
     ``params`` are hyper-parameters given to each head that has them (e.g. ``{"epochs": 20}`` reaches the
     Keras heads, not logreg); ``{"mlp": {"width": 512}}`` targets one head. Heads that do not apply to a
     cache (sigmoid with more than 2 classes, pool-dense on pooled features) are listed in ``skipped``.
+    ``layers`` lists layer subsets ("a,b", "top", "multiscale"): each is one row per head, read from the
+    cache's columns (no extraction). ``layer_search="greedy"`` adds the set ``greedy_layers`` picks on val (its
+    steps are in ``searches``). ``baseline`` adds a logreg row on the pixels of the same images (``pixels``).
     With ``out``, saves the table (markdown, CSV, JSON) and a plot there.
     """
     from bottleneck.heads import HEADS, canonical_name, head_params, make_head
@@ -146,15 +219,20 @@ def compare(
     caches = [as_cache(c) for c in caches]
     if not caches:
         raise BottleneckError("no caches given; pass one or more cache folders.")
-    records, skipped = [], []
-    total = len(caches) * len(names) * len(seeds)
+    todo, searches, skipped = _expand(
+        caches, list(layers or ()), layer_search, baseline, names, progress, notify
+    )
+    records = []
+    total = sum(len(h) for _, h in todo) * len(seeds)
     done = 0
-    for cache in caches:
+    for cache, cache_heads in todo:
         split = "test" if "test" in cache.splits else "val" if "val" in cache.splits else None
         budget = available_memory() // 3
         data = {s: _load_for_compare(cache, s, budget) for s in ("train", "val", split) if s in cache.splits}
-        backbone = _backbone_label(cache.config)
-        for name in names:
+        backbone = _backbone_label(cache.config) + (
+            " (baseline)" if cache.config.backbone == "pixels" else ""
+        )
+        for name in cache_heads:
             reason = head_applies(name, cache)
             if reason:
                 skipped.append({"cache": cache.name, "head": name, "reason": reason})
@@ -193,8 +271,8 @@ def compare(
                 if progress:
                     progress("fits", done, total)
     rows = []
-    for cache in caches:
-        for name in names:
+    for cache, cache_heads in todo:
+        for name in cache_heads:
             recs = [r for r in records if r["cache"] == cache.name and r["head"] == name]
             if not recs:
                 continue
@@ -204,7 +282,7 @@ def compare(
                 row[f"{m}_mean"] = float(v.mean())
                 row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
             rows.append(row)
-    result = Comparison(rows, records, skipped)
+    result = Comparison(rows, records, skipped, searches=searches)
     if out is not None:
         result.save(out)
     return result

@@ -42,6 +42,7 @@ def fit_head(
     *,
     params: dict | None = None,
     seed: int = 0,
+    layers=None,
     out=None,
     runs_dir="runs",
     save: bool = True,
@@ -52,12 +53,15 @@ def fit_head(
     ``head`` is a name (see ``bottleneck.heads.HEADS``; ``params`` are its hyper-parameters, ``seed`` its
     random_state) or an unfitted Head. The test split is only predicted after fitting: nothing about it
     reaches the head. When the cache has no val split, the head holds out a stratified part of train and
-    the "val" metrics are on those rows. With ``save``, writes ``out`` (default ``runs_dir/<cache>-<head>``,
+    the "val" metrics are on those rows. ``layers`` ("a,b", "top", "multiscale") fits on those layers of a
+    multi-layer cache (read in place); the run then predicts with exactly those layers. With ``save``, writes ``out`` (default ``runs_dir/<cache>-<head>``,
     made unique) holding head/, metrics.json, report.md, history.png and confusion.png.
     """
     from bottleneck.heads import Head, make_head
 
     cache = as_cache(cache)
+    if layers is not None:
+        cache = cache.select(layers)
     if isinstance(head, Head):
         if params:
             raise HeadError("pass params only with a head name; set them on the Head instance instead.")
@@ -117,7 +121,7 @@ def _folder_name(cache) -> str:
     layers = getattr(cache, "layers", None)
     if not layers:
         return cache.path.name
-    return f"{cache.path.name}-{layers[0] if len(layers) == 1 else f'{len(layers)}layers'}"
+    return f"{cache.path.name}-{layers[0] if len(layers) == 1 else f'{len(layers)}layers-{cache.key[:6]}'}"
 
 
 def evaluate_run(run, cache, split: str = "test") -> dict:

@@ -121,3 +121,29 @@ def plot_comparison(rows: Sequence[dict], path, metric: str = "accuracy") -> Pat
     ax.legend(fontsize=8, ncols=min(5, len(heads)))
     fig.savefig(path)
     return path
+
+
+def plot_layers(rows: Sequence[dict], path, title: str = "") -> Path:
+    """Val and test accuracy of each single layer by depth (``rows`` of ``advise``), the pixel baseline and the
+    other configurations (greedy set, fine-tune) as horizontal lines."""
+    path = Path(path)
+    layers = [r for r in rows if r.get("depth") is not None]
+    others = [r for r in rows if r.get("depth") is None]
+    fig = _figure(max(6.0, 1.5 + 0.35 * len(layers)), 4.2)
+    ax = fig.add_subplot()
+    xs = [r["depth"] for r in layers]
+    for key, style in (("val_accuracy", "o-"), ("test_accuracy", "s--")):
+        ys = [r.get(key) for r in layers]
+        if all(y is not None for y in ys):
+            ax.plot(xs, ys, style, label=key.replace("_", " "), markersize=4)
+    for i, r in enumerate(others):
+        y = r.get("test_accuracy") if r.get("test_accuracy") is not None else r["val_accuracy"]
+        ax.axhline(y, color=f"C{i + 2}", linestyle=":", label=f"{r['name']} ({y:.3f})")
+    ax.set_xticks(xs, [r["layers"][0] for r in layers], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("accuracy")
+    ax.set_xlabel("layer (input to output)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.savefig(path)
+    return path

@@ -197,7 +197,8 @@ def greedy_layers(
             if progress:
                 progress("layer search", fits, total)
         name, best = min(tried, key=lambda t: (t[1]["val_loss"], -t[1]["val_accuracy"]))
-        if steps and best["val_loss"] >= steps[-1]["val_loss"] * (1 - min_gain):
+        # A relative gain, with a floor: a near-zero loss improving by a hair is not a better layer set.
+        if steps and best["val_loss"] > steps[-1]["val_loss"] - max(steps[-1]["val_loss"] * min_gain, 1e-3):
             break
         chosen.append(name)
         steps.append({"added": name, **best})

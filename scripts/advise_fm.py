@@ -1,0 +1,108 @@
+"""Layer sets, greedy selection and `advise` on a Fashion-MNIST pilot: the figures in the README.
+
+  python scripts/advise_fm.py                       # 300 per class of train, the full 10 000 test images
+  python scripts/advise_fm.py --per-class 100 --single 4    # a quicker look
+
+Steps, in one run on the same pilot rows (train 300 per class, a fifth of it as val, the whole test split):
+1. `advise` (EfficientNet-Lite0, ImageNet weights): blocks + pixels caches, every layer scored, the greedy set,
+   a short fine-tune of the top block; its wall time.
+2. The three-layer set (`--layer multiscale`) extracted on the same pilot; logreg test accuracy against the
+   greedy set and the default top layer (and the configuration advise recommends).
+3. Scoring single layers from the blocks cache vs extracting each of them separately and scoring it (--single
+   layers spread over the depth, the top included): seconds of each, and the ratio.
+
+Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (apt-get install dataset-fashion-mnist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-class", type=int, default=300)
+    p.add_argument(
+        "--single", type=int, default=4, help="layers (evenly spread, top included) extracted separately"
+    )
+    p.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cache-dir", type=Path, default=Path("cache"))
+    p.add_argument("--out", type=Path, default=Path("runs") / "advise-fm")
+    args = p.parse_args(argv)
+
+    import bottleneck
+    from bottleneck.data.datasets import FASHION_MNIST_DIR
+    from bottleneck.runs.advise import PILOT_HOLDOUT, PILOT_VAL, advise
+    from bottleneck.runs.layers import score_layer_sets
+
+    def say(line):
+        print(line, file=sys.stderr, flush=True)
+
+    source = FASHION_MNIST_DIR
+    t = time.perf_counter()
+    advice = advise(
+        source,
+        per_class=args.per_class,
+        fine_tune=args.fine_tune,
+        cache_dir=args.cache_dir,
+        out=args.out,
+        notify=say,
+    )
+    advise_s = time.perf_counter() - t
+    say(f"advise: {advise_s:.1f} s")
+    options = {
+        "pilot": {"per_class": args.per_class, "seed": 0, "holdout": PILOT_HOLDOUT},
+        "seed": 0,
+        "val_fraction": PILOT_VAL,
+    }
+    blocks = bottleneck.open_cache(advice.caches["blocks"])
+    multi = bottleneck.extract(source, cache_dir=args.cache_dir, layer="multiscale", **options).cache
+    three = score_layer_sets(multi, [[n for n, _, _ in multi.columns]])[0]
+    rows = {r["kind"] if r["kind"] != "block" else r["name"]: r for r in advice.rows}
+    rec = advice.recommendation
+
+    every = [n for n, _, _ in blocks.columns]
+    k = min(args.single, len(every))
+    names = [every[round(i * (len(every) - 1) / max(1, k - 1))] for i in range(k)]
+    t = time.perf_counter()
+    score_layer_sets(blocks, [[n] for n in names])
+    cache_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for n in names:
+        one = bottleneck.extract(source, cache_dir=args.cache_dir / "single", layer=n, **options).cache
+        score_layer_sets(one, [[n]])
+    separate_s = time.perf_counter() - t
+
+    result = {
+        "pilot": advice.pilot,
+        "advise_seconds": round(advise_s, 1),
+        "cell": advice.cell,
+        "recommended": rec,
+        "test_accuracy": {
+            "pixels": rows.get("pixels", {}).get("test_accuracy"),
+            "top layer": rows["top"]["test_accuracy"],
+            "greedy set": rows["greedy"]["test_accuracy"],
+            "three-layer set": three["test_accuracy"],
+            "recommended": rec["test_accuracy"],
+            "fine-tune": rows.get("fine-tune", {}).get("test_accuracy"),
+        },
+        "greedy_layers": advice.search["layers"],
+        "single_layers": {
+            "layers": len(names),
+            "from_blocks_cache_s": round(cache_s, 1),
+            "separate_extractions_s": round(separate_s, 1),
+            "ratio": round(separate_s / cache_s, 1),
+            "blocks_extraction_s": blocks.meta.get("extract_seconds"),
+        },
+    }
+    print(json.dumps(result, indent=2))
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

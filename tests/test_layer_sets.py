@@ -1,0 +1,284 @@
+"""Layer sets and strategy advice: `--layer blocks`, column ranges, subsets as views, greedy selection, the
+`pixels` baseline, `compare --layers/--layer-search/--baseline` and `advise`."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from bottleneck.cache.writer import write_arrays
+from bottleneck.cli import app
+from bottleneck.config import ExtractConfig
+from bottleneck.errors import BackboneError, BottleneckError, CacheError, SourceError
+from bottleneck.inference.runner import extract
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """3 classes x 8 images of 40x40 px whose colours carry the class, with noise."""
+    src = tmp_path_factory.mktemp("sets") / "data"
+    rng = np.random.default_rng(5)
+    for c, cls in enumerate(("a", "b", "c")):
+        (src / cls).mkdir(parents=True)
+        for i in range(8):
+            base = np.zeros((40, 40, 3)) + 60 * c + 30
+            img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(src / cls / f"{i}.png")
+    return src
+
+
+def lite0(layer="blocks", **kw):
+    return ExtractConfig(weights="imagenet", image_size=64, layer=layer, engine="tensorflow", **kw)
+
+
+@pytest.fixture(scope="module")
+def blocks(images, tmp_path_factory):
+    cache_dir = tmp_path_factory.mktemp("blocks-cache")
+    return extract(images, lite0(), cache_dir=cache_dir, val_fraction=0.25).cache
+
+
+def test_blocks_columns_match_each_layers_width(blocks):
+    from bottleneck.backbones.layers import list_layers
+
+    shapes = dict(list_layers("efficientnet_lite0", image_size=64))
+    columns = blocks.columns
+    names = [n for n, _, _ in columns]
+    # Every block of Lite0 (1a, 2a-2b, 3a-3b, 4a-4c, 5a-5c, 6a-6d, 7a) then the feature layer.
+    assert len(names) == 17 and names[0] == "block1a_project_bn" and names[-1] == "top_activation"
+    assert names[1:3] == ["block2a_project_bn", "block2b_add"]
+    start = 0
+    for name, a, b in columns:
+        assert a == start and b - a == shapes[name][-1]
+        start = b
+    assert blocks.feature_shape == (start,)
+    assert blocks.config.layer == "blocks"
+
+
+def test_a_subset_view_is_a_fresh_extraction_of_those_layers(images, blocks, tmp_path):
+    view = blocks.select("block6a_project_bn,top")
+    assert view.config.layer == "block6a_project_bn,top_activation"
+    assert view.feature_shape == (192 + 1280,)
+    assert view.columns == [("block6a_project_bn", 0, 192), ("top_activation", 192, 1472)]
+    fresh = extract(
+        images, lite0("block6a_project_bn,top_activation"), cache_dir=tmp_path, val_fraction=0.25
+    ).cache
+    assert fresh.key == view.key  # the same key a fresh extraction of the subset gets
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(
+            np.asarray(view.features(split)[:]), np.asarray(fresh.features(split)[:])
+        )
+        np.testing.assert_array_equal(view.labels(split), fresh.labels(split))
+    # Names are put in cache order: one view per set, whatever order they are asked in.
+    assert blocks.select("top_activation,block6a_project_bn").key == view.key
+    # A view reads rows from the parent's store: slicing returns only the view's columns.
+    assert view.features("train")[2:4].shape == (2, 1472)
+
+
+def test_a_head_on_a_subset_predicts_with_exactly_those_layers(images, blocks, tmp_path):
+    from bottleneck.runs import evaluate_run, fit_head, predict_images
+
+    run = fit_head(blocks, "logreg", layers="block5c_add", params={"Cs": [1.0]}, runs_dir=tmp_path)
+    assert run.path.name.endswith("-block5c_add-logreg")
+    assert run.summary["cache"]["config"]["layer"] == "block5c_add"
+    assert run.head.feature_shape_ == (112,)
+    # evaluate on the whole blocks cache: the run's subset is selected from it.
+    m = evaluate_run(run.path, blocks, "val")["metrics"]["val"]
+    assert m["accuracy"] == pytest.approx(run.summary["metrics"]["val"]["accuracy"])
+    rows = predict_images(run.path, [images / "a" / "0.png"], top=3)
+    view = blocks.select("block5c_add")
+    ids = [str(i) for i in blocks.ids("train")]
+    row = ids.index("a/0.png")
+    expected = run.head.predict_proba(np.asarray(view.features("train")[row : row + 1]))[0]
+    assert rows[0]["top"][0]["prob"] == pytest.approx(expected.max(), abs=1e-4)
+
+
+def test_greedy_selection_picks_the_layer_that_carries_the_signal(tmp_path):
+    from bottleneck.runs.layers import greedy_layers
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = np.arange(n) % 3
+        noise = rng.normal(size=(n, 24)).astype(np.float32)
+        noise[:, 8:16] += np.eye(3, 8, dtype=np.float32)[y] * 3.0  # only "signal" knows the class
+        return noise, y
+
+    layers = [("early", 0, 8), ("signal", 8, 16), ("late", 16, 24)]
+    cache = write_arrays(
+        tmp_path / "c",
+        {s: split(n) for s, n in (("train", 300), ("val", 150), ("test", 150))},
+        class_names=["x", "y", "z"],
+        layers=layers,
+    )
+    search = greedy_layers(cache, max_layers=3)
+    assert search.steps[0]["added"] == "signal" and search.steps[0]["layers"] == ["signal"]
+    assert search.steps[0]["val_accuracy"] > 0.9
+    assert search.layers[0] == "signal" and search.test_accuracy > 0.9
+    # Noise layers do not lower the val loss by 1 %: the search stops before taking all three.
+    assert len(search.layers) < 3
+    assert search.fits == 3 + 2 * (len(search.steps) >= 1)
+    # A subset of a cache with no column record says why, and how to get one.
+    bare = write_arrays(tmp_path / "bare", {"train": split(30)}, class_names=["x", "y", "z"])
+    with pytest.raises(CacheError, match="no per-layer column ranges .* extract it again"):
+        bare.select("signal")
+    with pytest.raises(CacheError, match="has no layer 'signl'. Did you mean signal"):
+        cache.select("signl")
+
+
+def test_pixels_backbone_features_are_the_resized_pixels(images, tmp_path, make_image_folder):
+    from bottleneck.data import resize_image
+
+    cache = extract(images, backbone="pixels", cache_dir=tmp_path).cache
+    assert cache.config.image_size == 32 and cache.config.weights == "none"
+    assert cache.feature_shape == (32 * 32 * 3,) and cache.columns == [("pixels_flat", 0, 3072)]
+    ids = [str(i) for i in cache.ids("train")]
+    x = np.asarray(cache.features("train")[:])
+    for i in (0, 9, 23):
+        img = np.asarray(Image.open(images / ids[i]).convert("RGB"))
+        np.testing.assert_array_equal(x[i], resize_image(img, 32, "squash").reshape(-1).astype(np.float32))
+    # Images smaller than 32 px stay at their own side.
+    small = make_image_folder(tmp_path / "small", {"a": 2, "b": 2}, size=(20, 20))
+    assert extract(small, backbone="pixels", cache_dir=tmp_path).cache.feature_shape == (20 * 20 * 3,)
+    with pytest.raises(BackboneError, match="pixels has no weights"):
+        extract(images, backbone="pixels", weights=str(images / "a" / "0.png"), cache_dir=tmp_path)
+
+
+def test_compare_scores_subsets_greedy_and_the_pixel_baseline(blocks, tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            str(blocks.path),
+            "--heads",
+            "logreg",
+            "--layers",
+            "top",
+            "--layers",
+            "block4c_add,block6a_project_bn",
+            "--layer-search",
+            "greedy",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    caches = [r["cache"] for r in out["rows"]]
+    assert caches[0].endswith("[top_activation]") and caches[1].endswith("[block4c_add,block6a_project_bn]")
+    assert out["rows"][-1]["backbone"].startswith("pixels@32 (baseline)")
+    search = out["searches"][0]
+    assert search["steps"] and search["layers"] == search["steps"][-1]["layers"]
+    no_base = runner.invoke(
+        app,
+        [
+            "compare",
+            str(blocks.path),
+            "--heads",
+            "logreg",
+            "--layers",
+            "top",
+            "--no-baseline",
+            "--json",
+            "-q",
+            "--out",
+            str(tmp_path / "n"),
+        ],
+    )
+    assert [r["backbone"] for r in json.loads(no_base.stdout)["rows"]] == [
+        "efficientnet_lite0@64[top_activation]"
+    ]
+    bad = runner.invoke(app, ["compare", str(blocks.path), "--layers", "block6_add", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "has no layer 'block6_add'" in bad.stderr and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize(
+    "layer, backbone, message",
+    [
+        ("multiscale", "resnet50", "layer='multiscale' has not been measured for resnet50"),
+        ("blocks,top_activation", "efficientnet_lite0", "mixes the layer set 'blocks' with other names"),
+    ],
+)
+def test_bad_layer_sets(layer, backbone, message):
+    with pytest.raises(BottleneckError, match=message):
+        ExtractConfig(backbone=backbone, layer=layer)
+
+
+def test_multiscale_is_the_measured_list_and_shares_its_cache_key():
+    from bottleneck.backbones.presets import LITE0_MULTISCALE_LAYERS
+
+    assert ExtractConfig(layer="multiscale") == ExtractConfig(layer=LITE0_MULTISCALE_LAYERS)
+
+
+def test_advise_json_holds_every_row_it_prints(images, tmp_path):
+    args = [
+        "advise",
+        str(images),
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--per-class",
+        "6",
+        "--no-fine-tune",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--out",
+        str(tmp_path / "adv"),
+    ]
+    res = runner.invoke(app, [*args, "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    advice = json.loads(res.stdout)
+    # Pilot: 6 train per class at most, a fifth of each class (2 of 8) held out as test, a fifth of train as val.
+    assert advice["pilot"] == {"train": 15, "val": 3, "test": 6}
+    kinds = [r["kind"] for r in advice["rows"]]
+    assert kinds[0] == "pixels" and kinds.count("block") == 16 and "top" in kinds and kinds[-1] == "greedy"
+    assert advice["cell"]["data"] == "little" and advice["cell"]["similarity"] in ("similar", "different")
+    assert advice["commands"][0].startswith(f"bottleneck extract {images} --backbone efficientnet_lite0")
+    printed = (tmp_path / "adv" / "advice.md").read_text()
+    table = [line for line in printed.splitlines() if line.startswith("| ") and "configuration" not in line]
+    assert len(table) == len(advice["rows"])
+    for line, row in zip(table, advice["rows"], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == row["name"] and cells[3] == f"{row['val_accuracy']:.4f}"
+        assert cells[4] == f"{row['test_accuracy']:.4f}"
+    assert (tmp_path / "adv" / "layers.png").stat().st_size > 1000
+    # A second advice on the same source and backbone is a cache hit: no new cache folders.
+    before = sorted(p.name for p in (tmp_path / "c").iterdir())
+    again = runner.invoke(app, [*args, "-q"])
+    assert again.exit_code == 0 and "Recommended" in again.stdout
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == before
+
+
+def test_advise_refuses_sources_it_cannot_measure(tmp_path, make_image_folder):
+    from bottleneck.runs.advise import advise
+
+    one = make_image_folder(tmp_path / "one", {"a": 6})
+    with pytest.raises(SourceError, match="1 class\\(es\\) with train images; .* at least 2 classes"):
+        advise(one, cache_dir=tmp_path / "c")
+    few = make_image_folder(tmp_path / "few", {"a": 6, "b": 3})
+    with pytest.raises(SourceError, match="1 class\\(es\\) have fewer than 5 train images: b \\(3\\)"):
+        advise(few, cache_dir=tmp_path / "c")
+    res = runner.invoke(app, ["advise", str(few), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "fewer than 5 train images" in res.stderr and "Traceback" not in res.output
+
+
+def test_per_class_above_the_smallest_class_uses_what_there_is(tmp_path, make_image_folder):
+    from bottleneck.data import open_source
+    from bottleneck.runs.advise import check_source
+
+    src = make_image_folder(tmp_path / "s", {"a": 12, "b": 7})
+    lines = []
+    with open_source(src) as s:
+        assert check_source(s.manifest, 10, lines.append) == 9
+    assert lines == ["per_class=10 is more than the smallest class has (7); using what there is"]
+    with open_source(src, pilot={"per_class": 10, "seed": 0, "holdout": 0.2}) as s:
+        counts = {(it.split, it.label) for it in s.manifest.items}
+        per = {k: sum(1 for it in s.manifest.items if (it.split, it.label) == k) for k in counts}
+    # 12 -> 2 held out as test, 10 train; 7 -> 1 test, 6 train.
+    assert per == {("train", 0): 10, ("test", 0): 2, ("train", 1): 6, ("test", 1): 1}

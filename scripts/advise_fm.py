@@ -3,6 +3,9 @@
   python scripts/advise_fm.py                       # 300 per class of train, the full 10 000 test images
   python scripts/advise_fm.py --per-class 100 --single 4    # a quicker look
 
+0. `advise` on 10 classes x 100 Fashion-MNIST PNGs (train only, so a fifth is held out as test), cold: an
+   empty cache folder, the ONNX model converted in the run; its wall time (--no-cold skips it).
+
 Steps, in one run on the same pilot rows (train 300 per class, a fifth of it as val, the whole test split):
 1. `advise` (EfficientNet-Lite0, ImageNet weights): blocks + pixels caches, every layer scored, the greedy set,
    a short fine-tune of the top block; its wall time.
@@ -30,6 +33,13 @@ def main(argv=None) -> int:
         "--single", type=int, default=4, help="layers (evenly spread, top included) extracted separately"
     )
     p.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--cold",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first time `advise` on 10 classes x 100 PNGs with an empty cache folder (no ONNX model either)",
+    )
+    p.add_argument("--only-cold", action="store_true", help="run step 0 alone")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--out", type=Path, default=Path("runs") / "advise-fm")
     args = p.parse_args(argv)
@@ -43,6 +53,28 @@ def main(argv=None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     source = FASHION_MNIST_DIR
+    cold = None
+    if args.cold:
+        import shutil
+        import tempfile
+
+        from bottleneck.data.datasets import export_fashion_mnist
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pngs = Path(export_fashion_mnist(Path(tmp) / "fm", per_class=100)["path"]) / "train"
+            t = time.perf_counter()
+            small = advise(pngs, cache_dir=Path(tmp) / "cache", out=Path(tmp) / "advice", notify=say)
+            cold = {
+                "images": sum(small.pilot.values()),
+                "seconds": round(time.perf_counter() - t, 1),
+                "recommended": small.recommendation["name"],
+                "cell": f"{small.cell['data']} data, {small.cell['similarity']}",
+            }
+            shutil.copytree(Path(tmp) / "advice", args.out / "cold-10x100", dirs_exist_ok=True)
+        say(f"advise, 10 classes x 100 images, cold: {cold['seconds']} s")
+        if args.only_cold:
+            print(json.dumps(cold, indent=2))
+            return 0
     t = time.perf_counter()
     advice = advise(
         source,
@@ -78,6 +110,7 @@ def main(argv=None) -> int:
     separate_s = time.perf_counter() - t
 
     result = {
+        "cold_10x100": cold,
         "pilot": advice.pilot,
         "advise_seconds": round(advise_s, 1),
         "cell": advice.cell,

@@ -55,7 +55,7 @@ WORKER = textwrap.dedent(
     from bottleneck.inference.runner import run_extraction
 
     class Slow:
-        name = "fake"; input_size = 8; feature_shape = (3,); threads = 1; verification = None
+        name = "fake"; input_size = 8; feature_shape = (3,); threads = 1; verification = None; columns = ()
         def __call__(self, b):
             time.sleep(float(sys.argv[3]))
             return b.reshape(len(b), -1, 3).mean(axis=1).astype(np.float32)

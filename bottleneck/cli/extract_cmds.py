@@ -25,6 +25,10 @@ Examples:
 
   bottleneck extract data/cats_dogs --layer top_activation,block6d_expand_activation,block6a_expand_activation
 
+  bottleneck extract data/cats_dogs --layer blocks    # every block's output: subsets later with compare --layers
+
+  bottleneck extract data/cats_dogs --backbone pixels    # the raw-pixel baseline (32x32, flattened)
+
   bottleneck extract data/cats_dogs --engine tensorflow --batch-size 64
 """
 
@@ -42,7 +46,8 @@ def register(app: typer.Typer) -> None:
         layer: str = typer.Option(
             None,
             help="Layer to take features from instead of the backbone's feature layer; several comma-separated "
-            "layers are each pooled and concatenated (e.g. top_activation,block6a_expand_activation). "
+            "layers are each pooled and concatenated (e.g. top_activation,block6a_expand_activation); "
+            "'blocks' reads every block's output and the feature layer, 'multiscale' a set measured on real data. "
             "`bottleneck backbones NAME --layers` lists the names.",
         ),
         pooling: str = typer.Option("avg", help="avg | max | none (keep the spatial map)."),

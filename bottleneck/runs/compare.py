@@ -174,7 +174,8 @@ def _expand(caches, layers, layer_search, baseline, heads, progress, notify):
             skipped.append({"cache": cache.name, "head": "pixels baseline", "reason": reason})
         else:
             todo.append((pixels, ("logreg",)))
-    unique = {c.key: (c, h) for c, h in todo}  # a subset asked twice (or found by the search) is fitted once
+    # A subset asked twice (or also found by the search) is fitted once.
+    unique = {(str(c.path), c.key): (c, h) for c, h in todo}
     return list(unique.values()), searches, skipped
 
 

@@ -1,5 +1,6 @@
 """The main job end to end on an embedded default: a Fashion-MNIST subset -> real EfficientNet-Lite0 features
-(offline ImageNet weights, pooled from three layers) -> logistic regression, linear and MLP heads compared side by side.
+(offline ImageNet weights, pooled from three layers) -> logistic regression, linear and MLP heads compared side
+by side, beside a logistic regression on the raw pixels (the baseline).
 
   python scripts/demo.py [--per-class 100] [--heads logreg,linear,mlp]
 
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
         cache = result.cache
         how = "cache hit" if result.hit else f"{result.computed} images, engine {result.engine}"
         print(f"features: {cache.path} ({how}, {result.seconds:.1f} s)")
-        comparison = compare([cache.path], args.heads.split(","), out=args.work / "compare")
+        comparison = compare([cache.path], args.heads.split(","), baseline=True, out=args.work / "compare")
     except BottleneckError as exc:
         from bottleneck.cli.common import cli_spelling
 

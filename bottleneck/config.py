@@ -14,6 +14,7 @@ DTYPES = ("float32", "float16")
 FORMATS = ("zarr", "npy", "h5")
 ON_BAD_IMAGE = ("fail", "skip")
 ENGINES = ("auto", "tensorflow", "onnx")
+PRECISIONS = ("fp32", "int8")
 
 
 def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
@@ -53,9 +54,11 @@ RUN = "run"  # how the work is done (speed, threads, engine): in no key
 ROLES = (FEATURE, ROWS, STORAGE, RUN)
 
 
-def _setting(default, role: str, **kw):
+def _setting(default, role: str, *, added: bool = False, **kw):
+    """A field with its role. ``added`` marks a setting introduced after caches existed: it enters the key only
+    when it differs from its default, so every cache and head made before it keeps its key and still matches."""
     assert role in ROLES, role
-    return field(default=default, metadata={"role": role}, **kw)
+    return field(default=default, metadata={"role": role, "added": added}, **kw)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,13 @@ class ExtractConfig:
     # auto | tensorflow | onnx: equal features within a verified tolerance (README), so not in the key
     engine: str = _setting("auto", RUN)
     xla: bool = _setting(False, RUN)  # compile the TensorFlow engine with XLA (same features within rounding)
+    # "fp32" | "int8": int8 runs the ONNX model quantized (static, QDQ, per-channel), calibrated on
+    # ``calibration`` stratified train images; it changes the features, so it is in every key
+    precision: str = _setting("fp32", FEATURE, added=True)
+    calibration: int = _setting(256, FEATURE, added=True)  # calibration images for int8 (ignored for fp32)
+    accept_drift: bool = _setting(
+        False, RUN
+    )  # keep an int8 model whose features drift below the cosine floor
 
     def __post_init__(self):
         if self.layer == MULTISCALE_NAME:
@@ -101,6 +111,7 @@ class ExtractConfig:
             ("format", FORMATS),
             ("on_bad_image", ON_BAD_IMAGE),
             ("engine", ENGINES),
+            ("precision", PRECISIONS),
         ):
             if getattr(self, name) not in choices:
                 raise one_of(name, getattr(self, name), choices)
@@ -113,6 +124,14 @@ class ExtractConfig:
                 raise one_of(
                     name, getattr(self, name), ["a positive integer, or None for the number of cores"]
                 )
+        if self.precision == "fp32" and self.calibration != 256:
+            object.__setattr__(self, "calibration", 256)  # meaningless without int8: one key per fp32 cache
+        if (
+            isinstance(self.calibration, bool)
+            or not isinstance(self.calibration, int)
+            or self.calibration < 1
+        ):
+            raise one_of("calibration", self.calibration, ["a positive number of images, e.g. 256"])
         if self.max_image_pixels is not None and self.max_image_pixels < 0:
             raise one_of("max_image_pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
 
@@ -122,8 +141,22 @@ class ExtractConfig:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("role", FEATURE) in roles)
 
     def key_fields(self) -> dict:
-        """The settings in the cache key (all but RUN ones), as a JSON-ready dict."""
-        return {name: getattr(self, name) for name in self.names(FEATURE, ROWS, STORAGE)}
+        """The settings in the cache key (all but RUN ones), as a JSON-ready dict; an ``added`` setting only
+        when it is not at its default (see ``_setting``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("role", FEATURE) == RUN:
+                continue
+            value = getattr(self, f.name)
+            if f.metadata.get("added") and value == f.default:
+                continue
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def default_of(cls, name: str):
+        """A field's default: what a config saved before the field existed meant."""
+        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

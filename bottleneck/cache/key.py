@@ -66,8 +66,11 @@ def weights_identity(config: ExtractConfig) -> str:
     return f"imagenet@keras-{library_versions()['keras']}"
 
 
-def compute_key(config: ExtractConfig, manifest_fingerprint: str) -> tuple[str, dict]:
-    """(key hex digest, the JSON-ready dict it was hashed from)."""
+def compute_key(
+    config: ExtractConfig, manifest_fingerprint: str, extra: dict | None = None
+) -> tuple[str, dict]:
+    """(key hex digest, the JSON-ready dict it was hashed from). ``extra`` adds material that decides the
+    features but is not a setting (the int8 calibration sample's identity); it also enters the per-row key."""
     material = {
         "feature_version": FEATURE_VERSION,
         "config": config.key_fields(),
@@ -75,6 +78,7 @@ def compute_key(config: ExtractConfig, manifest_fingerprint: str) -> tuple[str, 
         "manifest": manifest_fingerprint,
         "versions": library_versions(),
     }
+    material.update(extra or {})
     return key_of(material), material
 
 

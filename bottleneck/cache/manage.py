@@ -113,7 +113,12 @@ def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed:
             f"cannot recompute rows: the source {source!r} of {cache.path} is not available here."
         )
     rng = np.random.default_rng(seed)
-    engine = create_engine(cache.config)
+    if cache.config.precision == "int8":
+        from bottleneck.inference.int8 import saved_int8_engine
+
+        engine = saved_int8_engine(cache.config, cache.meta, cache.path.parent)
+    else:
+        engine = create_engine(cache.config)
     with open_source(source, **cache.meta.get("source_options", {})) as src:
         by_id = {(it.split, it.id): it for it in src.manifest.items}
         diffs = []

@@ -232,10 +232,15 @@ def _settings_diff(trained: dict, other: dict) -> str:
     """'pooling max here, avg when trained' for every feature setting that differs ('' when none do)."""
     if not trained:
         return ""  # a head saved without its cache: only the feature shape can be checked
+    from bottleneck.config import ExtractConfig
+
+    def value(d: dict, k: str):  # a config saved before a setting existed meant its default
+        return d[k] if k in d else ExtractConfig.default_of(k)
+
     return "; ".join(
-        f"{k} {other.get(k)} here, {trained.get(k)} when trained"
+        f"{k} {value(other, k)} here, {value(trained, k)} when trained"
         for k in FEATURE_SETTINGS
-        if trained.get(k) != other.get(k)
+        if value(trained, k) != value(other, k)
     )
 
 

@@ -32,7 +32,7 @@ class Verification:
 class Engine(Protocol):
     """(N, S, S, 3) uint8 images -> (N, *feature_shape) float32 features, S = ``input_size``."""
 
-    name: str  # "tensorflow" | "onnx" (recorded in the cache)
+    name: str  # "tensorflow" | "onnx" | "onnx-int8" (recorded in the cache)
     input_size: int  # square input side in pixels
     feature_shape: tuple[int, ...]  # per-image output shape
     threads: int  # compute threads it runs with
@@ -102,6 +102,7 @@ class OnnxEngine:
         threads: int | None = None,
         verification: Verification | None = None,
         columns: tuple = (),
+        int8=None,
     ):
         import onnxruntime as ort
 
@@ -119,6 +120,11 @@ class OnnxEngine:
         self.feature_shape = tuple(feature_shape)
         self.columns = tuple(tuple(c) for c in columns)
         self.path = Path(onnx_path)
+        self.int8 = (
+            int8  # the quantization record (inference.quantize.Int8Record) of an int8 model, else None
+        )
+        if int8 is not None:
+            self.name = "onnx-int8"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0]
@@ -280,6 +286,8 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
     from bottleneck.cache.key import is_model_path
 
     if config.engine == "tensorflow" or is_model_path(config.backbone) or not onnx_available():
+        return None
+    if config.precision != "fp32":  # the fp32 model computes other features (inference.int8 has its own)
         return None
     size = config.image_size or get_spec(config.backbone).input_size
     path = onnx_model_path(config, size, cache_dir)

@@ -161,7 +161,7 @@ def run_extraction(
         options["max_image_pixels"] = config.max_image_pixels
     with open_source(source, **options) as src:
         config = _resolved(config, src)
-        key, material = compute_key(config, src.manifest.fingerprint())
+        key, material = compute_key(config, src.manifest.fingerprint(), _calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)
         if not force and _is_complete(path):
             return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
@@ -189,6 +189,15 @@ def _resolved(config: ExtractConfig, src) -> ExtractConfig:
         h, w = src.read(src.manifest.items[0]).shape[:2]
         changes["image_size"] = max(16, min(PIXELS_SIDE, h, w))
     return config.replace(**changes)
+
+
+def _calibration_material(config: ExtractConfig, src) -> dict:
+    """int8 features depend on the calibration images: their identity joins the key (none for fp32)."""
+    if config.precision != "int8":
+        return {}
+    from bottleneck.inference.quantize import calibration_hash, calibration_items
+
+    return {"calibration_ids": calibration_hash(calibration_items(src.manifest, config.calibration))}
 
 
 def _is_complete(path: Path) -> bool:
@@ -290,6 +299,10 @@ def _engine(plan: _Plan, src, notify, engine_factory):
     config = plan.config
     if engine_factory is not None:
         return engine_factory(config)
+    if config.precision == "int8":
+        from bottleneck.inference.int8 import int8_engine
+
+        return int8_engine(config, src, plan.manifest, plan.path.parent, notify)
     # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
     engine = verified_onnx_engine(config, plan.path.parent)
     if engine is not None:
@@ -316,6 +329,10 @@ def _open_writer(plan: _Plan, engine) -> CacheWriter:
     )
     writer.meta["engine"] = engine.name
     writer.meta["layers"] = [{"name": n, "start": a, "stop": b} for n, a, b in engine.columns] or None
+    if getattr(engine, "int8", None) is not None:
+        from dataclasses import asdict
+
+        writer.meta["int8"] = asdict(engine.int8)
     return writer
 
 

@@ -79,7 +79,13 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     if run.summary.get("kind") == "fine-tune":
         return Scorer(head.image_size, config.resize, head.predict_proba, head.classes_, names)
     engine = None
-    if engine_factory is None:
+    if engine_factory is None and config.precision == "int8":
+        from bottleneck.inference.int8 import saved_int8_engine
+        from bottleneck.runs.folders import run_cache
+
+        cache = run_cache(run.summary)
+        engine = saved_int8_engine(config, cache.meta, cache.path.parent)
+    elif engine_factory is None:
         from bottleneck.inference.engines import create_engine as engine_factory
         from bottleneck.inference.engines import verified_onnx_engine
 

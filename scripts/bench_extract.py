@@ -5,6 +5,7 @@ For each backbone, on the same generated JPEGs in class folders, measured in one
             same feature model, so only the pipeline differs)
   tf        bottleneck extract, TensorFlow engine (end to end: decode, resize, compute, store)
   onnx      bottleneck extract, ONNX Runtime engine
+  int8      bottleneck extract --precision int8 (the ONNX model quantized, calibrated on the same images)
   tf-pure / onnx-pure   each engine on an in-memory uint8 batch (the ceiling for end to end)
 and NumPy float32 matmul GFLOP/s (the hardware limit), the cache-hit time, and peak RSS of extraction for a
 small vs a 10x larger image count (a flat RSS means features stream to disk). Last, the fixed cost of a small
@@ -123,7 +124,7 @@ class Steady:
         return (d1 - d0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
-def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir: Path) -> dict:
+def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir: Path, **kw) -> dict:
     """Wall-clock img/s of a whole `extract` call (model build, image checks, decode, compute, store), its
     steady compute-phase rate, and the cache-hit re-run time."""
     import bottleneck
@@ -141,11 +142,12 @@ def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir:
         batch_size=batch,
         cache_dir=cache_dir,
         progress=steady,
+        **kw,
     )
     wall = r.computed / (time.perf_counter() - t)
     t = time.perf_counter()
     hit = bottleneck.extract(
-        data, backbone=backbone, weights="none", engine=engine, batch_size=batch, cache_dir=cache_dir
+        data, backbone=backbone, weights="none", engine=engine, batch_size=batch, cache_dir=cache_dir, **kw
     )
     assert hit.hit
     return {"wall": wall, "steady": steady.rate(), "hit": time.perf_counter() - t, "engine": r.engine}
@@ -201,6 +203,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=True, help="also time --precision int8"
+    )
+    p.add_argument(
         "--rss-images", default="2000,20000", help="image counts for the peak-RSS comparison ('' to skip)"
     )
     p.add_argument("--small-images", type=int, default=64, help="images per small run (0 to skip)")
@@ -229,6 +234,7 @@ def main(argv=None) -> int:
     header = (
         f"{'backbone':<20}{'GFLOP/img':>10}{'recipe':>8}{'tf':>7}{'onnx':>7}{'onnx-run':>9}{'tf-pure':>8}"
         f"{'onnx-pure':>10}{'GFLOP/s':>8}{'/sgemm':>7}{'run/pure':>9}{'onnx/tf':>8}{'/recipe':>8}{'hit s':>7}"
+        f"{'int8':>7}{'int8/onnx':>10}{'/recipe':>8}"
     )
     print(header)
     for name in [b for b in args.backbones.split(",") if b]:
@@ -245,6 +251,12 @@ def main(argv=None) -> int:
         recipe = bench_recipe(tf_engine.model, data, size, args.batch_size)
         tf_run = bench_extract(data, name, "tensorflow", args.batch_size, work / "cache")
         onnx_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache")
+        int8 = {"precision": "int8", "accept_drift": True}  # random weights: speed only, not agreement
+        int8_run = {"wall": float("nan"), "steady": float("nan")}
+        if args.int8:
+            # Quantized once before the timed run, as a user's second run finds it.
+            bottleneck.extract(data, backbone=name, weights="none", cache_dir=work / "cache", **int8)
+            int8_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache", **int8)
         best = max(tf_run["wall"], onnx_run["wall"])
         row = {
             "backbone": name,
@@ -264,6 +276,10 @@ def main(argv=None) -> int:
             "onnx_over_tf": onnx_run["wall"] / tf_run["wall"],
             "best_over_recipe": best / recipe,
             "hit_seconds": onnx_run["hit"],
+            "int8": int8_run["wall"],
+            "int8_steady": int8_run["steady"],
+            "int8_over_onnx": int8_run["wall"] / onnx_run["wall"],
+            "int8_over_recipe": int8_run["wall"] / recipe,
             "sgemm_gflops": peak,
         }
         rows.append(row)
@@ -271,14 +287,15 @@ def main(argv=None) -> int:
             f"{name:<20}{gflop:>10.2f}{recipe:>8.1f}{row['tf']:>7.1f}{row['onnx']:>7.1f}{row['onnx_steady']:>9.1f}"
             f"{tf_pure:>8.1f}{onnx_pure:>10.1f}{row['onnx_gflops']:>8.0f}{row['onnx_gflops_over_sgemm']:>7.2f}"
             f"{row['steady_over_pure']:>9.2f}{row['onnx_over_tf']:>8.2f}{row['best_over_recipe']:>8.2f}"
-            f"{row['hit_seconds']:>7.2f}",
+            f"{row['hit_seconds']:>7.2f}{row['int8']:>7.1f}{row['int8_over_onnx']:>10.2f}"
+            f"{row['int8_over_recipe']:>8.2f}",
             flush=True,
         )
     print(
         "\nimg/s: recipe = image_dataset_from_directory + model.predict; tf / onnx = whole `extract` calls "
         "(model build,\nimage checks, decode, compute, store); onnx-run = its compute phase; *-pure = the engine "
         "alone on an\nin-memory batch. GFLOP/s = onnx-pure x GFLOP/img (/sgemm: over the NumPy matmul peak); "
-        "run/pure = onnx-run / onnx-pure;\nonnx/tf and /recipe compare whole calls (best engine vs recipe)."
+        "run/pure = onnx-run / onnx-pure;\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls."
     )
     rss = {}
     if args.rss_images:

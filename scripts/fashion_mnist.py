@@ -52,7 +52,9 @@ def main(argv=None) -> int:
         "backbone's feature layer. Names: `bottleneck backbones NAME --layers`",
     )
     p.add_argument("--engine", default="auto", help="auto | tensorflow | onnx")
-    p.add_argument("--precision", default="fp32", help="fp32 | int8 (quantized ONNX model, calibrated on train)")
+    p.add_argument(
+        "--precision", default="fp32", help="fp32 | int8 (quantized ONNX model, calibrated on train)"
+    )
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--out", type=Path, default=Path("runs") / "fashion-mnist")
     p.add_argument("--quiet", action="store_true")

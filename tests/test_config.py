@@ -78,7 +78,11 @@ def test_one_source_for_what_changes_the_features():
     from bottleneck.config import FEATURE_SETTINGS, ROW_NEUTRAL_SETTINGS
     from bottleneck.heads.base import _settings_diff
 
-    assert set(FEATURE_SETTINGS) | set(ROW_NEUTRAL_SETTINGS) == set(ALTERNATIVES)
+    added = {
+        "precision",
+        "calibration",
+    }  # settings added after caches existed: keyed away from their defaults
+    assert set(FEATURE_SETTINGS) | set(ROW_NEUTRAL_SETTINGS) == set(ALTERNATIVES) | added
     base = ExtractConfig(backbone="mobilenet_v2", weights="none")
     _, material = compute_key(base, "f" * 64)
     fkey = features_key(material)
@@ -90,6 +94,16 @@ def test_one_source_for_what_changes_the_features():
         assert per_row_changed == feature, name  # max_image_pixels only decides which rows exist
         assert heads_see_it == feature, name
     assert set(ROW_NEUTRAL_SETTINGS) == {"format", "on_bad_image", "max_image_pixels"}
+    int8 = dataclasses.replace(base, precision="int8")
+    for start, change in ((base, {"precision": "int8"}), (int8, {"calibration": 64})):
+        changed = dataclasses.replace(start, **change)
+        assert features_key(compute_key(changed, "f" * 64)[1]) != features_key(
+            compute_key(start, "f" * 64)[1]
+        )
+        assert _settings_diff(start.to_dict(), changed.to_dict()), change
+    # A config saved before the added settings existed meant their defaults: heads trained then still match.
+    old = {k: v for k, v in base.to_dict().items() if k not in added}
+    assert not _settings_diff(old, base.to_dict())
 
 
 def test_heads_saved_with_the_older_per_row_key_still_match_their_caches(tmp_path):

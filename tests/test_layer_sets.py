@@ -56,6 +56,16 @@ def test_blocks_columns_match_each_layers_width(blocks):
         start = b
     assert blocks.feature_shape == (start,)
     assert blocks.config.layer == "blocks"
+    info = runner.invoke(app, ["info", str(blocks.path)])
+    assert (
+        "layers    17: block1a_project_bn, block2a_project_bn, block2b_add, ..., top_activation"
+        in info.stdout
+    )
+    assert json.loads(runner.invoke(app, ["info", str(blocks.path), "--json"]).stdout)["layers"][-1] == {
+        "name": "top_activation",
+        "start": start - 1280,
+        "stop": start,
+    }
 
 
 def test_a_subset_view_is_a_fresh_extraction_of_those_layers(images, blocks, tmp_path):

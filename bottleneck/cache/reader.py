@@ -131,6 +131,7 @@ class Cache:
                 s: {"n": v["n"], "feature_shape": v["feature_shape"]} for s, v in self.meta["splits"].items()
             },
             "skipped": len(self.meta.get("skipped", [])),
+            "layers": self.meta.get("layers"),
             "created": self.meta.get("created"),
             "config": self.meta["config"],
         }

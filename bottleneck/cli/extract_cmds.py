@@ -178,6 +178,14 @@ def register(app: typer.Typer) -> None:
             f"layer {cfg['layer'] or 'default'}, pooling {cfg['pooling']}, resize {cfg['resize']})"
         )
         typer.echo(f"  store     {s['format']}, {cfg['dtype']}, engine {s['engine'] or '-'}")
+        if s.get("layers") and len(s["layers"]) > 1:
+            names = [d["name"] for d in s["layers"]]
+            shown = (
+                ", ".join(names)
+                if len(names) <= 6
+                else f"{', '.join(names[:3])}, ..., {', '.join(names[-2:])}"
+            )
+            typer.echo(f"  layers    {len(names)}: {shown} (subsets: compare --layers, fit-head --layers)")
         typer.echo(
             f"  classes   {len(s['class_names'])}: {', '.join(s['class_names'][:10])}{' ...' if len(s['class_names']) > 10 else ''}"
         )

@@ -58,7 +58,7 @@ def test_blocks_columns_match_each_layers_width(blocks):
     assert blocks.config.layer == "blocks"
     info = runner.invoke(app, ["info", str(blocks.path)])
     assert (
-        "layers    17: block1a_project_bn, block2a_project_bn, block2b_add, ..., top_activation"
+        "layers    17: block1a_project_bn, block2a_project_bn, block2b_add, ..., block7a_project_bn, top_activation"
         in info.stdout
     )
     assert json.loads(runner.invoke(app, ["info", str(blocks.path), "--json"]).stdout)["layers"][-1] == {

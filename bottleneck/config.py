@@ -94,6 +94,9 @@ class ExtractConfig:
     # ``calibration`` stratified train images; it changes the features, so it is in every key
     precision: str = _setting("fp32", FEATURE, added=True)
     calibration: int = _setting(256, FEATURE, added=True)  # calibration images for int8 (ignored for fp32)
+    # decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8, never below the input side) before resizing: several
+    # times faster on photos much larger than the input, pixels differ slightly, so it is in every key
+    fast_decode: bool = _setting(False, FEATURE, added=True)
     accept_drift: bool = _setting(
         False, RUN
     )  # keep an int8 model whose features drift below the cosine floor

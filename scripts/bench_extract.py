@@ -150,7 +150,13 @@ def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir:
         data, backbone=backbone, weights="none", engine=engine, batch_size=batch, cache_dir=cache_dir, **kw
     )
     assert hit.hit
-    return {"wall": wall, "steady": steady.rate(), "hit": time.perf_counter() - t, "engine": r.engine}
+    return {
+        "wall": wall,
+        "steady": steady.rate(),
+        "hit": time.perf_counter() - t,
+        "engine": r.engine,
+        "cache": r.cache,
+    }
 
 
 RSS_CHILD = """
@@ -234,7 +240,7 @@ def main(argv=None) -> int:
     header = (
         f"{'backbone':<20}{'GFLOP/img':>10}{'recipe':>8}{'tf':>7}{'onnx':>7}{'onnx-run':>9}{'tf-pure':>8}"
         f"{'onnx-pure':>10}{'GFLOP/s':>8}{'/sgemm':>7}{'run/pure':>9}{'onnx/tf':>8}{'/recipe':>8}{'hit s':>7}"
-        f"{'int8':>7}{'int8/onnx':>10}{'/recipe':>8}"
+        f"{'int8':>7}{'int8/onnx':>10}{'/recipe':>8}{'int8-run':>9}{'int8-pure':>10}{'run/pure':>9}"
     )
     print(header)
     for name in [b for b in args.backbones.split(",") if b]:
@@ -253,10 +259,17 @@ def main(argv=None) -> int:
         onnx_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache")
         int8 = {"precision": "int8", "accept_drift": True}  # random weights: speed only, not agreement
         int8_run = {"wall": float("nan"), "steady": float("nan")}
+        int8_pure = float("nan")
         if args.int8:
+            from bottleneck.inference.int8 import saved_int8_engine
+
             # Quantized once before the timed run, as a user's second run finds it.
             bottleneck.extract(data, backbone=name, weights="none", cache_dir=work / "cache", **int8)
             int8_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache", **int8)
+            int8_cache = int8_run["cache"]
+            int8_pure = bench_pure(
+                saved_int8_engine(int8_cache.config, int8_cache.meta, work / "cache"), size, args.batch_size
+            )
         best = max(tf_run["wall"], onnx_run["wall"])
         row = {
             "backbone": name,
@@ -280,6 +293,8 @@ def main(argv=None) -> int:
             "int8_steady": int8_run["steady"],
             "int8_over_onnx": int8_run["wall"] / onnx_run["wall"],
             "int8_over_recipe": int8_run["wall"] / recipe,
+            "int8_pure": int8_pure,
+            "int8_steady_over_pure": int8_run["steady"] / int8_pure,
             "sgemm_gflops": peak,
         }
         rows.append(row)
@@ -288,14 +303,15 @@ def main(argv=None) -> int:
             f"{tf_pure:>8.1f}{onnx_pure:>10.1f}{row['onnx_gflops']:>8.0f}{row['onnx_gflops_over_sgemm']:>7.2f}"
             f"{row['steady_over_pure']:>9.2f}{row['onnx_over_tf']:>8.2f}{row['best_over_recipe']:>8.2f}"
             f"{row['hit_seconds']:>7.2f}{row['int8']:>7.1f}{row['int8_over_onnx']:>10.2f}"
-            f"{row['int8_over_recipe']:>8.2f}",
+            f"{row['int8_over_recipe']:>8.2f}{row['int8_steady']:>9.1f}{int8_pure:>10.1f}"
+            f"{row['int8_steady_over_pure']:>9.2f}",
             flush=True,
         )
     print(
         "\nimg/s: recipe = image_dataset_from_directory + model.predict; tf / onnx = whole `extract` calls "
         "(model build,\nimage checks, decode, compute, store); onnx-run = its compute phase; *-pure = the engine "
         "alone on an\nin-memory batch. GFLOP/s = onnx-pure x GFLOP/img (/sgemm: over the NumPy matmul peak); "
-        "run/pure = onnx-run / onnx-pure;\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls."
+        "run/pure = onnx-run / onnx-pure;\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls;\nint8-run = its compute phase, int8-pure = the int8 engine alone, run/pure their ratio."
     )
     rss = {}
     if args.rss_images:

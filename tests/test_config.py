@@ -81,6 +81,7 @@ def test_one_source_for_what_changes_the_features():
     added = {
         "precision",
         "calibration",
+        "fast_decode",
     }  # settings added after caches existed: keyed away from their defaults
     assert set(FEATURE_SETTINGS) | set(ROW_NEUTRAL_SETTINGS) == set(ALTERNATIVES) | added
     base = ExtractConfig(backbone="mobilenet_v2", weights="none")
@@ -95,7 +96,11 @@ def test_one_source_for_what_changes_the_features():
         assert heads_see_it == feature, name
     assert set(ROW_NEUTRAL_SETTINGS) == {"format", "on_bad_image", "max_image_pixels"}
     int8 = dataclasses.replace(base, precision="int8")
-    for start, change in ((base, {"precision": "int8"}), (int8, {"calibration": 64})):
+    for start, change in (
+        (base, {"precision": "int8"}),
+        (int8, {"calibration": 64}),
+        (base, {"fast_decode": True}),
+    ):
         changed = dataclasses.replace(start, **change)
         assert features_key(compute_key(changed, "f" * 64)[1]) != features_key(
             compute_key(start, "f" * 64)[1]

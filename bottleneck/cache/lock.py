@@ -28,3 +28,18 @@ def cache_lock(path: Path, notify: Notify | None):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether an extraction (in any process) holds the lock of the cache folder ``path`` right now."""
+    try:
+        fh = open(path.parent / f".{path.name}.lock")
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.cache import MANIFEST, META, open_cache, progress_text, read_meta, rows_digest
+from bottleneck.cache.lock import is_locked
 from bottleneck.errors import CacheError
 
 
@@ -104,7 +105,7 @@ def verify_cache(path, *, recompute: int = 0, tolerance: float = 1e-4, seed: int
 
 
 def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed: int) -> None:
-    from bottleneck.data import open_source, resize_image
+    from bottleneck.data import open_source
     from bottleneck.inference.engines import create_engine
 
     source = cache.meta.get("source")
@@ -133,7 +134,7 @@ def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed:
                         {"split": split, "start": int(row), "stop": int(row) + 1, "reason": "not in source"}
                     )
                     continue
-                img = resize_image(src.read(item), engine.input_size, cache.config.resize)
+                img = src.load(item, engine.input_size, cache.config.resize, cache.config.fast_decode)
                 stored = np.asarray(feats[int(row)])
                 # Round the recomputed row as extraction did before storing it, then compare in float32.
                 new = np.asarray(engine(img[None])[0]).astype(stored.dtype).astype(np.float32)
@@ -184,7 +185,6 @@ def remove_cache(path) -> int:
 
 def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bool = False) -> list[dict]:
     """Remove incomplete caches older than a threshold and orphaned temp/lock files. Returns what was removed."""
-    import fcntl
 
     root = Path(cache_dir)
     removed = []
@@ -201,14 +201,8 @@ def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bo
             age = now - (d / META).stat().st_mtime
             if complete or age < older_than_s:
                 continue
-            lock = root / f".{d.name}.lock"
-            if lock.exists():
-                with open(lock) as fh:
-                    try:  # a running extraction holds the lock: never collect under it
-                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        fcntl.flock(fh, fcntl.LOCK_UN)
-                    except BlockingIOError:
-                        continue
+            if is_locked(d):  # a running extraction: never collect under it
+                continue
             removed.append({"path": str(d), "bytes": dir_size(d), "reason": "incomplete"})
             if not dry_run:
                 shutil.rmtree(d)

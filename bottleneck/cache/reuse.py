@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.cache.key import features_keys
+from bottleneck.cache.lock import is_locked
 from bottleneck.cache.reader import META, Cache, open_cache, read_meta
 
 
 class Donors:
-    """Rows of other complete caches with the same per-row settings, found by image content hash.
+    """Rows of other caches with the same per-row settings, found by image content hash: every row of a
+    complete cache, and the committed rows of an interrupted one that no extraction is writing.
 
-    This is what makes re-running after adding, changing or removing images cheap: only new content is computed.
+    This is what makes re-running after adding, changing, fixing or removing images cheap: only new content is
+    computed, also when the run that stopped on a bad image left its rows in an incomplete folder.
     """
 
     def __init__(self, cache_dir: Path, fkey: str, exclude: Path):
@@ -31,9 +34,12 @@ class Donors:
                 meta = read_meta(d)
                 # Recomputed from what the donor's key hashed, so caches written before a change of the per-row
                 # key's form still share their rows.
-                if not meta.get("complete") or fkey not in features_keys(meta.get("key_material") or {}):
+                if fkey not in features_keys(meta.get("key_material") or {}):
                     continue
-                cache = open_cache(d)
+                complete = bool(meta.get("complete"))
+                if not complete and is_locked(d):
+                    continue  # being written: its committed rows are safe, but h5 files are not while open
+                cache = open_cache(d, allow_incomplete=True)
                 manifest = Manifest.from_json(cache.manifest())
                 skipped = [s["index"] for s in cache.meta.get("skipped", [])]
                 if skipped:
@@ -42,7 +48,8 @@ class Donors:
                 continue
             self._open.append(cache)
             for split in cache.splits:
-                for row, item in enumerate(manifest.items_of(split)):
+                committed = cache.meta["progress"].get(split, 0) if not complete else None
+                for row, item in enumerate(manifest.items_of(split)[:committed]):
                     self._where.setdefault(item.hash, (cache, split, row))
 
     def __len__(self):

@@ -9,6 +9,8 @@ import numpy as np
 
 from bottleneck.errors import one_of
 
+_COPY_ROWS = 4096  # rows copied per step when a store must rewrite a split
+
 # Labels and ids are small and known before any compute, so they are written when a split is created;
 # only features are written chunk by chunk.
 
@@ -28,6 +30,13 @@ class Store:
 
     def write(self, split: str, start: int, batch: np.ndarray) -> None:
         """Write rows [start, start + len(batch)) of a split's features."""
+        raise NotImplementedError
+
+    def shrink_split(self, split: str, n: int, labels, ids, keep: int) -> None:
+        """Make a split ``n`` rows long (fewer than now) with new labels and ids; feature rows [0, keep) stay.
+
+        Used when an image of the split turns out unreadable after the split was created (rows are compact).
+        """
         raise NotImplementedError
 
     def flush(self) -> None:
@@ -87,6 +96,15 @@ class ZarrStore(Store):
     def write(self, split, start, batch):
         self.group[f"{split}/features"][start : start + len(batch)] = batch
 
+    def shrink_split(self, split, n, labels, ids, keep):
+        g = self.group[split]
+        features = g["features"]
+        features.resize((n, *features.shape[1:]))  # whole chunks below n are untouched
+        for name in ("labels", "ids"):
+            del g[name]
+        g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
+        g.create_array("ids", data=np.asarray(ids, dtype=np.dtypes.StringDType()))
+
     def features(self, split):
         return self.group[f"{split}/features"]
 
@@ -130,6 +148,20 @@ class NpyStore(Store):
 
     def write(self, split, start, batch):
         self._writable(split)[start : start + len(batch)] = batch
+
+    def shrink_split(self, split, n, labels, ids, keep):
+        old = self._writable(split)
+        path = self._path(split, "features")
+        tmp = path.with_name("features.shrink.npy")
+        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(n, *old.shape[1:]))
+        for start in range(0, min(keep, n), _COPY_ROWS):
+            new[start : min(keep, n, start + _COPY_ROWS)] = old[start : min(keep, n, start + _COPY_ROWS)]
+        new.flush()
+        del self._open[split], old
+        tmp.replace(path)
+        self._open[split] = new
+        np.save(self._path(split, "labels"), np.asarray(labels, dtype=np.int64))
+        np.save(self._path(split, "ids"), np.asarray(ids, dtype=str))
 
     def flush(self):
         for mm in self._open.values():
@@ -178,6 +210,28 @@ class H5Store(Store):
 
     def write(self, split, start, batch):
         self.file[f"{split}/features"][start : start + len(batch)] = batch
+
+    def shrink_split(self, split, n, labels, ids, keep):
+        import h5py
+
+        g = self.file[split]
+        old = g["features"]
+        # A fixed-shape dataset cannot shrink: copy the kept rows into a new one (a rare path; the file keeps
+        # the old one's space until it is repacked).
+        new = g.create_dataset(
+            "features.shrink",
+            shape=(n, *old.shape[1:]),
+            dtype=old.dtype,
+            chunks=(max(1, min(old.chunks[0], n)), *old.shape[1:]) if n and old.chunks else None,
+            compression="gzip" if n else None,
+            compression_opts=1 if n else None,
+        )
+        for start in range(0, min(keep, n), _COPY_ROWS):
+            new[start : min(keep, n, start + _COPY_ROWS)] = old[start : min(keep, n, start + _COPY_ROWS)]
+        del g["features"], g["labels"], g["ids"]
+        g.move("features.shrink", "features")
+        g.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+        g.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype())
 
     def flush(self):
         self.file.flush()

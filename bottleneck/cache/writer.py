@@ -64,6 +64,17 @@ class CacheWriter:
         self.meta["progress"][split] = 0
         write_json_atomic(self.path / META, self.meta)
 
+    def shrink_split(self, split: str, labels, ids, skipped: list, manifest_json: dict) -> None:
+        """Images of a created split proved unreadable when decoded: the split becomes ``len(labels)`` rows with
+        these labels and ids, its committed rows stay, and ``skipped`` (also in manifest.json) records why."""
+        n = len(labels)
+        self.store.shrink_split(split, n, labels, ids, keep=self.meta["progress"][split])
+        self.store.flush()
+        self.meta["splits"][split]["n"] = int(n)
+        self.meta["skipped"] = skipped
+        write_json_atomic(self.path / MANIFEST, manifest_json)
+        write_json_atomic(self.path / META, self.meta)
+
     def write(self, split: str, start: int, batch: np.ndarray) -> None:
         self.store.write(split, start, batch)
         # A checksum per written region lets `cache verify` find a flipped byte without the source images.

@@ -29,18 +29,50 @@ class ImageDecodeError(Exception):
         self.reason = reason
 
 
-def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int | None = None, draft: int | None = None) -> np.ndarray:
     """Decode encoded image bytes (any format PIL reads, by content, not extension) to RGB uint8 (H, W, 3).
 
     EXIF orientation is applied and animated images give their first frame. Images with more than ``max_pixels``
     pixels (default: PIL.Image.MAX_IMAGE_PIXELS, ~89 Mpx, read at each call; 0 = no limit) are refused before they
     are decoded, so a decompression bomb cannot exhaust memory. PIL.Image.MAX_IMAGE_PIXELS itself is never changed,
     so a few PIL readers (WebP, TIFF, ICO, ...) that check sizes themselves still refuse images over twice it,
-    whatever ``max_pixels`` says. Raises ImageDecodeError.
+    whatever ``max_pixels`` says. ``draft`` (fast decoding): a JPEG is decoded at the smallest DCT scale (1/2,
+    1/4 or 1/8) that keeps both sides at least ``draft`` pixels; other formats decode in full. Raises
+    ImageDecodeError.
     """
+    limit = (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
+    im = _checked_header(data, limit)
+    fmt = im.format or "image"
+    if draft and fmt == "JPEG":
+        im.draft(None, (int(draft), int(draft)))  # libjpeg's scaled IDCT: most of the decoding work skipped
+    try:
+        im.load()  # decode now: truncated or corrupt data fails here (LOAD_TRUNCATED_IMAGES stays False)
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(exc, fmt, limit) from None
+    except Exception as exc:
+        msg = str(exc)
+        if "truncat" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageDecodeError(f"truncated {fmt}") from None
+        raise ImageDecodeError(f"corrupt {fmt}: {msg}") from None
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # a malformed EXIF block only loses the orientation; the pixels themselves are fine
+        pass
+    return pil_to_rgb(im)
+
+
+def inspect_image(data: bytes, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) from the header alone, with decode_image's checks that need no pixel data: empty file, not
+    an image, a corrupt header, over the decompression-bomb limit. Raises ImageDecodeError with decode_image's
+    reasons. Data that is damaged past its header (a truncated download) only fails when decoded."""
+    limit = (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
+    return _checked_header(data, limit).size
+
+
+def _checked_header(data: bytes, limit: int) -> Image.Image:
+    """The opened (not yet decoded) image, or ImageDecodeError for what its header already tells."""
     if not data:
         raise ImageDecodeError("empty file")
-    limit = (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
     try:
         im = _open_header(data)
     except _PilBomb as bomb:
@@ -58,21 +90,7 @@ def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
             f"{w}x{h} = {w * h} pixels, over the decompression-bomb limit of {limit}; "
             "raise it with max_image_pixels=N (0 = no limit) if the image is trusted"
         )
-    fmt = im.format or "image"
-    try:
-        im.load()  # decode now: truncated or corrupt data fails here (LOAD_TRUNCATED_IMAGES stays False)
-    except Image.DecompressionBombError as exc:
-        raise _bomb_error(exc, fmt, limit) from None
-    except Exception as exc:
-        msg = str(exc)
-        if "truncat" in msg.lower() or isinstance(exc, EOFError):
-            raise ImageDecodeError(f"truncated {fmt}") from None
-        raise ImageDecodeError(f"corrupt {fmt}: {msg}") from None
-    try:
-        im = ImageOps.exif_transpose(im)
-    except Exception:  # a malformed EXIF block only loses the orientation; the pixels themselves are fine
-        pass
-    return pil_to_rgb(im)
+    return im
 
 
 def _open_header(data: bytes) -> Image.Image | None:
@@ -184,8 +202,9 @@ def array_to_rgb(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def load_image(path) -> np.ndarray:
-    """Decode one image file to RGB uint8 (H, W, 3), as sources do; raises BadImageError naming file and reason."""
+def load_image(path, draft: int | None = None) -> np.ndarray:
+    """Decode one image file to RGB uint8 (H, W, 3), as sources do (``draft``: see decode_image); raises
+    BadImageError naming file and reason."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -196,12 +215,17 @@ def load_image(path) -> np.ndarray:
     except OSError as exc:
         raise BadImageError(f"cannot read image {p}: {exc.strerror or exc}.", [str(p)]) from None
     try:
-        return decode_image(data)
+        return decode_image(data, draft=draft)
     except ImageDecodeError as exc:
         raise BadImageError(
             f"cannot decode image {p} ({exc.reason}); pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.",
             [str(p)],
         ) from None
+
+
+def draft_size(size: int, fast: bool) -> int | None:
+    """The ``draft`` argument of decode_image for a ``size`` input: None unless fast decoding is on."""
+    return int(size) if fast else None
 
 
 def resize_image(img: np.ndarray, size: int, policy: str = "squash") -> np.ndarray:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bottleneck.data.decode import IMAGE_EXTENSIONS
+from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, inspect_image
 from bottleneck.data.manifest import SPLIT_ALIASES, Item, Manifest, build_manifest, content_hash
 from bottleneck.errors import SourceError
 
@@ -51,26 +52,76 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:_SHOWN]) + more
 
 
-def hash_files(paths: list[str], progress=None) -> list[str]:
-    """Content hashes of files, read whole in a thread pool (hashlib and file reads release the GIL)."""
+class FileReads:
+    """The one pass that reads every image file: it hashes the bytes and keeps up to ``keep_bytes`` of them in
+    memory, so that a decoding pass right after (an extraction that missed the cache) reads nothing again.
 
-    def one(p):
-        with open(p, "rb") as fh:
-            return content_hash(fh.read())
+    ``take(path)`` hands kept bytes over once (and frees them); None when they were not kept.
+    ``problems(paths)`` checks the headers of kept files, without decoding (a cache hit never pays for it).
+    """
 
-    out = []
-    with ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="hash") as pool:
-        for i, h in enumerate(pool.map(one, paths, chunksize=64)):
-            out.append(h)
-            if progress and (i + 1) % 1000 == 0:
-                progress("hash", i + 1, len(paths))
-    if progress:
-        progress("hash", len(paths), len(paths))
-    return out
+    def __init__(self, max_pixels: int | None = None, keep_bytes: int = 0):
+        self.max_pixels = max_pixels
+        self._budget = int(keep_bytes)
+        self._kept: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _one(self, path: str) -> str:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if self._budget:
+            with self._lock:
+                if len(data) <= self._budget:
+                    self._budget -= len(data)
+                    self._kept[path] = data
+        return content_hash(data)
+
+    def hash_all(self, paths: list[str], progress=None) -> list[str]:
+        """Content hashes of ``paths`` in order, read in a thread pool (file reads and hashlib release the GIL)."""
+        out = []
+        with ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="hash") as pool:
+            for i, h in enumerate(pool.map(self._one, paths, chunksize=64)):
+                out.append(h)
+                if progress and (i + 1) % 1000 == 0:
+                    progress("hash", i + 1, len(paths))
+        if progress:
+            progress("hash", len(paths), len(paths))
+        return out
+
+    def take(self, path: str) -> bytes | None:
+        return self._kept.pop(path, None)
+
+    def peek(self, path: str) -> bytes | None:
+        return self._kept.get(path)
+
+    def problems(self, paths) -> dict[str, str]:
+        """path -> reason for the kept files whose header already shows them unreadable (decode_image's reason:
+        empty, not an image, corrupt header, over the pixel limit). Files not kept are checked when decoded."""
+        out = {}
+        for path in paths:
+            data = self._kept.get(path)
+            if data is None:
+                continue
+            try:
+                inspect_image(data, self.max_pixels)
+            except ImageDecodeError as exc:
+                out[path] = exc.reason
+        return out
+
+    def retain(self, paths: set[str]) -> None:
+        """Keep bytes only of ``paths`` (the files a pilot sample kept)."""
+        for p in [p for p in self._kept if p not in paths]:
+            del self._kept[p]
+
+    def release(self) -> None:
+        """Drop the kept bytes (a cache hit, or the end of the run)."""
+        self._kept.clear()
+        self._budget = 0
 
 
-def folder_manifest(root: Path, progress=None) -> Manifest:
-    """``root/<class>/<image>`` or ``root/{train,val|validation,test}/<class>/<image>``."""
+def folder_manifest(root: Path, progress=None, reads: FileReads | None = None) -> Manifest:
+    """``root/<class>/<image>`` or ``root/{train,val|validation,test}/<class>/<image>``; files are read by
+    ``reads`` (default: a plain FileReads)."""
     top = _visible_dirs(root)
     split_dirs = [e for e in top if e.name.lower() in SPLIT_ALIASES]
     if split_dirs:
@@ -120,7 +171,7 @@ def folder_manifest(root: Path, progress=None) -> Manifest:
         raise SourceError(f"{root} has split folders but no class folders with images inside them.")
     class_names = sorted({f[1] for f in found})
     label = {c: i for i, c in enumerate(class_names)}
-    hashes = hash_files([f[3] for f in found], progress)
+    hashes = (reads or FileReads()).hash_all([f[3] for f in found], progress)
     entries = [
         Item(0, split, rel, label[cls], h, path=full)
         for (split, cls, rel, full), h in zip(found, hashes, strict=True)
@@ -152,7 +203,7 @@ def _csv_columns(first_row: list[str], folder: Path) -> tuple[dict | None, bool]
     return cols, True
 
 
-def csv_manifest(csv_path: Path, progress=None) -> Manifest:
+def csv_manifest(csv_path: Path, progress=None, reads: FileReads | None = None) -> Manifest:
     """A CSV of ``path,label[,split]``: paths relative to the CSV's folder, labels as class names,
     split train|val|validation|test (default train); a header row is detected and may name the columns."""
     folder = csv_path.parent
@@ -205,7 +256,7 @@ def csv_manifest(csv_path: Path, progress=None) -> Manifest:
         )
     class_names = sorted({f[1] for f in found})
     index = {c: i for i, c in enumerate(class_names)}
-    hashes = hash_files([f[3] for f in found], progress)
+    hashes = (reads or FileReads()).hash_all([f[3] for f in found], progress)
     entries = [
         Item(0, split, rid, index[label], h, path=full)
         for (split, label, rid, full), h in zip(found, hashes, strict=True)

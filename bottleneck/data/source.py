@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.data import arrays, files
-from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, array_to_rgb, decode_image
+from bottleneck.data.decode import (
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    array_to_rgb,
+    decode_image,
+    draft_size,
+    inspect_image,
+    resize_image,
+)
 from bottleneck.data.manifest import Item, Manifest, build_manifest, content_hash, split_val
 from bottleneck.data.manifest import pilot as pilot_sample
 from bottleneck.errors import SourceError
@@ -27,7 +35,21 @@ class Source:
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
 
-    def read(self, item: Item) -> np.ndarray:
+    def read(self, item: Item, draft: int | None = None) -> np.ndarray:
+        """The image as RGB uint8 (H, W, 3); ``draft``: decode JPEGs at a reduced scale (see decode_image)."""
+        raise NotImplementedError
+
+    def load(self, item: Item, size: int, resize: str = "squash", fast: bool = False) -> np.ndarray:
+        """The image as the backbone gets it: decoded (fast: at a reduced JPEG scale) and resized to ``size``."""
+        return resize_image(self.read(item, draft_size(size, fast)), size, resize)
+
+    def header_problems(self, items=None) -> list[tuple[Item, str]]:
+        """(item, reason) of the images whose header already shows them unreadable, found without decoding
+        (file sources check headers while hashing); the full check is ``find_bad_images``."""
+        return []
+
+    def min_side(self, item: Item) -> int | None:
+        """The shorter side of an image in pixels, from its header where it has one; None when unreadable."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -41,13 +63,27 @@ class Source:
 
 
 class FileSource(Source):
-    """Image files on disk, decoded by content on each read; ``max_pixels`` is the decompression-bomb limit."""
+    """Image files on disk, decoded by content on each read; ``max_pixels`` is the decompression-bomb limit.
 
-    def __init__(self, manifest: Manifest, max_pixels: int | None = None):
+    ``reads`` is the pass that hashed the files: its header problems and sizes, and the bytes it kept, which
+    ``read`` uses instead of reading the file again.
+    """
+
+    def __init__(
+        self, manifest: Manifest, max_pixels: int | None = None, reads: files.FileReads | None = None
+    ):
         super().__init__(manifest)
         self.max_pixels = max_pixels
+        self.reads = reads or files.FileReads(max_pixels)
 
-    def read(self, item: Item) -> np.ndarray:
+    def read(self, item: Item, draft: int | None = None) -> np.ndarray:
+        # Kept bytes are the very bytes that were hashed, so they need no second check against item.hash.
+        data = self.reads.take(item.path)
+        if data is None:
+            data = self._read_checked(item)
+        return decode_image(data, self.max_pixels, draft)
+
+    def _read_checked(self, item: Item) -> bytes:
         try:
             with open(item.path, "rb") as fh:
                 data = fh.read()
@@ -62,7 +98,24 @@ class FileSource(Source):
             raise SourceError(
                 f"{item.path} changed after the source was opened (its content hash differs); run again."
             )
-        return decode_image(data, self.max_pixels)
+        return data
+
+    def header_problems(self, items=None) -> list[tuple[Item, str]]:
+        items = self.manifest.items if items is None else items
+        problems = self.reads.problems(it.path for it in items)
+        return [(it, problems[it.path]) for it in items if it.path in problems]
+
+    def min_side(self, item: Item) -> int | None:
+        data = self.reads.peek(item.path)
+        try:
+            if data is None:
+                data = self._read_checked(item)
+            return min(inspect_image(data, self.max_pixels))
+        except ImageDecodeError:
+            return None
+
+    def close(self) -> None:
+        self.reads.release()
 
 
 class ArraySource(Source):
@@ -74,7 +127,7 @@ class ArraySource(Source):
         self._handle = handle
         self._lock = threading.Lock()  # h5py datasets are not safe to read from several threads at once
 
-    def read(self, item: Item) -> np.ndarray:
+    def read(self, item: Item, draft: int | None = None) -> np.ndarray:
         origin = item.id.split("/", 1)[0]
         x = self._images[origin]
         if self._handle is not None:
@@ -83,6 +136,9 @@ class ArraySource(Source):
         else:
             row = x[item.row]
         return array_to_rgb(row)
+
+    def min_side(self, item: Item) -> int:
+        return min(self._images[item.id.split("/", 1)[0]].shape[1:3])
 
     def close(self) -> None:
         if self._handle is not None:
@@ -145,6 +201,7 @@ def open_source(
     progress=None,
     max_image_pixels: int | None = None,
     pilot: dict | None = None,
+    keep_bytes: int = 0,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
@@ -153,6 +210,8 @@ def open_source(
     ``progress(stage, done, total)`` is called while hashing. ``max_image_pixels`` is the decompression-bomb
     limit of image files (None: PIL's default, ~89 Mpx; 0: none). ``pilot`` ({"per_class", "seed", "holdout"})
     keeps a stratified sample (``manifest.pilot``), before any val split is carved from its train part.
+    ``keep_bytes``: file sources keep up to this many bytes of the files read while hashing, so a pass that
+    decodes them right after reads each file once; ``close`` (or a cache hit's ``release``) frees them.
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -160,10 +219,10 @@ def open_source(
         raise SourceError(
             f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
         )
-    if kind == "folders":
-        src: Source = FileSource(files.folder_manifest(path, progress), max_image_pixels)
-    elif kind == "csv":
-        src = FileSource(files.csv_manifest(path, progress), max_image_pixels)
+    if kind in ("folders", "csv"):
+        reads = files.FileReads(max_image_pixels, keep_bytes)
+        build = files.folder_manifest if kind == "folders" else files.csv_manifest
+        src: Source = FileSource(build(path, progress, reads), max_image_pixels, reads)
     else:
         loader = {"h5": arrays.load_h5, "npz": arrays.load_npz, "npy": arrays.load_npy_dir}.get(kind)
         data = arrays.load_idx_dir(path) if kind == "idx" else loader(path, h5_keys)
@@ -180,6 +239,8 @@ def open_source(
         except BaseException:
             src.close()
             raise
+        if isinstance(src, FileSource):
+            src.reads.retain({it.path for it in src.manifest.items})
     if val_fraction is not None:
         try:
             src.manifest = split_val(src.manifest, val_fraction, seed)

@@ -89,6 +89,7 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
         "class_names": class_names_of(classes, cache["class_names"]),
         "image_size": int(model.input_shape[1]),
         "resize": scorer.resize,
+        "fast_decode": scorer.fast_decode,
         "input": "uint8 RGB images (N, S, S, 3), 0..255, resized as `resize` says",
         "output": "class probabilities (N, classes), columns in class_names order",
         "backbone": cache["config"]["backbone"],

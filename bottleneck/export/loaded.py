@@ -35,6 +35,7 @@ class ExportedModel:
         self.class_names = list(meta["class_names"])
         self.image_size = int(meta["image_size"])
         self.resize = meta.get("resize", "squash")
+        self.fast_decode = bool(meta.get("fast_decode", False))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._fn(np.ascontiguousarray(images, dtype=np.uint8)), np.float64)

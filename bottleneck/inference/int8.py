@@ -25,7 +25,6 @@ BATCH = 32
 
 def _fp32_engine(config, src, manifest, cache_dir, notify):
     """The verified fp32 ONNX engine of ``config`` (converted now if no earlier run did)."""
-    from bottleneck.data import resize_image
     from bottleneck.inference.engines import (
         create_engine,
         onnx_available,
@@ -47,7 +46,8 @@ def _fp32_engine(config, src, manifest, cache_dir, notify):
     if engine is None:
         tf_engine = create_engine(fp32_config)
         items = manifest.items[: config.batch_size]
-        probe = np.stack([resize_image(src.read(it), tf_engine.input_size, config.resize) for it in items])
+        size = tf_engine.input_size
+        probe = np.stack([src.load(it, size, config.resize, config.fast_decode) for it in items])
         engine = select_engine(tf_engine, fp32_config, probe, cache_dir=cache_dir, notify=notify)
     if engine.name != "onnx":
         raise BackboneError(
@@ -57,11 +57,9 @@ def _fp32_engine(config, src, manifest, cache_dir, notify):
     return engine
 
 
-def _pixels(src, items, size: int, resize: str):
-    from bottleneck.data import resize_image
-
+def _pixels(src, items, size: int, config):
     for a in range(0, len(items), BATCH):
-        yield np.stack([resize_image(src.read(it), size, resize) for it in items[a : a + BATCH]])
+        yield np.stack([src.load(it, size, config.resize, config.fast_decode) for it in items[a : a + BATCH]])
 
 
 def int8_engine(config, src, manifest, cache_dir, notify=None):
@@ -86,11 +84,11 @@ def int8_engine(config, src, manifest, cache_dir, notify=None):
             notify(f"quantizing {config.backbone} to int8 (once; calibrated on {len(calib)} train images)")
         size = fp32.input_size
         name = fp32.session.get_inputs()[0].name
-        quantize(fp32.path, path, name, _pixels(src, calib, size, config.resize))
+        quantize(fp32.path, path, name, _pixels(src, calib, size, config))
         chosen = {it.index for it in calib}
         held = [it for it in calibration_items(manifest, train) if it.index not in chosen][:AGREEMENT_IMAGES]
         held = held or calib[:AGREEMENT_IMAGES]  # every train image calibrated: compare on those
-        images = np.concatenate(list(_pixels(src, held, size, config.resize)))
+        images = np.concatenate(list(_pixels(src, held, size, config)))
         trial = OnnxEngine(path, size, fp32.feature_shape, config.threads)
         record = Int8Record(
             ids, len(calib), **agreement(trial(images), fp32(images)), agreement_images=len(held)

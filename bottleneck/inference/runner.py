@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -28,6 +30,17 @@ from bottleneck.errors import BackboneError, BadImageError, BottleneckError, Cac
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
 MAX_BAD_LISTED = 20
+
+
+def read_once_budget() -> int:
+    """Bytes of image files kept in memory from the hashing pass for the decoding pass, so each file is read
+    once: 1 GiB, or an eighth of the machine's memory when that is less. A larger dataset has the rest of its
+    files read a second time (from the OS page cache when they fit there)."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        memory = 8 << 30
+    return int(min(1 << 30, memory // 8))
 
 
 @dataclass
@@ -159,7 +172,7 @@ def run_extraction(
         options["pilot"] = dict(pilot)
     if config.max_image_pixels is not None:
         options["max_image_pixels"] = config.max_image_pixels
-    with open_source(source, **options) as src:
+    with open_source(source, keep_bytes=read_once_budget(), **options) as src:
         config = _resolved(config, src)
         key, material = compute_key(config, src.manifest.fingerprint(), _calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)
@@ -185,9 +198,12 @@ def _resolved(config: ExtractConfig, src) -> ExtractConfig:
     if is_model_path(config.backbone) or get_spec(config.backbone).weights != "none":
         return config
     changes = {"weights": "none"}
-    if config.image_size is None and src.manifest.items:
-        h, w = src.read(src.manifest.items[0]).shape[:2]
-        changes["image_size"] = max(16, min(PIXELS_SIDE, h, w))
+    if config.image_size is None:
+        # From a header, not a decode: the first readable image's side (none readable: the bad-image check says so).
+        sides = (src.min_side(it) for it in src.manifest.items)
+        side = next((s for s in sides if s is not None), None)
+        if side is not None:
+            changes["image_size"] = max(16, min(PIXELS_SIDE, side))
     return config.replace(**changes)
 
 
@@ -221,6 +237,7 @@ class _Plan:
     resume_meta: dict | None  # the interrupted run's metadata, or None for a fresh cache
     options: dict  # how the source was opened (recorded so `cache verify` can reopen it)
     chunk_rows: int | None
+    preloaded: dict = field(default_factory=dict)  # id -> resized image the engine probe decoded already
 
 
 def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _Plan:
@@ -257,21 +274,62 @@ def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _P
 
 
 def _bad_images(src, config: ExtractConfig, progress) -> list[dict]:
-    """Every unreadable image file, named before anything is committed: an error, or the rows to skip."""
+    """The image files whose header already shows them unreadable, found while hashing (no decode): an error,
+    or the rows to skip. Files damaged past their header are found when decoded (``_drop_late``)."""
+    bad = src.header_problems()
+    if bad and config.on_bad_image == "fail":
+        # Failing anyway: decode the others too, so that one error names every bad file before any compute.
+        flagged = {it.index for it, _ in bad}
+        rest = [it for it in src.manifest.items if it.index not in flagged]
+        more = _decode_check(src, config, rest, progress)
+        raise _bad_image_error(sorted(bad + more, key=lambda b: b[0].index))
+    return [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
+
+
+def _decode_check(src, config: ExtractConfig, items, progress) -> list:
     from bottleneck.data import find_bad_images
 
-    if src.manifest.kind not in ("folders", "csv"):
-        return []  # array rows always decode
-    bad = find_bad_images(src, workers=config.workers or _tf.cpu_count(), progress=progress)
-    if bad and config.on_bad_image == "fail":
-        listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
-        more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
-        raise BadImageError(
-            f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
-            "or pass on_bad_image='skip' to leave them out.",
-            [it.path or it.id for it, _ in bad],
-        )
-    return [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
+    return find_bad_images(src, items, workers=config.workers or _tf.cpu_count(), progress=progress)
+
+
+def _bad_image_error(bad) -> BadImageError:
+    listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
+    more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
+    return BadImageError(
+        f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
+        "or pass on_bad_image='skip' to leave them out.",
+        [it.path or it.id for it, _ in bad],
+    )
+
+
+class _LateBadImage(Exception):
+    """An image whose header passed but whose data failed to decode during the pass."""
+
+    def __init__(self, item, reason: str):
+        super().__init__(reason)
+        self.item, self.reason = item, reason
+
+
+def _drop_late(plan: _Plan, src, writer, late: _LateBadImage, progress) -> _Plan:
+    """A file damaged past its header, met while computing. ``fail``: decode the images not yet reached and
+    raise one error naming every bad one (rows committed so far stay, for a resume or for reuse by a fixed
+    source's run). ``skip``: record it, shrink its split (committed rows stay) and go on from the last commit."""
+    if plan.config.on_bad_image == "fail":
+        after = plan.manifest.items[late.item.index + 1 :]
+        raise _bad_image_error([(late.item, late.reason), *_decode_check(src, plan.config, after, progress)])
+    index = next(it.index for it in src.manifest.items if it.id == late.item.id)  # in the full manifest
+    skipped = sorted(
+        [*plan.skipped, {"index": index, "id": late.item.id, "reason": late.reason}], key=lambda s: s["index"]
+    )
+    manifest = src.manifest.without([s["index"] for s in skipped])
+    if not manifest.items:
+        raise BadImageError("every image was unreadable; nothing to extract.", [s["id"] for s in skipped])
+    manifest_json = {**plan.manifest_json, "skipped": skipped}
+    items = manifest.items_of(late.item.split)
+    writer.shrink_split(
+        late.item.split, [it.label for it in items], [it.id for it in items], skipped, manifest_json
+    )
+    return dataclasses.replace(plan, manifest=manifest, manifest_json=manifest_json, skipped=skipped)
 
 
 def _resumable_meta(path: Path) -> dict | None:
@@ -293,7 +351,7 @@ def _resumable_meta(path: Path) -> dict | None:
 
 def _engine(plan: _Plan, src, notify, engine_factory):
     """The engine of this run; building it before anything is written makes layer / weights errors come first."""
-    from bottleneck.data import resize_image
+    from bottleneck.data import ImageDecodeError
     from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
 
     config = plan.config
@@ -308,8 +366,17 @@ def _engine(plan: _Plan, src, notify, engine_factory):
     if engine is not None:
         return engine
     tf_engine = create_engine(config)
-    items = plan.manifest.items[: config.batch_size]
-    probe = np.stack([resize_image(src.read(it), tf_engine.input_size, config.resize) for it in items])
+    probe = []
+    for it in plan.manifest.items:
+        if len(probe) == config.batch_size:
+            break
+        try:
+            image = src.load(it, tf_engine.input_size, config.resize, config.fast_decode)
+        except ImageDecodeError:
+            continue  # the pass meets it again and records or reports it
+        plan.preloaded[it.id] = image  # decoded once: the pass takes it from here
+        probe.append(image)
+    probe = np.stack(probe)
     return select_engine(
         tf_engine, config, probe, cache_dir=plan.path.parent, notify=notify, n_images=len(plan.manifest.items)
     )
@@ -341,6 +408,7 @@ class _Counts:
     computed: int = 0  # rows run through the backbone
     resumed_from: int = 0  # rows committed by an interrupted earlier run
     reused: int = 0  # rows copied from other caches
+    visited: set = field(default_factory=set)  # splits whose resumed rows are counted
 
 
 def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
@@ -349,8 +417,13 @@ def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
     counts = _Counts()
     donors = Donors(plan.path.parent, features_key(plan.material), exclude=plan.path)
     try:
-        for split in plan.manifest.splits():
-            _compute_split(plan, src, engine, writer, donors, split, counts, progress)
+        while True:
+            try:
+                for split in plan.manifest.splits():
+                    _compute_split(plan, src, engine, writer, donors, split, counts, progress)
+                break
+            except _LateBadImage as late:
+                plan = _drop_late(plan, src, writer, late, progress)
     except BaseException as exc:
         try:
             writer.abort()
@@ -387,7 +460,7 @@ def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
 
 
 def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts: _Counts, progress) -> None:
-    from bottleneck.data import resize_image
+    from bottleneck.data import ImageDecodeError
     from bottleneck.inference.pipeline import iter_batches
 
     config = plan.config
@@ -401,12 +474,20 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
         labels, ids = [it.label for it in items], [it.id for it in items]
         writer.create_split(split, n, engine.feature_shape, config.dtype, labels, ids, chunk_rows)
         done = 0
-    counts.resumed_from += done
+    if split not in counts.visited:  # a split is visited again after an image of a later one was dropped
+        counts.visited.add(split)
+        counts.resumed_from += done
     if progress:
         progress(split, done, n)
 
     def load(item):
-        return resize_image(src.read(item), engine.input_size, config.resize)
+        image = plan.preloaded.pop(item.id, None)
+        if image is not None:
+            return image
+        try:
+            return src.load(item, engine.input_size, config.resize, config.fast_decode)
+        except ImageDecodeError as exc:
+            raise _LateBadImage(item, exc.reason) from None
 
     workers = config.workers or _tf.cpu_count()
 
@@ -416,15 +497,16 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
         chunk = items[chunk_start : chunk_start + chunk_rows]
         out = np.empty((len(chunk), *engine.feature_shape), dtype=config.dtype)
         todo = donors.fill(out, [it.hash for it in chunk])
-        counts.reused += len(chunk) - len(todo)
         rows_before = chunk_start + len(chunk) - len(todo)
         for start, batch in iter_batches(load, [chunk[i] for i in todo], config.batch_size, workers=workers):
             out[todo[start : start + len(batch)]] = engine(batch)
-            counts.computed += len(batch)
             if progress:
                 progress(split, rows_before + start + len(batch), n)
         writer.write(split, chunk_start, out)
         writer.commit(split, chunk_start + len(chunk))
+        # Counted at the commit: a chunk restarted after a dropped image is not counted twice.
+        counts.computed += len(todo)
+        counts.reused += len(chunk) - len(todo)
         if progress:
             progress(split, chunk_start + len(chunk), n)
 

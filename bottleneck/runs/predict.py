@@ -61,6 +61,15 @@ class Scorer:
     proba: Callable[[np.ndarray], np.ndarray]  # (N, S, S, 3) 0..255 pixels -> (N, classes) probabilities
     classes: np.ndarray
     names: list[str]
+    fast_decode: bool = False  # JPEGs decoded at a reduced scale, as the run's cache was
+
+    def load(self, path) -> np.ndarray:
+        from bottleneck.data import load_image, resize_image
+        from bottleneck.data.decode import draft_size
+
+        return resize_image(
+            load_image(path, draft_size(self.image_size, self.fast_decode)), self.image_size, self.resize
+        )
 
 
 def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
@@ -71,13 +80,22 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
 
     if not isinstance(run, Run) and is_exported(run):
         model = load_exported(run)
-        return Scorer(model.image_size, model.resize, model.predict_proba, model.classes_, model.class_names)
+        return Scorer(
+            model.image_size,
+            model.resize,
+            model.predict_proba,
+            model.classes_,
+            model.class_names,
+            model.fast_decode,
+        )
     run = run if isinstance(run, Run) else load_run(run)
     head = run.head
     config = ExtractConfig.from_dict(run.summary["cache"]["config"])
     names = class_names_of(head.classes_, run.summary["cache"]["class_names"])
     if run.summary.get("kind") == "fine-tune":
-        return Scorer(head.image_size, config.resize, head.predict_proba, head.classes_, names)
+        return Scorer(
+            head.image_size, config.resize, head.predict_proba, head.classes_, names, config.fast_decode
+        )
     engine = None
     if engine_factory is None and config.precision == "int8":
         from bottleneck.inference.int8 import saved_int8_engine
@@ -100,7 +118,7 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     def proba(batch):
         return head.predict_proba(np.asarray(engine(np.asarray(batch, np.uint8)), np.float32))
 
-    return Scorer(engine.input_size, config.resize, proba, head.classes_, names)
+    return Scorer(engine.input_size, config.resize, proba, head.classes_, names, config.fast_decode)
 
 
 def predict_with_engine(
@@ -117,13 +135,11 @@ def predict_with_engine(
         raise BottleneckError(f"top={top} must be at least 1; e.g. top=3.")
     paths = list_images(images)
     scorer = run_scorer(run, engine_factory)
-    from bottleneck.data import load_image, resize_image
-
     top = min(top, len(scorer.classes))
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        batch = np.stack([resize_image(load_image(p), scorer.image_size, scorer.resize) for p in chunk])
+        batch = np.stack([scorer.load(p) for p in chunk])
         proba = scorer.proba(batch)
         for p, row in zip(chunk, proba, strict=True):
             best = np.argsort(-row, kind="stable")[:top]

@@ -21,12 +21,15 @@ LISTED = 5  # changed or missing files named in an error
 class CacheImages:
     """Per split, the source items of a cache's rows, in row order; ``pixels(split, rows)`` decodes them."""
 
-    def __init__(self, source, items: dict, labels: dict, size: int, resize: str, workers: int = 2):
+    def __init__(
+        self, source, items: dict, labels: dict, size: int, resize: str, workers: int = 2, fast: bool = False
+    ):
         self.source = source
         self.items = items  # split -> [Item] in row order
         self.labels = labels  # split -> (N,) cache labels
         self.size = size
         self.resize = resize
+        self.fast = fast  # the cache's fast JPEG decoding, so tuned features see the pixels the cache saw
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
 
@@ -34,9 +37,7 @@ class CacheImages:
         return len(self.items[split])
 
     def load(self, item) -> np.ndarray:
-        from bottleneck.data import resize_image
-
-        return resize_image(self.source.read(item), self.size, self.resize)
+        return self.source.load(item, self.size, self.resize, self.fast)
 
     def pixels(self, split: str, rows) -> np.ndarray:
         """float32 (len(rows), S, S, 3) pixels in 0..255 of ``rows`` of ``split``."""
@@ -81,7 +82,9 @@ def open_cache_images(
         src.close()
         raise
     size = size or _input_size(cache)
-    return CacheImages(src, items, labels, size, resize or cache.config.resize, workers)
+    return CacheImages(
+        src, items, labels, size, resize or cache.config.resize, workers, cache.config.fast_decode
+    )
 
 
 def _input_size(cache) -> int:

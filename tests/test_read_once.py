@@ -1,0 +1,217 @@
+"""Each image file is read once and decoded once on a fresh folder run; files damaged past their header are
+found during the pass: ``fail`` still names every bad file in one error (and keeps the committed rows for the
+fixed source's run), ``skip`` records them and shrinks the split, in every store format."""
+
+import builtins
+import io
+import json
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from conftest import FakeEngine, make_image_folder
+from PIL import Image, ImageFile
+
+from bottleneck.config import ExtractConfig
+from bottleneck.data import open_source
+from bottleneck.errors import BadImageError
+from bottleneck.inference.runner import run_extraction
+
+
+class PixelEngine(FakeEngine):
+    """Features = the resized 8x8 RGB input, so rows show exactly which image went where."""
+
+    name = "fake"
+    input_size = 8
+    feature_shape = (8 * 8 * 3,)
+
+    def __call__(self, batch):
+        return batch.reshape(len(batch), -1).astype(np.float32)
+
+
+def pixel_engine(config):
+    return PixelEngine()
+
+
+CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
+
+
+@contextmanager
+def counting(root):
+    """Opens of files under ``root`` and image decodes (ImageFile.load calls that still have data to decode)."""
+    counts = {"opens": 0, "decodes": 0}
+    lock = threading.Lock()
+    real_open, real_load = builtins.open, ImageFile.ImageFile.load
+    prefix = str(root)
+
+    def open_(file, *a, **kw):
+        if str(file).startswith(prefix):
+            with lock:
+                counts["opens"] += 1
+        return real_open(file, *a, **kw)
+
+    def load(self):
+        if self.tile:
+            with lock:
+                counts["decodes"] += 1
+        return real_load(self)
+
+    builtins.open, ImageFile.ImageFile.load = open_, load
+    try:
+        yield counts
+    finally:
+        builtins.open, ImageFile.ImageFile.load = real_open, real_load
+
+
+def truncated_png(seed: int) -> bytes:
+    """A noise PNG cut inside its pixel data: the header reads fine, decoding fails."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    return data[: len(data) * 2 // 3]
+
+
+def test_fresh_run_reads_and_decodes_each_image_once_through_the_engine_probe(tmp_path):
+    # The TensorFlow engine path decodes a probe batch to choose and verify an engine; the pass reuses it.
+    src = make_image_folder(tmp_path / "d", {"a": 12, "b": 11}, size=(20, 16))
+    cfg = ExtractConfig(
+        backbone="mobilenet_v2", weights="none", image_size=32, batch_size=8, engine="tensorflow"
+    )
+    with counting(src) as counts:
+        r = run_extraction(src, cfg, cache_dir=tmp_path / "c")
+    assert r.computed == 23 and not r.hit
+    assert counts == {"opens": 23, "decodes": 23}
+    with counting(src) as counts:
+        hit = run_extraction(src, cfg, cache_dir=tmp_path / "c")
+    assert hit.hit and counts == {"opens": 23, "decodes": 0}  # a hit hashes every file and decodes none
+
+
+def test_files_beyond_the_kept_bytes_are_read_again_and_checked(tmp_path, monkeypatch):
+    import bottleneck.inference.runner as runner
+
+    src = make_image_folder(tmp_path / "d", {"a": 5, "b": 5})
+    total = sum(p.stat().st_size for p in src.glob("*/*.png"))
+    opens, rows = [], []
+    for i, budget in enumerate((0, total // 2, total)):
+        monkeypatch.setattr(runner, "read_once_budget", lambda budget=budget: budget)
+        with counting(src) as counts:
+            r = run_extraction(src, CFG, cache_dir=tmp_path / f"c{i}", engine_factory=pixel_engine)
+        assert r.computed == 10 and counts["decodes"] == 10
+        opens.append(counts["opens"])
+        rows.append(r.cache.load("train")[0])
+    assert opens[0] == 20 and 10 < opens[1] < 20 and opens[2] == 10
+    np.testing.assert_array_equal(rows[0], rows[1])
+    np.testing.assert_array_equal(rows[0], rows[2])
+
+
+def test_header_check_needs_no_decode_and_finds_what_headers_show(tmp_path):
+    src = make_image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (src / "a" / "empty.png").write_bytes(b"")
+    (src / "b" / "notes.jpg").write_text("not an image")
+    (src / "b" / "cut.png").write_bytes(truncated_png(0))
+    with counting(src) as counts, open_source(src, keep_bytes=1 << 20) as s:
+        problems = {it.id: reason for it, reason in s.header_problems()}
+        sides = [s.min_side(it) for it in s.manifest.items if it.id not in problems]
+    assert problems == {
+        "a/empty.png": "empty file",
+        "b/notes.jpg": "not an image",
+    }  # cut.png's header is fine
+    assert sides == [30] * 4 + [32] and counts == {"opens": 7, "decodes": 0}
+
+
+def _late_source(root):
+    """Two classes of 10 good images, and two files damaged past their header at rows 5 and 17."""
+    src = make_image_folder(root, {"a": 10, "b": 10})
+    (src / "a" / "005b.png").write_bytes(truncated_png(1))
+    (src / "b" / "007b.png").write_bytes(truncated_png(2))
+    return src
+
+
+def test_fail_names_every_late_bad_file_and_the_fixed_run_reuses_the_committed_rows(tmp_path):
+    src = _late_source(tmp_path / "d")
+    with pytest.raises(BadImageError) as e:
+        run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine, chunk_rows=4)
+    assert str(e.value).startswith(
+        "2 unreadable image(s): a/005b.png (truncated PNG); b/007b.png (truncated PNG). Fix or remove them"
+    )
+    (folder,) = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert not meta["complete"] and meta["progress"]["train"] == 4  # rows before the bad file's chunk
+    for name in ("a/005b.png", "b/007b.png"):
+        (src / name).unlink()
+    fixed = run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine, chunk_rows=4)
+    assert fixed.reused == 4 and fixed.computed == 16
+    fresh = run_extraction(src, CFG, cache_dir=tmp_path / "fresh", engine_factory=pixel_engine)
+    np.testing.assert_array_equal(fixed.cache.load("train")[0], fresh.cache.load("train")[0])
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "npy", "h5"])
+def test_skip_records_late_bad_files_and_shrinks_the_split(tmp_path, fmt):
+    src = _late_source(tmp_path / "d")
+    cfg = CFG.replace(on_bad_image="skip", format=fmt)
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=pixel_engine, chunk_rows=4)
+    assert [(s["id"], s["reason"]) for s in r.skipped] == [
+        ("a/005b.png", "truncated PNG"),
+        ("b/007b.png", "truncated PNG"),
+    ]
+    assert r.computed == 20 and r.cache.n("train") == 20
+    manifest = json.loads((r.path / "manifest.json").read_text())
+    assert [s["id"] for s in manifest["skipped"]] == ["a/005b.png", "b/007b.png"]
+    for name in ("a/005b.png", "b/007b.png"):
+        (src / name).unlink()
+    clean = run_extraction(
+        src, CFG.replace(format=fmt), cache_dir=tmp_path / "clean", engine_factory=pixel_engine
+    )
+    x, y = r.cache.load("train")
+    cx, cy = clean.cache.load("train")
+    np.testing.assert_array_equal(x, cx)
+    np.testing.assert_array_equal(y, cy)
+    assert list(r.cache.ids("train")) == list(clean.cache.ids("train"))
+    again = run_extraction(src.parent / "d", cfg, cache_dir=tmp_path / "c", engine_factory=pixel_engine)
+    assert not again.hit  # the source changed (files removed): a new key, its rows all reused
+    assert again.reused == 20 and again.computed == 0
+
+
+def photo_jpeg(w: int, h: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 50, w // 50, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(small).resize((w, h), Image.BICUBIC).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_fast_decode_scales_jpegs_down_to_no_less_than_the_input_side():
+    from bottleneck.data import decode_image, resize_image
+
+    data = photo_jpeg(2000, 1500)
+    full = decode_image(data)
+    fast = decode_image(data, draft=224)
+    assert full.shape == (1500, 2000, 3)
+    assert fast.shape == (375, 500, 3)  # 1/4: 1/8 would give 188 rows, below 224
+    assert decode_image(data, draft=1000).shape == (1500, 2000, 3)  # no smaller scale keeps 1000 px
+    a, b = resize_image(full, 224).astype(np.int16), resize_image(fast, 224).astype(np.int16)
+    assert not np.array_equal(a, b) and np.abs(a - b).mean() < 2.0  # slightly different pixels, same picture
+    png = io.BytesIO()
+    Image.fromarray(full[:300, :400]).save(png, "PNG")
+    np.testing.assert_array_equal(decode_image(png.getvalue(), draft=32), full[:300, :400])  # JPEG only
+
+
+def test_fast_decode_cache_rows_are_the_fast_pixels_and_have_their_own_key(tmp_path):
+    from bottleneck.data import decode_image, resize_image
+
+    src = tmp_path / "d"
+    for i in range(6):
+        (src / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (src / f"c{i % 2}" / f"{i}.jpg").write_bytes(photo_jpeg(400, 300, seed=i))
+    plain = run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine)
+    fast = run_extraction(
+        src, CFG.replace(fast_decode=True), cache_dir=tmp_path / "c", engine_factory=pixel_engine
+    )
+    assert not fast.hit and fast.cache.key != plain.cache.key and fast.reused == 0
+    x = fast.cache.load("train")[0]
+    for row, name in zip(x, fast.cache.ids("train"), strict=True):
+        want = resize_image(decode_image((src / name).read_bytes(), draft=8), 8)
+        np.testing.assert_array_equal(row, want.reshape(-1))
+    assert not np.array_equal(x, plain.cache.load("train")[0])

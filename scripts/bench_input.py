@@ -134,12 +134,12 @@ def photo_extraction(data: Path, cache: Path) -> dict:
 
 def decode_alone(paths: list[Path], size: int) -> float:
     """img/s of decode + resize on one thread, from bytes in memory."""
-    from bottleneck.data import decode_image, resize_image
+    from bottleneck.data.decode import decode_resized
 
     blobs = [p.read_bytes() for p in paths]
     t = time.perf_counter()
     for b in blobs:
-        resize_image(decode_image(b), size)
+        decode_resized(b, size)
     return len(blobs) / (time.perf_counter() - t)
 
 
@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64, help="side of the generated PNGs")
     p.add_argument("--image-size", type=int, default=32, help="backbone input side")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None, help="compute threads (default: cores)")
     p.add_argument("--photos", type=int, default=0, help="also time fast JPEG decoding on N 2000x1500 photos")
     p.add_argument("--work", type=Path, default=None, help="scratch folder; images are kept there for reuse")
     args = p.parse_args(argv)
@@ -176,7 +177,13 @@ def main(argv=None) -> int:
     mb = sum(p.stat().st_size for p in paths) / 1e6
     alone = decode_alone(paths[:4000], args.image_size)
     cache = work / "cache"
-    kw = dict(backbone="mobilenet_v2", weights="none", image_size=args.image_size, engine="onnx")
+    kw = dict(
+        backbone="mobilenet_v2",
+        weights="none",
+        image_size=args.image_size,
+        engine="onnx",
+        threads=args.threads,
+    )
     # Convert the ONNX model once (on a few images), as a user's second run finds it.
     warm = make_pngs(work / "warm", 64, args.size, seed=1)
     bottleneck.extract(warm, cache_dir=cache, **kw)

@@ -72,6 +72,10 @@ class Donors:
             self._blocks[block_key] = block
         return block[row % block_rows]
 
+    def missing(self, hashes) -> list[int]:
+        """The positions of ``hashes`` that no donor has (what ``fill`` will leave to compute)."""
+        return [i for i, h in enumerate(hashes) if h not in self._where]
+
     def fill(self, out, hashes) -> list[int]:
         """Copy the known rows of ``hashes`` into ``out`` (same length); the positions still to compute."""
         todo = []

@@ -14,6 +14,7 @@ from bottleneck.data.decode import (
     ImageDecodeError,
     array_to_rgb,
     decode_image,
+    decode_resized,
     draft_size,
     inspect_image,
     resize_image,
@@ -77,11 +78,15 @@ class FileSource(Source):
         self.reads = reads or files.FileReads(max_pixels)
 
     def read(self, item: Item, draft: int | None = None) -> np.ndarray:
+        return decode_image(self._bytes(item), self.max_pixels, draft)
+
+    def load(self, item: Item, size: int, resize: str = "squash", fast: bool = False) -> np.ndarray:
+        return decode_resized(self._bytes(item), size, resize, self.max_pixels, draft_size(size, fast))
+
+    def _bytes(self, item: Item) -> bytes:
         # Kept bytes are the very bytes that were hashed, so they need no second check against item.hash.
         data = self.reads.take(item.path)
-        if data is None:
-            data = self._read_checked(item)
-        return decode_image(data, self.max_pixels, draft)
+        return self._read_checked(item) if data is None else data
 
     def _read_checked(self, item: Item) -> bytes:
         try:

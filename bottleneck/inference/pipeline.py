@@ -23,27 +23,38 @@ def iter_batches(
     groups images exactly as an uninterrupted one. Decoding (PIL releases the GIL) runs in ``workers``
     threads while the caller computes; at most ``prefetch`` batches wait in memory.
     """
-    n = len(items)
-    if n == 0:
-        return
-    starts = range(0, n, batch_size)
+    starts = range(0, len(items), batch_size)
+    groups = (items[s : s + batch_size] for s in starts)
+    yield from zip(starts, iter_groups(load, groups, workers=workers, prefetch=prefetch), strict=True)
+
+
+def iter_groups(
+    load: Callable[[object], np.ndarray], groups, *, workers: int = 2, prefetch: int = 2
+) -> Iterator[np.ndarray]:
+    """Yield ``np.stack`` of ``load(item)`` for each group (a sequence of items) of the iterable ``groups``,
+    in order, decoding up to ``prefetch`` groups ahead in ``workers`` threads: the caller decides the batches
+    (and may run one stream across chunk boundaries, so decoding never waits for a commit)."""
+    groups = iter(groups)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         pending: deque = deque()
 
-        def submit(start):
-            chunk = items[start : start + batch_size]
+        def submit() -> bool:
+            group = next(groups, None)
+            if group is None:
+                return False
             # One task per image, so a slow image does not hold up a whole worker's batch.
-            pending.append((start, [pool.submit(load, it) for it in chunk]))
+            pending.append([pool.submit(load, it) for it in group])
+            return True
 
-        it = iter(starts)
-        for start in it:
-            submit(start)
-            if len(pending) > prefetch:
-                break
-        while pending:
-            start, futures = pending.popleft()
-            batch = np.stack([f.result() for f in futures])
-            nxt = next(it, None)
-            if nxt is not None:
-                submit(nxt)
-            yield start, batch
+        while len(pending) <= prefetch and submit():
+            pass
+        try:
+            while pending:
+                futures = pending.popleft()
+                batch = np.stack([f.result() for f in futures])
+                submit()
+                yield batch
+        finally:
+            for futures in pending:  # stopped early (an error, or the caller left): drop what is queued
+                for f in futures:
+                    f.cancel()

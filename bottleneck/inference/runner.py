@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -461,7 +462,7 @@ def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
 
 def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts: _Counts, progress) -> None:
     from bottleneck.data import ImageDecodeError
-    from bottleneck.inference.pipeline import iter_batches
+    from bottleneck.inference.pipeline import iter_groups
 
     config = plan.config
     items = plan.manifest.items_of(split)
@@ -489,26 +490,52 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
         except ImageDecodeError as exc:
             raise _LateBadImage(item, exc.reason) from None
 
-    workers = config.workers or _tf.cpu_count()
-
     # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a batch
-    # boundary of the uninterrupted one and groups images identically.
+    # boundary of the uninterrupted one and groups images identically. The batches of all chunks form one
+    # decoding stream, so decoding runs ahead across commits, and each chunk is written and committed in a
+    # background thread while the next one computes (one commit in flight; they land in order).
+    bs = config.batch_size
+    chunks = []
     for chunk_start in range(done, n, chunk_rows):
         chunk = items[chunk_start : chunk_start + chunk_rows]
-        out = np.empty((len(chunk), *engine.feature_shape), dtype=config.dtype)
-        todo = donors.fill(out, [it.hash for it in chunk])
-        rows_before = chunk_start + len(chunk) - len(todo)
-        for start, batch in iter_batches(load, [chunk[i] for i in todo], config.batch_size, workers=workers):
-            out[todo[start : start + len(batch)]] = engine(batch)
-            if progress:
-                progress(split, rows_before + start + len(batch), n)
+        chunks.append((chunk_start, chunk, donors.missing([it.hash for it in chunk])))
+    groups = (
+        [chunk[i] for i in todo[b : b + bs]] for _, chunk, todo in chunks for b in range(0, len(todo), bs)
+    )
+    stream = iter_groups(load, groups, workers=config.workers or _tf.cpu_count())
+
+    def commit(chunk_start, chunk, todo, out):
         writer.write(split, chunk_start, out)
         writer.commit(split, chunk_start + len(chunk))
         # Counted at the commit: a chunk restarted after a dropped image is not counted twice.
         counts.computed += len(todo)
         counts.reused += len(chunk) - len(todo)
+        return chunk_start + len(chunk)
+
+    def landed(future):
+        rows = future.result()
         if progress:
-            progress(split, chunk_start + len(chunk), n)
+            progress(split, rows, n)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as committer:
+        pending = None
+        try:
+            for chunk_start, chunk, todo in chunks:
+                out = np.empty((len(chunk), *engine.feature_shape), dtype=config.dtype)
+                donors.fill(out, [it.hash for it in chunk])
+                rows_before = chunk_start + len(chunk) - len(todo)
+                for b in range(0, len(todo), bs):
+                    batch = next(stream)
+                    out[todo[b : b + len(batch)]] = engine(batch)
+                    if progress:
+                        progress(split, rows_before + b + len(batch), n)
+                if pending is not None:
+                    landed(pending)
+                pending = committer.submit(commit, chunk_start, chunk, todo, out)
+        finally:
+            stream.close()
+            if pending is not None:  # what was computed before an error is still committed
+                landed(pending)
 
 
 # Errors of a full disk, a quota, or a read-only / forbidden cache folder: the user can fix these and resume.

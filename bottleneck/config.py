@@ -15,6 +15,7 @@ FORMATS = ("zarr", "npy", "h5")
 ON_BAD_IMAGE = ("fail", "skip")
 ENGINES = ("auto", "tensorflow", "onnx")
 PRECISIONS = ("fp32", "int8")
+DEVICES = ("auto", "cpu", "gpu")
 
 
 def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
@@ -97,6 +98,9 @@ class ExtractConfig:
     # decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8, never below the input side) before resizing: several
     # times faster on photos much larger than the input, pixels differ slightly, so it is in every key
     fast_decode: bool = _setting(False, FEATURE, added=True)
+    # where the backbone runs: "auto" (a GPU when the engine sees one, else the CPU) | "cpu" | "gpu" (an error
+    # without one); the same features within the engines' verified tolerance, so in no key
+    device: str = _setting("auto", RUN)
     accept_drift: bool = _setting(
         False, RUN
     )  # keep an int8 model whose features drift below the cosine floor
@@ -115,6 +119,7 @@ class ExtractConfig:
             ("on_bad_image", ON_BAD_IMAGE),
             ("engine", ENGINES),
             ("precision", PRECISIONS),
+            ("device", DEVICES),
         ):
             if getattr(self, name) not in choices:
                 raise one_of(name, getattr(self, name), choices)
@@ -166,7 +171,9 @@ class ExtractConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ExtractConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+        """A saved config. Its ``device`` is left at "auto": where a cache was computed says nothing about the
+        machine that reads it back (a GPU run's cache is predicted from on a laptop)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"device"}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def replace(self, **changes) -> ExtractConfig:

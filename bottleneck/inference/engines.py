@@ -17,6 +17,7 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck._io import temp_path, write_json_atomic
 from bottleneck.config import ExtractConfig
+from bottleneck.errors import BackboneError
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,13 @@ class TensorFlowEngine:
 
     name = "tensorflow"
 
-    def __init__(self, model, *, jit_compile: bool = False, threads: int | None = None):
+    def __init__(self, model, *, jit_compile: bool = False, threads: int | None = None, device: str = "auto"):
         tf = _tf.tensorflow()
 
         self.threads = threads or _tf.cpu_count()
+        # TensorFlow places the graph on a visible GPU by itself; "cpu" pins it to the CPU.
+        self.device = "gpu" if device != "cpu" and tf.config.list_physical_devices("GPU") else "cpu"
+        self._place = tf.device("/CPU:0" if self.device == "cpu" else "/GPU:0")
         self.verification = None
         self.model = model
         s = model.input_shape
@@ -71,7 +75,8 @@ class TensorFlowEngine:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, *feature_shape) float32."""
-        return self._forward(batch).numpy()
+        with self._place:
+            return self._forward(batch).numpy()
 
 
 # ONNX Runtime and TensorFlow sum in different orders; features agreeing within this fraction of the output
@@ -103,6 +108,7 @@ class OnnxEngine:
         verification: Verification | None = None,
         columns: tuple = (),
         int8=None,
+        device: str = "auto",
     ):
         import onnxruntime as ort
 
@@ -118,7 +124,15 @@ class OnnxEngine:
         # took the CPU they needed (a trivial backbone's compute phase: 2 470 -> 3 000 img/s on 2 cores), while
         # a full-size backbone alone ran at the same speed either way (Lite0: 214 vs 216 img/s).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        providers = onnx_providers(device, ort.get_available_providers())
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=providers)
+        # The provider that took the graph (ONNX Runtime falls back to the CPU when a GPU provider cannot start).
+        self.device = "cpu" if self.session.get_providers()[0] == "CPUExecutionProvider" else "gpu"
+        if device == "gpu" and self.device != "gpu":
+            raise BackboneError(
+                f"device='gpu', but ONNX Runtime could not start {providers[0]} (no usable GPU); check the CUDA "
+                "driver and onnxruntime-gpu's CUDA version, or use device='cpu'."
+            )
         self._input = self.session.get_inputs()[0].name
         self.input_size = input_size
         self.feature_shape = tuple(feature_shape)
@@ -132,6 +146,28 @@ class OnnxEngine:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: batch})[0]
+
+
+# ONNX Runtime's GPU execution providers, best first: TensorRT where installed, then CUDA.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def onnx_providers(device: str, available) -> list[str]:
+    """The execution providers to ask ONNX Runtime for, best first, always ending with the CPU.
+
+    ``device`` "cpu": the CPU only; "auto": the GPU providers this onnxruntime build has, then the CPU; "gpu":
+    the same, and an error naming what to install when the build has none.
+    """
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    gpu = [p for p in GPU_PROVIDERS if p in available]
+    if device == "gpu" and not gpu:
+        raise BackboneError(
+            "device='gpu', but this onnxruntime has no GPU provider (it has: "
+            f"{', '.join(available) or 'none'}); pip install onnxruntime-gpu (instead of onnxruntime), or use "
+            "device='cpu'."
+        )
+    return [*gpu, "CPUExecutionProvider"]
 
 
 def onnx_available() -> bool:
@@ -227,9 +263,16 @@ def select_engine(
                 notify(f"converting {config.backbone} to ONNX (once; cached in {path.parent})")
             convert_to_onnx(tf_engine, path)
         onnx_engine = OnnxEngine(
-            path, tf_engine.input_size, tf_engine.feature_shape, config.threads, columns=tf_engine.columns
+            path,
+            tf_engine.input_size,
+            tf_engine.feature_shape,
+            config.threads,
+            columns=tf_engine.columns,
+            device=config.device,
         )
         diff = relative_difference(onnx_engine(probe), tf_engine(probe))
+    except BackboneError:
+        raise  # device='gpu' and ONNX Runtime cannot run on one: falling back to the CPU would hide it
     except Exception as exc:  # any converter/runtime failure: TF still gives correct features
         if notify:
             notify(
@@ -301,7 +344,11 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
     if record.columns is None:  # recorded before layer columns were: verify once more to record them
         return None
     try:
-        return OnnxEngine(path, size, record.feature_shape, config.threads, record, record.columns)
+        return OnnxEngine(
+            path, size, record.feature_shape, config.threads, record, record.columns, device=config.device
+        )
+    except BackboneError:
+        raise  # device='gpu' without a usable GPU
     except Exception:  # a damaged file: the slow path converts it again
         return None
 
@@ -311,4 +358,28 @@ def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     _tf.configure_threads(config.threads)
     from bottleneck.backbones.build import feature_model_of
 
-    return TensorFlowEngine(feature_model_of(config), jit_compile=config.xla, threads=config.threads)
+    engine = TensorFlowEngine(
+        feature_model_of(config), jit_compile=config.xla, threads=config.threads, device=config.device
+    )
+    if config.device == "gpu" and config.engine == "tensorflow" and engine.device != "gpu":
+        raise BackboneError(
+            "device='gpu', but TensorFlow sees no GPU; install a CUDA build of TensorFlow "
+            "(pip install 'tensorflow[and-cuda]'), use engine='onnx' with onnxruntime-gpu, or use device='cpu'."
+        )
+    return engine
+
+
+def check_device(config: ExtractConfig) -> None:
+    """Fail before any image is read when ``device='gpu'`` cannot be honoured by the ONNX engine."""
+    if config.device == "gpu" and config.precision == "int8":
+        # ONNX Runtime's GPU providers run a QDQ model through float kernels: not the features its agreement
+        # record measured, so int8 stays on the CPU's integer (VNNI) kernels.
+        raise BackboneError(
+            "precision='int8' runs on the CPU's integer kernels; use device='auto' or device='cpu' with it, "
+            "or precision='fp32' on the GPU."
+        )
+    if config.device != "gpu" or config.engine == "tensorflow" or not onnx_available():
+        return  # the TensorFlow engine is checked when it is built
+    import onnxruntime as ort
+
+    onnx_providers("gpu", ort.get_available_providers())

@@ -89,7 +89,7 @@ def int8_engine(config, src, manifest, cache_dir, notify=None):
         held = [it for it in calibration_items(manifest, train) if it.index not in chosen][:AGREEMENT_IMAGES]
         held = held or calib[:AGREEMENT_IMAGES]  # every train image calibrated: compare on those
         images = np.concatenate(list(_pixels(src, held, size, config)))
-        trial = OnnxEngine(path, size, fp32.feature_shape, config.threads)
+        trial = OnnxEngine(path, size, fp32.feature_shape, config.threads, device="cpu")
         record = Int8Record(
             ids, len(calib), **agreement(trial(images), fp32(images)), agreement_images=len(held)
         )
@@ -108,6 +108,7 @@ def int8_engine(config, src, manifest, cache_dir, notify=None):
         verification=fp32.verification,
         columns=fp32.columns,
         int8=record,
+        device="cpu",
     )
 
 
@@ -129,4 +130,6 @@ def saved_int8_engine(config, meta: dict, cache_dir):
         )
     columns = tuple(tuple(c) for c in (d.values() for d in (meta.get("layers") or [])))
     shape = tuple(next(iter(meta["splits"].values()))["feature_shape"])
-    return OnnxEngine(path, size, shape, config.threads, columns=columns, int8=Int8Record(**info))
+    return OnnxEngine(
+        path, size, shape, config.threads, columns=columns, int8=Int8Record(**info), device="cpu"
+    )

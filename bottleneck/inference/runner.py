@@ -83,7 +83,10 @@ def chunk_rows_for(batch_size: int, feature_shape, dtype: str) -> int:
 
 
 def _check_backbone(config: ExtractConfig) -> None:
-    """Fail on a bad backbone name or weights path before reading any image."""
+    """Fail on a bad backbone name, weights path or device before reading any image."""
+    from bottleneck.inference.engines import check_device
+
+    check_device(config)
     if is_model_path(config.backbone):
         if not Path(config.backbone).exists():
             raise BackboneError(
@@ -396,6 +399,7 @@ def _open_writer(plan: _Plan, engine) -> CacheWriter:
         skipped=plan.skipped,
     )
     writer.meta["engine"] = engine.name
+    writer.meta["device"] = getattr(engine, "device", "cpu")  # engines of tests and custom factories may not say
     writer.meta["layers"] = [{"name": n, "start": a, "stop": b} for n, a, b in engine.columns] or None
     if getattr(engine, "int8", None) is not None:
         from dataclasses import asdict

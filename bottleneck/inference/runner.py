@@ -399,7 +399,8 @@ def _open_writer(plan: _Plan, engine) -> CacheWriter:
         skipped=plan.skipped,
     )
     writer.meta["engine"] = engine.name
-    writer.meta["device"] = getattr(engine, "device", "cpu")  # engines of tests and custom factories may not say
+    # Engines of tests and custom factories may not say where they ran.
+    writer.meta["device"] = getattr(engine, "device", "cpu")
     writer.meta["layers"] = [{"name": n, "start": a, "stop": b} for n, a, b in engine.columns] or None
     if getattr(engine, "int8", None) is not None:
         from dataclasses import asdict

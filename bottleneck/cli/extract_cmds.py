@@ -111,6 +111,12 @@ def register(app: typer.Typer) -> None:
         ),
         cache_dir: Path = typer.Option(Path("cache"), help="Where caches live."),
         force: bool = typer.Option(False, "--force", help="Recompute even when a complete cache exists."),
+        rehash: bool = typer.Option(
+            False,
+            "--rehash",
+            help="Read and hash every image file, also those whose size and times are unchanged since the last "
+            "run (which are otherwise taken from the source's hash index under --cache-dir).",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the path."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -147,6 +153,7 @@ def register(app: typer.Typer) -> None:
                 config,
                 cache_dir=cache_dir,
                 force=force,
+                rehash=rehash,
                 progress=bar,
                 notify=lambda msg: typer.echo(msg, err=True),
                 val_fraction=val_fraction,

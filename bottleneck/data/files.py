@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, inspect_image
+from bottleneck.data.hash_index import HashIndex
 from bottleneck.data.manifest import SPLIT_ALIASES, Item, Manifest, build_manifest, content_hash
 from bottleneck.errors import SourceError
 
@@ -60,21 +61,31 @@ class FileReads:
     ``problems(paths)`` checks the headers of kept files, without decoding (a cache hit never pays for it).
     """
 
-    def __init__(self, max_pixels: int | None = None, keep_bytes: int = 0):
+    def __init__(self, max_pixels: int | None = None, keep_bytes: int = 0, index: HashIndex | None = None):
         self.max_pixels = max_pixels
+        self.index = index  # known hashes of unchanged files: those are not read at all
         self._budget = int(keep_bytes)
         self._kept: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     def _one(self, path: str) -> str:
+        index = self.index
+        if index is not None:
+            known = index.lookup(path, os.stat(path))
+            if known is not None:
+                return known
         with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno()) if index is not None else None  # before the read: a later change shows
             data = fh.read()
+        digest = content_hash(data)
+        if index is not None:
+            index.record(path, st, digest)
         if self._budget:
             with self._lock:
                 if len(data) <= self._budget:
                     self._budget -= len(data)
                     self._kept[path] = data
-        return content_hash(data)
+        return digest
 
     def hash_all(self, paths: list[str], progress=None) -> list[str]:
         """Content hashes of ``paths`` in order, read in a thread pool (file reads and hashlib release the GIL)."""

@@ -207,6 +207,7 @@ def open_source(
     max_image_pixels: int | None = None,
     pilot: dict | None = None,
     keep_bytes: int = 0,
+    hash_index=None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
@@ -217,6 +218,8 @@ def open_source(
     keeps a stratified sample (``manifest.pilot``), before any val split is carved from its train part.
     ``keep_bytes``: file sources keep up to this many bytes of the files read while hashing, so a pass that
     decodes them right after reads each file once; ``close`` (or a cache hit's ``release``) frees them.
+    ``hash_index`` (a ``data.hash_index.HashIndex``): file sources take the hashes of unchanged files from it
+    instead of reading them, and record the others; the caller saves it.
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -225,7 +228,7 @@ def open_source(
             f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
         )
     if kind in ("folders", "csv"):
-        reads = files.FileReads(max_image_pixels, keep_bytes)
+        reads = files.FileReads(max_image_pixels, keep_bytes, hash_index)
         build = files.folder_manifest if kind == "folders" else files.csv_manifest
         src: Source = FileSource(build(path, progress, reads), max_image_pixels, reads)
     else:

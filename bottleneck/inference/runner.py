@@ -26,11 +26,13 @@ from bottleneck.cache.reader import find_cache_path
 from bottleneck.cache.reuse import Donors
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
+from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BackboneError, BadImageError, BottleneckError, CacheError, ExtractionInterrupted
 
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
 MAX_BAD_LISTED = 20
+INDEX_DIR = "index"  # under the cache folder: one hash index per source
 
 
 def read_once_budget() -> int:
@@ -116,6 +118,7 @@ def extract(
     seed: int = 0,
     h5_keys=None,
     pilot: dict | None = None,
+    rehash: bool = False,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
@@ -124,7 +127,9 @@ def extract(
     .npy pairs or IDX files, or a CSV of path,label[,split]. ``overrides`` are ExtractConfig fields
     (``backbone="vgg16", pooling="none"`` ...). ``val_fraction`` carves a stratified, ``seed``-ed val split out
     of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
-    (``bottleneck.data.manifest.pilot``). ``progress(stage, done, total)`` and ``notify(line)`` report progress.
+    (``bottleneck.data.manifest.pilot``). Image files whose size and times are unchanged since an earlier run
+    under ``cache_dir`` are not read again (a hash index per source, like git's); ``rehash=True`` reads and hashes
+    every file anyway. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
     Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)
     and ``ids`` (N,).
     """
@@ -139,6 +144,7 @@ def extract(
         seed=seed,
         h5_keys=h5_keys,
         pilot=pilot,
+        rehash=rehash,
         **overrides,
     )
 
@@ -157,6 +163,7 @@ def run_extraction(
     pilot: dict | None = None,
     engine_factory: Callable | None = None,
     chunk_rows: int | None = None,
+    rehash: bool = False,
     **overrides,
 ) -> ExtractResult:
     """``extract`` with the hooks tests and benchmarks need: ``engine_factory(config)`` returns the Engine to use
@@ -176,7 +183,12 @@ def run_extraction(
         options["pilot"] = dict(pilot)
     if config.max_image_pixels is not None:
         options["max_image_pixels"] = config.max_image_pixels
-    with open_source(source, keep_bytes=read_once_budget(), **options) as src:
+    index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
+    with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
+        try:
+            index.save()
+        except OSError:  # a read-only cache folder: the next run reads the files again, nothing worse
+            pass
         config = _resolved(config, src)
         key, material = compute_key(config, src.manifest.fingerprint(), _calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)

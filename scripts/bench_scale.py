@@ -1,0 +1,101 @@
+"""Benchmark what scales with the number of files: a cache hit on many unchanged files, and one changed file.
+
+Generates (once, reused from --work) N tiny PNGs in class folders (a few hundred bytes each), extracts them once
+with a trivial backbone (MobileNetV2 at 32 px, random weights, ONNX), then measures in one run:
+  hit            a second `extract` of the same folder: seconds, and image files opened (counted by wrapping
+                 builtins.open), with the hash index (the default) and with --rehash (every file read)
+  one changed    one file rewritten with new content: files opened, rows computed and reused
+
+  python scripts/bench_scale.py --files 200000 --work /tmp/bench-scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_tiny_pngs(root: Path, n: int, classes: int = 10, seed: int = 0) -> Path:
+    """n PNGs of 8x8 random pixels (about 250 bytes each), aged an hour so the index trusts their times."""
+    from PIL import Image
+
+    done = root / ".done"
+    if done.exists() and done.read_text() == f"{n} {classes} {seed}":
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    old = time.time() - 3600
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+    pixels = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    for i in range(n):
+        path = root / f"class{i % classes}" / f"{i:07d}.png"
+        Image.fromarray(pixels[i]).save(path)
+        os.utime(path, (old, old))
+    done.write_text(f"{n} {classes} {seed}")
+    return root
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=200_000)
+    p.add_argument("--work", type=Path, default=None, help="scratch folder; images are kept there for reuse")
+    args = p.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_input import counting
+
+    import bottleneck
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    t = time.perf_counter()
+    data = make_tiny_pngs(work / f"tiny{args.files}", args.files)
+    made = time.perf_counter() - t
+    mb = sum(f.stat().st_size for f in data.rglob("*.png")) / 1e6
+    cache = work / "cache"
+    kw = dict(backbone="mobilenet_v2", weights="none", image_size=32, engine="onnx", batch_size=256)
+    t = time.perf_counter()
+    first = bottleneck.extract(data, cache_dir=cache, **kw)
+    print(
+        f"{args.files} PNGs, {mb:.0f} MB (generated in {made:.0f} s); first extract "
+        f"{time.perf_counter() - t:.1f} s ({'hit' if first.hit else f'{first.computed} computed'})"
+    )
+    for label, rehash in (("hit, hash index", False), ("hit, --rehash", True), ("hit, hash index", False)):
+        with counting(data) as counts:
+            t = time.perf_counter()
+            r = bottleneck.extract(data, cache_dir=cache, rehash=rehash, **kw)
+            s = time.perf_counter() - t
+        assert r.hit
+        print(f"{label:<18} {s:6.2f} s, {counts['opens']} image files opened")
+    victim = sorted((data / "class3").glob("*.png"))[5]
+    saved = victim.read_bytes()
+    try:
+        from PIL import Image
+
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(victim)
+        with counting(data) as counts:
+            t = time.perf_counter()
+            r = bottleneck.extract(data, cache_dir=cache, **kw)
+            s = time.perf_counter() - t
+        print(
+            f"one changed file:  {s:6.2f} s, {counts['opens']} image files opened, {r.computed} row computed, "
+            f"{r.reused} reused"
+        )
+    finally:
+        victim.write_bytes(saved)
+        old = time.time() - 3600
+        os.utime(victim, (old, old))
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

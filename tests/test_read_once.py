@@ -136,7 +136,7 @@ def test_fail_names_every_late_bad_file_and_the_fixed_run_reuses_the_committed_r
     assert str(e.value).startswith(
         "2 unreadable image(s): a/005b.png (truncated PNG); b/007b.png (truncated PNG). Fix or remove them"
     )
-    (folder,) = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
+    (folder,) = [p for p in (tmp_path / "c").iterdir() if (p / "meta.json").is_file()]
     meta = json.loads((folder / "meta.json").read_text())
     assert not meta["complete"] and meta["progress"]["train"] == 4  # rows before the bad file's chunk
     for name in ("a/005b.png", "b/007b.png"):

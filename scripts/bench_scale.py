@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     try:
         from PIL import Image
 
-        Image.new("RGB", (8, 8), (1, 2, 3)).save(victim)
+        rng = np.random.default_rng(time.time_ns())  # new content on every run: never a cache made before
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(victim)
         with counting(data) as counts:
             t = time.perf_counter()
             r = bottleneck.extract(data, cache_dir=cache, **kw)

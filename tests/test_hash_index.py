@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
-from bottleneck.data.hash_index import HashIndex, index_path
+from bottleneck.data.hash_index import HashIndex, index_path, stamp
 from bottleneck.inference.runner import run_extraction
 
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
@@ -74,7 +74,8 @@ def test_fresh_files_and_damaged_indexes_are_hashed_again(tmp_path):
     assert counts["opens"] == 6
     path = index_path(tmp_path / "c" / "index", src)
     path.write_bytes(b"not an index")
-    assert HashIndex(path).lookup(str(src / "a" / "000.png"), os.stat(src / "a" / "000.png")) is None
+    first = str(src / "a" / "000.png")
+    assert HashIndex(path).match([first], np.array([stamp(os.stat(first))], np.uint64)) == [None]
     res = CliRunner().invoke(
         app, ["extract", str(src), "--weights", "none", "--cache-dir", str(tmp_path / "c2"), "--rehash", "-q"]
     )

@@ -8,19 +8,25 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, inspect_image
-from bottleneck.data.hash_index import HashIndex
+from bottleneck.data.hash_index import HashIndex, stamp
 from bottleneck.data.manifest import SPLIT_ALIASES, Item, Manifest, build_manifest, content_hash
 from bottleneck.errors import SourceError
 
 # Folders that are never classes: archive-tool debris (hidden names, starting with ".", are skipped as well).
 _JUNK_DIRS = {"__MACOSX"}
 _HASH_THREADS = 8  # file reads are I/O; more threads than cores hides latency on network / cold disks
+_HASH_BLOCK = 256  # files per hashing task
 _SHOWN = 5  # how many offending names an error message lists
 
 
+_SUFFIXES = tuple(IMAGE_EXTENSIONS)
+
+
 def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return name.lower().endswith(_SUFFIXES)  # runs per file of a listing: no splitext
 
 
 def _visible_dirs(path: Path) -> list[os.DirEntry]:
@@ -41,10 +47,11 @@ def _images_under(folder: Path, root: Path) -> list[tuple[str, str]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _JUNK_DIRS]
+        # One relative path per folder, not per file: a folder of 200 000 images spent seconds in relpath.
+        rel = Path(os.path.relpath(dirpath, root)).as_posix()
         for name in filenames:
             if not name.startswith(".") and _is_image(name):
-                full = os.path.join(dirpath, name)
-                out.append((Path(os.path.relpath(full, root)).as_posix(), full))
+                out.append((f"{rel}/{name}", f"{dirpath}{os.sep}{name}"))
     return out
 
 
@@ -69,17 +76,9 @@ class FileReads:
         self._lock = threading.Lock()
 
     def _one(self, path: str) -> str:
-        index = self.index
-        if index is not None:
-            known = index.lookup(path, os.stat(path))
-            if known is not None:
-                return known
         with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno()) if index is not None else None  # before the read: a later change shows
             data = fh.read()
         digest = content_hash(data)
-        if index is not None:
-            index.record(path, st, digest)
         if self._budget:
             with self._lock:
                 if len(data) <= self._budget:
@@ -89,14 +88,29 @@ class FileReads:
 
     def hash_all(self, paths: list[str], progress=None) -> list[str]:
         """Content hashes of ``paths`` in order, read in a thread pool (file reads and hashlib release the GIL)."""
-        out = []
+        out: list[str | None] = [None] * len(paths)
+        todo = range(len(paths))
+        if self.index is not None:
+            # Stamps taken before any read (a change after it shows next time), matched all at once.
+            stamps = np.array([stamp(os.stat(p)) for p in paths], dtype=np.uint64).reshape(-1, 4)
+            out = self.index.match(paths, stamps)
+            todo = [i for i, h in enumerate(out) if h is None]
+        # The rest read in blocks per task: one future per file cost more than a small file's read.
+        blocks = [todo[i : i + _HASH_BLOCK] for i in range(0, len(todo), _HASH_BLOCK)]
+        done = len(paths) - len(todo)
         with ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="hash") as pool:
-            for i, h in enumerate(pool.map(self._one, paths, chunksize=64)):
-                out.append(h)
-                if progress and (i + 1) % 1000 == 0:
-                    progress("hash", i + 1, len(paths))
-        if progress:
+            for block, hashes in zip(
+                blocks, pool.map(lambda b: [self._one(paths[i]) for i in b], blocks), strict=True
+            ):
+                for i, h in zip(block, hashes, strict=True):
+                    out[i] = h
+                done += len(block)
+                if progress:
+                    progress("hash", done, len(paths))
+        if progress and not blocks:
             progress("hash", len(paths), len(paths))
+        if self.index is not None:
+            self.index.remember(paths, stamps, out, read_any=bool(todo))
         return out
 
     def take(self, path: str) -> bytes | None:
@@ -187,7 +201,7 @@ def folder_manifest(root: Path, progress=None, reads: FileReads | None = None) -
         Item(0, split, rel, label[cls], h, path=full)
         for (split, cls, rel, full), h in zip(found, hashes, strict=True)
     ]
-    return build_manifest(entries, class_names, str(root), "folders")
+    return build_manifest(entries, class_names, str(root), "folders", fresh=True)
 
 
 _PATH_COLS = ("path", "file", "filename", "file_name", "image", "image_path", "filepath")
@@ -272,4 +286,4 @@ def csv_manifest(csv_path: Path, progress=None, reads: FileReads | None = None) 
         Item(0, split, rid, index[label], h, path=full)
         for (split, label, rid, full), h in zip(found, hashes, strict=True)
     ]
-    return build_manifest(entries, class_names, str(csv_path), "csv")
+    return build_manifest(entries, class_names, str(csv_path), "csv", fresh=True)

@@ -1,6 +1,7 @@
 """A per-source hash index, like git's: (path, size, mtime, ctime, inode) -> content hash, so that files that did
 not change are not read again to confirm a cache hit. Cache keys still hash file contents; the index only says
-which contents are already known."""
+which contents are already known. Arrays, not one object per file: a hit on 200 000 files looks them all up at
+once."""
 
 from __future__ import annotations
 
@@ -26,20 +27,21 @@ def index_path(index_dir, source) -> Path:
     return Path(index_dir) / f"{Path(source).name or 'root'}-{digest}.npz"
 
 
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+def stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What says a file is unchanged: size, mtime, ctime (which no user can set back) and inode."""
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 class HashIndex:
-    """Known content hashes of a source's files. ``lookup`` is thread-safe (reads only); ``record`` is called
-    from the hashing threads too (dict writes are atomic in CPython)."""
+    """Known content hashes of one source's files; ``match`` finds the unchanged ones, ``save`` keeps this run's."""
 
     def __init__(self, path: Path | None = None, *, rehash: bool = False):
         self.path = path
-        self._known: dict[str, tuple[tuple[int, int, int, int], str]] = {}
-        self._new: dict[str, tuple[tuple[int, int, int, int], str]] = {}
-        self.hits = 0
-        self._dirty = False
+        self._paths = np.array([], dtype=str)  # sorted
+        self._stamps = np.zeros((0, 4), np.uint64)
+        self._hashes = np.array([], dtype=str)
+        self._run: tuple | None = None  # (paths, stamps, hashes) of this run, what save writes
+        self._changed = True
         if path is not None and not rehash and path.is_file():
             self._load(path)
 
@@ -52,41 +54,39 @@ class HashIndex:
                 paths, stamps, hashes = z["paths"], z["stamps"], z["hashes"]
         except (OSError, ValueError, KeyError):  # a damaged index is only a slower run: every file is read
             return
-        fresh = stamps[:, 1] < written - RACY_NS  # mtime well before the index was written: trustworthy
-        for p, s, h in zip(
-            paths[fresh].tolist(), stamps[fresh].tolist(), hashes[fresh].tolist(), strict=True
-        ):
-            self._known[p] = (tuple(s), h)
+        fresh = stamps[:, 1].astype(np.int64) < written - RACY_NS  # changed well before it was written
+        self._paths, self._stamps, self._hashes = paths[fresh], stamps[fresh], hashes[fresh]
 
-    def lookup(self, path: str, st: os.stat_result) -> str | None:
-        """The content hash of ``path`` when it is unchanged since it was hashed, else None."""
-        entry = self._known.get(path)
-        if entry is not None and entry[0] == _stamp(st):
-            self._new[path] = entry
-            self.hits += 1
-            return entry[1]
-        return None
+    def match(self, paths: list[str], stamps: np.ndarray) -> list[str | None]:
+        """The known content hash of each path whose stamp (``stamp(os.stat(path))`` rows) is unchanged, or None."""
+        if not len(self._paths) or not paths:
+            return [None] * len(paths)
+        query = np.array(paths)
+        pos = np.minimum(np.searchsorted(self._paths, query), len(self._paths) - 1)
+        same = (self._paths[pos] == query) & (self._stamps[pos] == stamps).all(axis=1)
+        return [h if s else None for h, s in zip(self._hashes[pos].tolist(), same.tolist(), strict=True)]
 
-    def record(self, path: str, st: os.stat_result, content_hash: str) -> None:
-        self._new[path] = (_stamp(st), content_hash)
-        self._dirty = True
+    def remember(self, paths: list[str], stamps: np.ndarray, hashes: list[str], read_any: bool) -> None:
+        """This run's files, what ``save`` writes (files gone since the last run drop out); ``read_any``: some
+        were read (new, changed or racy), so the index changes."""
+        self._changed = read_any or len(paths) != len(self._paths) or set(paths) != set(self._paths.tolist())
+        self._run = (paths, stamps, hashes)
 
     def save(self) -> None:
-        """Write the entries of this run (files gone since are dropped) atomically; nothing to write when every
-        file was known and none was removed (a plain cache hit writes nothing)."""
-        if self.path is None or not self._new or (not self._dirty and len(self._new) == len(self._known)):
+        """Write this run's entries atomically; nothing when every file was known and none was removed (a plain
+        cache hit writes nothing)."""
+        if self.path is None or self._run is None or not self._changed:
             return
-        paths = sorted(self._new)
-        stamps = np.array([self._new[p][0] for p in paths], dtype=np.uint64)
-        hashes = np.array([self._new[p][1] for p in paths])
+        paths, stamps, hashes = self._run
+        order = np.argsort(np.array(paths)) if paths else np.array([], dtype=np.int64)
         buf = io.BytesIO()
         np.savez(
             buf,
             format=np.int64(FORMAT),
             written=np.int64(time.time_ns()),
-            paths=np.array(paths),
-            stamps=stamps,
-            hashes=hashes,
+            paths=np.array(paths)[order] if paths else np.array([], dtype=str),
+            stamps=np.asarray(stamps, np.uint64).reshape(-1, 4)[order],
+            hashes=np.array(hashes)[order] if hashes else np.array([], dtype=str),
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.path, buf.getvalue())

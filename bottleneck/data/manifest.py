@@ -117,8 +117,10 @@ def _with(item: Item, **changes) -> Item:
     return new
 
 
-def build_manifest(entries, class_names, source: str, kind: str) -> Manifest:
-    """Sort ``entries`` (Items with any index) into the manifest order and number them.
+def build_manifest(entries, class_names, source: str, kind: str, *, fresh: bool = False) -> Manifest:
+    """Sort ``entries`` (Items with any index) into the manifest order and number them. ``fresh``: the Items
+    were just made for this manifest and belong to no other, so they are numbered in place, not copied (a
+    source of 200 000 files spent half a second copying them on every cache hit).
 
     Order: split (SPLIT_ORDER), then label (= class name order for folders and CSVs), then the row for arrays or
     the relative path for files. Sorting by label keeps a class's images together in every store chunk.
@@ -127,7 +129,12 @@ def build_manifest(entries, class_names, source: str, kind: str) -> Manifest:
     def order(it: Item):
         return (SPLIT_ORDER.index(it.split), it.label, it.row if it.row is not None else -1, it.id)
 
-    items = tuple(_with(it, index=i) for i, it in enumerate(sorted(entries, key=order)))
+    ordered = sorted(entries, key=order)
+    if fresh:
+        for i, it in enumerate(ordered):
+            it.__dict__["index"] = i  # frozen for users; these objects are not shared yet
+        return Manifest(tuple(ordered), tuple(class_names), source, kind)
+    items = tuple(_with(it, index=i) for i, it in enumerate(ordered))
     return Manifest(items, tuple(class_names), source, kind)
 
 

@@ -165,7 +165,7 @@ def _array_manifest(data: arrays.ArraySet, source: str, kind: str, progress=None
                 )
             if progress:
                 progress("hash", len(entries), total)
-    return build_manifest(entries, data.class_names, source, kind)
+    return build_manifest(entries, data.class_names, source, kind, fresh=True)
 
 
 def _detect(path: Path) -> str:

@@ -27,6 +27,14 @@ def index_path(index_dir, source) -> Path:
     return Path(index_dir) / f"{Path(source).name or 'root'}-{digest}.npz"
 
 
+def _utf8(paths) -> np.ndarray:
+    return (
+        np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype="S")
+        if paths
+        else np.array([], dtype="S1")
+    )
+
+
 def stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     """What says a file is unchanged: size, mtime, ctime (which no user can set back) and inode."""
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -37,9 +45,10 @@ class HashIndex:
 
     def __init__(self, path: Path | None = None, *, rehash: bool = False):
         self.path = path
-        self._paths = np.array([], dtype=str)  # sorted
+        # UTF-8 bytes, not NumPy unicode (4 bytes per character): an ImageNet-sized index stays small.
+        self._paths = np.array([], dtype="S1")  # sorted
         self._stamps = np.zeros((0, 4), np.uint64)
-        self._hashes = np.array([], dtype=str)
+        self._hashes = np.array([], dtype="S1")
         self._run: tuple | None = None  # (paths, stamps, hashes) of this run, what save writes
         self._changed = True
         if path is not None and not rehash and path.is_file():
@@ -61,15 +70,20 @@ class HashIndex:
         """The known content hash of each path whose stamp (``stamp(os.stat(path))`` rows) is unchanged, or None."""
         if not len(self._paths) or not paths:
             return [None] * len(paths)
-        query = np.array(paths)
+        query = _utf8(paths)
         pos = np.minimum(np.searchsorted(self._paths, query), len(self._paths) - 1)
         same = (self._paths[pos] == query) & (self._stamps[pos] == stamps).all(axis=1)
-        return [h if s else None for h, s in zip(self._hashes[pos].tolist(), same.tolist(), strict=True)]
+        hashes = self._hashes[pos].tolist()
+        return [h.decode() if s else None for h, s in zip(hashes, same.tolist(), strict=True)]
 
     def remember(self, paths: list[str], stamps: np.ndarray, hashes: list[str], read_any: bool) -> None:
         """This run's files, what ``save`` writes (files gone since the last run drop out); ``read_any``: some
         were read (new, changed or racy), so the index changes."""
-        self._changed = read_any or len(paths) != len(self._paths) or set(paths) != set(self._paths.tolist())
+        self._changed = (
+            read_any
+            or len(paths) != len(self._paths)
+            or not np.array_equal(np.sort(_utf8(paths)), self._paths)
+        )
         self._run = (paths, stamps, hashes)
 
     def save(self) -> None:
@@ -78,15 +92,16 @@ class HashIndex:
         if self.path is None or self._run is None or not self._changed:
             return
         paths, stamps, hashes = self._run
-        order = np.argsort(np.array(paths)) if paths else np.array([], dtype=np.int64)
+        encoded = _utf8(paths)
+        order = np.argsort(encoded)
         buf = io.BytesIO()
         np.savez(
             buf,
             format=np.int64(FORMAT),
             written=np.int64(time.time_ns()),
-            paths=np.array(paths)[order] if paths else np.array([], dtype=str),
+            paths=encoded[order],
             stamps=np.asarray(stamps, np.uint64).reshape(-1, 4)[order],
-            hashes=np.array(hashes)[order] if hashes else np.array([], dtype=str),
+            hashes=np.array([h.encode() for h in hashes], dtype="S")[order] if hashes else encoded[:0],
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.path, buf.getvalue())

@@ -79,6 +79,8 @@ def test_cpu_runs_record_their_device(tmp_path):
     )
     r = extract(src, cfg, cache_dir=tmp_path / "c")
     assert r.cache.meta["device"] == "cpu" and r.cache.config.device == "auto"
+    info = CliRunner().invoke(app, ["info", str(r.path)])
+    assert "engine tensorflow on cpu" in info.output, info.output
 
 
 @pytest.mark.skipif(not _gpu_onnx(), reason="needs onnxruntime-gpu and a CUDA GPU")

@@ -126,6 +126,9 @@ class Cache:
             "backbone": self.config.backbone,
             "format": self.meta["format"],
             "engine": self.meta.get("engine"),
+            "device": self.meta.get(
+                "device"
+            ),  # where the features were computed (caches before: not recorded)
             "class_names": self.class_names,
             "splits": {
                 s: {"n": v["n"], "feature_shape": v["feature_shape"]} for s, v in self.meta["splits"].items()

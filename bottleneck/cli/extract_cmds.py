@@ -201,9 +201,11 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  key       {s['key']}")
         typer.echo(
             f"  backbone  {cfg['backbone']} (weights {cfg['weights']}, size {cfg['image_size'] or 'default'}, "
-            f"layer {cfg['layer'] or 'default'}, pooling {cfg['pooling']}, resize {cfg['resize']})"
+            f"layer {cfg['layer'] or 'default'}, pooling {cfg['pooling']}, resize {cfg['resize']}"
+            f"{', fast decode' if cfg.get('fast_decode') else ''})"
         )
-        typer.echo(f"  store     {s['format']}, {cfg['dtype']}, engine {s['engine'] or '-'}")
+        device = f" on {s['device']}" if s.get("device") else ""
+        typer.echo(f"  store     {s['format']}, {cfg['dtype']}, engine {s['engine'] or '-'}{device}")
         if s.get("layers") and len(s["layers"]) > 1:
             names = [d["name"] for d in s["layers"]]
             shown = (

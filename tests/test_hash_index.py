@@ -6,6 +6,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 from conftest import MeanColor, make_image_folder
 from PIL import Image
 from test_read_once import counting
@@ -75,8 +76,47 @@ def test_fresh_files_and_damaged_indexes_are_hashed_again(tmp_path):
     path = index_path(tmp_path / "c" / "index", src)
     path.write_bytes(b"not an index")
     first = str(src / "a" / "000.png")
-    assert HashIndex(path).match([first], np.array([stamp(os.stat(first))], np.uint64)) == [None]
+    assert HashIndex(path).match([first], np.array([stamp(os.stat(first))], np.uint64)).hashes == [None]
     res = CliRunner().invoke(
         app, ["extract", str(src), "--weights", "none", "--cache-dir", str(tmp_path / "c2"), "--rehash", "-q"]
     )
     assert res.exit_code == 0, res.output
+
+
+def test_header_checks_are_remembered_for_the_next_extraction_of_the_source(tmp_path):
+    from bottleneck.errors import BadImageError
+
+    src = make_image_folder(tmp_path / "d", {"a": 4, "b": 4})
+    (src / "b" / "notes.png").write_text("not a picture")
+    _aged(src)
+    first = run_extraction(
+        src, CFG.replace(on_bad_image="skip"), cache_dir=tmp_path / "c", engine_factory=engine
+    )
+    assert [s["id"] for s in first.skipped] == ["b/notes.png"] and first.computed == 8
+    built = []
+
+    def counted(config):
+        built.append(config)
+        return MeanColor()
+
+    # Another backbone setting over the same folder: every file is known from the index, none is read, and the
+    # bad one still stops the run before any engine is built.
+    with (
+        counting(src) as counts,
+        pytest.raises(BadImageError, match=r"^1 unreadable image\(s\): b/notes.png"),
+    ):
+        run_extraction(src, CFG.replace(pooling="max"), cache_dir=tmp_path / "c", engine_factory=counted)
+    assert (
+        built == [] and counts["opens"] <= 8
+    )  # the rest decoded to name every bad file; notes.png not reread
+    # The remembered sizes serve any pixel limit: 40x30 images over a limit of 1000 pixels, named up front.
+    with pytest.raises(
+        BadImageError, match=r"40x30 = 1200 pixels, over the decompression-bomb limit of 1000"
+    ):
+        run_extraction(
+            src,
+            CFG.replace(max_image_pixels=1000, on_bad_image="fail"),
+            cache_dir=tmp_path / "c",
+            engine_factory=counted,
+        )
+    assert built == []

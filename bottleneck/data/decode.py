@@ -83,6 +83,11 @@ def _decoded(data: bytes, max_pixels: int | None, draft: int | None) -> Image.Im
         return im
 
 
+def pixel_limit(max_pixels: int | None) -> int:
+    """The pixel limit decode_image applies for a ``max_pixels`` setting (None: PIL's, read now; 0: none)."""
+    return (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
+
+
 def inspect_image(data: bytes, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) from the header alone, with decode_image's checks that need no pixel data: empty file, not
     an image, a corrupt header, over the decompression-bomb limit. Raises ImageDecodeError with decode_image's
@@ -106,13 +111,20 @@ def _checked_header(data: bytes, limit: int) -> Image.Image:
         raise ImageDecodeError(f"corrupt {fmt} header: {exc}") from None
     if im is None:
         raise ImageDecodeError("not an image")
-    w, h = im.size
+    over = pixel_limit_problem(*im.size, limit)
+    if over:
+        raise ImageDecodeError(over)
+    return im
+
+
+def pixel_limit_problem(w: int, h: int, limit: int) -> str | None:
+    """decode_image's reason for a w x h image over the decompression-bomb ``limit`` (0: none), or None."""
     if limit > 0 and w * h > limit:
-        raise ImageDecodeError(
+        return (
             f"{w}x{h} = {w * h} pixels, over the decompression-bomb limit of {limit}; "
             "raise it with max_image_pixels=N (0 = no limit) if the image is trusted"
         )
-    return im
+    return None
 
 
 def _open_header(data: bytes) -> Image.Image | None:

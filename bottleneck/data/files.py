@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, inspect_image
+from bottleneck.data.decode import (
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    inspect_image,
+    pixel_limit,
+    pixel_limit_problem,
+)
 from bottleneck.data.hash_index import HashIndex, stamp
 from bottleneck.data.manifest import SPLIT_ALIASES, Item, Manifest, build_manifest, content_hash
 from bottleneck.errors import SourceError
@@ -65,7 +71,8 @@ class FileReads:
     memory, so that a decoding pass right after (an extraction that missed the cache) reads nothing again.
 
     ``take(path)`` hands kept bytes over once (and frees them); None when they were not kept.
-    ``problems(paths)`` checks the headers of kept files, without decoding (a cache hit never pays for it).
+    ``problems(paths)`` checks the headers of kept files, without decoding (a cache hit never pays for it), and
+    uses what the hash index remembers of the headers of files it did not read.
     """
 
     def __init__(self, max_pixels: int | None = None, keep_bytes: int = 0, index: HashIndex | None = None):
@@ -74,6 +81,11 @@ class FileReads:
         self._budget = int(keep_bytes)
         self._kept: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        # Header checks, aligned with the paths of the last hash_all: [checked, width, height] and the problem.
+        self._paths: list[str] = []
+        self._heads = np.zeros((0, 3), np.int64)
+        self._problems: list[str] = []
+        self._pos: dict[str, int] | None = None
 
     def _one(self, path: str) -> str:
         with open(path, "rb") as fh:
@@ -90,10 +102,12 @@ class FileReads:
         """Content hashes of ``paths`` in order, read in a thread pool (file reads and hashlib release the GIL)."""
         out: list[str | None] = [None] * len(paths)
         todo = range(len(paths))
+        self._paths, self._pos = paths, None
+        self._heads, self._problems = np.zeros((len(paths), 3), np.int64), [""] * len(paths)
         if self.index is not None:
             # Stamps taken before any read (a change after it shows next time), matched all at once.
             stamps = np.array([stamp(os.stat(p)) for p in paths], dtype=np.uint64).reshape(-1, 4)
-            out = self.index.match(paths, stamps)
+            out, self._heads, self._problems = self.index.match(paths, stamps)
             todo = [i for i, h in enumerate(out) if h is None]
         # The rest read in blocks per task: one future per file cost more than a small file's read.
         blocks = [todo[i : i + _HASH_BLOCK] for i in range(0, len(todo), _HASH_BLOCK)]
@@ -110,7 +124,7 @@ class FileReads:
         if progress and not blocks:
             progress("hash", len(paths), len(paths))
         if self.index is not None:
-            self.index.remember(paths, stamps, out, read_any=bool(todo))
+            self.index.remember(paths, stamps, out, bool(todo), self._heads, self._problems)
         return out
 
     def take(self, path: str) -> bytes | None:
@@ -120,17 +134,33 @@ class FileReads:
         return self._kept.get(path)
 
     def problems(self, paths) -> dict[str, str]:
-        """path -> reason for the kept files whose header already shows them unreadable (decode_image's reason:
-        empty, not an image, corrupt header, over the pixel limit). Files not kept are checked when decoded."""
-        out = {}
+        """path -> reason for the files whose header already shows them unreadable (decode_image's reason:
+        empty, not an image, corrupt header, over the pixel limit): checked on the kept bytes, or remembered by
+        the hash index from an earlier run. Other files (beyond the byte budget, never checked) are checked when
+        decoded. What is learnt goes into the hash index."""
+        if self._pos is None:
+            self._pos = {p: i for i, p in enumerate(self._paths)}
+        limit = pixel_limit(self.max_pixels)
+        out, learnt = {}, False
         for path in paths:
+            i = self._pos.get(path)
             data = self._kept.get(path)
-            if data is None:
-                continue
-            try:
-                inspect_image(data, self.max_pixels)
-            except ImageDecodeError as exc:
-                out[path] = exc.reason
+            if i is None or (data is None and not self._heads[i, 0]):
+                continue  # not checkable without reading it again: the decoding pass will tell
+            if data is not None and not self._heads[i, 0]:
+                try:  # the structure only; the pixel limit is applied below, so a remembered check serves any limit
+                    self._heads[i] = (1, *inspect_image(data, 0))
+                    self._problems[i] = ""
+                except ImageDecodeError as exc:
+                    self._heads[i], self._problems[i] = (1, 0, 0), exc.reason
+                learnt = True
+            reason = self._problems[i] or pixel_limit_problem(
+                int(self._heads[i, 1]), int(self._heads[i, 2]), limit
+            )
+            if reason:
+                out[path] = reason
+        if learnt and self.index is not None:
+            self.index.learn_headers(self._heads, self._problems)
         return out
 
     def retain(self, paths: set[str]) -> None:

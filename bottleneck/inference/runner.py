@@ -185,23 +185,31 @@ def run_extraction(
         options["max_image_pixels"] = config.max_image_pixels
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
-        try:
-            index.save()
-        except OSError:  # a read-only cache folder: the next run reads the files again, nothing worse
-            pass
         config = _resolved(config, src)
         key, material = compute_key(config, src.manifest.fingerprint(), _calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)
         if not force and _is_complete(path):
+            _save_index(index)
             return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
         with _write_errors(cache_dir, path), cache_lock(path, notify):
             if not force and _is_complete(path):  # another process finished it while we waited
+                _save_index(index)
                 return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
             if force and path.exists():
                 shutil.rmtree(path)  # find_cache_path gave a folder of this key (or none): ours to replace
-            plan = _plan(src, config, key, material, path, options, chunk_rows, progress)
+            try:
+                plan = _plan(src, config, key, material, path, options, chunk_rows, progress)
+            finally:
+                _save_index(index)  # with the header checks of this miss, also when they stop the run
             engine = _engine(plan, src, notify, engine_factory)
             return _compute(plan, src, engine, progress, t0)
+
+
+def _save_index(index: HashIndex) -> None:
+    try:
+        index.save()
+    except OSError:  # a read-only cache folder: the next run reads the files again, nothing worse
+        pass
 
 
 # The pixels baseline's largest side: 32x32x3 = 3072 values, still quick for a logistic regression.

@@ -5,6 +5,8 @@ with a trivial backbone (MobileNetV2 at 32 px, random weights, ONNX), then measu
   hit            a second `extract` of the same folder: seconds, and image files opened (counted by wrapping
                  builtins.open), with the hash index (the default) and with --rehash (every file read)
   one changed    one file rewritten with new content: files opened, rows computed and reused
+and, with --rows N, the manifest of an N-row array source (a folder of .npy pairs, 8x8 RGB rows): seconds to
+open it (hash every row, build the manifest, fingerprint it) and the extra peak RSS, in a fresh process.
 
   python scripts/bench_scale.py --files 200000 --work /tmp/bench-scale
 """
@@ -43,18 +45,43 @@ def make_tiny_pngs(root: Path, n: int, classes: int = 10, seed: int = 0) -> Path
     return root
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--files", type=int, default=200_000)
-    p.add_argument("--work", type=Path, default=None, help="scratch folder; images are kept there for reuse")
-    args = p.parse_args(argv)
+MANIFEST_CHILD = """
+import sys, time
+from bottleneck.data import open_source
+def rss(field):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) / 1024
+base = rss("VmRSS:")
+t = time.perf_counter()
+with open_source(sys.argv[1]) as src:
+    fp = src.manifest.fingerprint()
+    n = len(src.manifest.items)
+print(f"{n} {time.perf_counter() - t:.2f} {rss('VmHWM:') - base:.0f}")
+"""
 
+
+def manifest_of_rows(work: Path, rows: int) -> tuple[int, float, float]:
+    """(rows, seconds, extra peak MB) of opening an array source of ``rows`` rows in a fresh process."""
+    import subprocess
+
+    folder = work / f"rows{rows}"
+    if not (folder / "y_train.npy").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        np.save(folder / "x_train.npy", rng.integers(0, 256, (rows, 8, 8, 3), dtype=np.uint8))
+        np.save(folder / "y_train.npy", np.arange(rows) % 10)
+    out = subprocess.run([sys.executable, "-c", MANIFEST_CHILD, str(folder)], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    n, seconds, mb = out.stdout.split()
+    return int(n), float(seconds), float(mb)
+
+
+def files_part(args, work: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_input import counting
 
     import bottleneck
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     t = time.perf_counter()
     data = make_tiny_pngs(work / f"tiny{args.files}", args.files)
     made = time.perf_counter() - t
@@ -93,6 +120,21 @@ def main(argv=None) -> int:
         victim.write_bytes(saved)
         old = time.time() - 3600
         os.utime(victim, (old, old))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=200_000, help="0 to skip the file part")
+    p.add_argument("--rows", type=int, default=0, help="also time the manifest of an N-row array source")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder; images are kept there for reuse")
+    args = p.parse_args(argv)
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    if args.files:
+        files_part(args, work)
+    if args.rows:
+        n, seconds, mb = manifest_of_rows(work, args.rows)
+        print(f"manifest of a {n}-row array source: {seconds:.2f} s, {mb:.0f} MB extra peak RSS")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -215,3 +215,26 @@ def test_fast_decode_cache_rows_are_the_fast_pixels_and_have_their_own_key(tmp_p
         want = resize_image(decode_image((src / name).read_bytes(), draft=8), 8)
         np.testing.assert_array_equal(row, want.reshape(-1))
     assert not np.array_equal(x, plain.cache.load("train")[0])
+
+
+def test_predict_decodes_as_the_fast_decode_cache_did(tmp_path):
+    from bottleneck.data import decode_image, resize_image
+    from bottleneck.runs import fit_head, predict_images
+    from bottleneck.runs.predict import run_scorer
+
+    src = tmp_path / "d"
+    for i in range(12):
+        (src / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (src / f"c{i % 2}" / f"{i}.jpg").write_bytes(photo_jpeg(400, 300, seed=i))
+    # The pixels backbone: features are the resized pixels themselves, so any decoding difference shows.
+    cfg = ExtractConfig(backbone="pixels", image_size=32, fast_decode=True)
+    cache = run_extraction(src, cfg, cache_dir=tmp_path / "c").cache
+    run = fit_head(cache, "logreg", params={"Cs": [1.0]}, runs_dir=tmp_path / "runs")
+    image = src / "c0" / "0.jpg"
+    row = list(cache.ids("train")).index("c0/0.jpg")
+    expected = run.head.predict_proba(np.asarray(cache.features("train")[row : row + 1]))[0]
+    got = predict_images(run.path, [image], top=2)[0]["top"]
+    assert got[0]["prob"] == pytest.approx(expected.max(), abs=1e-9) and 0.5 < got[0]["prob"] < 1 - 1e-6
+    # Decoded in full, the same image gives other pixels and another answer: the match above is not by chance.
+    full = resize_image(decode_image(image.read_bytes()), 32)[None]
+    assert abs(run_scorer(run.path).proba(full)[0].max() - expected.max()) > 1e-6

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The benchmark scripts' instruments are the tests' too (one way of counting file opens and decodes).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from bench_input import counting  # noqa: E402, F401
+
 
 def image_color(split: str, class_index: int, i: int) -> tuple[int, int, int]:
     """The solid colour of image ``i`` of a class in a split: distinct per image, so content hashes differ."""
@@ -88,6 +92,15 @@ class FakeEngine:
     threads = 1
     verification = None
     columns = ()
+
+
+class PixelEngine(FakeEngine):
+    """Features = the resized 8x8 RGB input itself, so a test can see what the backbone would have been fed."""
+
+    feature_shape = (8 * 8 * 3,)
+
+    def __call__(self, batch):
+        return batch.reshape(len(batch), -1).astype(np.float32)
 
 
 class MeanColor(FakeEngine):

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import FakeEngine
+from conftest import PixelEngine
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,17 +19,6 @@ from bottleneck.inference.runner import run_extraction
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
-
-
-class PixelEngine(FakeEngine):
-    """Features = the resized 8x8 RGB input itself, so a test can see what the backbone would have been fed."""
-
-    name = "fake"
-    input_size = 8
-    feature_shape = (8 * 8 * 3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1).astype(np.float32)
 
 
 def engines(built):

@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MeanColor, make_image_folder
+from conftest import MeanColor, counting, make_image_folder
 from PIL import Image
-from test_read_once import counting
 from typer.testing import CliRunner
 
 from bottleneck.cli import app

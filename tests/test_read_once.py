@@ -2,16 +2,13 @@
 found during the pass: ``fail`` still names every bad file in one error (and keeps the committed rows for the
 fixed source's run), ``skip`` records them and shrinks the split, in every store format."""
 
-import builtins
 import io
 import json
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import FakeEngine, make_image_folder
-from PIL import Image, ImageFile
+from conftest import PixelEngine, counting, make_image_folder
+from PIL import Image
 
 from bottleneck.config import ExtractConfig
 from bottleneck.data import open_source
@@ -19,49 +16,11 @@ from bottleneck.errors import BadImageError
 from bottleneck.inference.runner import run_extraction
 
 
-class PixelEngine(FakeEngine):
-    """Features = the resized 8x8 RGB input, so rows show exactly which image went where."""
-
-    name = "fake"
-    input_size = 8
-    feature_shape = (8 * 8 * 3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1).astype(np.float32)
-
-
 def pixel_engine(config):
     return PixelEngine()
 
 
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
-
-
-@contextmanager
-def counting(root):
-    """Opens of files under ``root`` and image decodes (ImageFile.load calls that still have data to decode)."""
-    counts = {"opens": 0, "decodes": 0}
-    lock = threading.Lock()
-    real_open, real_load = builtins.open, ImageFile.ImageFile.load
-    prefix = str(root)
-
-    def open_(file, *a, **kw):
-        if str(file).startswith(prefix):
-            with lock:
-                counts["opens"] += 1
-        return real_open(file, *a, **kw)
-
-    def load(self):
-        if self.tile:
-            with lock:
-                counts["decodes"] += 1
-        return real_load(self)
-
-    builtins.open, ImageFile.ImageFile.load = open_, load
-    try:
-        yield counts
-    finally:
-        builtins.open, ImageFile.ImageFile.load = real_open, real_load
 
 
 def truncated_png(seed: int) -> bytes:

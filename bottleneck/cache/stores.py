@@ -11,6 +11,14 @@ from bottleneck.errors import one_of
 
 _COPY_ROWS = 4096  # rows copied per step when a store must rewrite a split
 
+
+def _copy_rows(old, new, rows: int) -> None:
+    """``new[:rows] = old[:rows]`` a block at a time (the arrays may be larger than memory)."""
+    for start in range(0, rows, _COPY_ROWS):
+        stop = min(rows, start + _COPY_ROWS)
+        new[start:stop] = old[start:stop]
+
+
 # Labels and ids are small and known before any compute, so they are written when a split is created;
 # only features are written chunk by chunk.
 
@@ -154,8 +162,7 @@ class NpyStore(Store):
         path = self._path(split, "features")
         tmp = path.with_name("features.shrink.npy")
         new = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(n, *old.shape[1:]))
-        for start in range(0, min(keep, n), _COPY_ROWS):
-            new[start : min(keep, n, start + _COPY_ROWS)] = old[start : min(keep, n, start + _COPY_ROWS)]
+        _copy_rows(old, new, min(keep, n))
         new.flush()
         del self._open[split], old
         tmp.replace(path)
@@ -226,8 +233,7 @@ class H5Store(Store):
             compression="gzip" if n else None,
             compression_opts=1 if n else None,
         )
-        for start in range(0, min(keep, n), _COPY_ROWS):
-            new[start : min(keep, n, start + _COPY_ROWS)] = old[start : min(keep, n, start + _COPY_ROWS)]
+        _copy_rows(old, new, min(keep, n))
         del g["features"], g["labels"], g["ids"]
         g.move("features.shrink", "features")
         g.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))

@@ -61,7 +61,7 @@ _EXIF_IN_INFO = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 
 def _decoded(data: bytes, max_pixels: int | None, draft: int | None) -> Image.Image:
     """The decoded PIL image, upright (EXIF orientation applied), in the mode it was stored in."""
-    limit = (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
+    limit = pixel_limit(max_pixels)
     im = _checked_header(data, limit)
     fmt = im.format or "image"
     if draft and fmt == "JPEG":
@@ -92,8 +92,7 @@ def inspect_image(data: bytes, max_pixels: int | None = None) -> tuple[int, int]
     """(width, height) from the header alone, with decode_image's checks that need no pixel data: empty file, not
     an image, a corrupt header, over the decompression-bomb limit. Raises ImageDecodeError with decode_image's
     reasons. Data that is damaged past its header (a truncated download) only fails when decoded."""
-    limit = (Image.MAX_IMAGE_PIXELS or 0) if max_pixels is None else int(max_pixels)
-    return _checked_header(data, limit).size
+    return _checked_header(data, pixel_limit(max_pixels)).size
 
 
 def _checked_header(data: bytes, limit: int) -> Image.Image:

@@ -111,11 +111,9 @@ class HashIndex:
     ) -> None:
         """This run's files, what ``save`` writes (files gone since the last run drop out); ``read_any``: some
         were read (new, changed or racy), so the index changes; ``heads``/``problems``: their known headers."""
-        self._changed = (
-            read_any
-            or len(paths) != len(self._paths)
-            or not np.array_equal(np.sort(_utf8(paths)), self._paths)
-        )
+        # Every path unread was matched, so it is in the index; with no file read, equal counts (paths are
+        # unique on both sides) mean the same files.
+        self._changed = read_any or len(paths) != len(self._paths)
         if heads is None:
             heads, problems = np.zeros((len(paths), 3), np.int64), [""] * len(paths)
         self._run = [paths, stamps, hashes, heads, problems]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -27,11 +26,11 @@ from bottleneck.cache.reuse import Donors
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
 from bottleneck.data.hash_index import HashIndex, index_path
-from bottleneck.errors import BackboneError, BadImageError, BottleneckError, CacheError, ExtractionInterrupted
+from bottleneck.errors import BackboneError, BottleneckError, CacheError, ExtractionInterrupted
+from bottleneck.inference.bad_files import LateBadImage, drop_late, header_bad_files, rows_without
 
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
-MAX_BAD_LISTED = 20
 INDEX_DIR = "index"  # under the cache folder: one hash index per source
 
 
@@ -267,7 +266,7 @@ class _Plan:
 def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _Plan:
     resume_meta = _resumable_meta(path)
     if resume_meta is None:
-        skipped = _bad_images(src, config, progress)
+        skipped = header_bad_files(src, config, progress)
     else:
         skipped = resume_meta.get("skipped", [])
         # Resume with the batch size and engine of the interrupted run, so batches (and values) are identical.
@@ -276,13 +275,9 @@ def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _P
             batch_size=resume_meta["config"]["batch_size"],
             engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
         )
-    manifest = src.manifest
     # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
-    manifest_json = {**manifest.to_json(), "skipped": skipped}
-    if skipped:
-        manifest = manifest.without([s["index"] for s in skipped])
-        if not manifest.items:
-            raise BadImageError("every image was unreadable; nothing to extract.", [s["id"] for s in skipped])
+    manifest_json = {**src.manifest.to_json(), "skipped": skipped}
+    manifest = rows_without(src.manifest, skipped)
     return _Plan(
         config=config,
         key=key,
@@ -295,65 +290,6 @@ def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _P
         options=options,
         chunk_rows=chunk_rows,
     )
-
-
-def _bad_images(src, config: ExtractConfig, progress) -> list[dict]:
-    """The image files whose header already shows them unreadable, found while hashing (no decode): an error,
-    or the rows to skip. Files damaged past their header are found when decoded (``_drop_late``)."""
-    bad = src.header_problems()
-    if bad and config.on_bad_image == "fail":
-        # Failing anyway: decode the others too, so that one error names every bad file before any compute.
-        flagged = {it.index for it, _ in bad}
-        rest = [it for it in src.manifest.items if it.index not in flagged]
-        more = _decode_check(src, config, rest, progress)
-        raise _bad_image_error(sorted(bad + more, key=lambda b: b[0].index))
-    return [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
-
-
-def _decode_check(src, config: ExtractConfig, items, progress) -> list:
-    from bottleneck.data import find_bad_images
-
-    return find_bad_images(src, items, workers=config.workers or _tf.cpu_count(), progress=progress)
-
-
-def _bad_image_error(bad) -> BadImageError:
-    listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
-    more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
-    return BadImageError(
-        f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
-        "or pass on_bad_image='skip' to leave them out.",
-        [it.path or it.id for it, _ in bad],
-    )
-
-
-class _LateBadImage(Exception):
-    """An image whose header passed but whose data failed to decode during the pass."""
-
-    def __init__(self, item, reason: str):
-        super().__init__(reason)
-        self.item, self.reason = item, reason
-
-
-def _drop_late(plan: _Plan, src, writer, late: _LateBadImage, progress) -> _Plan:
-    """A file damaged past its header, met while computing. ``fail``: decode the images not yet reached and
-    raise one error naming every bad one (rows committed so far stay, for a resume or for reuse by a fixed
-    source's run). ``skip``: record it, shrink its split (committed rows stay) and go on from the last commit."""
-    if plan.config.on_bad_image == "fail":
-        after = plan.manifest.items[late.item.index + 1 :]
-        raise _bad_image_error([(late.item, late.reason), *_decode_check(src, plan.config, after, progress)])
-    index = next(it.index for it in src.manifest.items if it.id == late.item.id)  # in the full manifest
-    skipped = sorted(
-        [*plan.skipped, {"index": index, "id": late.item.id, "reason": late.reason}], key=lambda s: s["index"]
-    )
-    manifest = src.manifest.without([s["index"] for s in skipped])
-    if not manifest.items:
-        raise BadImageError("every image was unreadable; nothing to extract.", [s["id"] for s in skipped])
-    manifest_json = {**plan.manifest_json, "skipped": skipped}
-    items = manifest.items_of(late.item.split)
-    writer.shrink_split(
-        late.item.split, [it.label for it in items], [it.id for it in items], skipped, manifest_json
-    )
-    return dataclasses.replace(plan, manifest=manifest, manifest_json=manifest_json, skipped=skipped)
 
 
 def _resumable_meta(path: Path) -> dict | None:
@@ -448,8 +384,8 @@ def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
                 for split in plan.manifest.splits():
                     _compute_split(plan, src, engine, writer, donors, split, counts, progress)
                 break
-            except _LateBadImage as late:
-                plan = _drop_late(plan, src, writer, late, progress)
+            except LateBadImage as late:
+                plan = drop_late(plan, src, writer, late, progress)
     except BaseException as exc:
         try:
             writer.abort()
@@ -513,7 +449,7 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
         try:
             return src.load(item, engine.input_size, config.resize, config.fast_decode)
         except ImageDecodeError as exc:
-            raise _LateBadImage(item, exc.reason) from None
+            raise LateBadImage(item, exc.reason) from None
 
     # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a batch
     # boundary of the uninterrupted one and groups images identically. The batches of all chunks form one

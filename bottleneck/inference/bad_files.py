@@ -1,0 +1,79 @@
+"""Unreadable image files during extraction: the ones headers show before any compute, and the ones met while
+decoding (damaged past their header), which ``fail`` names all at once and ``skip`` drops from their split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bottleneck import _tf
+from bottleneck.config import ExtractConfig
+from bottleneck.errors import BadImageError
+
+MAX_BAD_LISTED = 20
+
+
+def rows_without(manifest, skipped: list[dict]):
+    """The manifest whose items get rows: without the ``skipped`` ones (indices into ``manifest``)."""
+    if not skipped:
+        return manifest
+    kept = manifest.without([s["index"] for s in skipped])
+    if not kept.items:
+        raise BadImageError("every image was unreadable; nothing to extract.", [s["id"] for s in skipped])
+    return kept
+
+
+def header_bad_files(src, config: ExtractConfig, progress) -> list[dict]:
+    """The image files whose header already shows them unreadable, found while hashing (no decode): an error,
+    or the rows to skip. Files damaged past their header are found when decoded (``drop_late``)."""
+    bad = src.header_problems()
+    if bad and config.on_bad_image == "fail":
+        # Failing anyway: decode the others too, so that one error names every bad file before any compute.
+        flagged = {it.index for it, _ in bad}
+        rest = [it for it in src.manifest.items if it.index not in flagged]
+        more = _decode_check(src, config, rest, progress)
+        raise _bad_image_error(sorted(bad + more, key=lambda b: b[0].index))
+    return [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
+
+
+def _decode_check(src, config: ExtractConfig, items, progress) -> list:
+    from bottleneck.data import find_bad_images
+
+    return find_bad_images(src, items, workers=config.workers or _tf.cpu_count(), progress=progress)
+
+
+def _bad_image_error(bad) -> BadImageError:
+    listed = "; ".join(f"{it.id} ({reason})" for it, reason in bad[:MAX_BAD_LISTED])
+    more = f" and {len(bad) - MAX_BAD_LISTED} more" if len(bad) > MAX_BAD_LISTED else ""
+    return BadImageError(
+        f"{len(bad)} unreadable image(s): {listed}{more}. Fix or remove them, "
+        "or pass on_bad_image='skip' to leave them out.",
+        [it.path or it.id for it, _ in bad],
+    )
+
+
+class LateBadImage(Exception):
+    """An image whose header passed but whose data failed to decode during the pass."""
+
+    def __init__(self, item, reason: str):
+        super().__init__(reason)
+        self.item, self.reason = item, reason
+
+
+def drop_late(plan, src, writer, late: LateBadImage, progress):
+    """A file damaged past its header, met while computing. ``fail``: decode the images not yet reached and
+    raise one error naming every bad one (rows committed so far stay, for a resume or for reuse by a fixed
+    source's run). ``skip``: record it, shrink its split (committed rows stay) and go on from the last commit."""
+    if plan.config.on_bad_image == "fail":
+        after = plan.manifest.items[late.item.index + 1 :]
+        raise _bad_image_error([(late.item, late.reason), *_decode_check(src, plan.config, after, progress)])
+    index = next(it.index for it in src.manifest.items if it.id == late.item.id)  # in the full manifest
+    skipped = sorted(
+        [*plan.skipped, {"index": index, "id": late.item.id, "reason": late.reason}], key=lambda s: s["index"]
+    )
+    manifest = rows_without(src.manifest, skipped)
+    manifest_json = {**plan.manifest_json, "skipped": skipped}
+    items = manifest.items_of(late.item.split)
+    writer.shrink_split(
+        late.item.split, [it.label for it in items], [it.id for it in items], skipped, manifest_json
+    )
+    return dataclasses.replace(plan, manifest=manifest, manifest_json=manifest_json, skipped=skipped)

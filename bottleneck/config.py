@@ -104,6 +104,10 @@ class ExtractConfig:
     accept_drift: bool = _setting(
         False, RUN
     )  # keep an int8 model whose features drift below the cosine floor
+    # zarr only: rows per stored object (a zarr v3 shard of whole chunks), so a 10-million-row cache is thousands
+    # of files, not millions; a multiple of batch_size; None = one object per chunk. Another layout on disk, the
+    # same rows, so in the cache key (away from its default: caches made before it keep their keys)
+    shard_rows: int | None = _setting(None, STORAGE, added=True)
 
     def __post_init__(self):
         if self.layer == MULTISCALE_NAME:
@@ -142,6 +146,27 @@ class ExtractConfig:
             raise one_of("calibration", self.calibration, ["a positive number of images, e.g. 256"])
         if self.max_image_pixels is not None and self.max_image_pixels < 0:
             raise one_of("max_image_pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
+        if self.shard_rows is not None:
+            self._check_shard_rows()
+
+    def _check_shard_rows(self) -> None:
+        rows, bs = self.shard_rows, self.batch_size
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise BottleneckError(
+                f"shard_rows={rows!r} is not a positive number of rows; pass a multiple of batch_size={bs}, "
+                f"e.g. shard_rows={bs * 128}."
+            )
+        if rows % bs:
+            below = rows // bs * bs
+            such = f"{below} or {below + bs}" if below else f"{bs} or {2 * bs}"
+            raise BottleneckError(
+                f"shard_rows={rows} is not a multiple of batch_size={bs}; pass a multiple such as {such}."
+            )
+        if self.format != "zarr":
+            raise BottleneckError(
+                f"shard_rows={rows} needs format='zarr' (format={self.format!r} keeps each split's features in "
+                "one file already); pass format='zarr', or leave shard_rows out."
+            )
 
     @classmethod
     def names(cls, *roles: str) -> tuple[str, ...]:

@@ -82,6 +82,7 @@ def test_one_source_for_what_changes_the_features():
         "precision",
         "calibration",
         "fast_decode",
+        "shard_rows",
     }  # settings added after caches existed: keyed away from their defaults
     assert set(FEATURE_SETTINGS) | set(ROW_NEUTRAL_SETTINGS) == set(ALTERNATIVES) | added
     base = ExtractConfig(backbone="mobilenet_v2", weights="none")
@@ -94,7 +95,7 @@ def test_one_source_for_what_changes_the_features():
         feature = name in FEATURE_SETTINGS
         assert per_row_changed == feature, name  # max_image_pixels only decides which rows exist
         assert heads_see_it == feature, name
-    assert set(ROW_NEUTRAL_SETTINGS) == {"format", "on_bad_image", "max_image_pixels"}
+    assert set(ROW_NEUTRAL_SETTINGS) == {"format", "on_bad_image", "max_image_pixels", "shard_rows"}
     int8 = dataclasses.replace(base, precision="int8")
     for start, change in (
         (base, {"precision": "int8"}),
@@ -106,6 +107,12 @@ def test_one_source_for_what_changes_the_features():
             compute_key(start, "f" * 64)[1]
         )
         assert _settings_diff(start.to_dict(), changed.to_dict()), change
+    # shard_rows (storage): another cache key away from its default, the same rows (per-row key) and heads.
+    sharded = dataclasses.replace(base, shard_rows=4096)
+    assert "shard_rows" not in base.key_fields()
+    assert compute_key(sharded, "f" * 64)[0] != compute_key(base, "f" * 64)[0]
+    assert features_key(compute_key(sharded, "f" * 64)[1]) == fkey
+    assert not _settings_diff(base.to_dict(), sharded.to_dict())
     # A config saved before the added settings existed meant their defaults: heads trained then still match.
     old = {k: v for k, v in base.to_dict().items() if k not in added}
     assert not _settings_diff(old, base.to_dict())

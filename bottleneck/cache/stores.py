@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,33 @@ def _copy_rows(old, new, rows: int) -> None:
         new[start:stop] = old[start:stop]
 
 
+def shard_size(n: int, chunk_rows: int, shard_rows: int) -> int:
+    """Rows per zarr shard: ``shard_rows`` rounded up to whole chunks (zarr's rule), and no more chunks than the
+    split needs (a split shorter than ``shard_rows`` is one shard)."""
+    chunk = max(1, min(chunk_rows, n))
+    return chunk * max(1, math.ceil(min(shard_rows, max(1, n)) / chunk))
+
+
+def _fsync(path: Path, up_to: Path) -> None:
+    """fsync a file and every folder from its own up to ``up_to``, so a new file's name is durable too. A file
+    that is not there (zarr stores no object for rows that are all the fill value) reads back as zeros: only its
+    folders are synced."""
+    targets = [path] if path.exists() else []
+    if os.name != "nt":  # Windows cannot open folders (NTFS journals names)
+        folder = path.parent
+        while folder.is_dir():
+            targets.append(folder)
+            if folder == up_to or folder == folder.parent:
+                break
+            folder = folder.parent
+    for target in targets:
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 # Labels and ids are small and known before any compute, so they are written when a split is created;
 # only features are written chunk by chunk.
 
@@ -33,8 +62,15 @@ class Store:
         self.root = Path(root)
         self.mode = mode
 
-    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows) -> None:
+    def create_split(
+        self, split, n, feature_shape, dtype, labels, ids, chunk_rows, shard_rows: int | None = None
+    ) -> None:
+        """``shard_rows`` (zarr only) stores that many rows per object; see ``shard_size``."""
         raise NotImplementedError
+
+    def shard_rows(self, split: str) -> int | None:
+        """Rows per stored object of a sharded split (each written whole, once); None when not sharded."""
+        return None
 
     def write(self, split: str, start: int, batch: np.ndarray) -> None:
         """Write rows [start, start + len(batch)) of a split's features."""
@@ -73,6 +109,11 @@ class Store:
         self.close()
 
 
+def _no_shards(fmt: str, shard_rows) -> None:
+    if shard_rows:  # ExtractConfig refuses it first, in the user's words
+        raise ValueError(f"shard_rows is for zarr stores, not {fmt}")
+
+
 class ZarrStore(Store):
     format = "zarr"
     data_name = "features.zarr"
@@ -82,18 +123,22 @@ class ZarrStore(Store):
 
         super().__init__(root, mode)
         self.group = zarr.open_group(str(self.root / self.data_name), mode="a" if mode != "r" else "r")
+        self._unsynced: set[Path] = set()  # shard files written since the last flush
 
-    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows, shard_rows=None):
         import zarr
 
         g = self.group.require_group(split)
         for name in ("features", "labels", "ids"):
             if name in g:
                 del g[name]
+        chunk = max(1, min(chunk_rows, n))
         g.create_array(
             "features",
             shape=(n, *feature_shape),
-            chunks=(max(1, min(chunk_rows, n)), *feature_shape),
+            chunks=(chunk, *feature_shape),
+            # zarr v3 sharding: many chunks in one object, each readable alone through the shard's index.
+            shards=(shard_size(n, chunk_rows, shard_rows), *feature_shape) if shard_rows else None,
             dtype=dtype,
             compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
             fill_value=0,
@@ -101,13 +146,30 @@ class ZarrStore(Store):
         g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
         g.create_array("ids", data=np.asarray(ids, dtype=np.dtypes.StringDType()))
 
+    def shard_rows(self, split):
+        shards = self.group[f"{split}/features"].shards
+        return int(shards[0]) if shards else None
+
     def write(self, split, start, batch):
-        self.group[f"{split}/features"][start : start + len(batch)] = batch
+        features = self.group[f"{split}/features"]
+        features[start : start + len(batch)] = batch
+        if features.shards and len(batch):
+            # Shards are written whole and once (CacheWriter), and made durable before their rows are committed.
+            rows = features.shards[0]
+            for i in range(start // rows, (start + len(batch) - 1) // rows + 1):
+                key = features.metadata.encode_chunk_key((i,) + (0,) * (features.ndim - 1))
+                self._unsynced.add(self.root / self.data_name / split / "features" / key)
+
+    def flush(self):
+        for path in self._unsynced:
+            _fsync(path, self.root / self.data_name)
+        self._unsynced.clear()
 
     def shrink_split(self, split, n, labels, ids, keep):
         g = self.group[split]
         features = g["features"]
-        features.resize((n, *features.shape[1:]))  # whole chunks below n are untouched
+        # Whole chunks (shards, when sharded) below n are untouched: zarr deletes only those wholly past n.
+        features.resize((n, *features.shape[1:]))
         for name in ("labels", "ids"):
             del g[name]
         g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
@@ -140,7 +202,8 @@ class NpyStore(Store):
     def _path(self, split, name):
         return self.dir / split / f"{name}.npy"
 
-    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows, shard_rows=None):
+        _no_shards(self.format, shard_rows)
         (self.dir / split).mkdir(parents=True, exist_ok=True)
         self._open[split] = np.lib.format.open_memmap(
             self._path(split, "features"), mode="w+", dtype=dtype, shape=(n, *feature_shape)
@@ -198,9 +261,10 @@ class H5Store(Store):
         super().__init__(root, mode)
         self.file = h5py.File(self.root / self.data_name, "a" if mode != "r" else "r")
 
-    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
+    def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows, shard_rows=None):
         import h5py
 
+        _no_shards(self.format, shard_rows)
         if split in self.file:
             del self.file[split]
         g = self.file.create_group(split)

@@ -20,8 +20,28 @@ def rows_digest(rows: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).hexdigest()
 
 
+class _ShardBuffer:
+    """The rows of a sharded split that were written but are not in the store yet: [start, stop), where start is a
+    shard boundary; and the checksum regions not yet recorded in meta.json."""
+
+    def __init__(self, start: int):
+        self.start = self.stop = start
+        self.parts: list[np.ndarray] = []
+        self.sums: list[list] = []
+
+
 class CacheWriter:
-    """Creates a cache folder and commits features chunk by chunk; ``finish`` publishes it as complete."""
+    """Creates a cache folder and commits features chunk by chunk; ``finish`` publishes it as complete.
+
+    A sharded zarr split (``ExtractConfig.shard_rows``) is held back a shard at a time: written rows wait here until
+    their shard is whole (or the split ends), the shard goes to the store in one write, is made durable at the next
+    commit, and only then does the split's progress pass it. Why: zarr rewrites a whole shard object to change any
+    chunk in it, zarr-python's LocalStore wrote objects in place (truncate, then write) before 3.1.3 and still does
+    not fsync them, so a shard rewritten at every chunk commit would put the rows committed in it earlier at risk
+    (a crash or power loss mid-write). Written whole and once, a shard holds no committed row until it is durable.
+    The cost: an interrupted run resumes after the last whole shard, so up to a shard of rows is computed again,
+    and a split shrunk after a late bad image restarts there too (``write`` then starts a new buffer).
+    """
 
     def __init__(
         self, path, *, key, key_material, config: ExtractConfig, class_names, manifest_json, skipped
@@ -44,6 +64,7 @@ class CacheWriter:
         write_json_atomic(self.path / META, self.meta)  # first: marks the folder as an (incomplete) cache
         write_json_atomic(self.path / MANIFEST, manifest_json)
         self.store = open_store(config.format, self.path, "w")
+        self._buffers: dict[str, _ShardBuffer] = {}
 
     @classmethod
     def reopen(cls, path, meta: dict) -> CacheWriter:
@@ -52,15 +73,21 @@ class CacheWriter:
         self.path = Path(path)
         self.meta = meta
         self.store = open_store(meta["format"], self.path, "w")
+        self._buffers = {}
         return self
 
     def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
-        self.store.create_split(split, n, tuple(feature_shape), dtype, labels, ids, chunk_rows)
+        shard_rows = self.meta["config"].get("shard_rows")
+        self.store.create_split(
+            split, n, tuple(feature_shape), dtype, labels, ids, chunk_rows, shard_rows=shard_rows
+        )
         self.meta["splits"][split] = {
             "n": int(n),
             "feature_shape": list(feature_shape),
             "chunk_rows": chunk_rows,
         }
+        if shard_rows:  # rows per shard as stored: whole chunks, never more than the split
+            self.meta["splits"][split]["shard_rows"] = self.store.shard_rows(split)
         self.meta["progress"][split] = 0
         write_json_atomic(self.path / META, self.meta)
 
@@ -76,13 +103,47 @@ class CacheWriter:
         write_json_atomic(self.path / META, self.meta)
 
     def write(self, split: str, start: int, batch: np.ndarray) -> None:
+        if self.meta["splits"][split].get("shard_rows"):
+            self._hold(split, start, batch)
+            return
         self.store.write(split, start, batch)
         # A checksum per written region lets `cache verify` find a flipped byte without the source images.
         sums = self.meta.setdefault("checksums", {}).setdefault(split, [])
         sums.append([int(start), int(start + len(batch)), rows_digest(batch)])
 
+    def _hold(self, split: str, start: int, batch: np.ndarray) -> None:
+        """Buffer rows of a sharded split; store every shard they complete (see the class docstring)."""
+        rows = self.meta["splits"][split]["shard_rows"]
+        buf = self._buffers.get(split)
+        if buf is None or start != buf.stop:  # the first write, a resume, or a restart after shrink_split
+            if start % rows:
+                raise ValueError(f"a sharded split is written from a shard boundary: {start=}, {rows=}")
+            buf = self._buffers[split] = _ShardBuffer(start)
+        buf.parts.append(np.array(batch, copy=True))  # the caller may reuse its array
+        buf.sums.append([int(start), int(start + len(batch)), rows_digest(batch)])
+        buf.stop = start + len(batch)
+        whole = buf.start + (buf.stop - buf.start) // rows * rows
+        if whole > buf.start:
+            self._store_rows(split, buf, whole)
+
+    def _store_rows(self, split: str, buf: _ShardBuffer, stop: int) -> None:
+        """Write the buffered rows [buf.start, stop) (whole shards, or the split's last one) in one store write."""
+        data = np.concatenate(buf.parts) if len(buf.parts) > 1 else buf.parts[0]
+        self.store.write(split, buf.start, data[: stop - buf.start])
+        buf.parts = [data[stop - buf.start :]] if stop < buf.stop else []
+        buf.start = stop
+
     def commit(self, split: str, rows_done: int) -> None:
-        """Record that rows [0, rows_done) of a split are durable."""
+        """Record that rows [0, rows_done) of a split are durable; of a sharded split, only the rows of shards
+        in the store (all of them once rows_done reaches the split's end)."""
+        buf = self._buffers.get(split)
+        if buf is not None:
+            if rows_done >= self.meta["splits"][split]["n"] and buf.stop > buf.start:
+                self._store_rows(split, buf, buf.stop)  # the split's last shard, shorter than the others
+            rows_done = min(rows_done, buf.start)
+            stored = [r for r in buf.sums if r[1] <= rows_done]
+            buf.sums = [r for r in buf.sums if r[1] > rows_done]
+            self.meta.setdefault("checksums", {}).setdefault(split, []).extend(stored)
         self.store.flush()
         self.meta["progress"][split] = int(rows_done)
         write_json_atomic(self.path / META, self.meta)

@@ -36,6 +36,8 @@ Examples:
   bottleneck extract data/photos --fast-decode    # large JPEGs decoded at a reduced scale
 
   bottleneck extract data/photos --device gpu --batch-size 256    # ONNX Runtime CUDA / TensorRT
+
+  bottleneck extract data/huge --shard-rows 4096    # 4096 rows per file instead of one file per chunk
 """
 
 
@@ -62,6 +64,11 @@ def register(app: typer.Typer) -> None:
         ),
         dtype: str = typer.Option("float32", help="float32 | float16 stored features."),
         format: str = typer.Option("zarr", "--format", help="zarr | npy | h5."),
+        shard_rows: int = typer.Option(
+            None,
+            help="zarr only: store N rows per object (a multiple of --batch-size), so a 10-million-row cache is "
+            "thousands of files, not millions. An interrupted run resumes after the last whole shard.",
+        ),
         preprocess: str = typer.Option(
             None, help="For a model-file backbone: caffe | torch | tf | 127 | none."
         ),
@@ -132,6 +139,7 @@ def register(app: typer.Typer) -> None:
             resize=resize,
             dtype=dtype,
             format=format,
+            shard_rows=shard_rows,
             on_bad_image=on_bad_image,
             preprocess=preprocess,
             max_image_pixels=max_image_pixels,
@@ -205,7 +213,8 @@ def register(app: typer.Typer) -> None:
             f"{', fast decode' if cfg.get('fast_decode') else ''})"
         )
         device = f" on {s['device']}" if s.get("device") else ""
-        typer.echo(f"  store     {s['format']}, {cfg['dtype']}, engine {s['engine'] or '-'}{device}")
+        shards = f", {cfg['shard_rows']} rows per shard" if cfg.get("shard_rows") else ""
+        typer.echo(f"  store     {s['format']}{shards}, {cfg['dtype']}, engine {s['engine'] or '-'}{device}")
         if s.get("layers") and len(s["layers"]) > 1:
             names = [d["name"] for d in s["layers"]]
             shown = (

@@ -2,7 +2,6 @@
 compute, skip records them, and the awkward-but-valid files (CMYK, 16-bit, alpha, palette, EXIF, GIF) decode."""
 
 import io
-import json
 import struct
 import zlib
 
@@ -12,6 +11,7 @@ from conftest import PixelEngine
 from PIL import Image
 from typer.testing import CliRunner
 
+from bottleneck.cache.reader import read_manifest
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BadImageError
@@ -134,7 +134,7 @@ def test_skip_records_bad_files_and_decodes_the_rest(fixtures, tmp_path):
     assert rotated.shape == (8, 8, 3)
     np.testing.assert_allclose(rotated[1, 4], RED, atol=20)  # EXIF applied: red on top, blue below
     np.testing.assert_allclose(rotated[6, 4], BLUE, atol=20)
-    skipped = {s["id"]: s["reason"] for s in json.loads((r.path / "manifest.json").read_text())["skipped"]}
+    skipped = {s["id"]: s["reason"] for s in read_manifest(r.path)[1]}
     assert sorted(skipped) == sorted(BAD) and len(r.skipped) == len(BAD)
     for name, reason in BAD.items():
         assert skipped[name].startswith(reason)

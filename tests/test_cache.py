@@ -8,7 +8,10 @@ from conftest import MeanColor
 
 from bottleneck.cache import STORES, CacheWriter, open_cache, open_store, write_arrays
 from bottleneck.config import ExtractConfig
+from bottleneck.data.manifest import Manifest
 from bottleneck.errors import BottleneckError, CacheError
+
+EMPTY = Manifest([], [], [], [], ["a"], "", "arrays")
 
 
 def _arrays(seed=0):
@@ -72,7 +75,7 @@ def test_unknown_format_lists_valid_ones(tmp_path):
 def test_incomplete_cache_is_refused_with_resume_hint(tmp_path):
     cfg = ExtractConfig(weights="none")
     w = CacheWriter(
-        tmp_path / "c", key="k", key_material={}, config=cfg, class_names=["a"], manifest_json={}, skipped=[]
+        tmp_path / "c", key="k", key_material={}, config=cfg, class_names=["a"], manifest=EMPTY, skipped=[]
     )
     w.create_split("train", 10, (4,), "float32", np.zeros(10), [str(i) for i in range(10)], 4)
     w.write("train", 0, np.ones((4, 4), "float32"))

@@ -147,31 +147,68 @@ def test_fingerprint_bytes_are_those_of_json_dumps():
     # Cache keys of earlier versions hashed json.dumps([split, id, label, hash]) per item: keep them valid.
     import hashlib
 
-    from bottleneck.data.manifest import Item
+    from bottleneck.data.manifest import Item, from_items
 
     ids = ["a/1.png", 'q"uote\\back.png', "ünï/çødé ☃.jpg", "tab\there\n.png", "train/59999"]
     items = tuple(Item(i, "train", x, i % 2, f"{i:032x}") for i, x in enumerate(ids))
-    m = Manifest(items, ("cät", "dog"), "/src", "folders")
+    m = from_items(items, ("cät", "dog"), "/src", "folders")
+    items = tuple(m.items)  # in manifest order (label, then id)
     h = hashlib.sha256(json.dumps(["cät", "dog"]).encode())
     for it in items:
         h.update(json.dumps([it.split, it.id, it.label, it.hash]).encode())
     assert m.fingerprint() == h.hexdigest()
 
 
-def test_manifest_json_round_trip_and_without(tmp_path):
+def test_manifest_file_round_trip_legacy_json_and_without(tmp_path):
     src = open_source(make_image_folder(tmp_path / "d"), val_fraction=0.5)
     m = src.manifest
-    d = json.loads(json.dumps(m.to_json()))
-    assert d["items"][0]["class"] == "cat" and d["kind"] == "folders"
-    assert Manifest.from_json(d) == m
+    skipped = [{"index": 1, "id": m.item(1).id, "reason": "truncated"}]
+    back, sk = Manifest.from_bytes(m.to_bytes(skipped))
+    assert back == m and sk == skipped and back.fingerprint() == m.fingerprint()
+    assert list(back.items) == list(m.items) and back.item(2).path == m.item(2).path
+    # Caches written before the columnar manifest stored one JSON dict per item: still read.
+    legacy = {
+        "source": m.source,
+        "kind": m.kind,
+        "class_names": list(m.class_names),
+        "items": [
+            {"index": it.index, "split": it.split, "id": it.id, "label": it.label, "class": "x", "hash": it.hash,
+             "path": it.path}
+            for it in m.items
+        ],
+    }  # fmt: skip
+    assert Manifest.from_json(json.loads(json.dumps(legacy))) == m
     x, y = make_arrays(5)
     np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
     am = open_source(tmp_path / "a.npz").manifest
-    assert Manifest.from_json(json.loads(json.dumps(am.to_json()))) == am
+    assert Manifest.from_bytes(am.to_bytes())[0] == am and am.path is None
+    assert sorted(it.row for it in am.items) == [0, 1, 2, 3, 4]
+    assert Manifest.from_bytes(am.take([]).to_bytes())[0] == am.take([])  # empty manifests too
     w = m.without([0, 3])
     assert [it.index for it in w.items] == [0, 1, 2]
     assert [it.id for it in w.items] == [it.id for it in m.items if it.index not in (0, 3)]
     assert w.fingerprint() != m.fingerprint() and w.class_names == m.class_names
+
+
+def test_val_split_and_pilot_pick_what_the_per_item_rule_picks(tmp_path):
+    # Keys of existing caches depend on which items these choose: the rule is a seeded hash of each id, sorted.
+    from bottleneck.data.manifest import content_hash, pilot
+
+    root = make_image_folder(tmp_path / "d", classes={"a": 9, "b": 5}, size=(4, 4))
+    full = open_source(root).manifest
+    m = open_source(root, val_fraction=0.3, seed=4).manifest
+    for label, members in ((0, 9), (1, 5)):
+        ids = [it.id for it in full.items if it.label == label]
+        assert len(ids) == members
+        want = sorted(ids, key=lambda i: content_hash(f"4\0{i}".encode()))[: round(0.3 * members)]
+        assert sorted(it.id for it in m.items_of("val") if it.label == label) == sorted(want)
+    p = pilot(full, per_class=2, seed=1)
+    ranked = sorted(
+        (it.id for it in full.items if it.label == 0), key=lambda i: content_hash(f"1\0{i}".encode())
+    )
+    k = round(0.2 * 9)
+    assert sorted(it.id for it in p.items_of("test") if it.label == 0) == sorted(ranked[9 - k :])
+    assert sorted(it.id for it in p.items_of("train") if it.label == 0) == sorted(ranked[:2])
 
 
 # ---------------------------------------------------------------- val split

@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck.cache import open_cache
+from bottleneck.cache.reader import read_manifest
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BadImageError, CacheError, SourceError
@@ -84,8 +85,8 @@ def test_every_image_one_row_aligned_with_label_and_id(tmp_path):
     assert engines[0].calls == 3  # 3 + 3 + 1: the tail is never dropped
     meta = json.loads((c.path / "meta.json").read_text())
     assert meta["complete"] and meta["progress"] == {"train": 7}
-    manifest = json.loads((c.path / "manifest.json").read_text())
-    assert len(manifest["items"]) == 7
+    manifest, skipped = read_manifest(c.path)
+    assert len(manifest) == 7 and not skipped and manifest.fingerprint() == meta["key_material"]["manifest"]
 
 
 def test_identical_images_identical_rows_and_split_folders(tmp_path):
@@ -177,8 +178,8 @@ def test_bad_images_fail_names_them_or_skip_records_them(tmp_path):
     )
     assert r.cache.n("train") == 7 and len(r.skipped) == 2
     assert "cat/broken.jpg" not in list(r.cache.ids("train"))
-    manifest = json.loads((r.path / "manifest.json").read_text())
-    assert sorted(s["id"] for s in manifest["skipped"]) == ["cat/broken.jpg", "dog/empty.png"]
+    manifest, skipped = read_manifest(r.path)
+    assert sorted(s["id"] for s in skipped) == ["cat/broken.jpg", "dog/empty.png"] and len(manifest) == 9
 
 
 def test_bad_backbone_and_source_errors(tmp_path):

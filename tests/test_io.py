@@ -25,7 +25,7 @@ def test_writers_share_the_atomic_helper(tmp_path, monkeypatch):
     cache = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor()).cache
     fit_head(cache, "logreg", out=tmp_path / "run")
     compare([cache], heads=["logreg"], out=tmp_path / "cmp")
-    assert {"meta.json", "manifest.json", "metrics.json", "head.json", "comparison.json"} <= set(written)
+    assert {"meta.json", "manifest.npz", "metrics.json", "head.json", "comparison.json"} <= set(written)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):

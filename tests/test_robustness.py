@@ -15,6 +15,7 @@ from PIL import Image
 
 from bottleneck.cache import open_cache
 from bottleneck.cache.manage import gc_caches, list_caches, remove_cache, verify_cache
+from bottleneck.cache.reader import read_manifest
 from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import run_extraction
 
@@ -218,8 +219,8 @@ def test_reuse_after_a_run_with_skipped_images(tmp_path):
     (src / "class0" / "bad.png").write_bytes(b"not an image")
     cfg = CFG.replace(on_bad_image="skip")
     first = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
-    manifest = json.loads((first.path / "manifest.json").read_text())
-    assert len(manifest["items"]) == 18 and [s["id"] for s in manifest["skipped"]] == ["class0/bad.png"]
+    manifest, skipped = read_manifest(first.path)
+    assert len(manifest) == 18 and [s["id"] for s in skipped] == ["class0/bad.png"]
     Image.new("RGB", (12, 10), (9, 9, 9)).save(src / "class1" / "zzz.png")
     r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
     assert r.reused == 17 and r.computed == 1 and r.cache.n("train") == 18

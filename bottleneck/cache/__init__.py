@@ -4,7 +4,8 @@ Layout of ``cache/<backbone>-<key8>/`` (readable without bottleneck):
 
 - ``meta.json``: key, full config, class names, splits ({name: {n, feature_shape}}), versions, weights identity,
   committed rows per split, and ``complete`` — true only after the final commit (written last, atomically).
-- ``manifest.json``: every source item (index, split, id, label, class name, content hash) and skipped images.
+- ``manifest.npz``: every source item as columns (split, id, label, content hash, path or row), class names and
+  skipped images (``data.manifest.Manifest.to_bytes``); caches before it have ``manifest.json`` (read too).
 - data, by format: ``features.zarr/<split>/{features,labels,ids}`` | ``npy/<split>/{features,labels,ids}.npy`` |
   ``features.h5:/<split>/{features,labels,ids}``.
 """

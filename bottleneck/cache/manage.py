@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -10,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.cache import MANIFEST, META, open_cache, progress_text, read_meta, rows_digest
+from bottleneck.cache import META, open_cache, progress_text, read_meta, rows_digest
 from bottleneck.cache.lock import is_locked
+from bottleneck.cache.reader import manifest_source
 from bottleneck.errors import CacheError
 
 
@@ -39,7 +39,7 @@ def list_caches(cache_dir="cache") -> list[dict]:
                 "path": str(d),
                 "key": meta.get("key"),
                 "backbone": meta.get("config", {}).get("backbone"),
-                "source": meta.get("source") or _manifest_source(d),
+                "source": meta.get("source") or manifest_source(d),
                 "splits": splits,
                 "rows": sum(splits.values()),
                 "bytes": dir_size(d),
@@ -50,15 +50,6 @@ def list_caches(cache_dir="cache") -> list[dict]:
         )
     out.sort(key=lambda r: r.get("created") or "", reverse=True)
     return out
-
-
-def _manifest_source(path: Path) -> str | None:
-    """The source of a cache whose meta.json does not name it yet: extraction records it there only on completion,
-    but manifest.json (written first) has it, so `cache ls` can say what an interrupted cache was made from."""
-    try:
-        return json.loads((path / MANIFEST).read_text()).get("source") or None
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 @dataclass

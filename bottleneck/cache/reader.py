@@ -11,10 +11,33 @@ from bottleneck._io import read_json
 from bottleneck.cache.key import cache_dir_name
 from bottleneck.cache.stores import FeatureArray, Store, open_store
 from bottleneck.config import ExtractConfig
+from bottleneck.data.manifest import Manifest
 from bottleneck.errors import CacheError
 
 META = "meta.json"
-MANIFEST = "manifest.json"
+MANIFEST = "manifest.npz"  # the columnar manifest (data.manifest.Manifest.to_bytes)
+LEGACY_MANIFEST = "manifest.json"  # one dict per item: caches written before the columnar manifest
+
+
+def read_manifest(path) -> tuple[Manifest, list]:
+    """(every source item, the skipped ones as {"index", "id", "reason"}) of the cache folder ``path``."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return Manifest.from_bytes((path / MANIFEST).read_bytes())
+    d = json.loads((path / LEGACY_MANIFEST).read_text())
+    return Manifest.from_json(d), d.get("skipped", [])
+
+
+def manifest_source(path) -> str | None:
+    """The source a cache folder's manifest names, reading only its header (None when there is none)."""
+    path = Path(path)
+    try:
+        if (path / MANIFEST).is_file():
+            with np.load(path / MANIFEST, allow_pickle=False) as z:
+                return json.loads(z["header"].tobytes().decode()).get("source") or None
+        return json.loads((path / LEGACY_MANIFEST).read_text()).get("source") or None
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def read_meta(path) -> dict:
@@ -113,8 +136,9 @@ class Cache:
         """(features, labels) of a split in memory."""
         return np.asarray(self.features(split)[:]), self.labels(split)
 
-    def manifest(self) -> dict:
-        return json.loads((self.path / MANIFEST).read_text())
+    def manifest(self) -> Manifest:
+        """Every item of the source the cache was made from, skipped ones included (``meta["skipped"]``)."""
+        return read_manifest(self.path)[0]
 
     def summary(self) -> dict:
         """The JSON shape used by `extract --json` and `info --json`."""

@@ -20,8 +20,6 @@ class Donors:
     """
 
     def __init__(self, cache_dir: Path, fkey: str, exclude: Path):
-        from bottleneck.data import Manifest
-
         self._where: dict[str, tuple] = {}
         self._open: list[Cache] = []
         self._blocks: dict[tuple, np.ndarray] = {}
@@ -40,7 +38,7 @@ class Donors:
                 if not complete and is_locked(d):
                     continue  # being written: its committed rows are safe, but h5 files are not while open
                 cache = open_cache(d, allow_incomplete=True)
-                manifest = Manifest.from_json(cache.manifest())
+                manifest = cache.manifest()
                 skipped = [s["index"] for s in cache.meta.get("skipped", [])]
                 if skipped:
                     manifest = manifest.without(skipped)
@@ -49,8 +47,9 @@ class Donors:
             self._open.append(cache)
             for split in cache.splits:
                 committed = cache.meta["progress"].get(split, 0) if not complete else None
-                for row, item in enumerate(manifest.items_of(split)[:committed]):
-                    self._where.setdefault(item.hash, (cache, split, row))
+                hashes = manifest.hash[manifest.rows_of(split)[:committed]].tolist()
+                for row, h in enumerate(hashes):
+                    self._where.setdefault(h.decode(), (cache, split, row))
 
     def __len__(self):
         return len(self._where)

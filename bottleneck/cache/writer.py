@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import write_json_atomic
+from bottleneck._io import write_bytes_atomic, write_json_atomic
 from bottleneck.cache.reader import MANIFEST, META, Cache
 from bottleneck.cache.stores import open_store
 from bottleneck.config import ExtractConfig
+from bottleneck.data.manifest import Manifest
 
 FORMAT_VERSION = 1
 
@@ -44,7 +45,7 @@ class CacheWriter:
     """
 
     def __init__(
-        self, path, *, key, key_material, config: ExtractConfig, class_names, manifest_json, skipped
+        self, path, *, key, key_material, config: ExtractConfig, class_names, manifest: Manifest, skipped
     ):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ class CacheWriter:
             "complete": False,
         }
         write_json_atomic(self.path / META, self.meta)  # first: marks the folder as an (incomplete) cache
-        write_json_atomic(self.path / MANIFEST, manifest_json)
+        write_bytes_atomic(self.path / MANIFEST, manifest.to_bytes(skipped))
         self.store = open_store(config.format, self.path, "w")
         self._buffers: dict[str, _ShardBuffer] = {}
 
@@ -91,15 +92,16 @@ class CacheWriter:
         self.meta["progress"][split] = 0
         write_json_atomic(self.path / META, self.meta)
 
-    def shrink_split(self, split: str, labels, ids, skipped: list, manifest_json: dict) -> None:
+    def shrink_split(self, split: str, labels, ids, skipped: list, manifest: Manifest) -> None:
         """Images of a created split proved unreadable when decoded: the split becomes ``len(labels)`` rows with
-        these labels and ids, its committed rows stay, and ``skipped`` (also in manifest.json) records why."""
+        these labels and ids, its committed rows stay, and ``skipped`` (also in the manifest) records why;
+        ``manifest`` is every source item."""
         n = len(labels)
         self.store.shrink_split(split, n, labels, ids, keep=self.meta["progress"][split])
         self.store.flush()
         self.meta["splits"][split]["n"] = int(n)
         self.meta["skipped"] = skipped
-        write_json_atomic(self.path / MANIFEST, manifest_json)
+        write_bytes_atomic(self.path / MANIFEST, manifest.to_bytes(skipped))
         write_json_atomic(self.path / META, self.meta)
 
     def write(self, split: str, start: int, batch: np.ndarray) -> None:
@@ -175,15 +177,14 @@ def write_arrays(
     came from which layer, (name, start, stop) each, so subsets of them can be selected.
     """
     config = config or ExtractConfig(backbone="arrays", weights="none")
-    items, skipped = [], []
     writer = CacheWriter(
         path,
         key=key,
         key_material={},
         config=config,
         class_names=class_names,
-        manifest_json={"items": items, "class_names": list(class_names), "kind": "arrays"},
-        skipped=skipped,
+        manifest=Manifest([], [], [], [], class_names, "", "arrays"),
+        skipped=[],
     )
     if layers:
         writer.meta["layers"] = [{"name": n, "start": int(a), "stop": int(b)} for n, a, b in layers]

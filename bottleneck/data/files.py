@@ -18,7 +18,7 @@ from bottleneck.data.decode import (
     pixel_limit_problem,
 )
 from bottleneck.data.hash_index import HashIndex, stamp
-from bottleneck.data.manifest import SPLIT_ALIASES, Item, Manifest, build_manifest, content_hash
+from bottleneck.data.manifest import SPLIT_ALIASES, Manifest, build_manifest, content_hash
 from bottleneck.errors import SourceError
 
 # Folders that are never classes: archive-tool debris (hidden names, starting with ".", are skipped as well).
@@ -227,11 +227,7 @@ def folder_manifest(root: Path, progress=None, reads: FileReads | None = None) -
     class_names = sorted({f[1] for f in found})
     label = {c: i for i, c in enumerate(class_names)}
     hashes = (reads or FileReads()).hash_all([f[3] for f in found], progress)
-    entries = [
-        Item(0, split, rel, label[cls], h, path=full)
-        for (split, cls, rel, full), h in zip(found, hashes, strict=True)
-    ]
-    return build_manifest(entries, class_names, str(root), "folders", fresh=True)
+    return _file_manifest(found, label, hashes, class_names, str(root), "folders")
 
 
 _PATH_COLS = ("path", "file", "filename", "file_name", "image", "image_path", "filepath")
@@ -312,8 +308,21 @@ def csv_manifest(csv_path: Path, progress=None, reads: FileReads | None = None) 
     class_names = sorted({f[1] for f in found})
     index = {c: i for i, c in enumerate(class_names)}
     hashes = (reads or FileReads()).hash_all([f[3] for f in found], progress)
-    entries = [
-        Item(0, split, rid, index[label], h, path=full)
-        for (split, label, rid, full), h in zip(found, hashes, strict=True)
-    ]
-    return build_manifest(entries, class_names, str(csv_path), "csv", fresh=True)
+    return _file_manifest(found, index, hashes, class_names, str(csv_path), "csv")
+
+
+def _file_manifest(found, label_of: dict, hashes, class_names, source: str, kind: str) -> Manifest:
+    """(split, class name, id, path) per file and its hash -> the manifest, built column by column."""
+    if len(hashes) != len(found):
+        raise ValueError("one hash per file expected")
+    split, cls, ids, paths = (list(c) for c in zip(*found, strict=True))
+    return build_manifest(
+        class_names,
+        source,
+        kind,
+        split=split,
+        label=[label_of[c] for c in cls],
+        id=ids,
+        hash=hashes,
+        path=paths,
+    )

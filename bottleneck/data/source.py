@@ -19,7 +19,16 @@ from bottleneck.data.decode import (
     inspect_image,
     resize_image,
 )
-from bottleneck.data.manifest import Item, Manifest, build_manifest, content_hash, split_val
+from bottleneck.data.manifest import (
+    HASH,
+    SPLIT_ORDER,
+    STR,
+    Item,
+    Manifest,
+    build_manifest,
+    content_hash,
+    split_val,
+)
 from bottleneck.data.manifest import pilot as pilot_sample
 from bottleneck.errors import SourceError
 
@@ -152,20 +161,45 @@ class ArraySource(Source):
 
 
 def _array_manifest(data: arrays.ArraySet, source: str, kind: str, progress=None) -> Manifest:
-    entries = []
     total = sum(len(y) for y in data.labels.values())
+    cols: dict[str, list] = {"split": [], "label": [], "id": [], "hash": [], "row": []}
+    done = 0
     for split, x in data.images.items():
-        labels = data.labels[split]
-        for start in range(0, len(labels), _HASH_BLOCK):
-            block = np.ascontiguousarray(x[start : start + _HASH_BLOCK])
-            for i in range(len(block)):
-                row = start + i
-                entries.append(
-                    Item(0, split, f"{split}/{row}", int(labels[row]), content_hash(block[i]), row=row)
-                )
+        n = len(data.labels[split])
+        hashes = np.empty(n, dtype=HASH)
+        for start in range(0, n, _HASH_BLOCK):
+            block = _rows_bytes(x, start, min(n, start + _HASH_BLOCK))
+            size = len(block) // max(1, min(n, start + _HASH_BLOCK) - start)
+            hashes[start : start + _HASH_BLOCK] = [
+                content_hash(block[i : i + size]) for i in range(0, len(block), size)
+            ]
+            done = min(total, done + _HASH_BLOCK)
             if progress:
-                progress("hash", len(entries), total)
-    return build_manifest(entries, data.class_names, source, kind, fresh=True)
+                progress("hash", done, total)
+        rows = np.arange(n, dtype=np.int64)
+        cols["split"].append(np.full(n, SPLIT_ORDER.index(split), dtype=np.uint8))
+        cols["label"].append(np.asarray(data.labels[split], dtype=np.int32))
+        cols["id"].append(np.strings.add(f"{split}/", rows.astype(STR)))
+        cols["hash"].append(hashes)
+        cols["row"].append(rows)
+    joined = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
+    return build_manifest(data.class_names, source, kind, **joined)
+
+
+def _rows_bytes(x, start: int, stop: int) -> memoryview:
+    """The bytes of rows start..stop of an image array, C order (what ``content_hash`` of each row hashes).
+
+    A memory-mapped .npy is read with plain file reads, not through the map: hashing a million rows through it
+    would leave every page of the file resident in this process (counted in its memory) until it exits."""
+    filename = getattr(x, "filename", None)
+    if isinstance(x, np.memmap) and filename and x.flags.c_contiguous:
+        row = x.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
+        with open(filename, "rb") as fh:
+            fh.seek(x.offset + start * row)
+            data = fh.read((stop - start) * row)
+        if len(data) == (stop - start) * row:
+            return memoryview(data)
+    return memoryview(np.ascontiguousarray(x[start:stop])).cast("B")
 
 
 def _detect(path: Path) -> str:
@@ -248,7 +282,7 @@ def open_source(
             src.close()
             raise
         if isinstance(src, FileSource):
-            src.reads.retain({it.path for it in src.manifest.items})
+            src.reads.retain(set(src.manifest.path.tolist()))
     if val_fraction is not None:
         try:
             src.manifest = split_val(src.manifest, val_fraction, seed)
@@ -256,6 +290,21 @@ def open_source(
             src.close()
             raise
     return src
+
+
+def open_reader(manifest: Manifest, *, h5_keys=None, max_image_pixels: int | None = None, **_) -> Source:
+    """A source that reads the items of ``manifest`` (made by ``open_source`` elsewhere, e.g. on a cluster's
+    client) without listing or hashing anything: file items are read by path and checked against their hash,
+    array items by row. The other ``open_source`` options (val split, pilot) only chose the items."""
+    if manifest.kind in ("folders", "csv"):
+        return FileSource(manifest, max_image_pixels)
+    path = Path(manifest.source)
+    if manifest.kind == "idx":
+        data = arrays.load_idx_dir(path)
+    else:
+        loader = {"h5": arrays.load_h5, "npz": arrays.load_npz, "npy": arrays.load_npy_dir}[manifest.kind]
+        data = loader(path, h5_keys)
+    return ArraySource(manifest, data.images, data.handle)
 
 
 def find_bad_images(source: Source, items=None, workers: int = 2, progress=None) -> list[tuple[Item, str]]:

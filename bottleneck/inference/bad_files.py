@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from bottleneck import _tf
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BadImageError
@@ -17,7 +19,7 @@ def rows_without(manifest, skipped: list[dict]):
     if not skipped:
         return manifest
     kept = manifest.without([s["index"] for s in skipped])
-    if not kept.items:
+    if not len(kept):
         raise BadImageError("every image was unreadable; nothing to extract.", [s["id"] for s in skipped])
     return kept
 
@@ -28,8 +30,9 @@ def header_bad_files(src, config: ExtractConfig, progress) -> list[dict]:
     bad = src.header_problems()
     if bad and config.on_bad_image == "fail":
         # Failing anyway: decode the others too, so that one error names every bad file before any compute.
-        flagged = {it.index for it, _ in bad}
-        rest = [it for it in src.manifest.items if it.index not in flagged]
+        flagged = np.zeros(len(src.manifest), dtype=bool)
+        flagged[[it.index for it, _ in bad]] = True
+        rest = src.manifest.items_at(np.flatnonzero(~flagged))
         more = _decode_check(src, config, rest, progress)
         raise _bad_image_error(sorted(bad + more, key=lambda b: b[0].index))
     return [{"index": it.index, "id": it.id, "reason": reason} for it, reason in bad]
@@ -66,14 +69,13 @@ def drop_late(plan, src, writer, late: LateBadImage, progress):
     if plan.config.on_bad_image == "fail":
         after = plan.manifest.items[late.item.index + 1 :]
         raise _bad_image_error([(late.item, late.reason), *_decode_check(src, plan.config, after, progress)])
-    index = next(it.index for it in src.manifest.items if it.id == late.item.id)  # in the full manifest
+    index = int(np.flatnonzero(src.manifest.id == late.item.id)[0])  # in the full manifest
     skipped = sorted(
         [*plan.skipped, {"index": index, "id": late.item.id, "reason": late.reason}], key=lambda s: s["index"]
     )
     manifest = rows_without(src.manifest, skipped)
-    manifest_json = {**plan.manifest_json, "skipped": skipped}
-    items = manifest.items_of(late.item.split)
+    rows = manifest.rows_of(late.item.split)
     writer.shrink_split(
-        late.item.split, [it.label for it in items], [it.id for it in items], skipped, manifest_json
+        late.item.split, manifest.label[rows], manifest.id[rows].tolist(), skipped, src.manifest
     )
-    return dataclasses.replace(plan, manifest=manifest, manifest_json=manifest_json, skipped=skipped)
+    return dataclasses.replace(plan, manifest=manifest, skipped=skipped)

@@ -118,6 +118,7 @@ def extract(
     h5_keys=None,
     pilot: dict | None = None,
     rehash: bool = False,
+    cluster: str | None = None,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
@@ -128,7 +129,9 @@ def extract(
     of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
     (``bottleneck.data.manifest.pilot``). Image files whose size and times are unchanged since an earlier run
     under ``cache_dir`` are not read again (a hash index per source, like git's); ``rehash=True`` reads and hashes
-    every file anyway. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
+    every file anyway. ``cluster`` spreads the computing over a Dask cluster (``"local:N"`` worker processes, or
+    a scheduler address ``"tcp://HOST:8786"``; zarr caches only; needs ``bottleneck[dask]``): the same features,
+    bit for bit. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
     Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)
     and ``ids`` (N,).
     """
@@ -144,6 +147,7 @@ def extract(
         h5_keys=h5_keys,
         pilot=pilot,
         rehash=rehash,
+        cluster=cluster,
         **overrides,
     )
 
@@ -163,6 +167,7 @@ def run_extraction(
     engine_factory: Callable | None = None,
     chunk_rows: int | None = None,
     rehash: bool = False,
+    cluster: str | None = None,
     **overrides,
 ) -> ExtractResult:
     """``extract`` with the hooks tests and benchmarks need: ``engine_factory(config)`` returns the Engine to use
@@ -173,6 +178,7 @@ def run_extraction(
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
     _check_backbone(config)
+    _check_cluster(cluster, config)
     if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
         raise BottleneckError(
             f"chunk_rows={chunk_rows} must be a positive multiple of batch_size={config.batch_size}."
@@ -201,7 +207,31 @@ def run_extraction(
             finally:
                 _save_index(index)  # with the header checks of this miss, also when they stop the run
             engine = _engine(plan, src, notify, engine_factory)
-            return _compute(plan, src, engine, progress, t0)
+            if cluster is None:
+                return _compute(plan, src, engine, progress, t0)
+            from bottleneck.inference.distributed import Cluster
+
+            with Cluster(cluster) as dask:
+                if notify:
+                    notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")
+                return _compute(plan, src, engine, progress, t0, dask, engine_factory)
+
+
+def _check_cluster(cluster, config: ExtractConfig) -> None:
+    """Fail on a cluster run that cannot work before reading any image."""
+    if cluster is None:
+        return
+    import importlib.util
+
+    from bottleneck.inference.distributed import DASK_MISSING, ClusterError
+
+    if importlib.util.find_spec("distributed") is None:
+        raise ClusterError(DASK_MISSING)
+    if config.format != "zarr":
+        raise ClusterError(
+            f"cluster= writes one shared zarr store; format={config.format!r} cannot take writes from several "
+            "processes. Pass format='zarr' (the default) or leave out cluster=."
+        )
 
 
 def _save_index(index: HashIndex) -> None:
@@ -255,7 +285,7 @@ class _Plan:
     material: dict  # what the key hashes
     path: Path
     manifest: object  # without skipped images: one row per item
-    manifest_json: dict  # every item, with the skipped ones listed
+    full: object  # every source item, skipped ones included (the cache's manifest file)
     skipped: list  # [{"index", "id", "reason"}]
     resume_meta: dict | None  # the interrupted run's metadata, or None for a fresh cache
     options: dict  # how the source was opened (recorded so `cache verify` can reopen it)
@@ -275,8 +305,7 @@ def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _P
             batch_size=resume_meta["config"]["batch_size"],
             engine=stored_engine if stored_engine in ("tensorflow", "onnx") else config.engine,
         )
-    # manifest.json keeps every item (skipped ones listed by index); rows follow the filtered manifest.
-    manifest_json = {**src.manifest.to_json(), "skipped": skipped}
+    # The cache's manifest keeps every item (skipped ones listed by index); rows follow the filtered manifest.
     manifest = rows_without(src.manifest, skipped)
     return _Plan(
         config=config,
@@ -284,7 +313,7 @@ def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _P
         material=material,
         path=path,
         manifest=manifest,
-        manifest_json=manifest_json,
+        full=src.manifest,
         skipped=skipped,
         resume_meta=resume_meta,
         options=options,
@@ -338,7 +367,7 @@ def _engine(plan: _Plan, src, notify, engine_factory):
         probe.append(image)
     probe = np.stack(probe)
     return select_engine(
-        tf_engine, config, probe, cache_dir=plan.path.parent, notify=notify, n_images=len(plan.manifest.items)
+        tf_engine, config, probe, cache_dir=plan.path.parent, notify=notify, n_images=len(plan.manifest)
     )
 
 
@@ -351,7 +380,7 @@ def _open_writer(plan: _Plan, engine) -> CacheWriter:
         key_material=plan.material,
         config=plan.config,
         class_names=plan.manifest.class_names,
-        manifest_json=plan.manifest_json,
+        manifest=plan.full,
         skipped=plan.skipped,
     )
     writer.meta["engine"] = engine.name
@@ -373,13 +402,21 @@ class _Counts:
     visited: set = field(default_factory=set)  # splits whose resumed rows are counted
 
 
-def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
-    """Every split, chunk by chunk, into the cache; ``finish`` publishes it complete."""
+def _compute(plan: _Plan, src, engine, progress, t0, cluster=None, factory=None) -> ExtractResult:
+    """Every split, chunk by chunk, into the cache (here, or as tasks on a ``cluster``); ``finish`` publishes it
+    complete."""
     writer = _open_writer(plan, engine)
     counts = _Counts()
     donors = Donors(plan.path.parent, features_key(plan.material), exclude=plan.path)
     try:
-        while True:
+        if cluster is not None:
+            from bottleneck.inference.distributed import compute_on_cluster
+
+            for split in plan.manifest.splits():
+                _open_split(plan, engine, writer, split)
+            job = _job(plan, engine, writer, factory)
+            compute_on_cluster(cluster, job, plan.manifest, writer, donors, counts, progress)
+        while cluster is None:
             try:
                 for split in plan.manifest.splits():
                     _compute_split(plan, src, engine, writer, donors, split, counts, progress)
@@ -394,7 +431,7 @@ def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, ExtractionInterrupted):
             done = sum(writer.meta["progress"].values())
             raise ExtractionInterrupted(
-                f"stopped at a chunk boundary with {done}/{len(plan.manifest.items)} rows saved in {plan.path}; "
+                f"stopped at a chunk boundary with {done}/{len(plan.manifest)} rows saved in {plan.path}; "
                 "re-run the same command to resume."
             ) from None
         raise
@@ -421,6 +458,35 @@ def _compute(plan: _Plan, src, engine, progress, t0) -> ExtractResult:
     )
 
 
+def _open_split(plan: _Plan, engine, writer, split: str) -> tuple[int, int]:
+    """(chunk rows, committed rows) of ``split`` in the store, created there when new."""
+    if split in writer.meta["splits"]:
+        return writer.meta["splits"][split]["chunk_rows"], writer.meta["progress"][split]
+    config = plan.config
+    chunk_rows = plan.chunk_rows or chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
+    rows = plan.manifest.rows_of(split)
+    labels, ids = plan.manifest.label[rows], plan.manifest.id[rows].tolist()
+    writer.create_split(split, len(rows), engine.feature_shape, config.dtype, labels, ids, chunk_rows)
+    return chunk_rows, 0
+
+
+def _job(plan: _Plan, engine, writer, factory):
+    from bottleneck.inference.distributed import Job
+
+    keep = ("int8", "layers", "splits", "key_material")
+    return Job(
+        token=f"{plan.path}:{plan.key}:{engine.name}",
+        config=plan.config,
+        path=str(plan.path),
+        engine=engine.name,
+        engine_meta={k: writer.meta[k] for k in keep if k in writer.meta},
+        source=plan.manifest.take([]),
+        options=plan.options,
+        feature_shape=tuple(engine.feature_shape),
+        factory=factory,
+    )
+
+
 def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts: _Counts, progress) -> None:
     from bottleneck.data import ImageDecodeError
     from bottleneck.inference.pipeline import iter_groups
@@ -428,14 +494,7 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
     config = plan.config
     items = plan.manifest.items_of(split)
     n = len(items)
-    if split in writer.meta["splits"]:
-        chunk_rows = writer.meta["splits"][split]["chunk_rows"]
-        done = writer.meta["progress"][split]
-    else:
-        chunk_rows = plan.chunk_rows or chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
-        labels, ids = [it.label for it in items], [it.id for it in items]
-        writer.create_split(split, n, engine.feature_shape, config.dtype, labels, ids, chunk_rows)
-        done = 0
+    chunk_rows, done = _open_split(plan, engine, writer, split)
     if split not in counts.visited:  # a split is visited again after an image of a later one was dropped
         counts.visited.add(split)
         counts.resumed_from += done

@@ -103,20 +103,18 @@ def _input_size(cache) -> int:
 
 def _match(cache, manifest) -> tuple[dict, dict]:
     stored = cache.manifest()
-    skipped = {int(s["index"]) for s in stored.get("skipped", [])}
+    skipped = [int(s["index"]) for s in cache.meta.get("skipped", [])]
     found = {it.id: it for it in manifest.items}
     items: dict[str, list] = {s: [] for s in cache.splits}
     changed, missing = [], []
-    for x in stored["items"]:
-        if int(x["index"]) in skipped:
-            continue
-        it = found.get(x["id"])
+    for x in stored.without(skipped).items:
+        it = found.get(x.id)
         if it is None:
-            missing.append(x["id"])
-        elif it.hash != x["hash"]:
-            changed.append(x["id"])
-        elif x["split"] in items:
-            items[x["split"]].append(it)
+            missing.append(x.id)
+        elif it.hash != x.hash:
+            changed.append(x.id)
+        elif x.split in items:
+            items[x.split].append(it)
     if changed or missing:
         parts = []
         if changed:

@@ -1,0 +1,372 @@
+"""Extraction spread over a Dask cluster: one task per chunk-aligned row range, written by a worker into the zarr
+store, then recorded; the client publishes the cache when every range is recorded.
+
+Each task builds the engine once per worker process (kept there for the next tasks), decodes its images, computes
+the rows no other cache has, writes its whole region (no two tasks share a zarr chunk or shard, so no locks), makes
+it durable, and writes its commit record (``commits/<split>/<start>.json``: rows and checksum). The client keeps
+the cache lock for the whole run, records each landed range in ``meta.json`` and resumes an interrupted run from
+the records, skipping committed ranges. Batches are grouped exactly as a single-process run groups them, so with
+the same engine the features are the same bits.
+
+Errors inside a task come back as values, not exceptions: Dask retries only what is worth retrying (a lost
+worker is rescheduled by the scheduler), and a worker that cannot build the backbone reports once, not per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.errors import BottleneckError
+
+DASK_MISSING = "cluster= needs Dask; install it with: pip install 'bottleneck[dask]' (dask and distributed)."
+CONNECT_TIMEOUT_S = 10  # an unreachable scheduler fails after this, never hangs
+COMMITS = "commits"  # under the cache folder: one record per landed range
+ENV_SCHEDULER = "BOTTLENECK_DASK_SCHEDULER"
+_LOCAL = re.compile(r"^local(?::(\d+))?$")
+
+
+class ClusterError(BottleneckError):
+    """The cluster cannot be reached or used, or a task failed on a worker."""
+
+
+def _dask():
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError(DASK_MISSING) from None
+    return distributed
+
+
+class Cluster:
+    """A Dask client for ``spec``: ``local:N`` (N worker processes on this machine, started and stopped here) or a
+    scheduler address (``tcp://HOST:8786``). A context manager."""
+
+    def __init__(self, spec: str):
+        self.spec = spec = str(spec).strip()
+        distributed = _dask()
+        self._cluster = None
+        local = _LOCAL.match(spec)
+        if local:
+            n = int(local.group(1) or os.cpu_count() or 1)
+            if n < 1:
+                raise ClusterError(f"cluster={spec!r} needs at least one worker; pass e.g. local:2.")
+            self._cluster = distributed.LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,  # one task at a time per process: the engine uses the cores itself
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            address = self._cluster
+        elif "://" in spec:
+            address = spec
+        else:
+            raise ClusterError(
+                f"cluster={spec!r} is not a cluster; pass local:N (N worker processes here) or a scheduler "
+                "address such as tcp://HOST:8786."
+            )
+        try:
+            self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            self.close()
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {spec} within {CONNECT_TIMEOUT_S} s ({_one_line(exc)}); "
+                "start it (`dask scheduler`) or check the address."
+            ) from None
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one run needs (small: it travels with each task)."""
+
+    token: str  # the cache folder: a worker keeps one engine and one source reader per token
+    config: object  # ExtractConfig
+    path: str  # the cache folder
+    engine: str  # the engine the client selected: onnx | tensorflow | onnx-int8 | a custom factory's name
+    engine_meta: dict  # what rebuilds an int8 engine (meta's int8, layers, splits)
+    source: object  # Manifest with no rows: the source's path, kind and class names
+    options: dict  # how the source was opened
+    feature_shape: tuple
+    factory: object = None  # engine_factory of run_extraction (tests, custom engines), pickled to the workers
+
+
+def committed_ranges(path: Path, split: str) -> dict[int, tuple[int, str]]:
+    """start -> (stop, checksum) of the ranges of ``split`` whose commit record a task wrote."""
+    import json
+
+    out = {}
+    folder = Path(path) / COMMITS / split
+    if folder.is_dir():
+        for f in folder.glob("*.json"):
+            try:
+                r = json.loads(f.read_text())
+                out[int(r["start"])] = (int(r["stop"]), str(r["digest"]))
+            except (OSError, ValueError, KeyError):
+                continue  # a record being written when the run stopped: its range is computed again
+    return out
+
+
+# -- on the worker -------------------------------------------------------------------------------------------------
+_STATE: dict = {}  # token -> (engine, source reader, store, donors): lives as long as the worker process
+
+
+def _worker_state(job: Job):
+    state = _STATE.get(job.token)
+    if state is None:
+        for old in _STATE.values():  # one run at a time per worker: free the previous run's engine
+            old[1].close()
+            old[2].close()
+            old[3].close()
+        _STATE.clear()
+        from bottleneck.cache.key import features_key
+        from bottleneck.cache.reuse import Donors
+        from bottleneck.cache.stores import open_store
+        from bottleneck.data.source import open_reader
+
+        engine = _build_engine(job)
+        reader = open_reader(job.source, **job.options)
+        store = open_store("zarr", job.path, "w")
+        material = job.engine_meta.get("key_material") or {}
+        donors = Donors(Path(job.path).parent, features_key(material), exclude=Path(job.path))
+        state = _STATE[job.token] = (engine, reader, store, donors)
+    return state
+
+
+def _build_engine(job: Job):
+    config = job.config
+    if job.factory is not None:
+        return job.factory(config)
+    cache_dir = Path(job.path).parent
+    if job.engine == "onnx-int8":
+        from bottleneck.inference.int8 import saved_int8_engine
+
+        return saved_int8_engine(config, job.engine_meta, cache_dir)
+    if job.engine == "onnx":
+        from bottleneck.inference.engines import verified_onnx_engine
+
+        engine = verified_onnx_engine(config.replace(engine="onnx"), cache_dir)
+        if engine is None:
+            raise ClusterError(
+                f"the verified ONNX model is not in {cache_dir / 'engines'} as this worker sees it; put the cache "
+                "folder on storage every worker shares."
+            )
+        return engine
+    from bottleneck.inference.engines import create_engine
+
+    return create_engine(config)
+
+
+def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:
+    """One task: rows [start, start + len(items)) of ``split`` computed (``todo`` positions; the others come from
+    donor caches), written, made durable and recorded. Returns {"ok": rows, ...} or {"error": line}."""
+    try:
+        return _run_range(job, split, start, items, todo)
+    except (
+        Exception
+    ) as exc:  # returned, not raised: a deterministic failure must not be retried on every worker
+        from bottleneck.inference.bad_files import LateBadImage
+
+        if isinstance(exc, LateBadImage):
+            return {"bad": [exc.item.id, exc.reason]}
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return {
+            "error": f"{_one_line(exc)} ({type(exc).__name__} at {Path(where.filename).name}:{where.lineno})"
+        }
+
+
+def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:
+    from bottleneck import _tf
+    from bottleneck._io import write_json_atomic
+    from bottleneck.cache.writer import rows_digest
+    from bottleneck.data import ImageDecodeError
+    from bottleneck.inference.bad_files import LateBadImage
+    from bottleneck.inference.pipeline import iter_groups
+
+    engine, reader, store, donors = _worker_state(job)
+    config = job.config
+
+    def load(item):
+        try:
+            return reader.load(item, engine.input_size, config.resize, config.fast_decode)
+        except ImageDecodeError as exc:
+            raise LateBadImage(item, exc.reason) from None
+
+    bs = config.batch_size
+    out = np.empty((len(items), *job.feature_shape), dtype=config.dtype)
+    unknown = donors.fill(out, [it.hash for it in items])
+    # The client chose ``todo`` from the donors it saw; a row this worker's donors lack is computed too.
+    todo = sorted(set(todo).union(unknown))
+    groups = ([items[i] for i in todo[b : b + bs]] for b in range(0, len(todo), bs))
+    stream = iter_groups(load, groups, workers=config.workers or _tf.cpu_count())
+    for b, batch in zip(range(0, len(todo), bs), stream, strict=True):
+        out[todo[b : b + len(batch)]] = engine(batch)
+    store.write(split, start, out)
+    store.flush()
+    digest = rows_digest(out)
+    record = {"start": start, "stop": start + len(items), "digest": digest, "computed": len(todo)}
+    folder = Path(job.path) / COMMITS / split
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / f"{start:012d}.json", record)
+    return {"ok": len(items), **record}
+
+
+# -- on the client -------------------------------------------------------------------------------------------------
+def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, counts, progress) -> None:
+    """Every uncommitted range of every split as one task; returns when all are recorded in ``writer.meta``.
+
+    Splits must exist in the store already (``writer.create_split``). Ranges whose rows all come from donor
+    caches are copied here, without a task. Raises ClusterError (a task's error, a worker lost too often) or
+    BadImageError (an image damaged past its header), leaving every recorded range for a resume."""
+    from distributed import as_completed
+
+    tasks = {}
+    landed: dict[str, int] = {}
+    for split in manifest.splits():
+        items = manifest.items_of(split)
+        n, info = len(items), writer.meta["splits"][split]
+        step = info.get("shard_rows") or info["chunk_rows"]  # whole shards: one writer per stored object
+        done = _adopt_records(writer, split, step)
+        landed[split] = sum(min(step, n - s) for s in done)
+        counts.resumed_from += landed[split]
+        if progress:
+            progress(split, landed[split], n)
+        for start in range(0, n, step):
+            if start in done:
+                continue
+            chunk = list(items[start : start + step])
+            todo = donors.missing([it.hash for it in chunk])
+            if not todo:  # nothing to compute: copy the donors' rows here
+                out = np.empty((len(chunk), *job.feature_shape), dtype=job.config.dtype)
+                donors.fill(out, [it.hash for it in chunk])
+                writer.store.write(split, start, out)
+                writer.store.flush()
+                _record(writer, split, step, start, start + len(chunk), _digest(out))
+                counts.reused += len(chunk)
+                landed[split] += len(chunk)
+                continue
+            future = cluster.client.submit(
+                run_range,
+                job,
+                split,
+                start,
+                chunk,
+                todo,
+                pure=False,
+                key=f"bottleneck-{split}-{start}-{job.token}",
+            )
+            tasks[future] = (split, start, len(chunk))
+    if not tasks:
+        return
+    pending = as_completed(list(tasks), loop=cluster.client.loop)
+    try:
+        for future in pending:
+            split, start, rows = tasks[future]
+            result = _result(future, split, start, rows)
+            _record(
+                writer,
+                split,
+                writer.meta["splits"][split].get("shard_rows") or writer.meta["splits"][split]["chunk_rows"],
+                start,
+                result["stop"],
+                result["digest"],
+            )
+            counts.computed += result["computed"]
+            counts.reused += rows - result["computed"]
+            landed[split] += rows
+            if progress:
+                progress(split, landed[split], writer.meta["splits"][split]["n"])
+    finally:
+        cluster.client.cancel([f for f in tasks if not f.done()])
+
+
+def _result(future, split: str, start: int, rows: int) -> dict:
+    from distributed import KilledWorker
+
+    where = f"{split} rows {start}-{start + rows}"
+    try:
+        result = future.result()
+    except KilledWorker:
+        raise ClusterError(
+            f"workers died repeatedly while computing {where} (out of memory?); the ranges done so far are kept. "
+            "Give the workers more memory or use a smaller --batch-size, then run the same command to resume."
+        ) from None
+    if "bad" in result:
+        from bottleneck.errors import BadImageError
+
+        ident, reason = result["bad"]
+        raise BadImageError(
+            f"unreadable image {ident} ({reason}) found by a worker at {where}; fix or remove it and run the same "
+            "command again (the ranges done so far are kept).",
+            [ident],
+        )
+    if "error" in result:
+        raise ClusterError(f"a worker failed on {where}: {result['error']}")
+    return result
+
+
+def _digest(out: np.ndarray) -> str:
+    from bottleneck.cache.writer import rows_digest
+
+    return rows_digest(out)
+
+
+def _adopt_records(writer, split: str, step: int) -> set[int]:
+    """Starts of the ranges of ``split`` already durable: the committed prefix of a single-process run, and the
+    ranges with a task's commit record (also when the client stopped before it saw them land)."""
+    n = writer.meta["splits"][split]["n"]
+    prefix = writer.meta["progress"].get(split, 0)
+    done = {s for s in range(0, prefix, step) if min(s + step, n) <= prefix}
+    known = {int(r[0]) for r in writer.meta.get("checksums", {}).get(split, [])}
+    for start, (stop, digest) in committed_ranges(writer.path, split).items():
+        if start % step == 0 and stop == min(start + step, n):
+            done.add(start)
+            if start not in known:
+                _record(writer, split, step, start, stop, digest, save=False)
+    return done
+
+
+def _record(writer, split: str, step: int, start: int, stop: int, digest: str, save: bool = True) -> None:
+    """A landed range into meta.json: its checksum (for `cache verify`) and the committed prefix it extends."""
+    from bottleneck._io import write_json_atomic
+
+    sums = writer.meta.setdefault("checksums", {}).setdefault(split, [])
+    sums.append([int(start), int(stop), digest])
+    starts = {int(r[0]): int(r[1]) for r in sums}
+    prefix = writer.meta["progress"].get(split, 0)
+    while (
+        prefix in starts
+    ):  # progress stays "rows [0, p) are durable", the form a single-process resume reads
+        prefix = starts[prefix]
+    writer.meta["progress"][split] = prefix
+    if save:
+        write_json_atomic(writer.path / "meta.json", writer.meta)

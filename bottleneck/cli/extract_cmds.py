@@ -38,6 +38,10 @@ Examples:
   bottleneck extract data/photos --device gpu --batch-size 256    # ONNX Runtime CUDA / TensorRT
 
   bottleneck extract data/huge --shard-rows 4096    # 4096 rows per file instead of one file per chunk
+
+  bottleneck extract data/huge --cluster local:4    # 4 Dask worker processes (pip install 'bottleneck[dask]')
+
+  bottleneck extract data/huge --cluster tcp://scheduler:8786    # an existing Dask cluster, shared cache folder
 """
 
 
@@ -124,6 +128,12 @@ def register(app: typer.Typer) -> None:
             help="Read and hash every image file, also those whose size and times are unchanged since the last "
             "run (which are otherwise taken from the source's hash index under --cache-dir).",
         ),
+        cluster: str = typer.Option(
+            None,
+            envvar="BOTTLENECK_DASK_SCHEDULER",
+            help="Compute on Dask: local:N starts N worker processes here; tcp://HOST:8786 uses a running "
+            "scheduler whose workers share --cache-dir and the source. Same features, bit for bit; zarr only.",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary instead of the path."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -167,6 +177,7 @@ def register(app: typer.Typer) -> None:
                 val_fraction=val_fraction,
                 seed=seed,
                 h5_keys=h5_keys,
+                cluster=cluster or None,
             )
         finally:
             bar.close()
@@ -185,7 +196,13 @@ def register(app: typer.Typer) -> None:
                     msg += f", resumed after {result.resumed_from} committed rows"
                 typer.echo(msg, err=True)
             if result.skipped:
-                typer.echo(f"skipped {len(result.skipped)} unreadable image(s); see manifest.json", err=True)
+                named = "; ".join(f"{s['id']} ({s['reason']})" for s in result.skipped[:5])
+                more = (
+                    f" and {len(result.skipped) - 5} more (meta.json lists all)"
+                    if len(result.skipped) > 5
+                    else ""
+                )
+                typer.echo(f"skipped {len(result.skipped)} unreadable image(s): {named}{more}", err=True)
         typer.echo(str(result.path))
 
     @app.command(

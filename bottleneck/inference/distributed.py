@@ -142,18 +142,25 @@ _STATE: dict = {}  # token -> (engine, source reader, store, donors): lives as l
 
 def _worker_state(job: Job):
     state = _STATE.get(job.token)
+    if isinstance(state, Exception):
+        raise state  # this worker could not set up this run: the same error, without building again
     if state is None:
         for old in _STATE.values():  # one run at a time per worker: free the previous run's engine
-            old[1].close()
-            old[2].close()
-            old[3].close()
+            if not isinstance(old, Exception):
+                old[1].close()
+                old[2].close()
+                old[3].close()
         _STATE.clear()
         from bottleneck.cache.key import features_key
         from bottleneck.cache.reuse import Donors
         from bottleneck.cache.stores import open_store
         from bottleneck.data.source import open_reader
 
-        engine = _build_engine(job)
+        try:
+            engine = _build_engine(job)
+        except Exception as exc:
+            _STATE[job.token] = exc
+            raise
         reader = open_reader(job.source, **job.options)
         store = open_store("zarr", job.path, "w")
         material = job.engine_meta.get("key_material") or {}

@@ -230,7 +230,7 @@ def _check_cluster(cluster, config: ExtractConfig) -> None:
     if config.format != "zarr":
         raise ClusterError(
             f"cluster= writes one shared zarr store; format={config.format!r} cannot take writes from several "
-            "processes. Pass format='zarr' (the default) or leave out cluster=."
+            "processes. Pass format='zarr' (the default) or leave cluster= out."
         )
 
 

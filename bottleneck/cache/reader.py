@@ -180,7 +180,21 @@ class Cache:
 
 
 def open_cache(path, *, allow_incomplete: bool = False) -> Cache:
-    """Open a cache folder for reading. An incomplete cache raises CacheError unless allow_incomplete."""
+    """Open a cache folder for reading. An incomplete cache raises CacheError unless allow_incomplete.
+
+    ``path`` may be a URL (``s3://bucket/caches/<folder>``): the complete cache is copied into its local staging
+    folder first (only what changed since the last copy) and read from there."""
+    from bottleneck import storage
+
+    if storage.is_url(path):
+        parent, name = str(path).rstrip("/").rsplit("/", 1)
+        remote = storage.RemoteCaches(parent)
+        if not remote.fetch(name):
+            raise CacheError(
+                f"no complete cache at {path}; run `bottleneck extract SOURCE --cache-dir {parent}` first."
+            )
+        path = remote.local / name
+    path = storage.local_path(path)
     meta = read_meta(path)
     if not meta.get("complete") and not allow_incomplete:
         raise CacheError(

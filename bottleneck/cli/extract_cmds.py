@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from bottleneck.cli.common import print_json, user_errors
@@ -49,7 +47,10 @@ def register(app: typer.Typer) -> None:
     @app.command("extract", help=EXTRACT_HELP)
     @user_errors
     def extract_cmd(
-        source: Path = typer.Argument(..., help="Image folder, .h5, .npz, .npy folder, IDX folder or CSV."),
+        source: str = typer.Argument(
+            ...,
+            help="Image folder, .h5, .npz, .npy folder, IDX folder or CSV; or its s3:// (gs://, ...) URL.",
+        ),
         backbone: str = typer.Option(
             "efficientnet_lite0", help="Registry name (see `bottleneck backbones`) or a model file."
         ),
@@ -120,7 +121,10 @@ def register(app: typer.Typer) -> None:
             help="auto (a GPU when the engine sees one) | cpu | gpu (an error without one). Same features "
             "within the engines' tolerance.",
         ),
-        cache_dir: Path = typer.Option(Path("cache"), help="Where caches live."),
+        cache_dir: str = typer.Option(
+            "cache",
+            help="Where caches live: a folder, or an s3:// (gs://, ...) URL (staged locally, published when complete).",
+        ),
         force: bool = typer.Option(False, "--force", help="Recompute even when a complete cache exists."),
         rehash: bool = typer.Option(
             False,
@@ -203,7 +207,7 @@ def register(app: typer.Typer) -> None:
                     else ""
                 )
                 typer.echo(f"skipped {len(result.skipped)} unreadable image(s): {named}{more}", err=True)
-        typer.echo(str(result.path))
+        typer.echo(result.url or str(result.path))
 
     @app.command(
         "info",
@@ -211,7 +215,7 @@ def register(app: typer.Typer) -> None:
     )
     @user_errors
     def info_cmd(
-        cache: Path = typer.Argument(..., help="A cache folder made by `bottleneck extract`."),
+        cache: str = typer.Argument(..., help="A cache folder made by `bottleneck extract` (or its URL)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         from bottleneck.cache import open_cache

@@ -114,7 +114,9 @@ def register(app: typer.Typer) -> None:
     @app.command("fit-head", help=FIT_HELP)
     @user_errors
     def fit_head_cmd(
-        cache: Path = typer.Argument(..., help="A cache folder made by `bottleneck extract`."),
+        cache: str = typer.Argument(
+            ..., help="A cache folder made by `bottleneck extract` (or its s3:// URL)."
+        ),
         head: str = typer.Option("logreg", "--head", help="logreg | linear | mlp | sigmoid | pool-dense."),
         out: Path = typer.Option(
             None, "--out", help="Run folder (default: RUNS_DIR/<cache>-<head>, made unique)."
@@ -167,7 +169,9 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def evaluate_cmd(
         run_dir: Path = typer.Argument(..., help="A run folder made by `bottleneck fit-head`."),
-        cache: Path = typer.Argument(..., help="A cache with the same backbone settings and classes."),
+        cache: str = typer.Argument(
+            ..., help="A cache with the same backbone settings and classes (or its URL)."
+        ),
         split: str = typer.Option("test", help="Split to score."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
@@ -189,7 +193,7 @@ def register(app: typer.Typer) -> None:
     @app.command("compare", help=COMPARE_HELP)
     @user_errors
     def compare_cmd(
-        caches: list[Path] = typer.Argument(..., help="Cache folders (e.g. one per backbone)."),
+        caches: list[str] = typer.Argument(..., help="Cache folders (e.g. one per backbone), or their URLs."),
         heads: str = typer.Option("logreg,linear,mlp", help="Comma-separated head names."),
         seeds: str = typer.Option("1", help="How many seeds (3 = 0,1,2) or a list (0,1,2)."),
         out: Path = typer.Option(

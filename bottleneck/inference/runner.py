@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -55,6 +56,9 @@ class ExtractResult:
     reused: int = 0  # rows copied from another cache of the same backbone settings (matched by content hash)
     skipped: list = field(default_factory=list)  # [{"id", "reason"}] images left out with on_bad_image="skip"
     engine: str | None = None
+    url: str | None = (
+        None  # the cache in the bucket, for a cache_dir URL (``path`` is its local staging copy)
+    )
 
     @property
     def path(self) -> Path:
@@ -64,6 +68,7 @@ class ExtractResult:
         """The JSON shape of `bottleneck extract --json`."""
         return {
             "path": str(self.cache.path),
+            **({"url": self.url} if self.url else {}),
             "key": self.cache.key,
             "hit": self.hit,
             "seconds": round(self.seconds, 3),
@@ -188,18 +193,36 @@ def run_extraction(
         options["pilot"] = dict(pilot)
     if config.max_image_pixels is not None:
         options["max_image_pixels"] = config.max_image_pixels
+    source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
         config = _resolved(config, src)
         key, material = compute_key(config, src.manifest.fingerprint(), _calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)
-        if not force and _is_complete(path):
+
+        def hit() -> ExtractResult | None:
+            """The complete cache of this key, here or (fetched) from a cache_dir URL; published when missing."""
+            if force:
+                return None
+            if remote is not None and not _is_complete(path):
+                remote.fetch(path.name, progress)
+            if not _is_complete(path):
+                return None
             _save_index(index)
-            return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
-        with _write_errors(cache_dir, path), cache_lock(path, notify):
-            if not force and _is_complete(path):  # another process finished it while we waited
-                _save_index(index)
-                return ExtractResult(open_cache(path), hit=True, seconds=time.perf_counter() - t0)
+            if remote is not None and not remote.is_complete(path.name):
+                remote.publish(path.name, progress)
+            return ExtractResult(
+                open_cache(path), hit=True, seconds=time.perf_counter() - t0, url=_url(remote, path)
+            )
+
+        found = hit()
+        if found is not None:
+            return found
+        lease = remote.lease(path.name, notify) if remote is not None else contextlib.nullcontext()
+        with _write_errors(cache_dir, path), cache_lock(path, notify), lease:
+            found = hit()  # another process finished it while we waited
+            if found is not None:
+                return found
             if force and path.exists():
                 shutil.rmtree(path)  # find_cache_path gave a folder of this key (or none): ours to replace
             try:
@@ -208,13 +231,41 @@ def run_extraction(
                 _save_index(index)  # with the header checks of this miss, also when they stop the run
             engine = _engine(plan, src, notify, engine_factory)
             if cluster is None:
-                return _compute(plan, src, engine, progress, t0)
-            from bottleneck.inference.distributed import Cluster
+                result = _compute(plan, src, engine, progress, t0)
+            else:
+                from bottleneck.inference.distributed import Cluster
 
-            with Cluster(cluster) as dask:
-                if notify:
-                    notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")
-                return _compute(plan, src, engine, progress, t0, dask, engine_factory)
+                with Cluster(cluster) as dask:
+                    if notify:
+                        notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")
+                    result = _compute(plan, src, engine, progress, t0, dask, engine_factory)
+            if remote is not None:
+                remote.publish(path.name, progress)
+                result.url = _url(remote, path)
+            return result
+
+
+def _staged(source, cache_dir, progress):
+    """(local source, RemoteCaches or None, local cache_dir): URLs are mirrored into / staged in local folders."""
+    from bottleneck import storage
+
+    if storage.is_url(source):
+        url = str(source).rstrip("/")
+        if url.lower().endswith(".csv"):  # its image paths are relative to its folder: mirror the folder
+            folder, name = url.rsplit("/", 1)
+            source = storage.mirror(folder, storage.staging_for(folder), progress=progress) / name
+        else:
+            source = storage.mirror(url, storage.staging_for(url), progress=progress)
+    else:
+        source = storage.local_path(source)
+    if storage.is_url(cache_dir):
+        remote = storage.RemoteCaches(str(cache_dir))
+        return source, remote, remote.local
+    return source, None, storage.local_path(cache_dir)
+
+
+def _url(remote, path: Path) -> str | None:
+    return None if remote is None else f"{remote.url}/{path.name}"
 
 
 def _check_cluster(cluster, config: ExtractConfig) -> None:

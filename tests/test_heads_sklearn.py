@@ -28,8 +28,15 @@ EXPECTED_FAILED = {
 }
 
 
+# Keras heads compute in float32: a row's probabilities may differ in the last bits (3e-8 seen, Keras 3.15 /
+# TF 2.21) with its position in the batch, which the check compares at rtol 1e-7. No decision changes.
+KERAS_FAILED = {
+    "check_methods_sample_order_invariance": "float32 Keras inference: last-bit differences with row position",
+}
+
+
 def expected_failed(estimator) -> dict[str, str]:
-    return dict(EXPECTED_FAILED)
+    return {**EXPECTED_FAILED, **(KERAS_FAILED if isinstance(estimator, MLPHead) else {})}
 
 
 @parametrize_with_checks([LogRegHead(), MLPHead(**KERAS)], expected_failed_checks=expected_failed)

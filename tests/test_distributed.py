@@ -86,6 +86,10 @@ def test_real_backbone_same_bits_as_one_process(tmp_path, cluster):
     records = sorted((many.path / "commits" / "train").glob("*.json"))
     assert len(records) == 4  # 57 train rows in ranges of 16
     assert many.cache.meta["progress"] == {"train": 57, "test": 57}
+    from bottleneck.cache.manage import verify_cache
+
+    report = verify_cache(many.path)  # the ranges' checksums, recorded from the workers' records
+    assert report.regions == 8 and not report.bad
 
 
 def test_killed_worker_changes_nothing(tmp_path, cluster):

@@ -18,7 +18,7 @@ from bottleneck.data.decode import (
     pixel_limit_problem,
 )
 from bottleneck.data.hash_index import HashIndex, stamp
-from bottleneck.data.manifest import SPLIT_ALIASES, Manifest, build_manifest, content_hash
+from bottleneck.data.manifest import SPLIT_ALIASES, SPLIT_ORDER, Manifest, build_manifest, content_hash
 from bottleneck.errors import SourceError
 
 # Folders that are never classes: archive-tool debris (hidden names, starting with ".", are skipped as well).
@@ -52,10 +52,11 @@ def _images_under(folder: Path, root: Path) -> list[tuple[str, str]]:
     """(relative posix id, absolute path) of every visible image file under ``folder``, subfolders included."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _JUNK_DIRS]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _JUNK_DIRS)
         # One relative path per folder, not per file: a folder of 200 000 images spent seconds in relpath.
         rel = Path(os.path.relpath(dirpath, root)).as_posix()
-        for name in filenames:
+        # Sorted, so a flat class folder lists in manifest order and building the manifest needs no sort.
+        for name in sorted(filenames):
             if not name.startswith(".") and _is_image(name):
                 out.append((f"{rel}/{name}", f"{dirpath}{os.sep}{name}"))
     return out
@@ -315,13 +316,14 @@ def _file_manifest(found, label_of: dict, hashes, class_names, source: str, kind
     """(split, class name, id, path) per file and its hash -> the manifest, built column by column."""
     if len(hashes) != len(found):
         raise ValueError("one hash per file expected")
-    split, cls, ids, paths = (list(c) for c in zip(*found, strict=True))
+    code = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    split, cls, ids, paths = zip(*found, strict=True)
     return build_manifest(
         class_names,
         source,
         kind,
-        split=split,
-        label=[label_of[c] for c in cls],
+        split=np.fromiter((code[s] for s in split), np.uint8, len(split)),
+        label=np.fromiter((label_of[c] for c in cls), np.int32, len(cls)),
         id=ids,
         hash=hashes,
         path=paths,

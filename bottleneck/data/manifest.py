@@ -254,7 +254,22 @@ def build_manifest(
         split = np.array([SPLIT_ORDER.index(s) for s in split.tolist()], dtype=np.uint8)
     m = Manifest(split, label, id, hash, class_names, source, kind, path=path, row=row)
     rows = m.row if m.row is not None else np.full(len(m), -1, dtype=np.int64)
-    return m.take(np.lexsort((m.id, rows, m.label, m.split)))
+    keys = (m.split, m.label, rows, m.id)
+    if _ordered(keys):  # listings usually come in this order already: a cache hit skips the sort and the copy
+        return m
+    return m.take(np.lexsort(keys[::-1]))
+
+
+def _ordered(keys) -> bool:
+    """Whether rows are already sorted by ``keys`` (most significant first), in one vectorized pass."""
+    if len(keys[0]) < 2:
+        return True
+    later, tied = np.zeros(len(keys[0]) - 1, dtype=bool), np.ones(len(keys[0]) - 1, dtype=bool)
+    for k in keys:
+        a, b = k[:-1], k[1:]
+        later |= tied & (b > a)
+        tied &= b == a
+    return bool(np.all(later | tied))
 
 
 def from_items(items: Iterable[Item], class_names, source: str, kind: str) -> Manifest:

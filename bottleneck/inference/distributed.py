@@ -277,7 +277,7 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
                 donors.fill(out, [it.hash for it in chunk])
                 writer.store.write(split, start, out)
                 writer.store.flush()
-                _record(writer, split, step, start, start + len(chunk), _digest(out))
+                _record(writer, split, start, start + len(chunk), _digest(out))
                 counts.reused += len(chunk)
                 landed[split] += len(chunk)
                 continue
@@ -299,14 +299,7 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
         for future in pending:
             split, start, rows = tasks[future]
             result = _result(future, split, start, rows)
-            _record(
-                writer,
-                split,
-                writer.meta["splits"][split].get("shard_rows") or writer.meta["splits"][split]["chunk_rows"],
-                start,
-                result["stop"],
-                result["digest"],
-            )
+            _record(writer, split, start, result["stop"], result["digest"])
             counts.computed += result["computed"]
             counts.reused += rows - result["computed"]
             landed[split] += rows
@@ -358,13 +351,14 @@ def _adopt_records(writer, split: str, step: int) -> set[int]:
         if start % step == 0 and stop == min(start + step, n):
             done.add(start)
             if start not in known:
-                _record(writer, split, step, start, stop, digest, save=False)
+                _record(writer, split, start, stop, digest, save=False)
     return done
 
 
-def _record(writer, split: str, step: int, start: int, stop: int, digest: str, save: bool = True) -> None:
+def _record(writer, split: str, start: int, stop: int, digest: str, save: bool = True) -> None:
     """A landed range into meta.json: its checksum (for `cache verify`) and the committed prefix it extends."""
     from bottleneck._io import write_json_atomic
+    from bottleneck.cache.reader import META
 
     sums = writer.meta.setdefault("checksums", {}).setdefault(split, [])
     sums.append([int(start), int(stop), digest])
@@ -376,4 +370,4 @@ def _record(writer, split: str, step: int, start: int, stop: int, digest: str, s
         prefix = starts[prefix]
     writer.meta["progress"][split] = prefix
     if save:
-        write_json_atomic(writer.path / "meta.json", writer.meta)
+        write_json_atomic(writer.path / META, writer.meta)

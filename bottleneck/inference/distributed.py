@@ -326,7 +326,8 @@ def _result(future, split: str, start: int, rows: int) -> dict:
         ident, reason = result["bad"]
         raise BadImageError(
             f"unreadable image {ident} ({reason}) found by a worker at {where}; fix or remove it and run the same "
-            "command again (the ranges done so far are kept).",
+            "command again (the ranges done so far are kept). On a cluster, a file damaged past its header stops "
+            "the run even with on_bad_image='skip', which leaves out files whose header shows the damage.",
             [ident],
         )
     if "error" in result:

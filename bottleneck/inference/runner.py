@@ -134,7 +134,9 @@ def extract(
     of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
     (``bottleneck.data.manifest.pilot``). Image files whose size and times are unchanged since an earlier run
     under ``cache_dir`` are not read again (a hash index per source, like git's); ``rehash=True`` reads and hashes
-    every file anyway. ``cluster`` spreads the computing over a Dask cluster (``"local:N"`` worker processes, or
+    every file anyway. ``source`` and ``cache_dir`` may be URLs (``s3://bucket/prefix``; ``bottleneck.storage``):
+    the source is mirrored locally (changed objects only), the cache built in a local staging folder and
+    published to the bucket when complete (``ExtractResult.url``). ``cluster`` spreads the computing over a Dask cluster (``"local:N"`` worker processes, or
     a scheduler address ``"tcp://HOST:8786"``; zarr caches only; needs ``bottleneck[dask]``): the same features,
     bit for bit. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
     Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)

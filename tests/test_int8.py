@@ -44,6 +44,30 @@ def test_int8_and_fp32_caches_have_different_keys(tmp_path, make_image_folder):
         ExtractConfig(precision="bogus")
 
 
+def test_int8_weight_type_follows_the_cpu_and_joins_the_key(tmp_path, make_image_folder, monkeypatch):
+    # x86 CPUs without VNNI saturate u8s8 products: there the model gets u8 weights, another model and key.
+    from bottleneck.inference.quantize import WEIGHTS_ENV, int8_path, int8_weights
+    from bottleneck.inference.runner import _calibration_material
+
+    src = make_image_folder(tmp_path / "s", {"a": 4, "b": 4})
+    cfg = ExtractConfig(precision="int8")
+    with open_source(src) as s:
+        fp = s.manifest.fingerprint()
+        monkeypatch.setenv(WEIGHTS_ENV, "s8")
+        s8 = _calibration_material(cfg, s)
+        monkeypatch.setenv(WEIGHTS_ENV, "u8")
+        u8 = _calibration_material(cfg, s)
+    assert int8_weights() == "u8" and s8 == {"calibration_ids": u8["calibration_ids"]}  # s8 keys as before
+    assert u8["int8_weights"] == "u8" and compute_key(cfg, fp, s8)[0] != compute_key(cfg, fp, u8)[0]
+    model = tmp_path / "m.onnx"
+    assert int8_path(model, "ab" * 8).name == "m-int8-abababababab.onnx"
+    assert int8_path(model, "ab" * 8, "u8").name == "m-int8-abababababab-u8.onnx"
+    monkeypatch.delenv(WEIGHTS_ENV)
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if "avx2" in flags and "vnni" not in flags:
+        assert int8_weights() == "u8"
+
+
 def test_agreement_measures_cosine_and_relative_difference():
     a = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
     b = np.array([[1.0, 0.0], [1.0, 1.0]], np.float32)

@@ -15,6 +15,7 @@ from bottleneck.inference.quantize import (
     calibration_hash,
     calibration_items,
     int8_path,
+    int8_weights,
     quantize,
     read_record,
     write_record,
@@ -77,21 +78,26 @@ def int8_engine(config, src, manifest, cache_dir, notify=None):
     if config.calibration > train and notify:
         notify(f"calibration={config.calibration} is more than the {train} train images; calibrating on all")
     ids = calibration_hash(calib)
-    path = int8_path(fp32.path, ids)
+    weights = int8_weights()
+    path = int8_path(fp32.path, ids, weights)
     record = read_record(path)
-    if record is None or record.calibration_ids != ids or not path.exists():
+    if record is None or record.calibration_ids != ids or record.weights != weights or not path.exists():
         if notify:
             notify(f"quantizing {config.backbone} to int8 (once; calibrated on {len(calib)} train images)")
         size = fp32.input_size
         name = fp32.session.get_inputs()[0].name
-        quantize(fp32.path, path, name, _pixels(src, calib, size, config))
+        quantize(fp32.path, path, name, _pixels(src, calib, size, config), weights)
         chosen = {it.index for it in calib}
         held = [it for it in calibration_items(manifest, train) if it.index not in chosen][:AGREEMENT_IMAGES]
         held = held or calib[:AGREEMENT_IMAGES]  # every train image calibrated: compare on those
         images = np.concatenate(list(_pixels(src, held, size, config)))
         trial = OnnxEngine(path, size, fp32.feature_shape, config.threads, device="cpu")
         record = Int8Record(
-            ids, len(calib), **agreement(trial(images), fp32(images)), agreement_images=len(held)
+            ids,
+            len(calib),
+            **agreement(trial(images), fp32(images)),
+            agreement_images=len(held),
+            weights=weights,
         )
         write_record(path, record)
     if record.mean_cosine < MIN_COSINE and not config.accept_drift:
@@ -122,7 +128,7 @@ def saved_int8_engine(config, meta: dict, cache_dir):
     info = meta.get("int8") or {}
     size = config.image_size or get_spec(config.backbone).input_size
     fp32 = onnx_model_path(config.replace(precision="fp32"), size, cache_dir)
-    path = int8_path(fp32, info.get("calibration_ids", ""))
+    path = int8_path(fp32, info.get("calibration_ids", ""), info.get("weights", "s8"))
     if not info or not path.exists():
         raise BackboneError(
             f"the int8 model this cache was extracted with is not in {Path(cache_dir) / 'engines'}; run the same "

@@ -317,9 +317,12 @@ def _calibration_material(config: ExtractConfig, src) -> dict:
     """int8 features depend on the calibration images: their identity joins the key (none for fp32)."""
     if config.precision != "int8":
         return {}
-    from bottleneck.inference.quantize import calibration_hash, calibration_items
+    from bottleneck.inference.quantize import calibration_hash, calibration_items, int8_weights
 
-    return {"calibration_ids": calibration_hash(calibration_items(src.manifest, config.calibration))}
+    material = {"calibration_ids": calibration_hash(calibration_items(src.manifest, config.calibration))}
+    if int8_weights() != "s8":  # another model, other features; s8 caches keep the keys they had
+        material["int8_weights"] = int8_weights()
+    return material
 
 
 def _is_complete(path: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,15 @@ def run_python(code: str) -> str:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def truncated_png(seed: int) -> bytes:
+    """A noise PNG cut inside its pixel data: the header reads fine, decoding fails."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    return data[: len(data) * 2 // 3]
 
 
 class FakeEngine:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, make_image_folder
+from conftest import PixelEngine, make_image_folder, truncated_png
 from typer.testing import CliRunner
 
 from bottleneck.config import ExtractConfig
@@ -128,8 +128,6 @@ def test_killed_worker_changes_nothing(tmp_path, cluster):
 
 
 def test_a_late_bad_image_on_a_worker_is_named_and_its_run_reused(tmp_path, cluster):
-    from test_read_once import truncated_png
-
     address, _ = cluster
     src = make_image_folder(tmp_path / "d", {"a": 20, "b": 20}, size=(12, 12))
     ref = run_extraction(src, CFG, cache_dir=tmp_path / "ref", engine_factory=slow_pixels)

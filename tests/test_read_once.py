@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, counting, make_image_folder
+from conftest import PixelEngine, counting, make_image_folder, truncated_png
 from PIL import Image
 
 from bottleneck.cache.reader import read_manifest
@@ -22,15 +22,6 @@ def pixel_engine(config):
 
 
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
-
-
-def truncated_png(seed: int) -> bytes:
-    """A noise PNG cut inside its pixel data: the header reads fine, decoding fails."""
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
-    data = buf.getvalue()
-    return data[: len(data) * 2 // 3]
 
 
 def test_fresh_run_reads_and_decodes_each_image_once_through_the_engine_probe(tmp_path):

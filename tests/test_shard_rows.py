@@ -2,7 +2,6 @@
 an interrupted or shrunk split never puts committed rows at risk (a shard is written whole, once, and counted only
 when durable)."""
 
-import io
 import json
 import os
 import signal
@@ -13,8 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, make_image_folder
-from PIL import Image
+from conftest import PixelEngine, make_image_folder, truncated_png
 from typer.testing import CliRunner
 
 from bottleneck.cache.key import compute_key, features_key
@@ -222,15 +220,6 @@ def test_committed_shards_are_never_rewritten(tmp_path):
     assert {p for p, _ in engine.seen} <= {0, 8, 16, 24, 32, 33}  # progress moves a whole shard at a time
     versions = {s for _, s in engine.seen if s is not None}
     assert len(versions) <= 1  # shard 0 appears once and is never written again
-
-
-def truncated_png(seed: int) -> bytes:
-    """A noise PNG cut inside its pixel data: the header reads fine, decoding fails."""
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
-    data = buf.getvalue()
-    return data[: len(data) * 2 // 3]
 
 
 def test_late_bad_images_shrink_a_sharded_split(tmp_path):

@@ -184,6 +184,24 @@ def _mtime(info: dict) -> float | None:
         return None
 
 
+def stage(source, cache_dir, progress=None):
+    """(local source, RemoteCaches or None, local cache_dir) for ``extract``: a source URL is mirrored (for a CSV,
+    its folder, since its image paths are relative to it); a cache_dir URL gets its staging folder."""
+    if is_url(source):
+        url = str(source).rstrip("/")
+        if url.lower().endswith(".csv"):
+            folder, name = url.rsplit("/", 1)
+            source = mirror(folder, staging_for(folder), progress=progress) / name
+        else:
+            source = mirror(url, staging_for(url), progress=progress)
+    else:
+        source = local_path(source)
+    if is_url(cache_dir):
+        remote = RemoteCaches(str(cache_dir))
+        return source, remote, remote.local
+    return source, None, local_path(cache_dir)
+
+
 class RemoteCaches:
     """The caches under a ``cache_dir`` URL and their local staging folder (``local``)."""
 
@@ -191,6 +209,10 @@ class RemoteCaches:
         self.url = url.rstrip("/")
         self.fs, self.root = filesystem(self.url)
         self.local = staging_for(self.url)
+
+    def url_of(self, name: str) -> str:
+        """The URL of cache folder ``name`` in the bucket."""
+        return f"{self.url}/{name}"
 
     def _remote(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"

@@ -62,6 +62,16 @@ class LateBadImage(Exception):
         self.item, self.reason = item, reason
 
 
+def load_or_late(src, item, size: int, config: ExtractConfig):
+    """The image as the engine gets it; an image that fails to decode raises LateBadImage (see ``drop_late``)."""
+    from bottleneck.data import ImageDecodeError
+
+    try:
+        return src.load(item, size, config.resize, config.fast_decode)
+    except ImageDecodeError as exc:
+        raise LateBadImage(item, exc.reason) from None
+
+
 def drop_late(plan, src, writer, late: LateBadImage, progress):
     """A file damaged past its header, met while computing. ``fail``: decode the images not yet reached and
     raise one error naming every bad one (rows committed so far stay, for a resume or for reuse by a fixed

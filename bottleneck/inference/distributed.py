@@ -120,6 +120,36 @@ class Job:
     factory: object = None  # engine_factory of run_extraction (tests, custom engines), pickled to the workers
 
 
+def check_cluster(config) -> None:
+    """Fail on a cluster run that cannot work before reading any image: no Dask, or a store format that several
+    processes cannot write."""
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise ClusterError(DASK_MISSING)
+    if config.format != "zarr":
+        raise ClusterError(
+            f"cluster= writes one shared zarr store; format={config.format!r} cannot take writes from several "
+            "processes. Pass format='zarr' (the default) or leave cluster= out."
+        )
+
+
+def job_of(plan, engine, writer, factory=None) -> Job:
+    """The Job of a run's plan (``runner._Plan``), its selected engine and its writer's metadata."""
+    keep = ("int8", "layers", "splits", "key_material")
+    return Job(
+        token=f"{plan.path}:{plan.key}:{engine.name}",
+        config=plan.config,
+        path=str(plan.path),
+        engine=engine.name,
+        engine_meta={k: writer.meta[k] for k in keep if k in writer.meta},
+        source=plan.manifest.take([]),
+        options=plan.options,
+        feature_shape=tuple(engine.feature_shape),
+        factory=factory,
+    )
+
+
 def committed_ranges(path: Path, split: str) -> dict[int, tuple[int, str]]:
     """start -> (stop, checksum) of the ranges of ``split`` whose commit record a task wrote."""
     import json
@@ -215,18 +245,14 @@ def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dic
     from bottleneck import _tf
     from bottleneck._io import write_json_atomic
     from bottleneck.cache.writer import rows_digest
-    from bottleneck.data import ImageDecodeError
-    from bottleneck.inference.bad_files import LateBadImage
+    from bottleneck.inference.bad_files import load_or_late
     from bottleneck.inference.pipeline import iter_groups
 
     engine, reader, store, donors = _worker_state(job)
     config = job.config
 
     def load(item):
-        try:
-            return reader.load(item, engine.input_size, config.resize, config.fast_decode)
-        except ImageDecodeError as exc:
-            raise LateBadImage(item, exc.reason) from None
+        return load_or_late(reader, item, engine.input_size, config)
 
     bs = config.batch_size
     out = np.empty((len(items), *job.feature_shape), dtype=config.dtype)
@@ -256,6 +282,8 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
     BadImageError (an image damaged past its header), leaving every recorded range for a resume."""
     from distributed import as_completed
 
+    from bottleneck.cache.writer import rows_digest
+
     tasks = {}
     landed: dict[str, int] = {}
     for split in manifest.splits():
@@ -277,7 +305,7 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
                 donors.fill(out, [it.hash for it in chunk])
                 writer.store.write(split, start, out)
                 writer.store.flush()
-                _record(writer, split, start, start + len(chunk), _digest(out))
+                _record(writer, split, start, start + len(chunk), rows_digest(out))
                 counts.reused += len(chunk)
                 landed[split] += len(chunk)
                 continue
@@ -333,12 +361,6 @@ def _result(future, split: str, start: int, rows: int) -> dict:
     if "error" in result:
         raise ClusterError(f"a worker failed on {where}: {result['error']}")
     return result
-
-
-def _digest(out: np.ndarray) -> str:
-    from bottleneck.cache.writer import rows_digest
-
-    return rows_digest(out)
 
 
 def _adopt_records(writer, split: str, step: int) -> set[int]:

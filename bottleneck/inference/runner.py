@@ -28,7 +28,13 @@ from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
 from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BackboneError, BottleneckError, CacheError, ExtractionInterrupted
-from bottleneck.inference.bad_files import LateBadImage, drop_late, header_bad_files, rows_without
+from bottleneck.inference.bad_files import (
+    LateBadImage,
+    drop_late,
+    header_bad_files,
+    load_or_late,
+    rows_without,
+)
 
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
@@ -185,7 +191,10 @@ def run_extraction(
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
     _check_backbone(config)
-    _check_cluster(cluster, config)
+    if cluster is not None:
+        from bottleneck.inference.distributed import check_cluster
+
+        check_cluster(config)
     if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
         raise BottleneckError(
             f"chunk_rows={chunk_rows} must be a positive multiple of batch_size={config.batch_size}."
@@ -195,7 +204,9 @@ def run_extraction(
         options["pilot"] = dict(pilot)
     if config.max_image_pixels is not None:
         options["max_image_pixels"] = config.max_image_pixels
-    source, remote, cache_dir = _staged(source, cache_dir, progress)
+    from bottleneck import storage
+
+    source, remote, cache_dir = storage.stage(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
         config = _resolved(config, src)
@@ -214,7 +225,10 @@ def run_extraction(
             if remote is not None and not remote.is_complete(path.name):
                 remote.publish(path.name, progress)
             return ExtractResult(
-                open_cache(path), hit=True, seconds=time.perf_counter() - t0, url=_url(remote, path)
+                open_cache(path),
+                hit=True,
+                seconds=time.perf_counter() - t0,
+                url=remote and remote.url_of(path.name),
             )
 
         found = hit()
@@ -243,48 +257,8 @@ def run_extraction(
                     result = _compute(plan, src, engine, progress, t0, dask, engine_factory)
             if remote is not None:
                 remote.publish(path.name, progress)
-                result.url = _url(remote, path)
+                result.url = remote.url_of(path.name)
             return result
-
-
-def _staged(source, cache_dir, progress):
-    """(local source, RemoteCaches or None, local cache_dir): URLs are mirrored into / staged in local folders."""
-    from bottleneck import storage
-
-    if storage.is_url(source):
-        url = str(source).rstrip("/")
-        if url.lower().endswith(".csv"):  # its image paths are relative to its folder: mirror the folder
-            folder, name = url.rsplit("/", 1)
-            source = storage.mirror(folder, storage.staging_for(folder), progress=progress) / name
-        else:
-            source = storage.mirror(url, storage.staging_for(url), progress=progress)
-    else:
-        source = storage.local_path(source)
-    if storage.is_url(cache_dir):
-        remote = storage.RemoteCaches(str(cache_dir))
-        return source, remote, remote.local
-    return source, None, storage.local_path(cache_dir)
-
-
-def _url(remote, path: Path) -> str | None:
-    return None if remote is None else f"{remote.url}/{path.name}"
-
-
-def _check_cluster(cluster, config: ExtractConfig) -> None:
-    """Fail on a cluster run that cannot work before reading any image."""
-    if cluster is None:
-        return
-    import importlib.util
-
-    from bottleneck.inference.distributed import DASK_MISSING, ClusterError
-
-    if importlib.util.find_spec("distributed") is None:
-        raise ClusterError(DASK_MISSING)
-    if config.format != "zarr":
-        raise ClusterError(
-            f"cluster= writes one shared zarr store; format={config.format!r} cannot take writes from several "
-            "processes. Pass format='zarr' (the default) or leave cluster= out."
-        )
 
 
 def _save_index(index: HashIndex) -> None:
@@ -320,8 +294,9 @@ def _calibration_material(config: ExtractConfig, src) -> dict:
     from bottleneck.inference.quantize import calibration_hash, calibration_items, int8_weights
 
     material = {"calibration_ids": calibration_hash(calibration_items(src.manifest, config.calibration))}
-    if int8_weights() != "s8":  # another model, other features; s8 caches keep the keys they had
-        material["int8_weights"] = int8_weights()
+    weights = int8_weights()
+    if weights != "s8":  # another model, other features; s8 caches keep the keys they had
+        material["int8_weights"] = weights
     return material
 
 
@@ -466,11 +441,11 @@ def _compute(plan: _Plan, src, engine, progress, t0, cluster=None, factory=None)
     donors = Donors(plan.path.parent, features_key(plan.material), exclude=plan.path)
     try:
         if cluster is not None:
-            from bottleneck.inference.distributed import compute_on_cluster
+            from bottleneck.inference.distributed import compute_on_cluster, job_of
 
             for split in plan.manifest.splits():
                 _open_split(plan, engine, writer, split)
-            job = _job(plan, engine, writer, factory)
+            job = job_of(plan, engine, writer, factory)
             compute_on_cluster(cluster, job, plan.manifest, writer, donors, counts, progress)
         while cluster is None:
             try:
@@ -526,25 +501,7 @@ def _open_split(plan: _Plan, engine, writer, split: str) -> tuple[int, int]:
     return chunk_rows, 0
 
 
-def _job(plan: _Plan, engine, writer, factory):
-    from bottleneck.inference.distributed import Job
-
-    keep = ("int8", "layers", "splits", "key_material")
-    return Job(
-        token=f"{plan.path}:{plan.key}:{engine.name}",
-        config=plan.config,
-        path=str(plan.path),
-        engine=engine.name,
-        engine_meta={k: writer.meta[k] for k in keep if k in writer.meta},
-        source=plan.manifest.take([]),
-        options=plan.options,
-        feature_shape=tuple(engine.feature_shape),
-        factory=factory,
-    )
-
-
 def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts: _Counts, progress) -> None:
-    from bottleneck.data import ImageDecodeError
     from bottleneck.inference.pipeline import iter_groups
 
     config = plan.config
@@ -559,12 +516,7 @@ def _compute_split(plan: _Plan, src, engine, writer, donors, split: str, counts:
 
     def load(item):
         image = plan.preloaded.pop(item.id, None)
-        if image is not None:
-            return image
-        try:
-            return src.load(item, engine.input_size, config.resize, config.fast_decode)
-        except ImageDecodeError as exc:
-            raise LateBadImage(item, exc.reason) from None
+        return image if image is not None else load_or_late(src, item, engine.input_size, config)
 
     # One commit per chunk; chunk_rows is a multiple of the batch size, so a resumed run starts on a batch
     # boundary of the uninterrupted one and groups images identically. The batches of all chunks form one

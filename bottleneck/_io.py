@@ -19,13 +19,18 @@ def temp_path(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
 
 
-def replace_atomic(tmp: Path, path: Path) -> None:
-    """fsync ``tmp`` and move it over ``path``: a crash leaves the old file or the new one, never half of one."""
-    fd = os.open(tmp, os.O_RDONLY)
+def fsync_path(path) -> None:
+    """fsync a file (or, on POSIX, a folder: what makes a new name in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_atomic(tmp: Path, path: Path) -> None:
+    """fsync ``tmp`` and move it over ``path``: a crash leaves the old file or the new one, never half of one."""
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 

@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from bottleneck._io import temp_path, write_json_atomic
 from bottleneck.errors import BottleneckError
 
 STAGING_ENV = "BOTTLENECK_STAGING"  # where URLs are staged; default ~/.cache/bottleneck/staging
@@ -148,7 +149,7 @@ def mirror(url: str, local: Path, *, last: tuple[str, ...] = (), progress=None) 
         for i, rel in enumerate(todo):
             dest = local / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
+            tmp = temp_path(dest)  # hidden, and collected by `cache gc` if a download dies
             fs.get_file(f"{root.rstrip('/')}/{rel}" if target == local else root, str(tmp))
             os.replace(tmp, dest)
             stamp = _mtime(listing[rel])
@@ -161,8 +162,6 @@ def mirror(url: str, local: Path, *, last: tuple[str, ...] = (), progress=None) 
             with contextlib.suppress(FileNotFoundError):
                 (local / rel).unlink()
             del state[rel]
-        from bottleneck._io import write_json_atomic
-
         write_json_atomic(state_file, state)
     return target
 

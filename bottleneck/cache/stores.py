@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck._io import fsync_path
 from bottleneck.errors import one_of
 
 _COPY_ROWS = 4096  # rows copied per step when a store must rewrite a split
@@ -41,11 +42,7 @@ def _fsync(path: Path, up_to: Path) -> None:
                 break
             folder = folder.parent
     for target in targets:
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(target)
 
 
 # Labels and ids are small and known before any compute, so they are written when a split is created;

@@ -30,6 +30,16 @@ class CacheError(BottleneckError):
     """A cache that is missing, incomplete, locked or does not match."""
 
 
+class CacheDamaged(CacheError):
+    """Bytes of a cache that do not match what was written: ``split`` and rows [``start``, ``stop``) when known."""
+
+    def __init__(
+        self, message: str, split: str | None = None, start: int | None = None, stop: int | None = None
+    ):
+        super().__init__(message)
+        self.split, self.start, self.stop = split, start, stop
+
+
 class ExtractionInterrupted(KeyboardInterrupt):
     """Ctrl-C during extraction, after the last complete chunk was committed; the message says how to resume."""
 

@@ -136,13 +136,22 @@ def mirror(url: str, local: Path, *, last: tuple[str, ...] = (), progress=None) 
             found = fs.find(root, detail=True)
             if not found and not fs.exists(root):
                 raise FileNotFoundError(url)
-            listing = {name[len(root.rstrip("/")) + 1 :]: info for name, info in found.items()}
+            # Keys ending in "/" are folder markers (made by consoles and some tools): nothing to copy.
+            listing = {
+                name[len(root.rstrip("/")) + 1 :]: info
+                for name, info in found.items()
+                if not name.endswith("/") and info.get("type") != "directory"
+            }
             target = local
         local.mkdir(parents=True, exist_ok=True)
         state_file = local / MIRROR_STATE
         try:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
+            state = {}
+        for rel in listing:  # every key checked before anything is written
+            confined(local, rel, url)
+        if not isinstance(state, dict):
             state = {}
         order = sorted(listing, key=lambda rel: (rel.rsplit("/", 1)[-1] in last, rel))
         todo = [rel for rel in order if _stamp(listing[rel]) != state.get(rel) or not (local / rel).is_file()]
@@ -159,11 +168,42 @@ def mirror(url: str, local: Path, *, last: tuple[str, ...] = (), progress=None) 
             if progress:
                 progress("download", i + 1, len(todo))
         for rel in [r for r in state if r not in listing]:
-            with contextlib.suppress(FileNotFoundError):
-                (local / rel).unlink()
             del state[rel]
+            try:  # the state file is local and could be edited: only files inside the copy are removed
+                gone = confined(local, rel, url)
+            except StorageError:
+                continue
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                gone.unlink()
         write_json_atomic(state_file, state)
     return target
+
+
+def confined(local: Path, rel: str, url: str) -> Path:
+    """``local / rel`` for an object key ``rel`` relative to a mirrored prefix; StorageError (naming the key) when
+    the key would land outside ``local``: absolute (a leading "/", as "prefix//abs" gives), with "." or ".."
+    segments, empty segments, backslashes or NUL. Object stores accept any key; a local folder must not."""
+    parts = rel.split("/")
+    bad = (
+        not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or "\0" in rel
+        or any(p in ("", ".", "..") for p in parts)
+        or Path(rel).is_absolute()
+    )
+    dest = local / rel
+    if not bad:
+        try:
+            dest.resolve().relative_to(local.resolve())
+        except ValueError:
+            bad = True
+    if bad:
+        raise StorageError(
+            f"refusing object key {rel!r} under {url}: it would be written outside the local copy "
+            f"({local}); rename or delete that object (keys must be relative, without '..', '.' or '//')."
+        )
+    return dest
 
 
 def _stamp(info: dict) -> list:
@@ -211,6 +251,7 @@ class RemoteCaches:
 
     def url_of(self, name: str) -> str:
         """The URL of cache folder ``name`` in the bucket."""
+        confined(self.local, name, self.url)  # one plain folder name: never "..", never a path
         return f"{self.url}/{name}"
 
     def _remote(self, name: str) -> str:
@@ -223,10 +264,11 @@ class RemoteCaches:
                 meta = json.loads(self.fs.cat_file(self._remote(name) + "/meta.json"))
             except FileNotFoundError:
                 return False
-        return bool(meta.get("complete"))
+        return isinstance(meta, dict) and bool(meta.get("complete"))
 
     def fetch(self, name: str, progress=None) -> bool:
         """Copy the complete cache ``name`` from the bucket into staging; False when the bucket has none."""
+        self.url_of(name)
         if not self.is_complete(name):
             return False
         mirror(f"{self.url}/{name}", self.local / name, last=("meta.json",), progress=progress)

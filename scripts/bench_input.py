@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import os
 import shutil
 import sys
 import tempfile
@@ -55,14 +56,21 @@ def counting(root: Path):
 
     counts = {"opens": 0, "decodes": 0}
     lock = threading.Lock()
-    real_open, real_load = builtins.open, ImageFile.ImageFile.load
+    real_open, real_os_open, real_load = builtins.open, os.open, ImageFile.ImageFile.load
     prefix = str(root)
 
-    def open_(file, *a, **kw):
+    def count(file):
         if isinstance(file, str | Path) and str(file).startswith(prefix):
             with lock:
                 counts["opens"] += 1
+
+    def open_(file, *a, **kw):
+        count(file)
         return real_open(file, *a, **kw)
+
+    def os_open(file, *a, **kw):  # image files are opened with os.open (never blocking on a FIFO)
+        count(file)
+        return real_os_open(file, *a, **kw)
 
     def load(self):
         if self.tile:  # not yet decoded: this call decodes
@@ -70,11 +78,11 @@ def counting(root: Path):
                 counts["decodes"] += 1
         return real_load(self)
 
-    builtins.open, ImageFile.ImageFile.load = open_, load
+    builtins.open, os.open, ImageFile.ImageFile.load = open_, os_open, load
     try:
         yield counts
     finally:
-        builtins.open, ImageFile.ImageFile.load = real_open, real_load
+        builtins.open, os.open, ImageFile.ImageFile.load = real_open, real_os_open, real_load
 
 
 def make_photos(root: Path, n: int, size=(2000, 1500), classes: int = 4, seed: int = 0) -> Path:

@@ -75,7 +75,13 @@ def test_unknown_format_lists_valid_ones(tmp_path):
 def test_incomplete_cache_is_refused_with_resume_hint(tmp_path):
     cfg = ExtractConfig(weights="none")
     w = CacheWriter(
-        tmp_path / "c", key="k", key_material={}, config=cfg, class_names=["a"], manifest=EMPTY, skipped=[]
+        tmp_path / "c",
+        key="k" * 64,
+        key_material={},
+        config=cfg,
+        class_names=["a"],
+        manifest=EMPTY,
+        skipped=[],
     )
     w.create_split("train", 10, (4,), "float32", np.zeros(10), [str(i) for i in range(10)], 4)
     w.write("train", 0, np.ones((4, 4), "float32"))

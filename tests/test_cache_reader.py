@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bottleneck.cache import STORES, write_arrays
+from bottleneck.cache.integrity import VerifiedArray
 from bottleneck.cache.stores import FeatureArray
 from bottleneck.config import ExtractConfig
 
@@ -15,8 +16,9 @@ def test_features_are_one_kind_of_array_whatever_the_format(tmp_path, fmt):
     cache = write_arrays(
         tmp_path / fmt, {"train": (x, np.array([0, 1, 0, 1, 0]))}, class_names=["a", "b"], config=config
     )
+    assert type(cache.features("train", verify=False)) is FeatureArray  # raw: for `cache verify` itself
     f = cache.features("train")
-    assert type(f) is FeatureArray
+    assert type(f) is VerifiedArray  # checked against the checksums written with it
     assert (f.shape, f.dtype, f.ndim, len(f)) == ((5, 3, 2), np.float32, 3, 5)
     assert f.chunks[0] == 1024 and f.chunks[1:] == (3, 2)
     for index in (slice(1, 3), 4, (slice(None), 0)):

@@ -10,16 +10,18 @@ Layout of ``cache/<backbone>-<key8>/`` (readable without bottleneck):
   ``features.h5:/<split>/{features,labels,ids}``.
 """
 
+from bottleneck.cache.integrity import CacheDamaged, rows_digest
 from bottleneck.cache.key import cache_dir_name, compute_key
 from bottleneck.cache.reader import MANIFEST, META, Cache, open_cache, progress_text, read_meta
 from bottleneck.cache.stores import STORES, Store, open_store
-from bottleneck.cache.writer import CacheWriter, rows_digest, write_arrays
+from bottleneck.cache.writer import CacheWriter, write_arrays
 
 __all__ = [
     "MANIFEST",
     "META",
     "STORES",
     "Cache",
+    "CacheDamaged",
     "CacheWriter",
     "Store",
     "cache_dir_name",

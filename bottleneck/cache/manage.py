@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -9,29 +10,47 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.cache import META, open_cache, progress_text, read_meta, rows_digest
+from bottleneck.cache import integrity
+from bottleneck.cache.health import check_cache
+from bottleneck.cache.integrity import META, CacheDamaged
 from bottleneck.cache.lock import is_locked
-from bottleneck.cache.reader import manifest_source
+from bottleneck.cache.reader import Cache, manifest_source, progress_text, read_meta
 from bottleneck.errors import CacheError
 
 
 def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _raw_meta(path: Path):
+    """meta.json as JSON (any JSON value), or None when it cannot be read or parsed."""
+    try:
+        return json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def list_caches(cache_dir="cache") -> list[dict]:
-    """One dict per cache folder under cache_dir (complete or not), newest first."""
+    """One dict per cache folder under cache_dir (complete or not), newest first; folders whose meta.json is not
+    a cache's, or fails its seal, are listed with that status instead of stopping the listing."""
     root = Path(cache_dir)
     out = []
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        if not (d / META).is_file():
+        if d.name.startswith(".") or not (d / META).is_file():
             continue
         try:
             meta = read_meta(d)
+        except CacheDamaged:
+            raw = _raw_meta(d)
+            status = "not a cache" if integrity.marker_problem(raw) else "damaged metadata"
+            out.append({"path": str(d), "complete": False, "status": status, "bytes": dir_size(d)})
+            continue
         except CacheError:
-            out.append({"path": str(d), "complete": False, "status": "corrupt metadata"})
+            out.append(
+                {"path": str(d), "complete": False, "status": "corrupt metadata", "bytes": dir_size(d)}
+            )
             continue
         splits = {s: v["n"] for s, v in meta.get("splits", {}).items()}
         out.append(
@@ -65,33 +84,38 @@ class VerifyReport:
         return not self.bad
 
 
-def verify_cache(path, *, recompute: int = 0, tolerance: float = 1e-4, seed: int = 0) -> VerifyReport:
-    """Re-read every committed region and compare its checksum; optionally re-extract ``recompute`` random rows.
+def verify_cache(
+    path, *, recompute: int = 0, tolerance: float = 1e-4, seed: int = 0, progress=None
+) -> VerifyReport:
+    """Check a cache whole: its sealed metadata and manifest, row counts, labels and ids against their digests,
+    and every committed feature region read in full against its checksum; optionally re-extract ``recompute``
+    random rows per split and compare them.
 
-    ``tolerance`` bounds the max abs difference of recomputed rows relative to the feature scale (max |x|), on
-    top of the rounding of the stored dtype: a recomputed row is rounded to that dtype before the comparison and
-    may differ from the stored one by one unit in the last place (eps of float16 is 9.8e-4).
+    ``tolerance`` bounds the max abs difference of recomputed rows relative to the feature scale (the larger of
+    the stored and recomputed rows' max |x|), on top of the rounding of the stored dtype: a recomputed row is
+    rounded to that dtype before the comparison and may differ from the stored one by one unit in the last place
+    (eps of float16 is 9.8e-4). A cache found whole is recorded as such (the next hit reads no data).
     """
-    cache = open_cache(path, allow_incomplete=True)
     report = VerifyReport(str(path))
-    for split, regions in cache.meta.get("checksums", {}).items():
-        feats = cache.features(split)
-        for start, stop, digest in regions:
-            report.regions += 1
-            try:
-                rows = np.asarray(feats[start:stop])
-            except Exception as exc:  # a corrupt compressed chunk fails to decode
-                report.bad.append(
-                    {"split": split, "start": start, "stop": stop, "reason": f"unreadable: {exc}"}
-                )
-                continue
-            if rows_digest(rows) != digest:
-                report.bad.append(
-                    {"split": split, "start": start, "stop": stop, "reason": "checksum mismatch"}
-                )
-    if recompute:
-        _recompute_rows(cache, report, recompute, tolerance, seed)
-    cache.close()
+    try:
+        meta = read_meta(path)
+    except CacheDamaged as exc:
+        report.bad.append({"split": None, "start": None, "stop": None, "reason": str(exc)})
+        return report
+    cache = Cache(Path(path), meta)
+    try:
+        try:
+            cache.manifest()
+        except CacheDamaged as exc:
+            report.bad.append({"split": None, "start": None, "stop": None, "reason": str(exc)})
+        problems, report.regions = check_cache(cache, progress=progress)
+        report.bad += [p.as_dict() for p in problems]
+        if recompute and report.ok:
+            _recompute_rows(cache, report, recompute, tolerance, seed)
+    finally:
+        cache.close()
+    if report.ok and meta.get("complete"):
+        integrity.write_witness(path)
     return report
 
 
@@ -130,7 +154,11 @@ def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed:
                 # Round the recomputed row as extraction did before storing it, then compare in float32.
                 new = np.asarray(engine(img[None])[0]).astype(stored.dtype).astype(np.float32)
                 old = stored.astype(np.float32)
-                scale = max(float(np.abs(old).max()), 1e-6)
+                # Relative to the larger of the two rows: features all zero where the recomputed ones are not (or
+                # the other way round) differ by 100 %, however small the features are.
+                scale = max(
+                    float(np.abs(old).max()), float(np.abs(new).max()), float(np.finfo(np.float32).tiny)
+                )
                 diff = float(np.abs(new - old).max()) / scale
                 diffs.append(diff)
                 report.recomputed += 1
@@ -163,10 +191,32 @@ def _rounding_allowance(dtype, scale: float) -> float:
     return max(float(info.eps) * scale, float(info.smallest_subnormal)) / scale
 
 
-def remove_cache(path) -> int:
-    """Delete a cache folder; returns the bytes freed. Refuses folders that are not caches."""
+def check_removable(path) -> Path:
+    """``path`` when it is a cache folder `cache rm` may delete; CacheError (one line) otherwise."""
     path = Path(path)
-    read_meta(path)  # raises a clear CacheError for a folder that is not a cache
+    if not path.is_dir():
+        raise CacheError(f"no cache folder at {path}; pass a folder listed by `bottleneck cache ls`.")
+    if path.is_symlink():
+        raise CacheError(
+            f"{path} is a symbolic link; remove the link itself, or pass the folder it points to."
+        )
+    problem = integrity.folder_problem(path, _raw_meta(path))
+    if problem:
+        raise CacheError(
+            f"refusing to delete {path}: {problem}. Only folders made by `bottleneck extract` are removed; "
+            "delete it by hand if you are sure."
+        )
+    if is_locked(path):
+        raise CacheError(
+            f"refusing to delete {path}: an extraction is writing it; wait for it or stop it first."
+        )
+    return path
+
+
+def remove_cache(path) -> int:
+    """Delete a cache folder; returns the bytes freed. Refuses folders that are not caches (see
+    ``integrity.folder_problem``) and caches an extraction is writing."""
+    path = check_removable(path)
     size = dir_size(path)
     shutil.rmtree(path)
     lock = path.parent / f".{path.name}.lock"
@@ -174,36 +224,56 @@ def remove_cache(path) -> int:
     return size
 
 
-def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bool = False) -> list[dict]:
-    """Remove incomplete caches older than a threshold and orphaned temp/lock files. Returns what was removed."""
+# Leftovers of interrupted writers, hidden beside the caches: temp files and folders (``_io.temp_path``) and caches
+# set aside as damaged while their good rows were reused (``integrity.DAMAGED``).
+_LEFTOVER_AGE_S = 3600
 
+
+def _leftover(d: Path) -> str | None:
+    name = d.name
+    if not name.startswith("."):
+        return None
+    if ".tmp" in name:
+        return "temp file" if d.is_file() else "temp folder"
+    if integrity.DAMAGED in name and d.is_dir():
+        return "damaged cache set aside"
+    return None
+
+
+def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bool = False) -> list[dict]:
+    """Remove incomplete caches older than a threshold and orphaned temp files, temp folders and caches set aside
+    as damaged (older than an hour). Only folders that are caches (see ``check_removable``) are ever removed;
+    folders holding a meta.json that is not a cache's are left alone. Returns what was removed."""
     root = Path(cache_dir)
     removed = []
     now = time.time()
     if not root.is_dir():
         return removed
-    for d in root.iterdir():
-        if d.is_dir() and (d / META).is_file():
-            try:
-                meta = read_meta(d)
-                complete = bool(meta.get("complete"))
-            except CacheError:
-                complete = False
-            age = now - (d / META).stat().st_mtime
-            if complete or age < older_than_s:
-                continue
-            if is_locked(d):  # a running extraction: never collect under it
-                continue
-            removed.append({"path": str(d), "bytes": dir_size(d), "reason": "incomplete"})
-            if not dry_run:
-                shutil.rmtree(d)
-        elif d.is_file() and d.name.endswith(".tmp") and now - d.stat().st_mtime > 3600:
-            removed.append({"path": str(d), "bytes": d.stat().st_size, "reason": "temp file"})
-            if not dry_run:
-                d.unlink()
-    for d in root.glob("*/.*.tmp"):
-        if now - d.stat().st_mtime > 3600:
-            removed.append({"path": str(d), "bytes": d.stat().st_size, "reason": "temp file"})
-            if not dry_run:
-                d.unlink()
+
+    def drop(d: Path, reason: str) -> None:
+        size = dir_size(d) if d.is_dir() else d.stat().st_size
+        removed.append({"path": str(d), "bytes": size, "reason": reason})
+        if not dry_run:
+            shutil.rmtree(d) if d.is_dir() and not d.is_symlink() else d.unlink()
+
+    for d in sorted(root.iterdir()):
+        kind = _leftover(d)
+        if kind is not None:
+            if now - d.lstat().st_mtime > _LEFTOVER_AGE_S:
+                drop(d, kind)
+            continue
+        if d.is_symlink() or not d.is_dir() or not (d / META).is_file():
+            continue
+        if integrity.folder_problem(d, _raw_meta(d)) or is_locked(d):
+            continue  # not ours to delete, or a running extraction
+        try:
+            complete = bool(read_meta(d).get("complete"))
+        except CacheError:
+            complete = False  # a damaged cache: it is collected like an incomplete one
+        if complete or now - (d / META).stat().st_mtime < older_than_s:
+            continue
+        drop(d, "incomplete")
+    for d in root.glob("*/.*.tmp*"):
+        if d.is_file() and now - d.stat().st_mtime > _LEFTOVER_AGE_S:
+            drop(d, "temp file")
     return removed

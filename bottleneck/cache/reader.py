@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck._io import read_json
+from bottleneck.cache import integrity
+from bottleneck.cache.integrity import CacheDamaged, Regions, VerifiedArray
 from bottleneck.cache.key import cache_dir_name
 from bottleneck.cache.stores import FeatureArray, Store, open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest
 from bottleneck.errors import CacheError
 
-META = "meta.json"
+META = integrity.META
 MANIFEST = "manifest.npz"  # the columnar manifest (data.manifest.Manifest.to_bytes)
 LEGACY_MANIFEST = "manifest.json"  # one dict per item: caches written before the columnar manifest
 
@@ -40,25 +42,34 @@ def manifest_source(path) -> str | None:
         return None
 
 
-def read_meta(path) -> dict:
+def read_meta(path, *, check: bool = True) -> dict:
+    """A cache folder's metadata; with ``check``, only when it is a cache's and its seal matches (CacheDamaged)."""
     path = Path(path)
     meta_file = path / META
     if not path.exists():
         raise CacheError(
             f"no cache at {path}: the folder does not exist. Run `bottleneck extract SOURCE` first."
         )
-    return read_json(
+    if not path.is_dir():
+        raise CacheError(f"{path} is a file, not a cache folder; pass a folder made by `bottleneck extract`.")
+    meta = read_json(
         meta_file,
         CacheError,
         missing=f"{path} is not a bottleneck cache (no {META}); pass a folder made by `bottleneck extract`.",
         redo="remove the cache and extract again.",
     )
+    return integrity.check_meta(path, meta) if check else meta
 
 
 def progress_text(meta: dict) -> str:
     done = sum(meta.get("progress", {}).values())
     total = sum(s["n"] for s in meta.get("splits", {}).values())
     return f"incomplete ({done}/{total} rows)"
+
+
+def _read_error(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 class Cache:
@@ -73,6 +84,8 @@ class Cache:
         self.splits: list[str] = list(meta["splits"])
         self.complete: bool = bool(meta.get("complete"))
         self._store: Store | None = None
+        self._regions: dict[str, Regions] = {}  # per split: checksummed regions and which were verified
+        self._checked: set[tuple[str, str]] = set()  # (split, "labels" | "ids") whose digest matched
 
     @property
     def name(self) -> str:
@@ -98,8 +111,41 @@ class Cache:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.meta["format"], self.path, "r")
+            try:
+                self._store = open_store(self.meta["format"], self.path, "r")
+            except integrity.READ_ERRORS as exc:
+                raise CacheDamaged(
+                    f"cache {self.path} is damaged: its {self.meta['format']} data cannot be opened "
+                    f"({_read_error(exc)}). Run `bottleneck cache verify {self.path}`, then re-run the `bottleneck "
+                    "extract` that made it."
+                ) from None
         return self._store
+
+    def _raw(self, split: str, what: str):
+        """A store array of a split, a damaged or missing one as CacheDamaged."""
+        try:
+            return getattr(self.store, what)(split)
+        except integrity.READ_ERRORS as exc:
+            raise CacheDamaged(
+                f"cache {self.path} is damaged: the {what} of split {split!r} cannot be read ({_read_error(exc)}). "
+                f"Run `bottleneck cache verify {self.path}`, then re-run the `bottleneck extract` that made it.",
+                split,
+            ) from None
+
+    def regions(self, split: str) -> Regions:
+        """The checksummed regions of a split's features (the rows that count as written must all have one)."""
+        if split not in self._regions:
+            covered = self.n(split) if self.complete else int(self.meta.get("progress", {}).get(split, 0))
+            sums = self.meta.get("checksums", {}).get(split, [])
+            self._regions[split] = Regions(str(self.path), split, sums, covered)
+        return self._regions[split]
+
+    def damaged(self, split: str, what: str, why: str) -> CacheDamaged:
+        return CacheDamaged(
+            f"cache {self.path} is damaged: the {what} of split {split!r} {why}. Run `bottleneck cache verify "
+            f"{self.path}`, then re-run the `bottleneck extract` that made it.",
+            split,
+        )
 
     def _check(self, split):
         if split not in self.meta["splits"]:
@@ -116,29 +162,93 @@ class Cache:
         first = next(iter(self.meta["splits"].values()))
         return tuple(first["feature_shape"])
 
-    def features(self, split: str):
-        """A FeatureArray (N, *feature_shape), the same for every format; slicing reads from disk (NumPy out)."""
+    def features(self, split: str, *, verify: bool = True):
+        """(N, *feature_shape) features, the same array-like for every format; slicing reads from disk (NumPy
+        out). Each written region is checked against its checksum when first read (``verify=False``: raw reads,
+        for ``cache verify``'s own pass); damage raises CacheDamaged naming the rows."""
         self._check(split)
-        chunk_rows = self.meta["splits"][split].get("chunk_rows")
-        data = self.store.features(split)
+        info = self.meta["splits"][split]
+        chunk_rows = info.get("chunk_rows")
+        data = self._raw(split, "features")
+        shape = (self.n(split), *info["feature_shape"])
+        if tuple(int(d) for d in data.shape) != shape:
+            raise self.damaged(split, "features", f"have shape {tuple(data.shape)}, not the {shape} written")
         chunks = (int(chunk_rows), *data.shape[1:]) if chunk_rows else None
-        return FeatureArray(data, chunks)
+        array = FeatureArray(data, chunks)
+        if not verify:
+            return array
+        return VerifiedArray(array, self.regions(split), on_damage=lambda: integrity.drop_witness(self.path))
 
     def labels(self, split: str) -> np.ndarray:
+        """(N,) int64 label indices into ``class_names``, checked against the digest written with them."""
         self._check(split)
-        return self.store.labels(split)
+        labels = np.asarray(self._raw(split, "labels"))
+        self._verify_column(split, "labels", labels, integrity.labels_digest)
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise self.damaged(
+                split,
+                "labels",
+                f"include {int(labels.max())}, outside the {len(self.class_names)} class names",
+            )
+        return labels
 
     def ids(self, split: str) -> np.ndarray:
+        """(N,) image ids (relative paths, or "<split>/<row>" for arrays), checked against their digest."""
         self._check(split)
-        return self.store.ids(split)
+        ids = self._raw(split, "ids")
+        self._verify_column(split, "ids", ids, integrity.ids_digest)
+        return ids
+
+    def _verify_column(self, split: str, what: str, values, digest_of) -> None:
+        if (split, what) in self._checked:
+            return
+        n = self.n(split)
+        if len(values) != n:
+            raise self.damaged(split, what, f"have {len(values)} rows, not the {n} written")
+        expected = self.meta["splits"][split].get(f"{what}_digest")
+        if expected is None:
+            expected = self._legacy_digest(split, what, digest_of)
+        if expected is not None and digest_of(values) != expected:
+            integrity.drop_witness(self.path)
+            raise self.damaged(split, what, "do not match their checksum (changed or damaged on disk)")
+        self._checked.add((split, what))
+
+    def _legacy_digest(self, split: str, what: str, digest_of) -> str | None:
+        """A cache written before labels and ids had digests: what its manifest says they are (None: no manifest)."""
+        try:
+            manifest, skipped = read_manifest(self.path)
+        except (OSError, ValueError, KeyError):
+            return None
+        if not len(manifest):
+            return None
+        if skipped:
+            manifest = manifest.without([s["index"] for s in skipped])
+        rows = manifest.rows_of(split)
+        return digest_of(manifest.label[rows] if what == "labels" else manifest.id[rows].tolist())
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(features, labels) of a split in memory."""
         return np.asarray(self.features(split)[:]), self.labels(split)
 
     def manifest(self) -> Manifest:
-        """Every item of the source the cache was made from, skipped ones included (``meta["skipped"]``)."""
-        return read_manifest(self.path)[0]
+        """Every item of the source the cache was made from, skipped ones included (``meta["skipped"]``),
+        checked against the digest written with it."""
+        expected = self.meta.get("manifest_digest")
+        try:
+            if expected is not None:
+                data = (self.path / MANIFEST).read_bytes()
+                if integrity.digest(data) != expected:
+                    raise CacheDamaged(
+                        f"cache {self.path} is damaged: {MANIFEST} does not match its checksum. Re-run the "
+                        "`bottleneck extract` that made it."
+                    )
+                return Manifest.from_bytes(data)[0]
+            return read_manifest(self.path)[0]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CacheDamaged(
+                f"cache {self.path} is damaged: its manifest cannot be read ({_read_error(exc)}). Re-run the "
+                "`bottleneck extract` that made it."
+            ) from None
 
     def summary(self) -> dict:
         """The JSON shape used by `extract --json` and `info --json`."""
@@ -230,6 +340,7 @@ def find_cache_path(cache_dir, config: ExtractConfig, key: str) -> Path:
 
 def _folder_key(path: Path) -> str | None:
     try:
-        return json.loads((path / META).read_text()).get("key")
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
         return None
+    return meta.get("key") if isinstance(meta, dict) else None

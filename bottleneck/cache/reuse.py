@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.cache.integrity import CacheDamaged
 from bottleneck.cache.key import features_keys
 from bottleneck.cache.lock import is_locked
 from bottleneck.cache.reader import META, Cache, open_cache, read_meta
+from bottleneck.errors import CacheError
 
 
 class Donors:
@@ -16,13 +18,16 @@ class Donors:
     complete cache, and the committed rows of an interrupted one that no extraction is writing.
 
     This is what makes re-running after adding, changing, fixing or removing images cheap: only new content is
-    computed, also when the run that stopped on a bad image left its rows in an incomplete folder.
+    computed, also when the run that stopped on a bad image left its rows in an incomplete folder, or when a cache
+    was found damaged (set aside as a hidden folder): rows are read through the donor's checksums, and a block
+    that does not match them (or cannot be read) is computed instead, never copied.
     """
 
     def __init__(self, cache_dir: Path, fkey: str, exclude: Path):
         self._where: dict[str, tuple] = {}
         self._open: list[Cache] = []
         self._blocks: dict[tuple, np.ndarray] = {}
+        self._usable: dict[tuple, bool] = {}  # block key -> whether its rows match their checksums
         if not Path(cache_dir).is_dir():
             return
         for d in sorted(Path(cache_dir).iterdir()):
@@ -42,7 +47,12 @@ class Donors:
                 skipped = [s["index"] for s in cache.meta.get("skipped", [])]
                 if skipped:
                     manifest = manifest.without(skipped)
-            except Exception:  # an unreadable donor is only a missed shortcut, never an error
+            except (
+                CacheError,
+                OSError,
+                ValueError,
+                KeyError,
+            ):  # an unreadable donor is a missed shortcut only
                 continue
             self._open.append(cache)
             for split in cache.splits:
@@ -54,26 +64,54 @@ class Donors:
     def __len__(self):
         return len(self._where)
 
+    def _block(self, cache: Cache, split: str, row: int) -> tuple[tuple, int]:
+        block_rows = int(cache.meta["splits"][split].get("chunk_rows") or 1024)
+        return (id(cache), split, row // block_rows), block_rows
+
+    def _read(self, cache: Cache, split: str, row: int) -> np.ndarray | None:
+        """The stored chunk holding ``row`` (checked against its checksums when first read), or None when damaged."""
+        key, block_rows = self._block(cache, split, row)
+        if self._usable.get(key) is False:
+            return None
+        block = self._blocks.get(key)
+        if block is None:
+            start = key[2] * block_rows
+            try:
+                block = np.asarray(cache.features(split)[start : start + block_rows])
+            except CacheDamaged:
+                self._usable[key] = False
+                return None
+            self._usable[key] = True
+            if len(self._blocks) >= 8:
+                self._blocks.pop(next(iter(self._blocks)))
+            self._blocks[key] = block
+        return block
+
     def get(self, content_hash: str):
+        """The stored row of an image with this content hash, or None (no donor has it, or its chunk is damaged)."""
         hit = self._where.get(content_hash)
         if hit is None:
             return None
         cache, split, row = hit
         # Read whole stored chunks and keep a few: reading row by row would decompress each chunk per row.
-        block_rows = int(cache.meta["splits"][split].get("chunk_rows", 1024))
-        block_key = (id(cache), split, row // block_rows)
-        block = self._blocks.get(block_key)
-        if block is None:
-            start = (row // block_rows) * block_rows
-            block = np.asarray(cache.features(split)[start : start + block_rows])
-            if len(self._blocks) >= 8:
-                self._blocks.pop(next(iter(self._blocks)))
-            self._blocks[block_key] = block
-        return block[row % block_rows]
+        block = self._read(cache, split, row)
+        return None if block is None else block[row % self._block(cache, split, row)[1]]
 
     def missing(self, hashes) -> list[int]:
-        """The positions of ``hashes`` that no donor has (what ``fill`` will leave to compute)."""
-        return [i for i, h in enumerate(hashes) if h not in self._where]
+        """The positions of ``hashes`` that no donor has whole (what ``fill`` will leave to compute); the donors'
+        chunks are checked here, so ``fill`` copies exactly the other rows."""
+        out = []
+        for i, h in enumerate(hashes):
+            hit = self._where.get(h)
+            if hit is None:
+                out.append(i)
+                continue
+            key, _ = self._block(*hit)
+            if key not in self._usable:
+                self._read(*hit)
+            if not self._usable[key]:
+                out.append(i)
+        return out
 
     def fill(self, out, hashes) -> list[int]:
         """Copy the known rows of ``hashes`` into ``out`` (same length); the positions still to compute."""

@@ -148,7 +148,8 @@ class ZarrStore(Store):
         return int(shards[0]) if shards else None
 
     def write(self, split, start, batch):
-        features = self.group[f"{split}/features"]
+        # Every chunk stored, zeros too: a chunk file missing later is damage, never rows of the fill value.
+        features = self.group[f"{split}/features"].with_config({"write_empty_chunks": True})
         features[start : start + len(batch)] = batch
         if features.shards and len(batch):
             # Shards are written whole and once (CacheWriter), and made durable before their rows are committed.

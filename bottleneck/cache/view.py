@@ -132,8 +132,8 @@ class LayerView(Cache):
     def store(self):
         return self.parent.store
 
-    def features(self, split: str) -> ColumnView:
-        return ColumnView(self.parent.features(split), self._index)
+    def features(self, split: str, *, verify: bool = True) -> ColumnView:
+        return ColumnView(self.parent.features(split, verify=verify), self._index)
 
     def close(self):
         self.parent.close()

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import write_bytes_atomic, write_json_atomic
-from bottleneck.cache.reader import MANIFEST, META, Cache
+from bottleneck._io import write_bytes_atomic
+from bottleneck.cache import integrity
+from bottleneck.cache.integrity import FORMAT_VERSION, ids_digest, labels_digest, rows_digest, write_meta
+from bottleneck.cache.reader import MANIFEST, Cache
 from bottleneck.cache.stores import open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest
 
-FORMAT_VERSION = 1
-
-
-def rows_digest(rows: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=16).hexdigest()
+__all__ = ["FORMAT_VERSION", "CacheWriter", "rows_digest", "write_arrays"]
 
 
 class _ShardBuffer:
@@ -62,8 +59,8 @@ class CacheWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": False,
         }
-        write_json_atomic(self.path / META, self.meta)  # first: marks the folder as an (incomplete) cache
-        write_bytes_atomic(self.path / MANIFEST, manifest.to_bytes(skipped))
+        self.save()  # first: marks the folder as an (incomplete) cache
+        self._write_manifest(manifest, skipped)
         self.store = open_store(config.format, self.path, "w")
         self._buffers: dict[str, _ShardBuffer] = {}
 
@@ -77,6 +74,16 @@ class CacheWriter:
         self._buffers = {}
         return self
 
+    def save(self) -> None:
+        """Write meta.json (sealed, atomically): the only way a cache's metadata reaches the disk."""
+        write_meta(self.path, self.meta)
+
+    def _write_manifest(self, manifest: Manifest, skipped: list) -> None:
+        data = manifest.to_bytes(skipped)
+        write_bytes_atomic(self.path / MANIFEST, data)
+        self.meta["manifest_digest"] = integrity.digest(data)
+        self.save()
+
     def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
         shard_rows = self.meta["config"].get("shard_rows")
         self.store.create_split(
@@ -86,23 +93,29 @@ class CacheWriter:
             "n": int(n),
             "feature_shape": list(feature_shape),
             "chunk_rows": chunk_rows,
+            "labels_digest": labels_digest(labels),
+            "ids_digest": ids_digest(ids),
         }
         if shard_rows:  # rows per shard as stored: whole chunks, never more than the split
             self.meta["splits"][split]["shard_rows"] = self.store.shard_rows(split)
         self.meta["progress"][split] = 0
-        write_json_atomic(self.path / META, self.meta)
+        self.save()
 
     def shrink_split(self, split: str, labels, ids, skipped: list, manifest: Manifest) -> None:
         """Images of a created split proved unreadable when decoded: the split becomes ``len(labels)`` rows with
         these labels and ids, its committed rows stay, and ``skipped`` (also in the manifest) records why;
         ``manifest`` is every source item."""
         n = len(labels)
-        self.store.shrink_split(split, n, labels, ids, keep=self.meta["progress"][split])
+        keep = self.meta["progress"][split]
+        self.store.shrink_split(split, n, labels, ids, keep=keep)
         self.store.flush()
-        self.meta["splits"][split]["n"] = int(n)
+        info = self.meta["splits"][split]
+        info.update(n=int(n), labels_digest=labels_digest(labels), ids_digest=ids_digest(ids))
+        sums = self.meta.get("checksums", {}).get(split)
+        if sums:  # regions past the kept rows no longer hold what they were written with
+            sums[:] = [r for r in sums if r[1] <= min(keep, n)]
         self.meta["skipped"] = skipped
-        write_bytes_atomic(self.path / MANIFEST, manifest.to_bytes(skipped))
-        write_json_atomic(self.path / META, self.meta)
+        self._write_manifest(manifest, skipped)
 
     def write(self, split: str, start: int, batch: np.ndarray) -> None:
         if self.meta["splits"][split].get("shard_rows"):
@@ -148,14 +161,28 @@ class CacheWriter:
             self.meta.setdefault("checksums", {}).setdefault(split, []).extend(stored)
         self.store.flush()
         self.meta["progress"][split] = int(rows_done)
-        write_json_atomic(self.path / META, self.meta)
+        self.save()
+
+    def record_range(self, split: str, start: int, stop: int, digest: str, *, save: bool = True) -> None:
+        """Rows [start, stop) of a split landed in the store (a cluster task, or rows copied from donors): record
+        their checksum, and move the committed prefix (rows [0, p) durable, what a resume reads) past them."""
+        sums = self.meta.setdefault("checksums", {}).setdefault(split, [])
+        sums.append([int(start), int(stop), digest])
+        starts = {int(r[0]): int(r[1]) for r in sums}
+        prefix = self.meta["progress"].get(split, 0)
+        while prefix in starts:
+            prefix = starts[prefix]
+        self.meta["progress"][split] = prefix
+        if save:
+            self.save()
 
     def finish(self, extra: dict | None = None) -> Cache:
         self.meta.update(extra or {})
         self.store.set_attrs({k: self.meta[k] for k in ("key", "class_names", "config", "splits")})
         self.store.close()
+        integrity.write_witness(self.path)  # the data as written: what later hits compare against
         self.meta["complete"] = True
-        write_json_atomic(self.path / META, self.meta)  # last: only now does the cache count as complete
+        self.save()  # last: only now does the cache count as complete
         return Cache(self.path, self.meta)
 
     def abort(self) -> None:

@@ -46,38 +46,60 @@ def ls_cmd(
 
 @cache_app.command(
     "verify",
-    help="Re-read every stored chunk and check its checksum; --recompute K re-extracts K random rows per split.\n\n"
+    help="Check a cache whole: its sealed metadata and manifest, labels and ids against their checksums, and every "
+    "stored chunk of features re-read against its checksum. --recompute K also re-extracts K random rows per split "
+    "and compares them. Exit status 1 when anything is damaged; re-running the `bottleneck extract` that made the "
+    "cache then computes only the damaged rows again.\n\n"
     "Example:\n\n  bottleneck cache verify cache/vgg16-3f9a2c1d --recompute 8",
 )
 @user_errors
 def verify_cmd(
     cache: Path = typer.Argument(..., help="A cache folder."),
-    recompute: int = typer.Option(0, help="Re-extract this many random rows per split and compare."),
+    recompute: int = typer.Option(0, min=0, help="Re-extract this many random rows per split and compare."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     from bottleneck.cache.manage import verify_cache
+    from bottleneck.cli.progress import ProgressBar
 
-    report = verify_cache(cache, recompute=recompute)
+    bar = ProgressBar(unit="chunk", enabled=False if quiet or json_out else None)
+    try:
+        report = verify_cache(cache, recompute=recompute, progress=bar)
+    finally:
+        bar.close()
     if json_out:
         print_json(report.__dict__ | {"ok": report.ok})
     else:
         typer.echo(f"{report.path}: {report.regions} chunks checked, {report.recomputed} rows recomputed")
         for b in report.bad:
-            typer.echo(f"  BAD {b['split']} rows {b['start']}:{b['stop']}: {b['reason']}")
+            where = (
+                f"{b['split']} rows {b['start']}:{b['stop']}"
+                if b.get("start") is not None
+                else b["split"] or "cache"
+            )
+            typer.echo(f"  BAD {where}: {b['reason']}")
         typer.echo(
-            "ok" if report.ok else f"{len(report.bad)} problem(s) found: remove the cache and extract again"
+            "ok"
+            if report.ok
+            else f"{len(report.bad)} problem(s) found: re-run the `bottleneck extract` that made this cache to "
+            "compute the damaged rows again (rows that match their checksums are reused), or remove it"
         )
     if not report.ok:
         raise typer.Exit(1)
 
 
 @cache_app.command(
-    "rm", help="Delete cache folders.\n\nExample:\n\n  bottleneck cache rm cache/vgg16-3f9a2c1d"
+    "rm",
+    help="Delete cache folders. Only folders made by `bottleneck extract` are deleted (a cache's meta.json whose key "
+    "matches the folder's name); anything else is refused, and nothing is deleted unless every folder given is a "
+    "cache.\n\nExample:\n\n  bottleneck cache rm cache/vgg16-3f9a2c1d",
 )
 @user_errors
 def rm_cmd(caches: list[Path] = typer.Argument(..., help="Cache folders to delete.")):
-    from bottleneck.cache.manage import remove_cache
+    from bottleneck.cache.manage import check_removable, remove_cache
 
+    for c in caches:
+        check_removable(c)
     for c in caches:
         freed = remove_cache(c)
         typer.echo(f"removed {c} ({_mb(freed)})")

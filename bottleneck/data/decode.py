@@ -238,9 +238,13 @@ def array_to_rgb(a: np.ndarray) -> np.ndarray:
 def load_image(path, draft: int | None = None) -> np.ndarray:
     """Decode one image file to RGB uint8 (H, W, 3), as sources do (``draft``: see decode_image); raises
     BadImageError naming file and reason."""
+    from bottleneck.data.files import read_regular_file
+
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_regular_file(p)
+    except ImageDecodeError as exc:  # a FIFO, device or socket: never read (it could block forever)
+        raise BadImageError(f"cannot read image {p}: {exc.reason}; pass an image file.", [str(p)]) from None
     except FileNotFoundError:
         raise BadImageError(f"image {p} does not exist; check the path.", [str(p)]) from None
     except IsADirectoryError:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +29,8 @@ _JUNK_DIRS = {"__MACOSX"}
 _HASH_THREADS = 8  # file reads are I/O; more threads than cores hides latency on network / cold disks
 _HASH_BLOCK = 256  # files per hashing task
 _SHOWN = 5  # how many offending names an error message lists
+_READ_BLOCK = 1 << 20  # files are hashed a block at a time: memory stays bounded whatever their size
+_UNREADABLE = "unreadable:"  # hashed with the reason into the content hash of a file that cannot be read
 
 
 _SUFFIXES = tuple(IMAGE_EXTENSIONS)
@@ -88,16 +93,62 @@ class FileReads:
         self._problems: list[str] = []
         self._pos: dict[str, int] | None = None
 
-    def _one(self, path: str) -> str:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        digest = content_hash(data)
-        if self._budget:
+    def _reserve(self, size: int) -> bool:
+        """Whether ``size`` bytes of a file fit what is left of the budget for kept bytes (then taken from it)."""
+        with self._lock:
+            if 0 < size <= self._budget:
+                self._budget -= size
+                return True
+        return False
+
+    def _one(self, i: int, path: str) -> str:
+        """The content hash of one file, read in bounded blocks; its bytes kept when the budget allows, else its
+        header checked on the first block. A file that cannot be read (no permission, a broken or looping
+        symbolic link, a FIFO, a device) gets a hash of its reason and is recorded as unreadable, never opened
+        in a way that could block."""
+        try:
+            fd, st = _open_regular(path)
+        except OSError as exc:
+            return self._unreadable(i, _os_reason(exc))
+        except ImageDecodeError as exc:
+            return self._unreadable(i, exc.reason)
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            keep = self._reserve(st.st_size)
+            h = hashlib.blake2b(digest_size=16)
+            parts, first = [], b""
+            try:
+                while block := fh.read(_READ_BLOCK):
+                    h.update(block)
+                    if keep:
+                        parts.append(block)
+                    elif not first:
+                        first = block
+            except OSError as exc:
+                return self._unreadable(i, _os_reason(exc))
+        if keep:
+            data = b"".join(parts)
             with self._lock:
-                if len(data) <= self._budget:
-                    self._budget -= len(data)
-                    self._kept[path] = data
-        return digest
+                self._kept[path] = data
+                self._budget += st.st_size - len(data)  # a file that shrank while read gives the rest back
+        elif first:
+            self._check_head(i, first, complete=len(first) < _READ_BLOCK)
+        else:
+            self._heads[i], self._problems[i] = (1, 0, 0), "empty file"
+        return h.hexdigest()
+
+    def _check_head(self, i: int, prefix: bytes, complete: bool) -> None:
+        """Header check of a file whose bytes are not kept, on the first block read: what its header shows is
+        known before any decode (a large file that is no image is never read whole again)."""
+        try:
+            self._heads[i] = (1, *inspect_image(prefix, 0))
+            self._problems[i] = ""
+        except ImageDecodeError as exc:
+            if complete or not exc.reason.startswith("truncated"):  # a cut-off prefix proves nothing
+                self._heads[i], self._problems[i] = (1, 0, 0), exc.reason
+
+    def _unreadable(self, i: int, reason: str) -> str:
+        self._heads[i], self._problems[i] = (1, 0, 0), reason
+        return content_hash(f"{_UNREADABLE}{reason}".encode())
 
     def hash_all(self, paths: list[str], progress=None) -> list[str]:
         """Content hashes of ``paths`` in order, read in a thread pool (file reads and hashlib release the GIL)."""
@@ -107,7 +158,7 @@ class FileReads:
         self._heads, self._problems = np.zeros((len(paths), 3), np.int64), [""] * len(paths)
         if self.index is not None:
             # Stamps taken before any read (a change after it shows next time), matched all at once.
-            stamps = np.array([stamp(os.stat(p)) for p in paths], dtype=np.uint64).reshape(-1, 4)
+            stamps = np.array([_stamp_of(p) for p in paths], dtype=np.uint64).reshape(-1, 4)
             out, self._heads, self._problems = self.index.match(paths, stamps)
             todo = [i for i, h in enumerate(out) if h is None]
         # The rest read in blocks per task: one future per file cost more than a small file's read.
@@ -115,7 +166,7 @@ class FileReads:
         done = len(paths) - len(todo)
         with ThreadPoolExecutor(max_workers=_HASH_THREADS, thread_name_prefix="hash") as pool:
             for block, hashes in zip(
-                blocks, pool.map(lambda b: [self._one(paths[i]) for i in b], blocks), strict=True
+                blocks, pool.map(lambda b: [self._one(i, paths[i]) for i in b], blocks), strict=True
             ):
                 for i, h in zip(block, hashes, strict=True):
                     out[i] = h
@@ -173,6 +224,53 @@ class FileReads:
         """Drop the kept bytes (a cache hit, or the end of the run)."""
         self._kept.clear()
         self._budget = 0
+
+
+def _open_regular(path) -> tuple[int, os.stat_result]:
+    """(fd, stat) of ``path`` opened for reading without ever blocking (a FIFO named like an image would wait for a
+    writer); OSError as os.open raises it, ImageDecodeError for a file that is not a regular one."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ImageDecodeError(f"not a regular file ({_file_kind(st.st_mode)})")
+    return fd, st
+
+
+def read_regular_file(path) -> bytes:
+    """The bytes of a regular file (ImageDecodeError for a FIFO, device, socket or folder; OSError as open and
+    read raise it): how image files are read after hashing (decoding, predicting)."""
+    fd, _ = _open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _stamp_of(path: str) -> tuple[int, int, int, int]:
+    try:
+        return stamp(os.stat(path))
+    except OSError:  # a broken or looping link: never matches, so it is read (and reported) every run
+        return (0, 0, 0, 0)
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return "unreadable file: broken symbolic link or removed"
+    if exc.errno == errno.ELOOP:
+        return "unreadable file: symbolic link loop"
+    return f"unreadable file: {exc.strerror or exc}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def folder_manifest(root: Path, progress=None, reads: FileReads | None = None) -> Manifest:

@@ -99,8 +99,7 @@ class FileSource(Source):
 
     def _read_checked(self, item: Item) -> bytes:
         try:
-            with open(item.path, "rb") as fh:
-                data = fh.read()
+            data = files.read_regular_file(item.path)
         except FileNotFoundError:
             raise SourceError(
                 f"{item.path} was removed after the source was opened; run again to rebuild the manifest."

@@ -244,7 +244,7 @@ def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict
 def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:
     from bottleneck import _tf
     from bottleneck._io import write_json_atomic
-    from bottleneck.cache.writer import rows_digest
+    from bottleneck.cache.integrity import rows_digest
     from bottleneck.inference.bad_files import load_or_late
     from bottleneck.inference.pipeline import iter_groups
 
@@ -282,7 +282,7 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
     BadImageError (an image damaged past its header), leaving every recorded range for a resume."""
     from distributed import as_completed
 
-    from bottleneck.cache.writer import rows_digest
+    from bottleneck.cache.integrity import rows_digest
 
     tasks = {}
     landed: dict[str, int] = {}
@@ -379,18 +379,5 @@ def _adopt_records(writer, split: str, step: int) -> set[int]:
 
 
 def _record(writer, split: str, start: int, stop: int, digest: str, save: bool = True) -> None:
-    """A landed range into meta.json: its checksum (for `cache verify`) and the committed prefix it extends."""
-    from bottleneck._io import write_json_atomic
-    from bottleneck.cache.reader import META
-
-    sums = writer.meta.setdefault("checksums", {}).setdefault(split, [])
-    sums.append([int(start), int(stop), digest])
-    starts = {int(r[0]): int(r[1]) for r in sums}
-    prefix = writer.meta["progress"].get(split, 0)
-    while (
-        prefix in starts
-    ):  # progress stays "rows [0, p) are durable", the form a single-process resume reads
-        prefix = starts[prefix]
-    writer.meta["progress"][split] = prefix
-    if save:
-        write_json_atomic(writer.path / META, writer.meta)
+    """A landed range: its checksum and the committed prefix it extends, recorded by the cache's writer."""
+    writer.record_range(split, start, stop, digest, save=save)

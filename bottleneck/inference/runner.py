@@ -19,7 +19,8 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck.backbones import get_spec
 from bottleneck.backbones.build import require_preprocess
-from bottleneck.cache import META, Cache, CacheWriter, compute_key, open_cache, read_meta
+from bottleneck.cache import META, Cache, CacheWriter, compute_key, integrity, open_cache, read_meta
+from bottleneck.cache.health import Problem, check_cache, hit_problems
 from bottleneck.cache.key import features_key, is_model_path
 from bottleneck.cache.lock import cache_lock
 from bottleneck.cache.reader import find_cache_path
@@ -213,13 +214,19 @@ def run_extraction(
         key, material = compute_key(config, src.manifest.fingerprint(), _calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)
 
+        damage: list[Problem] = []
+
         def hit() -> ExtractResult | None:
-            """The complete cache of this key, here or (fetched) from a cache_dir URL; published when missing."""
+            """The complete cache of this key, here or (fetched) from a cache_dir URL; published when missing. A
+            complete cache whose data changed since it was last found whole is checked first: damage is no hit."""
             if force:
                 return None
             if remote is not None and not _is_complete(path):
                 remote.fetch(path.name, progress)
             if not _is_complete(path):
+                return None
+            damage[:] = hit_problems(path)
+            if damage:
                 return None
             _save_index(index)
             if remote is not None and not remote.is_complete(path.name):
@@ -241,8 +248,9 @@ def run_extraction(
                 return found
             if force and path.exists():
                 shutil.rmtree(path)  # find_cache_path gave a folder of this key (or none): ours to replace
+            aside = _set_aside(path, damage, notify)
             try:
-                plan = _plan(src, config, key, material, path, options, chunk_rows, progress)
+                plan = _plan(src, config, key, material, path, options, chunk_rows, progress, notify)
             finally:
                 _save_index(index)  # with the header checks of this miss, also when they stop the run
             engine = _engine(plan, src, notify, engine_factory)
@@ -255,6 +263,8 @@ def run_extraction(
                     if notify:
                         notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")
                     result = _compute(plan, src, engine, progress, t0, dask, engine_factory)
+            for folder in aside:  # its good rows are in the new cache now
+                shutil.rmtree(folder, ignore_errors=True)
             if remote is not None:
                 remote.publish(path.name, progress)
                 result.url = remote.url_of(path.name)
@@ -302,9 +312,25 @@ def _calibration_material(config: ExtractConfig, src) -> dict:
 
 def _is_complete(path: Path) -> bool:
     try:
-        return bool(json.loads((path / META).read_text()).get("complete"))
+        meta = json.loads((path / META).read_text())
     except (OSError, ValueError):
         return False
+    return isinstance(meta, dict) and bool(meta.get("complete"))
+
+
+def _describe(problems: list[Problem]) -> str:
+    more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+    return f"{problems[0]}{more}"
+
+
+def _set_aside(path: Path, damage: list[Problem], notify) -> list[Path]:
+    """A complete cache of this key that a hit found damaged: moved aside (hidden) so that the extraction that
+    replaces it reuses its rows that still match their checksums and computes only the others."""
+    if not damage or not path.exists():
+        return []
+    if notify:
+        notify(f"cache {path.name} is damaged ({_describe(damage)}); computing the damaged rows again")
+    return [integrity.set_aside(path)]
 
 
 @dataclass
@@ -324,8 +350,8 @@ class _Plan:
     preloaded: dict = field(default_factory=dict)  # id -> resized image the engine probe decoded already
 
 
-def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _Plan:
-    resume_meta = _resumable_meta(path)
+def _plan(src, config, key, material, path, options, chunk_rows, progress, notify=None) -> _Plan:
+    resume_meta = _resumable_meta(path, notify)
     if resume_meta is None:
         skipped = header_bad_files(src, config, progress)
     else:
@@ -352,10 +378,12 @@ def _plan(src, config, key, material, path, options, chunk_rows, progress) -> _P
     )
 
 
-def _resumable_meta(path: Path) -> dict | None:
+def _resumable_meta(path: Path, notify=None) -> dict | None:
     """The metadata of an interrupted run of this key, or None to start afresh.
 
-    ``find_cache_path`` only returns a folder that is absent or holds this key, so what is here is ours.
+    ``find_cache_path`` only returns a folder that is absent or holds this key, so what is here is ours. Its
+    committed rows are checked against their checksums first: a run that resumed after damaged rows would finish
+    a cache that looks whole. Damaged, it is set aside instead, and its good rows reused.
     """
     if not path.exists():
         return None
@@ -365,6 +393,14 @@ def _resumable_meta(path: Path) -> dict | None:
         meta = None
     if meta is None or meta.get("complete"):
         shutil.rmtree(path)
+        return None
+    cache = Cache(path, meta)
+    try:
+        problems, _ = check_cache(cache, [s for s in cache.splits if meta["progress"].get(s)])
+    finally:
+        cache.close()
+    if problems:
+        _set_aside(path, problems, notify)
         return None
     return meta
 

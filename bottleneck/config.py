@@ -148,6 +148,12 @@ class ExtractConfig:
             raise one_of("max_image_pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
         if self.shard_rows is not None:
             self._check_shard_rows()
+        if self.xla and (self.engine == "onnx" or self.precision == "int8"):
+            raise BottleneckError(
+                f"xla=True compiles the TensorFlow engine, but {'engine' if self.engine == 'onnx' else 'precision'}="
+                f"{self.engine if self.engine == 'onnx' else self.precision!r} runs ONNX Runtime; leave out xla=True, "
+                "or pass engine='tensorflow' with precision='fp32'."
+            )
 
     def _check_shard_rows(self) -> None:
         rows, bs = self.shard_rows, self.batch_size
@@ -199,7 +205,10 @@ class ExtractConfig:
         """A saved config. Its ``device`` is left at "auto": where a cache was computed says nothing about the
         machine that reads it back (a GPU run's cache is predicted from on a laptop)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"device"}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        d = {k: v for k, v in d.items() if k in names}
+        if d.get("xla") and (d.get("engine") == "onnx" or d.get("precision") == "int8"):
+            d["xla"] = False  # accepted (and ignored) before it was refused: such caches still open
+        return cls(**d)
 
     def replace(self, **changes) -> ExtractConfig:
         return dataclasses.replace(self, **changes)

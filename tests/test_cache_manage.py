@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +18,7 @@ from typer.testing import CliRunner
 
 from bottleneck.cache import read_meta, rows_digest
 from bottleneck.cache.integrity import write_meta
-from bottleneck.cache.manage import list_caches, verify_cache
+from bottleneck.cache.manage import gc_caches, list_caches, verify_cache
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import extract, run_extraction
@@ -148,3 +153,78 @@ def test_ls_shows_source_of_an_interrupted_cache(tmp_path):
     (row,) = list_caches(tmp_path / "c")
     assert not row["complete"] and row["status"].startswith("incomplete (0/5")
     assert row["source"] == str(src.resolve())
+
+
+def _extracted(tmp_path):
+    src = make_image_folder(tmp_path / "data")
+    cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
+    return run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+
+
+def test_rm_refuses_folders_that_are_not_caches(tmp_path):
+    other = tmp_path / "project"
+    (other / "src").mkdir(parents=True)
+    (other / "meta.json").write_text('{"project": "x"}')
+    (other / "src" / "main.py").write_text("print('precious')")
+    renamed = tmp_path / "renamed"
+    r = _extracted(tmp_path)
+    shutil.copytree(r.path, renamed)
+    for folder, why in (
+        (other, r"its meta.json is not a bottleneck cache's \(it has no format_version\)"),
+        (renamed, r"its name does not end in its key"),
+        (tmp_path / "nothing", r"no cache folder at"),
+    ):
+        res = CliRunner().invoke(app, ["cache", "rm", str(folder)])
+        assert res.exit_code == 2
+        (line,) = res.stderr.strip().splitlines()
+        assert re.search(why, line), line
+    assert (other / "src" / "main.py").read_text() == "print('precious')" and renamed.is_dir()
+
+    # Nothing is deleted unless every folder given is a cache.
+    res = CliRunner().invoke(app, ["cache", "rm", str(r.path), str(other)])
+    assert res.exit_code == 2 and r.path.is_dir()
+    res = CliRunner().invoke(app, ["cache", "rm", str(r.path)])
+    assert res.exit_code == 0 and not r.path.exists()
+
+
+@pytest.mark.parametrize("text", ["{}", "[]", '{"key": 3}', "not json"])
+def test_a_broken_meta_json_never_breaks_ls_or_gc_for_the_others(tmp_path, text):
+    r = _extracted(tmp_path)
+    broken = tmp_path / "c" / "broken-0123abcd"
+    broken.mkdir()
+    (broken / "meta.json").write_text(text)
+    (broken / "data.bin").write_bytes(b"x" * 10)
+    rows = {Path(row["path"]).name: row for row in list_caches(tmp_path / "c")}
+    assert rows[r.path.name]["status"] == "complete"
+    assert rows["broken-0123abcd"]["status"] in ("not a cache", "corrupt metadata")
+    res = CliRunner().invoke(app, ["cache", "ls", "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0 and "broken-0123abcd" in res.output
+    removed = gc_caches(tmp_path / "c", older_than_s=0)
+    assert removed == [] and (broken / "data.bin").exists() and r.path.is_dir()
+
+
+def test_gc_collects_incomplete_caches_and_leftovers_but_not_other_folders(tmp_path):
+    r = _extracted(tmp_path)
+    root = tmp_path / "c"
+    incomplete = root / r.path.name.replace(r.cache.key[:8], r.cache.key[:8][::-1])
+    shutil.copytree(r.path, incomplete)
+    meta = read_meta(incomplete, check=False)
+    meta.update(complete=False, key=r.cache.key[:8][::-1] + r.cache.key[8:])
+    write_meta(incomplete, meta)
+    tmp_dir = root / f".{r.path.name}.123.tmp"
+    tmp_dir.mkdir()
+    aside = root / f".{r.path.name}.damaged-77"
+    shutil.copytree(r.path, aside)
+    foreign = root / "notes"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text('{"complete": false}')
+    old = time.time() - 7200
+    for path in (incomplete / "meta.json", tmp_dir, aside, foreign / "meta.json"):
+        os.utime(path, (old, old))
+    removed = {Path(x["path"]).name: x["reason"] for x in gc_caches(root, older_than_s=3600)}
+    assert removed == {
+        incomplete.name: "incomplete",
+        tmp_dir.name: "temp folder",
+        aside.name: "damaged cache set aside",
+    }
+    assert r.path.is_dir() and (foreign / "meta.json").exists()

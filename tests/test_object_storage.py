@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck import storage
+from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import run_extraction
 from bottleneck.runs.fit import fit_head
@@ -216,3 +220,48 @@ def test_a_held_lease_makes_a_second_run_wait(s3, tmp_path, monkeypatch):
     thread.join(60)
     assert result["r"].cache.complete and result["r"].computed == 6
     assert not s3.exists(f"caches/l/.{probe.path.name}.lease")  # released
+
+
+@pytest.mark.parametrize("key", ["imgs/a/../../../X.png", "imgs//abs/dir/X.png", "imgs/./b/X.png"])
+def test_object_keys_never_escape_the_local_copy(s3, tmp_path, key):
+    local = make_image_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(12, 12))
+    upload_folder(s3, local, "data/imgs")
+    s3.pipe_file(f"data/{key}", (local / "a" / "000.png").read_bytes())
+    s3.pipe_file("data/imgs/b/", b"")  # a folder marker, as S3 consoles make: skipped, not an error
+    rel = key[len("imgs/") :]
+    with pytest.raises(
+        storage.StorageError, match=rf"refusing object key '{re.escape(rel)}' under s3://data/imgs"
+    ):
+        run_extraction("s3://data/imgs", CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine)
+    staging = storage.staging_for("s3://data/imgs")
+    assert not (staging.parent.parent / "X.png").exists() and not Path("/abs/dir/X.png").exists()
+    assert not list(staging.rglob("*.png"))  # refused before anything was written
+
+
+def test_a_cache_prefix_with_an_escaping_key_is_refused_by_info(s3, tmp_path, monkeypatch):
+    local = make_image_folder(tmp_path / "d", {"a": 3, "b": 3}, size=(12, 12))
+    r = run_extraction(local, CFG, cache_dir="s3://caches/c", engine_factory=pixel_engine)
+    s3.pipe_file(f"caches/c/{r.path.name}/x/../../../../escaped.json", b"{}")
+    monkeypatch.setenv(storage.STAGING_ENV, str(tmp_path / "other-machine"))  # nothing staged: info fetches
+    res = CliRunner().invoke(app, ["info", f"s3://caches/c/{r.path.name}"])
+    assert res.exit_code == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: refusing object key 'x/../../../../escaped.json'")
+    assert not list(tmp_path.rglob("escaped.json"))
+    res = CliRunner().invoke(app, ["info", "s3://caches/c/.."])
+    assert res.exit_code == 2 and "refusing object key '..'" in res.stderr
+
+
+def test_the_mirror_state_cannot_make_it_delete_outside(s3, tmp_path):
+    local = make_image_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(12, 12))
+    upload_folder(s3, local, "data/imgs")
+    target = tmp_path / "mirror"
+    storage.mirror("s3://data/imgs", target)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    state = json.loads((target / storage.MIRROR_STATE).read_text())
+    state["../victim.txt"] = [7, "etag"]  # as if the state file were edited or came from elsewhere
+    (target / storage.MIRROR_STATE).write_text(json.dumps(state))
+    storage.mirror("s3://data/imgs", target)
+    assert victim.read_text() == "keep me"
+    assert "../victim.txt" not in json.loads((target / storage.MIRROR_STATE).read_text())

@@ -42,24 +42,41 @@ def load_model_file(path):
 
 
 def _load_keras_file(path: Path):
-    keras = _tf.keras()
-
     from bottleneck.backbones.arch.alexnet import layer_classes
 
     layer_classes()  # a saved model that contains our AlexNet needs its custom layers registered first
+    return load_keras(
+        path,
+        BackboneError,
+        "save it with model.save('model.keras') from Keras 3, or pass a SavedModel folder",
+    )
+
+
+def load_keras(path, error: type[Exception], fix: str):
+    """A .keras / .h5 file as a keras.Model, loaded the one safe way: ``safe_mode=True`` (no Python code from a
+    Lambda layer runs) and not compiled. Anything that stops it is ``error`` in one line ending in ``fix``: a
+    Lambda layer, a truncated or damaged file, a file that is no Keras model."""
+    import zipfile
+
+    keras = _tf.keras()
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} is missing; {fix}.")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise error(f"{path} is damaged (not a complete .keras archive: truncated or overwritten); {fix}.")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise BackboneError(
-                f"{path} contains a Lambda layer with Python code, which bottleneck refuses to run "
-                "(safe_mode). Rebuild the model without Lambda layers (use built-in or registered custom "
-                "layers) and save it again."
+    except Exception as exc:  # Keras raises many kinds for a file it cannot read; each becomes one line
+        text = str(exc)
+        if "safe_mode" in text or "lambda" in text.lower():
+            raise error(
+                f"{path} contains a Lambda layer with Python code, which bottleneck refuses to run (safe_mode). "
+                "Rebuild the model without Lambda layers (use built-in or registered custom layers) and save it "
+                "again."
             ) from None
-        raise BackboneError(
-            f"cannot load {path} as a Keras model ({type(exc).__name__}: {msg[:300]}); "
-            "save it with model.save('model.keras') from Keras 3, or pass a SavedModel folder."
+        msg = text.splitlines()[0] if text else type(exc).__name__
+        raise error(
+            f"cannot load {path} as a Keras model ({type(exc).__name__}: {msg[:300]}); {fix}."
         ) from None
 
 

@@ -139,6 +139,10 @@ def _check(where: str, split: str, x, y) -> np.ndarray:
         raise SourceError(
             f"{where}: {split} images have shape {shape}; expected N x H x W or N x H x W x C with C = 1, 3 or 4."
         )
+    if 0 in shape[1:]:
+        raise SourceError(
+            f"{where}: {split} images have shape {shape}, with no pixels; store images of at least 1 x 1 pixel."
+        )
     if np.dtype(x.dtype) != np.uint8:
         raise SourceError(
             f"{where}: {split} images are {x.dtype}; expected uint8 0..255. Convert them, e.g. "
@@ -189,7 +193,23 @@ def _finish(where: str, images: dict, raw_labels: dict, names) -> ArraySet:
                 f"{where}: labels go up to {k - 1} but only {len(out.class_names)} class names are given; "
                 "fix the labels or the class name list."
             )
+        twice = sorted({n for n in out.class_names if out.class_names.count(n) > 1})
+        if twice:
+            raise SourceError(
+                f"{where}: class names {', '.join(map(repr, twice[:5]))} appear more than once; give each class "
+                "its own name (per-class metrics and predictions would merge them)."
+            )
     else:
+        # Without names, the labels themselves say how many classes there are: every index 0..K-1 must occur,
+        # or a typo such as 10**9 would make a billion classes (and empty classes skew every metric).
+        present = np.unique(np.concatenate(list(out.labels.values())))
+        if len(present) != k:
+            missing = np.setdiff1d(np.arange(min(k, len(present) + 6)), present)[:5].tolist()
+            raise SourceError(
+                f"{where}: labels run up to {k - 1} but only {len(present)} distinct labels occur (missing e.g. "
+                f"{', '.join(map(str, missing))}); relabel them 0..{len(present) - 1}, or give class names for "
+                "every index so empty classes are meant."
+            )
         out.class_names = [str(i) for i in range(k)]
     return out
 

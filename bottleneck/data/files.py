@@ -67,6 +67,23 @@ def _images_under(folder: Path, root: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _check_names(root: Path, ids: list[str]) -> None:
+    """Image ids (relative paths, class names included) must be valid UTF-8: they are stored as text in every
+    cache format, and Python keeps undecodable bytes of a file name as surrogates that no format can store."""
+    bad = []
+    for rid in ids:
+        if not rid.isascii():
+            try:
+                rid.encode("utf-8")
+            except UnicodeEncodeError:
+                bad.append(repr(os.fsencode(rid))[2:-1])
+    if bad:
+        raise SourceError(
+            f"{root} holds {len(bad)} file or folder name(s) that are not valid UTF-8 ({_listing(bad)}); rename "
+            "them (e.g. `convmv -f latin1 -t utf-8 -r --notest FOLDER`)."
+        )
+
+
 def _listing(names: list[str]) -> str:
     more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     return ", ".join(names[:_SHOWN]) + more
@@ -323,6 +340,7 @@ def folder_manifest(root: Path, progress=None, reads: FileReads | None = None) -
             found.extend((split, c.name, rel, full) for rel, full in images)
     if not found:
         raise SourceError(f"{root} has split folders but no class folders with images inside them.")
+    _check_names(root, [f[2] for f in found])
     class_names = sorted({f[1] for f in found})
     label = {c: i for i, c in enumerate(class_names)}
     hashes = (reads or FileReads()).hash_all([f[3] for f in found], progress)
@@ -357,8 +375,15 @@ def csv_manifest(csv_path: Path, progress=None, reads: FileReads | None = None) 
     """A CSV of ``path,label[,split]``: paths relative to the CSV's folder, labels as class names,
     split train|val|validation|test (default train); a header row is detected and may name the columns."""
     folder = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if r and any(c.strip() for c in r)]
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            rows = [(n, r) for n, r in enumerate(csv.reader(fh), start=1) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as exc:
+        line = csv_path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise SourceError(
+            f"CSV {csv_path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as "
+            f"UTF-8, e.g. `iconv -f latin1 -t utf-8 {csv_path.name} > fixed.csv`."
+        ) from None
     if not rows:
         raise SourceError(f"CSV {csv_path} is empty; write one row per image: path,label[,split].")
     cols, has_header = _csv_columns(rows[0][1], folder)

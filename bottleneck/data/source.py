@@ -201,9 +201,16 @@ def _rows_bytes(x, start: int, stop: int) -> memoryview:
     return memoryview(np.ascontiguousarray(x[start:stop])).cast("B")
 
 
+_FILE_SUFFIXES = (".h5", ".hdf5", ".hdf", ".npz", ".csv", ".npy")
+
+
 def _detect(path: Path) -> str:
     if not path.exists():
         raise SourceError(f"source {path} does not exist; pass {SUPPORTED}.")
+    if path.is_dir() and path.suffix.lower() in _FILE_SUFFIXES and not any(path.glob("*.npy")):
+        raise SourceError(
+            f"{path} is a folder, not a {path.suffix.lower()[1:]} file; pass the file itself, or {SUPPORTED}."
+        )
     if path.is_file():
         suffix = path.suffix.lower()
         kind = {".h5": "h5", ".hdf5": "h5", ".hdf": "h5", ".npz": "npz", ".csv": "csv"}.get(suffix)

@@ -116,6 +116,11 @@ class Head(ClassifierMixin, BaseEstimator):
         for rows, block in iter_blocks(X):
             check_finite(block)
             out[rows] = self._proba(block)
+        if not np.all(np.isfinite(out)):
+            raise HeadError(
+                f"this {self.name} head gives NaN or infinite probabilities (its weights overflowed while it was "
+                "fitted); fit it again, e.g. with a lower --lr or standardised features."
+            )
         return out
 
     def predict(self, X) -> np.ndarray:
@@ -167,6 +172,10 @@ class Head(ClassifierMixin, BaseEstimator):
 
     def _load_model(self, path: Path, info: dict) -> None:
         raise NotImplementedError
+
+    def _check_loaded(self) -> None:
+        """HeadError when what ``_load_model`` read disagrees with head.json (classes, feature shape) or is not
+        finite: a saved head whose files were edited or mixed up must not predict."""
 
     # --- cache matching --------------------------------------------------------------------------------
     def check_cache(self, cache) -> None:
@@ -300,6 +309,7 @@ def load_head(path) -> Head:
     head.history_ = info.get("history") or {}
     head.trained_on_ = info.get("trained_on")
     head._load_model(path, info)
+    head._check_loaded()
     return head
 
 

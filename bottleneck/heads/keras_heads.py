@@ -176,13 +176,26 @@ class KerasHead(Head):
         self.model_.save(path / MODEL_FILE)
 
     def _load_model(self, path: Path, info: dict) -> None:
-        keras = _tf.keras()
+        from bottleneck.backbones.model_file import load_keras
 
-        f = path / MODEL_FILE
-        if not f.is_file():
-            raise HeadError(f"{f} is missing; the saved {self.name} head is incomplete. Fit it again.")
-        self.model_ = keras.models.load_model(f, compile=False)
+        self.model_ = load_keras(
+            path / MODEL_FILE, HeadError, f"the saved {self.name} head is unusable: fit it again"
+        )
         self.holdout_ = None
+
+    def _check_loaded(self) -> None:
+        """The loaded model takes ``feature_shape_`` and gives one output per class (one for sigmoid), finite."""
+        inputs = tuple(self.model_.inputs[0].shape[1:])
+        outputs = int(self.model_.outputs[0].shape[-1])
+        want = 1 if self.name == "sigmoid" else len(self.classes_)
+        if inputs != tuple(self.feature_shape_) or outputs != want:
+            raise HeadError(
+                f"the saved {self.name} head takes {inputs} and gives {outputs} outputs, but its head.json says "
+                f"{tuple(self.feature_shape_)} and {want} ({len(self.classes_)} classes): the files do not belong "
+                "together. Fit the head again."
+            )
+        if not all(np.all(np.isfinite(w)) for w in self.model_.get_weights()):
+            raise HeadError(f"the saved {self.name} head has NaN or infinite weights; fit it again.")
 
 
 class LinearHead(KerasHead):

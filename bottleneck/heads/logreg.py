@@ -215,11 +215,32 @@ class LogRegHead(Head):
         f = path / "logreg.npz"
         if not f.is_file():
             raise HeadError(f"{f} is missing; the saved logreg head is incomplete. Fit it again.")
-        with np.load(f, allow_pickle=False) as z:
-            self.coef_, self.intercept_ = z["coef"], z["intercept"]
-            self.mean_, self.scale_ = z["mean"], z["scale"]
-            self.holdout_ = z["holdout"] if len(z["holdout"]) else None
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                self.coef_, self.intercept_ = z["coef"], z["intercept"]
+                self.mean_, self.scale_ = z["mean"], z["scale"]
+                self.holdout_ = z["holdout"] if len(z["holdout"]) else None
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            EOFError,
+        ) as exc:  # damaged, truncated, an object array, a key gone
+            raise HeadError(f"{f} is damaged ({type(exc).__name__}: {exc}); fit the head again.") from None
         self.C_ = float(info.get("learned", {}).get("C", np.nan))
+
+    def _check_loaded(self) -> None:
+        """Coefficients for ``classes_`` and ``feature_shape_``, all finite."""
+        d, k = int(np.prod(self.feature_shape_)), len(self.classes_)
+        rows = 1 if k == 2 else k
+        shapes = (self.coef_.shape, self.intercept_.shape, self.mean_.shape, self.scale_.shape)
+        if shapes != ((rows, d), (rows,), (d,), (d,)):
+            raise HeadError(
+                f"the saved logreg head's arrays have shapes {shapes}, but its head.json says {k} classes and "
+                f"{d} features: the files do not belong together. Fit the head again."
+            )
+        if not all(np.all(np.isfinite(a)) for a in (self.coef_, self.intercept_, self.mean_, self.scale_)):
+            raise HeadError("the saved logreg head has NaN or infinite coefficients; fit it again.")
 
 
 class _Best(NamedTuple):

@@ -208,6 +208,10 @@ def run_extraction(
     from bottleneck import storage
 
     source, remote, cache_dir = storage.stage(source, cache_dir, progress)
+    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise CacheError(
+            f"cache_dir={str(cache_dir)!r} is a file, not a folder; pass a folder for the caches."
+        )
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
         config = _resolved(config, src)

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck import _tf
-
 
 class WholeModel:
     """A keras model from float32 (N, S, S, 3) 0..255 RGB pixels to (N, classes) probabilities."""
@@ -31,13 +29,11 @@ class WholeModel:
 
     @classmethod
     def load(cls, path, summary: dict) -> WholeModel:
+        from bottleneck.backbones.model_file import load_keras
         from bottleneck.errors import HeadError
 
-        f = Path(path) / "model.keras"
-        if not f.is_file():
-            raise HeadError(f"{f} is missing; the fine-tuned run {path} is incomplete. Fine-tune it again.")
-        keras = _tf.keras()
-        return cls(keras.models.load_model(f, compile=False), summary)
+        fix = f"the fine-tuned run {path} is unusable: fine-tune it again"
+        return cls(load_keras(Path(path) / "model.keras", HeadError, fix), summary)
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(np.asarray(pixels, np.float32)), np.float64)

@@ -65,7 +65,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from bottleneck.clash import ignore_pandas_warning
 
-    # pandas (imported by scikit-learn and Keras when installed) warns that "bottleneck" is too old to be its
+    # pandas (imported by scikit-learn and TensorFlow when installed) warns that "bottleneck" is too old to be its
     # accelerator: it found us, and falls back to NumPy as it should. Not the user's problem to read about.
     ignore_pandas_warning()
     app()

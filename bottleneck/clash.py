@@ -1,5 +1,4 @@
-"""Other distributions that install the import package `bottleneck` (the numerical Bottleneck, this project under
-its old name), and pandas' warning about us."""
+"""Other distributions of the import package `bottleneck` (the numerical Bottleneck), and pandas' warning about us."""
 
 from __future__ import annotations
 

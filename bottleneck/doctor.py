@@ -1,5 +1,4 @@
-"""`doctor`: what this installation can do on this machine, as one JSON-ready dict (the first thing to ask a user
-who reports a problem): versions, engines and devices, CPU features, extras, a browser, clashes, the cache folder."""
+"""`doctor()`: what this installation can do here (versions, engines, CPU, extras, clashes, cache), as a dict."""
 
 from __future__ import annotations
 
@@ -122,15 +121,11 @@ def _tensorflow() -> dict:
     return {"usable": True, "reason": None, "cuda_build": cuda, "gpus": gpus}
 
 
-def _engines(tensorflow: bool) -> dict:
+def _engines() -> dict:
     from bottleneck.inference.quantize import int8_weights
 
     onnx = _onnx()
-    tf = (
-        _tensorflow()
-        if tensorflow
-        else {"usable": None, "reason": "not checked", "cuda_build": None, "gpus": []}
-    )
+    tf = _tensorflow()
     gpu_why = None
     if not onnx["gpu_providers"] and not tf["gpus"]:
         gpu_why = (
@@ -279,14 +274,14 @@ def _problems(report: dict) -> list[str]:
     return problems
 
 
-def doctor(cache_dir="cache", tensorflow: bool = True) -> dict:
+def doctor(cache_dir="cache") -> dict:
     """What this installation can do here, as a JSON-ready dict.
 
     Keys: ``bottleneck`` (distribution, version, import path), ``python``, ``stack`` ({distribution: version
     or None}), ``engines`` (tensorflow, onnx, int8, gpu: each usable or the reason), ``cpu`` (AVX2, AVX-512,
     VNNI -> the int8 weight type), ``extras`` (dask, s3, lite), ``browser`` (path or None), ``pandas`` (None
     without it), ``clashes``, ``cache`` (path, free bytes) and ``problems`` (one line each, with the fix).
-    ``tensorflow=False`` skips importing TensorFlow (several seconds); its entry then says "not checked".
+    Imports TensorFlow (quietly; several seconds) to ask it for GPUs.
     """
     report = {
         "bottleneck": _package(),
@@ -296,7 +291,7 @@ def doctor(cache_dir="cache", tensorflow: bool = True) -> dict:
             "platform": platform.platform(),
         },
         "stack": {d: version_of(d) for d in STACK},
-        "engines": _engines(tensorflow),
+        "engines": _engines(),
         "cpu": _cpu(),
         "extras": _extras(),
         "browser": next((p for p in map(shutil.which, BROWSERS) if p), None),

@@ -19,6 +19,7 @@ import numpy as np
 
 from bottleneck import _tf
 from bottleneck._io import replace_atomic, temp_path, write_json_atomic, write_text_atomic
+from bottleneck._onnx import function_to_onnx
 from bottleneck.errors import ExportError, one_of
 
 FORMATS = ("keras", "onnx", "savedmodel", "tflite")
@@ -93,22 +94,19 @@ def _signature(model):
 
 
 def _onnx(model, path: Path, meta: dict) -> Path:
-    import logging
-
     tf = _tf.tensorflow()
     sig = _signature(model)
     fn = tf.function(lambda x: model(x, training=False), input_signature=sig)
     tmp = temp_path(path)
-    with _tf.environment_kept():
+    with _tf.environment_kept():  # tf2onnx sets TF_CPP_MIN_LOG_LEVEL for the process on import
         try:
             import onnx
-            import tf2onnx
+            import tf2onnx  # noqa: F401 (imported by function_to_onnx; checked here to name the packages)
         except ImportError:
             raise ExportError(
                 f"format='onnx' needs {PACKAGES['onnx']}; install it and export again."
             ) from None
-        tf2onnx.logging.set_level(logging.ERROR)
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=sig, opset=17)
+    proto = function_to_onnx(fn, sig, input_name="images", output_name="probabilities")
     for key, value in (("class_names", json.dumps(meta["class_names"])), ("bottleneck", json.dumps(meta))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -1,14 +1,18 @@
 """Export: every head, frozen and fine-tuned, in every format, verified against `predict`; class names that
-survive any folder name."""
+survive any folder name; the README's loading recipes run as written, without bottleneck."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 from test_fine_tune import make_model_file, noisy_images
 from typer.testing import CliRunner
 
@@ -21,6 +25,7 @@ HEADS = ("logreg", "linear", "mlp", "sigmoid", "pool-dense")
 FORMATS = ("keras", "onnx", "savedmodel", "tflite")
 FILES = {"keras": "model.keras", "onnx": "model.onnx", "savedmodel": "model", "tflite": "model.tflite"}
 PARAMS = {"logreg": {}, "mlp": {"width": 16, "epochs": 3}, "pool-dense": {"width": 16, "epochs": 3}}
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 class Runs:
@@ -146,6 +151,74 @@ TUNED_CELLS = [
 @pytest.mark.parametrize(("head", "fmt"), TUNED_CELLS)
 def test_fine_tuned_run_exports(runs, head, fmt, tmp_path):
     check_export(runs, head, True, fmt, tmp_path)
+
+
+def readme_recipes() -> dict[str, str]:
+    """The README's export-loading snippets by format: the ```python blocks opening with ``# model.<ext>``."""
+    blocks = re.findall(r"```python\n(# (model\S*).*?)```", README.read_text(), re.S)
+    by_file = {name.rstrip(":"): code for code, name in blocks}
+    return {fmt: by_file[FILES[fmt] + ("/" if fmt == "savedmodel" else "")] for fmt in FORMATS}
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory):
+    """The logreg run exported in every format into one folder, with one test image of class ``new\nline``
+    (``photo.png``): where a user would run the README's snippets."""
+    from bottleneck.export import export_run
+
+    folder = tmp_path_factory.mktemp("exported")
+    run = runs.run("logreg", False)
+    for fmt in FORMATS:
+        export_run(run, folder / FILES[fmt], format=fmt)
+    shutil.copy(
+        next(p for p in runs.test_images("logreg") if p.parent.name == NAMES[1]), folder / "photo.png"
+    )
+    return folder
+
+
+# Each snippet imports its runtime cold (TensorFlow: about 10 s); the SavedModel one adds nothing the others miss.
+@pytest.mark.parametrize(
+    "fmt", [f if f != "savedmodel" else pytest.param(f, marks=pytest.mark.slow) for f in FORMATS]
+)
+def test_readme_recipe_runs_alone_and_maps_names_right(runs, exported, fmt):
+    """The snippet, copied alone into a fresh interpreter beside the exported file, loads it, reads the class
+    names and prints {name: probability}: the run's names in its order, each with the probability `bottleneck
+    predict` gives that class, the image's own class first. bottleneck is never imported."""
+    from bottleneck.runs import predict_images
+
+    image = exported / "photo.png"
+    (want,) = predict_images(runs.run("logreg", False), [image], top=len(NAMES))
+    assert want["top"][0]["class"] == NAMES[1]
+    code = readme_recipes()[fmt].replace('"photo.jpg"', repr(str(image)))
+    out = run_python(
+        f"import os, sys\nos.chdir({str(exported)!r})\n{code}\nassert 'bottleneck' not in sys.modules\n"
+    )
+    printed = ast.literal_eval(out.strip().splitlines()[-1])
+    assert list(printed) == list(runs.cache("logreg").class_names)
+    assert max(printed, key=printed.get) == NAMES[1]
+    np.testing.assert_allclose(
+        [printed[t["class"]] for t in want["top"]], [t["prob"] for t in want["top"]], atol=1e-4
+    )
+
+
+def test_tflite_names_survive_any_folder_name(runs, tmp_path):
+    """The old labels file (one name per line) gave 4 lines and 5 words for these 3 names; the JSON beside the
+    file reads back in output order, and a stale labels file of an earlier export is not left behind."""
+    from bottleneck.export import export_run, load_exported
+    from bottleneck.runs import predict_images
+
+    out = tmp_path / "model.tflite"
+    (tmp_path / "model.labels.txt").write_text("".join(f"{n}\n" for n in ("x", "y", "z")))
+    export_run(runs.run("logreg", False), out, format="tflite")
+    assert not (tmp_path / "model.labels.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model.tflite.json"]
+    names = json.loads((tmp_path / "model.tflite.json").read_text())["class_names"]
+    assert names == sorted(NAMES) == list(runs.cache("logreg").class_names)
+    assert load_exported(out).class_names == names
+    images = runs.test_images("logreg")
+    got = predict_images(out, images, top=1)
+    hits = [g["top"][0]["class"] == p.parent.name for g, p in zip(got, images, strict=True)]
+    assert np.mean(hits) >= 0.9, hits
 
 
 def test_a_format_that_cannot_hold_the_model_names_one_that_can(tmp_path):

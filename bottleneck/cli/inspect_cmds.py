@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
     def inspect_cmd(
         cache: str = typer.Argument(..., help="A cache folder made by `bottleneck extract` (or its URL)."),
         run: Path = typer.Option(None, "--run", help="A run folder: show its predictions and mistakes."),
-        split: str = typer.Option(None, help="Split of the predictions and confusion matrix (default: test)."),
+        split: str = typer.Option(
+            None, help="Split of the predictions and confusion matrix (default: test)."
+        ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: runs/inspect-<cache>)."),
         source: Path = typer.Option(None, help="Where the cache's source images are now, if they moved."),
         threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Near-duplicate cosine similarity, (0, 1]."),

@@ -156,7 +156,9 @@ def run_proba(run, cache, split: str = "test") -> tuple[np.ndarray, np.ndarray, 
     cache = as_cache(cache)
     if run.summary.get("kind") == "fine-tune":
         return _image_proba(run, cache, split), np.asarray(run.head.classes_), cache
-    cache = matching_layers(cache, ((getattr(run.head, "trained_on_", None) or {}).get("config") or {}).get("layer"))
+    cache = matching_layers(
+        cache, ((getattr(run.head, "trained_on_", None) or {}).get("config") or {}).get("layer")
+    )
     run.head.check_cache(cache)
     return run.head.predict_proba(cache.features(split)), np.asarray(run.head.classes_), cache
 

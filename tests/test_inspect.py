@@ -63,6 +63,13 @@ def test_near_duplicates_equal_brute_force_and_stay_in_blocks():
     assert peak < 1500 * 1500 * 4 / 4  # far below one N x N float32 matrix (9 MB)
 
 
+def test_a_threshold_that_pairs_everything_stops_with_one_line():
+    X = normalized(np.ones((600, 4)) + np.random.default_rng(0).normal(0, 0.01, (600, 4)))
+    with pytest.raises(BottleneckError, match=r"more than 100000 pairs of images reach cosine threshold=0.9 .*"
+                       r"raise it, e.g. threshold=0.95"):  # fmt: skip
+        near_duplicates(X, 0.9)
+
+
 def test_threshold_outside_zero_one_is_one_clear_error():
     with pytest.raises(
         BottleneckError, match=r"threshold=1.5 is not allowed; pass a cosine similarity in \(0, 1\]"

@@ -14,6 +14,8 @@ from bottleneck.errors import BottleneckError
 DEFAULT_THRESHOLD = 0.95
 # Similarities held at once while scanning: one block of rows against all later rows (float32).
 BLOCK_BYTES = 192 << 20
+# Pairs per image beyond which the threshold is too low for the features (every pair of a class would follow).
+MAX_PAIRS_PER_ROW = 20
 
 
 @dataclass
@@ -71,6 +73,8 @@ def near_duplicates(
 
     Exact all-pairs search in row blocks: one block of rows against the rows after its start, so at most
     ``block_bytes`` of similarities exist at a time (never an N x N matrix) and each pair is computed once.
+    More than ``MAX_PAIRS_PER_ROW`` pairs per row (at least 100 000 in all) stops the scan with one line: the
+    threshold does not separate copies from ordinary neighbours in these features.
     """
     check_threshold(threshold)
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -79,6 +83,7 @@ def near_duplicates(
         return Pairs.empty()
     block = int(max(16, min(n, block_bytes // (4 * n))))
     parts_a, parts_b, parts_s = [], [], []
+    found, limit = 0, max(100_000, MAX_PAIRS_PER_ROW * n)
     for start in range(0, n, block):
         stop = min(n, start + block)
         sims = X[start:stop] @ X[start:].T  # (stop - start, n - start)
@@ -88,6 +93,13 @@ def near_duplicates(
         parts_a.append(i + start)
         parts_b.append(j + start)
         parts_s.append(sims[i, j])
+        found += len(i)
+        if found > limit:
+            raise BottleneckError(
+                f"more than {limit} pairs of images reach cosine threshold={threshold} (after {stop} of {n} rows): "
+                "it does not separate copies from ordinary neighbours in these features; raise it, e.g. "
+                f"threshold={min(0.999, round(1 - (1 - threshold) / 2, 4))}."
+            )
         if progress:
             progress("near duplicates", stop, n)
     return Pairs(
@@ -105,12 +117,11 @@ def check_threshold(threshold) -> None:
 
 
 def without(pairs: Pairs, other: Pairs) -> Pairs:
-    """``pairs`` minus the (a, b) pairs also in ``other`` and pairs whose rows ``other`` joins through a common
-    first row (members of one exact-duplicate group)."""
+    """``pairs`` minus the pairs of rows that ``other`` (exact duplicates: each copy paired with its group's
+    first row) puts in one group."""
     if not len(pairs) or not len(other):
         return pairs
-    root = {int(b): int(a) for a, b in zip(other.a.tolist(), other.b.tolist(), strict=True)}
-    same = np.array(
-        [root.get(a, a) == root.get(b, b) for a, b in zip(pairs.a.tolist(), pairs.b.tolist(), strict=True)]
-    )
-    return pairs.take(~same)
+    n = int(max(pairs.b.max(), other.b.max())) + 1
+    root = np.arange(n)
+    root[other.b] = other.a
+    return pairs.take(root[pairs.a] != root[pairs.b])

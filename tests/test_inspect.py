@@ -191,7 +191,7 @@ def test_cli_inspect_json_and_one_line_errors(planted, tmp_path):
     assert s["counts"]["leak_pairs"] == 2 and s["path"] == str(tmp_path / "o")
     bad = runner.invoke(app, ["inspect", str(cache.path), "--threshold", "2"])
     assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [
-        "error: --threshold 2.0 is not allowed; pass a cosine similarity in (0, 1], e.g. 0.95."
+        "error: --threshold 2.0 is not allowed; pass a cosine similarity in (0, 1], e.g. 0.97."
     ]
 
 

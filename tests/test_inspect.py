@@ -210,3 +210,28 @@ def test_missing_cleanlab_names_the_extra(planted, tmp_path):
         "finding label errors needs cleanlab: pip install 'bottleneck[inspect]', or turn label errors off "
         "(--no-label-errors)."
     )
+
+
+def test_report_pages_of_fit_head_evaluate_and_compare(planted, tmp_path):
+    _, cache = planted
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["fit-head", str(cache.path), "--out", str(run), "--report", "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["report"] == str(run / "report" / "index.html")
+    n_test = cache.n("test")
+    html = (run / "report" / "index.html").read_text()
+    assert (
+        f'data-count="images">{n_test}<' in html
+        and len(list((run / "report" / "thumbs").iterdir())) == n_test
+    )
+    res = runner.invoke(
+        app, ["evaluate", str(run), str(cache.path), "--split", "train", "--report", str(tmp_path / "ev")]
+    )
+    assert res.exit_code == 0, res.output
+    assert f'data-count="images">{cache.n("train")}<' in (tmp_path / "ev" / "index.html").read_text()
+    res = runner.invoke(app, ["compare", str(cache.path), "--heads", "logreg", "--no-baseline", "--out",
+                              str(tmp_path / "cmp"), "--report", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "cmp" / "report" / "index.html").read_text()
+    assert 'id="comparison"' in page and "Below: the best row on a given cache, logreg on" in page

@@ -235,3 +235,13 @@ def test_report_pages_of_fit_head_evaluate_and_compare(planted, tmp_path):
     assert res.exit_code == 0, res.output
     page = (tmp_path / "cmp" / "report" / "index.html").read_text()
     assert 'id="comparison"' in page and "Below: the best row on a given cache, logreg on" in page
+
+
+def test_inspection_and_the_page_import_no_tensorflow():
+    from conftest import run_python
+
+    out = run_python(
+        "import sys, bottleneck.inspection, bottleneck.report.page, bottleneck.report.thumbnails; "
+        "print('tensorflow' in sys.modules, 'cleanlab' in sys.modules, 'umap' in sys.modules)"
+    )
+    assert out.split() == ["False", "False", "False"]

@@ -113,10 +113,10 @@ def _check_files(items, manifest, source) -> None:
     """One InspectError naming how many files are missing, and how to point at where they are now."""
     missing = [it.path for it in items if not Path(it.path).is_file()]
     if missing:
-        where = "moved" if source is None else "not all there"
+        what = f"the source {manifest.source} moved" if source is None else f"they are not all under {source}"
         raise InspectError(
-            f"{len(missing)} of {len(items)} source images of this cache are missing ({_first(missing)}): the "
-            f"source {manifest.source} was {where}; pass source=PATH where its images are now."
+            f"{len(missing)} of {len(items)} source images of this cache are missing ({_first(missing)}): {what}; "
+            "pass source=PATH where its images are now."
         )
 
 

@@ -8,6 +8,7 @@ global: no environment variables, no import hooks, no seeds.
     Embedder(backbone=...)        scikit-learn transformer: images -> features, no cache folder
     LogRegHead, LinearHead, MLPHead, SigmoidHead, PoolDenseHead, make_head, load_head
     fit_head, compare, predict_images, load_run
+    inspect_cache(cache, ...)     -> Inspection: duplicates, leaks, label errors, map, one offline page
     list_backbones(pattern), get_spec(name), ExtractConfig, BottleneckError
 """
 
@@ -37,6 +38,7 @@ _LAZY = {
     "compare": "bottleneck.runs",
     "predict_images": "bottleneck.runs",
     "load_run": "bottleneck.runs",
+    "inspect_cache": "bottleneck.inspection",
     "BottleneckError": "bottleneck.errors",
 }
 

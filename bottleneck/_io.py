@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,29 @@ def file_hash(path, chunk: int = 1 << 20) -> str:
             while block := fh.read(chunk):
                 h.update(block)
     return h.hexdigest()
+
+
+@contextmanager
+def atomic_dir(path):
+    """Build a folder in a hidden sibling (yielded) and rename it to ``path`` when the block ends without error:
+    readers see the old folder or the whole new one, never half of it. An old ``path`` is replaced."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_path(tmp)
+        if path.exists():
+            old = temp_path(path, ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

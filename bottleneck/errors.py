@@ -65,6 +65,10 @@ class ExportError(BottleneckError):
     """A model cannot be exported or read back in the asked format."""
 
 
+class InspectError(BottleneckError):
+    """A cache cannot be inspected, or its page made (a moved or changed source, a bad setting)."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """' Did you mean a, b?' for the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

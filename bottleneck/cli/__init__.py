@@ -44,7 +44,7 @@ def _register_all() -> None:
 
     for module in (extract_cmds, cache_cmds, doctor_cmds):
         module.register(app)
-    for name in ("classify_cmds", "heads_cmds", "tuning_cmds", "advise_cmds"):
+    for name in ("classify_cmds", "heads_cmds", "tuning_cmds", "advise_cmds", "inspect_cmds"):
         try:
             module = __import__(f"bottleneck.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

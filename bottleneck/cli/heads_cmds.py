@@ -110,6 +110,16 @@ def _metric_line(metrics: dict) -> str:
     )
 
 
+def _run_page(run) -> Path:
+    """RUN/report/index.html: the run on its cache's test split (val, else train, when there is none)."""
+    from bottleneck.cache.reader import open_cache
+    from bottleneck.report.run_page import write_run_page
+
+    c = open_cache(run.summary["cache"]["path"])
+    split = next(s for s in ("test", "val", "train") if s in c.splits)
+    return write_run_page(run, c, split=split)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("fit-head", help=FIT_HELP)
     @user_errors
@@ -138,6 +148,9 @@ def register(app: typer.Typer) -> None:
         param: list[str] = typer.Option(
             None, "--param", help="Other head parameter, KEY=VALUE (repeatable), e.g. width=512."
         ),
+        report: bool = typer.Option(
+            False, "--report", help="Also write RUN/report/index.html (offline page)."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -152,11 +165,16 @@ def register(app: typer.Typer) -> None:
         finally:
             bar.close()
         s = run.summary
+        page = _run_page(run) if report else None
         if json_out:
             print_json(
-                {k: s[k] for k in ("head", "path", "fit_seconds", "metrics")} | {"selection": s["selection"]}
+                {k: s[k] for k in ("head", "path", "fit_seconds", "metrics")}
+                | {"selection": s["selection"]}
+                | ({"report": str(page)} if page else {})
             )
             return
+        if page and not quiet:
+            typer.echo(f"page: {page}", err=True)
         if not quiet:
             sel = ", ".join(f"{k} {v}" for k, v in s["selection"].items())
             typer.echo(
@@ -173,12 +191,20 @@ def register(app: typer.Typer) -> None:
             ..., help="A cache with the same backbone settings and classes (or its URL)."
         ),
         split: str = typer.Option("test", help="Split to score."),
+        report: Path = typer.Option(
+            None, "--report", help="Also write an offline page (index.html + thumbnails) into this folder."
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         from bottleneck.report import markdown_table
         from bottleneck.runs import evaluate_run
 
         result = evaluate_run(run_dir, cache, split=split)
+        if report is not None:
+            from bottleneck.report.run_page import write_run_page
+
+            result["report"] = str(write_run_page(run_dir, cache, split=split, out=report))
+            typer.echo(f"page: {result['report']}", err=True)
         if json_out:
             print_json(result)
             return
@@ -218,6 +244,11 @@ def register(app: typer.Typer) -> None:
         baseline: bool = typer.Option(
             True, "--baseline/--no-baseline", help="Add a logreg row on the raw pixels of the same images."
         ),
+        report: bool = typer.Option(
+            False,
+            "--report",
+            help="Also write OUT/report/index.html: the table and the best row's predictions.",
+        ),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -243,6 +274,11 @@ def register(app: typer.Typer) -> None:
             )
         finally:
             bar.close()
+        if report:
+            from bottleneck.report.run_page import write_compare_page
+
+            page = write_compare_page(result, caches, params=params, out=Path(out) / "report")
+            result.paths["report"] = str(page)
         if json_out:
             print_json(result.to_json())
             return

@@ -133,14 +133,12 @@ def evaluate_run(run, cache, split: str = "test") -> dict:
     Returns ``{"run", "head", "cache", "split", "metrics": {split: {...}}}``; a cache of other features or
     classes raises HeadError before anything is predicted.
     """
+    from bottleneck.report import classification_metrics
+
     run = run if isinstance(run, Run) else load_run(run)
     cache = as_cache(cache)
-    if run.summary.get("kind") == "fine-tune":
-        m = _image_metrics(run, cache, split)
-    else:
-        cache = matching_layers(cache, ((run.head.trained_on_ or {}).get("config") or {}).get("layer"))
-        run.head.check_cache(cache)
-        m = split_metrics(run.head, cache, split)
+    proba, classes, cache = run_proba(run, cache, split)
+    m = classification_metrics(cache.labels(split), proba, classes=classes, class_names=cache.class_names)
     return {
         "run": str(run.path),
         "head": run.head.name,
@@ -150,8 +148,22 @@ def evaluate_run(run, cache, split: str = "test") -> dict:
     }
 
 
-def _image_metrics(run, cache, split: str) -> dict:
-    from bottleneck.report import classification_metrics
+def run_proba(run, cache, split: str = "test") -> tuple[np.ndarray, np.ndarray, object]:
+    """(probabilities (N, K), the K labels of their columns, the cache as scored) of a saved run on ``split``
+    of ``cache``: its head on the cached features, or a fine-tuned run's model on the images of those rows.
+    HeadError for a cache of other features or classes, before anything is predicted."""
+    run = run if isinstance(run, Run) else load_run(run)
+    cache = as_cache(cache)
+    if run.summary.get("kind") == "fine-tune":
+        return _image_proba(run, cache, split), np.asarray(run.head.classes_), cache
+    cache = matching_layers(
+        cache, ((getattr(run.head, "trained_on_", None) or {}).get("config") or {}).get("layer")
+    )
+    run.head.check_cache(cache)
+    return run.head.predict_proba(cache.features(split)), np.asarray(run.head.classes_), cache
+
+
+def _image_proba(run, cache, split: str) -> np.ndarray:
     from bottleneck.tuning.images import open_cache_images
 
     names = list(run.summary["cache"]["class_names"])
@@ -164,9 +176,6 @@ def _image_metrics(run, cache, split: str) -> dict:
     head = run.head
     with open_cache_images(cache, size=head.image_size, resize=head.resize) as images:
         n = images.n(split)
-        proba = np.concatenate(
+        return np.concatenate(
             [head.predict_proba(images.pixels(split, np.arange(a, min(a + 64, n)))) for a in range(0, n, 64)]
         )
-    return classification_metrics(
-        cache.labels(split), proba, classes=head.classes_, class_names=cache.class_names
-    )

@@ -1,0 +1,91 @@
+"""`bottleneck inspect`: duplicates, leaks, label errors and a map of a cache, as CSVs, JSON and one page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.progress import ProgressBar
+
+INSPECT_HELP = """Find exact and near duplicates, cross-split leaks and likely label errors in a cache, from its
+features alone (no backbone pass), and write CSVs, summary.json and one offline page (index.html).
+
+Near duplicates: cosine similarity of the L2-normalised features at or above --threshold. Label errors:
+cleanlab's find_label_issues on out-of-fold probabilities of a --folds-fold logistic regression (needs
+`pip install 'bottleneck[inspect]'`; --no-label-errors skips them). With --run, the page shows that run's
+predictions on --split (mistakes, confusion matrix); without, the out-of-fold predictions. Thumbnails are
+decoded from the cache's source (--source PATH if the images moved) and written beside the page.
+Every CSV row has the image id: feed the id column back as an exclusion list.
+
+Examples:
+
+  bottleneck inspect cache/efficientnet_lite0-3f9a2c1d
+
+  bottleneck inspect cache/efficientnet_lite0-3f9a2c1d --run runs/efficientnet_lite0-3f9a2c1d-logreg --json
+
+  bottleneck inspect cache/efficientnet_lite0-3f9a2c1d --source /data/moved/photos --out runs/check
+"""
+
+
+def register(app: typer.Typer) -> None:
+    from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD
+
+    @app.command("inspect", help=INSPECT_HELP)
+    @user_errors
+    def inspect_cmd(
+        cache: str = typer.Argument(..., help="A cache folder made by `bottleneck extract` (or its URL)."),
+        run: Path = typer.Option(None, "--run", help="A run folder: show its predictions and mistakes."),
+        split: str = typer.Option(
+            None, help="Split of the predictions and confusion matrix (default: test)."
+        ),
+        out: Path = typer.Option(None, "--out", help="Output folder (default: runs/inspect-<cache>)."),
+        source: Path = typer.Option(None, help="Where the cache's source images are now, if they moved."),
+        threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Near-duplicate cosine similarity, (0, 1]."),
+        label_errors: bool = typer.Option(
+            True, "--label-errors/--no-label-errors", help="Find likely label errors (needs cleanlab)."
+        ),
+        folds: int = typer.Option(5, help="Folds of the out-of-fold logistic regression."),
+        map_method: str = typer.Option("auto", help="auto (UMAP where installed, else PCA) | umap | pca."),
+        page: bool = typer.Option(True, "--page/--no-page", help="Write index.html with thumbnails."),
+        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ):
+        from bottleneck.inspection import inspect_cache
+
+        bar = ProgressBar(enabled=None if not quiet else False)
+        try:
+            result = inspect_cache(
+                cache,
+                run=run,
+                split=split,
+                out=out,
+                source=source,
+                threshold=threshold,
+                label_errors=label_errors,
+                folds=folds,
+                map_method=map_method,
+                page=page,
+                progress=bar,
+                notify=lambda line: typer.echo(line, err=True),
+            )
+        finally:
+            bar.close()
+        s = result.summary
+        if json_out:
+            print_json(s)
+            return
+        if not quiet:
+            c = s["counts"]
+            parts = [
+                f"{c['images']} images",
+                f"{c['exact_duplicate_pairs']} exact and {c['near_duplicate_pairs']} near duplicate pairs",
+                f"{c['leak_pairs']} across splits",
+            ]
+            if "label_issues" in c:
+                parts.append(f"{c['label_issues']} suspected label errors")
+            if "mistakes" in c:
+                parts.append(f"{c['mistakes']} mistakes on {s['predictions']['split']}")
+            typer.echo(", ".join(parts), err=True)
+        typer.echo(str(result.path / "index.html") if page else str(result.path))

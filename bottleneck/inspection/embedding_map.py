@@ -1,0 +1,90 @@
+"""A 2-D map of the features: UMAP (umap-learn) where installed, PCA otherwise, on a stratified sample."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from bottleneck.errors import one_of
+
+METHODS = ("auto", "umap", "pca")
+MAX_POINTS = 20000  # points drawn on the page; a larger cache is sampled per class
+
+
+def sample_rows(y: np.ndarray, limit: int = MAX_POINTS, seed: int = 0, keep=None) -> np.ndarray:
+    """At most ``limit`` row indices of labels ``y`` (N,), the same share of every class, sorted; the rows in
+    ``keep`` (e.g. suspected label errors) are always in."""
+    n = len(y)
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    keep = np.unique(np.asarray(keep if keep is not None else [], np.int64))
+    chosen = np.zeros(n, bool)
+    chosen[keep] = True
+    share = max(0, limit - len(keep)) / n
+    for c in np.unique(y):
+        members = np.flatnonzero((y == c) & ~chosen)
+        chosen[rng.permutation(members)[: int(round(share * len(members)))]] = True
+    return np.flatnonzero(chosen)
+
+
+def embed_2d(X: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """((N, 2) float32 coordinates scaled to [0, 1], the method used) for features ``X`` (N, D).
+
+    ``auto``: UMAP when umap-learn is installed (the ``inspect`` extra), else PCA. UMAP runs on the first 50
+    principal components (the usual speed-up; the neighbourhoods barely change).
+    """
+    if method not in METHODS:
+        raise one_of("map_method", method, METHODS)
+    X = np.asarray(X, np.float32).reshape(len(X), -1)
+    if method in ("auto", "umap") and len(X) >= 16:
+        umap = _umap(required=method == "umap")
+        if umap is not None:
+            return _scaled(_umap_coords(umap, X, seed)), "umap"
+    return _scaled(_pca(X, 2, seed)), "pca"
+
+
+def _pca(X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    k = max(1, min(k, X.shape[0], X.shape[1]))
+    out = PCA(k, random_state=seed).fit_transform(X) if len(X) > 1 else np.zeros((len(X), k))
+    if out.shape[1] < 2:
+        out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    return out
+
+
+def _umap_coords(umap, X: np.ndarray, seed: int) -> np.ndarray:
+    Z = _pca(X, 50, seed) if X.shape[1] > 50 else X
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs overridden by random_state, spectral init notes
+        model = umap.UMAP(n_components=2, n_neighbors=min(15, len(X) - 1), random_state=seed)
+        return model.fit_transform(Z)
+
+
+def _umap(required: bool):
+    """The umap module, imported quietly (it imports TensorFlow for its parametric variant); None when missing
+    unless ``required``."""
+    try:
+        from bottleneck import _tf
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _tf.tensorflow()  # umap imports it anyway: through the quiet import, not with its log lines
+            import umap
+    except ImportError:
+        if required:
+            from bottleneck.errors import BottleneckError
+
+            raise BottleneckError(
+                "map_method='umap' needs umap-learn: pip install 'bottleneck[inspect]', or use map_method='pca'."
+            ) from None
+        return None
+    return umap
+
+
+def _scaled(xy: np.ndarray) -> np.ndarray:
+    xy = np.asarray(xy, np.float64)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    return ((xy - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.float32)

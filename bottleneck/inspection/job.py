@@ -1,0 +1,393 @@
+"""`inspect`: duplicates, cross-split leaks, label errors and the map of a cache, written as CSVs, a JSON summary
+and one offline page. Composes the report stage (page, thumbnails) lazily, as jobs in ``runs/`` do."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.callbacks import Notify, Progress
+from bottleneck.inspection.duplicates import (
+    DEFAULT_THRESHOLD,
+    Pairs,
+    exact_duplicates,
+    near_duplicates,
+    without,
+)
+from bottleneck.inspection.rows import Rows
+
+SUMMARY = "summary.json"
+PAGE = "index.html"
+THUMBS = "thumbs"
+
+
+@dataclass
+class Inspection:
+    """An inspection's output folder ``path`` and its ``summary`` (the content of summary.json)."""
+
+    path: Path
+    summary: dict
+
+
+def load_features(cache, rows: Rows, progress: Progress | None = None) -> np.ndarray:
+    """Every row's features, flattened, L2-normalised, float32, (N, D) in global row order, read block by
+    block (the store's own dtype is never held whole a second time)."""
+    from bottleneck.heads.arrays import iter_blocks
+    from bottleneck.inspection.duplicates import normalized
+
+    d = int(np.prod(cache.feature_shape))
+    X = np.empty((len(rows), d), np.float32)
+    for i, split in enumerate(rows.splits):
+        start = int(rows.starts[i])
+        for r, block in iter_blocks(cache.features(split)):
+            X[start + r[0] : start + r[-1] + 1] = normalized(block)
+            if progress:
+                progress("features", start + int(r[-1]) + 1, len(rows))
+    return X
+
+
+def inspect_cache(
+    cache,
+    *,
+    run=None,
+    split: str | None = None,
+    out=None,
+    source=None,
+    threshold: float = DEFAULT_THRESHOLD,
+    label_errors: bool = True,
+    folds: int = 5,
+    map_method: str = "auto",
+    page: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> Inspection:
+    """Inspect a cache from its features alone (no backbone pass) and write the results into ``out``
+    (default ``runs/inspect-<cache>``; built in a hidden sibling and renamed when whole).
+
+    - exact duplicates (equal content hashes in the manifest) and near duplicates (cosine >= ``threshold`` of
+      L2-normalised features, ``near_duplicates``), within and across splits; cross-split pairs are leaks;
+    - with ``label_errors``: suspected label errors, cleanlab's ``find_label_issues`` on out-of-fold
+      probabilities of a ``folds``-fold logistic regression over all rows (needs the ``inspect`` extra);
+    - predictions on ``split`` (default test, else the last split): the saved ``run``'s head, or the
+      out-of-fold models; their mistakes, metrics and confusion matrix;
+    - a 2-D map (``map_method``: auto = UMAP where installed, else PCA);
+    - CSVs of every list (ids to act on), ``summary.json`` and, with ``page``, ``index.html`` with thumbnails
+      decoded from the cache's source (``source``: where its images are now, if they moved).
+    """
+    from bottleneck._io import atomic_dir, write_json_atomic
+    from bottleneck.cache.reader import as_cache
+    from bottleneck.errors import InspectError
+    from bottleneck.inspection.duplicates import check_threshold
+    from bottleneck.inspection.embedding_map import METHODS
+
+    check_threshold(threshold)
+    if map_method not in METHODS:
+        from bottleneck.errors import one_of
+
+        raise one_of("map_method", map_method, METHODS)
+    cache = as_cache(cache)
+    rows = Rows(cache)
+    if len(rows) == 0:
+        raise InspectError(f"cache {cache.path.name} has no rows to inspect.")
+    split = split or ("test" if "test" in rows.splits else rows.splits[-1])
+    cache._check(split)
+    if source is not None and not Path(source).exists():
+        raise InspectError(
+            f"source={source} does not exist; pass the folder or file where the images are now."
+        )
+    t0 = time.perf_counter()
+    seconds = {}
+
+    def timed(name, t):
+        seconds[name] = round(time.perf_counter() - t, 2)
+        return time.perf_counter()
+
+    X = load_features(cache, rows, progress)
+    t = timed("features", t0)
+    exact = exact_duplicates(rows.hash) if rows.hash is not None else Pairs.empty()
+    near = without(near_duplicates(X, threshold, progress=progress), exact)
+    t = timed("duplicates", t)
+
+    issues, oof = None, None
+    if label_errors:
+        from bottleneck.inspection.label_errors import cleanlab_filter, find_label_issues, out_of_fold_proba
+
+        cleanlab_filter()  # the missing extra is one line before minutes of fitting
+        oof = out_of_fold_proba(X, rows.label, folds=folds, seed=seed, progress=progress)
+        issues = find_label_issues(rows.label, oof)
+        t = timed("label_errors", t)
+
+    predictions = _predictions(rows, split, run, cache, oof, folds)
+    t = timed("predictions", t)
+
+    from bottleneck.inspection.embedding_map import MAX_POINTS, embed_2d, sample_rows
+
+    picked = sample_rows(rows.label, MAX_POINTS, seed, keep=None if issues is None else issues.rows)
+    xy, method = embed_2d(X[picked], map_method, seed)
+    del X
+    flags = np.zeros(len(rows), np.int64)
+    if predictions is not None:
+        flags[predictions.mistake_rows()] |= 1
+    if issues is not None:
+        flags[issues.rows] |= 2
+    t = timed("map", t)
+
+    summary = _summary(cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method,
+                       len(picked))  # fmt: skip
+    out = Path(out) if out is not None else Path("runs") / f"inspect-{cache.name}"
+    with atomic_dir(out) as tmp:
+        files = _write_csvs(tmp, rows, exact, near, issues, predictions, picked, xy)
+        summary["files"] = files
+        if page:
+            if rows.manifest is None and notify:
+                notify(f"cache {cache.path.name} records no source images: the page has no thumbnails.")
+            _write_page(tmp, cache, rows, summary, exact, near, issues, predictions, picked, xy, flags[picked],
+                        method, source, progress)  # fmt: skip
+            t = timed("page", t)
+        seconds["total"] = round(time.perf_counter() - t0, 2)
+        summary["seconds"] = seconds
+        write_json_atomic(tmp / SUMMARY, summary, indent=2)
+    summary["path"] = str(out)
+    return Inspection(out, summary)
+
+
+def _predictions(rows, split, run, cache, oof, folds):
+    from bottleneck.report.sections import Predictions
+
+    sel = rows.of(split)
+    if run is not None:
+        from bottleneck.runs.fit import run_proba
+        from bottleneck.runs.folders import Run, load_run
+
+        run = run if isinstance(run, Run) else load_run(run)
+        proba, classes, _ = run_proba(run, cache, split)
+        return Predictions(rows, split, sel, proba, classes, f"{run.head.name} head of run {run.path}")
+    if oof is None:
+        return None
+    return Predictions(
+        rows, split, sel, oof[sel], np.arange(oof.shape[1]),
+        f"out-of-fold logistic regression ({folds} folds over all rows: no row is scored by a model that saw it)",
+    )  # fmt: skip
+
+
+def _split_pairs(rows, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    return rows.split[pairs.a], rows.split[pairs.b]
+
+
+def _summary(
+    cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method, points
+) -> dict:
+    leaks, within = {}, {}
+    for kind, pairs in (("exact", exact), ("near", near)):
+        sa, sb = _split_pairs(rows, pairs)
+        for i, a in enumerate(rows.splits):
+            within.setdefault(a, {"exact": 0, "near": 0})[kind] = int(np.sum((sa == i) & (sb == i)))
+            for j in range(i + 1, len(rows.splits)):
+                name = f"{a}-{rows.splits[j]}"
+                n = int(np.sum(((sa == i) & (sb == j)) | ((sa == j) & (sb == i))))
+                leaks.setdefault(name, {"exact": 0, "near": 0})[kind] = n
+    counts = {
+        "images": len(rows),
+        "exact_duplicate_pairs": len(exact),
+        "near_duplicate_pairs": len(near),
+        "leak_pairs": sum(v["exact"] + v["near"] for v in leaks.values()),
+    }
+    if issues is not None:
+        counts["label_issues"] = len(issues)
+    if predictions is not None:
+        counts["mistakes"] = int(predictions.wrong.sum())
+    cfg = cache.config
+    return {
+        "cache": str(cache.path),
+        "cache_name": cache.name,
+        "backbone": cfg.backbone,
+        "image_size": cfg.image_size,
+        "layer": cfg.layer,
+        "feature_dim": int(np.prod(cache.feature_shape)),
+        "splits": {s: int(len(rows.of(s))) for s in rows.splits},
+        "class_names": list(rows.class_names),
+        "run": None if run is None else str(getattr(run, "path", run)),
+        "threshold": float(threshold),
+        "counts": counts,
+        "leaks": leaks,
+        "within_split": within,
+        "label_errors": None
+        if issues is None
+        else {"method": "cleanlab find_label_issues on out-of-fold logistic regression", "folds": folds},
+        "predictions": None
+        if predictions is None
+        else {"split": split, "source": predictions.source, "metrics": predictions.metrics[split]},
+        "map": {"method": method, "points": int(points)},
+    }
+
+
+PAIR_COLUMNS = ["id", "split", "label", "partner_id", "partner_split", "partner_label", "score", "kind"]
+
+
+def _pair_rows(rows, pairs: Pairs, kind: str) -> list[list]:
+    # ``id`` is the later row of each pair (the copy to drop): dropping every id keeps one image of each group.
+    return [
+        [rows.id[b], rows.split_name(b), rows.class_name(rows.label[b]),
+         rows.id[a], rows.split_name(a), rows.class_name(rows.label[a]), round(float(s), 5), kind]
+        for a, b, s in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.score.tolist(), strict=True)
+    ]  # fmt: skip
+
+
+def _write_csvs(folder: Path, rows, exact, near, issues, predictions, picked, xy) -> dict:
+    from bottleneck.report.tables import csv_text
+
+    files = {}
+
+    def write(name, headers, table):
+        (folder / name).write_text(csv_text(headers, table))
+        files[name.removesuffix(".csv")] = name
+
+    write("exact_duplicates.csv", PAIR_COLUMNS, _pair_rows(rows, exact, "exact"))
+    write("near_duplicates.csv", PAIR_COLUMNS, _pair_rows(rows, near, "near"))
+    leaks = [
+        r for kind, p in (("exact", exact), ("near", near))
+        for r in _pair_rows(rows, p.take(rows.split[p.a] != rows.split[p.b]), kind)
+    ]  # fmt: skip
+    write("leaks.csv", PAIR_COLUMNS, leaks)
+    if issues is not None:
+        write(
+            "label_errors.csv",
+            ["id", "split", "label", "suggested_label", "score"],
+            [
+                [
+                    rows.id[r],
+                    rows.split_name(r),
+                    rows.class_name(rows.label[r]),
+                    rows.class_name(g),
+                    round(float(s), 5),
+                ]
+                for r, g, s in zip(issues.rows, issues.suggested, issues.score, strict=True)
+            ],
+        )
+    if predictions is not None:
+        p = predictions
+        write(
+            "mistakes.csv",
+            ["id", "split", "label", "predicted_label", "score"],
+            [
+                [
+                    rows.id[p.sel[i]],
+                    p.split,
+                    rows.class_name(rows.label[p.sel[i]]),
+                    rows.class_name(p.pred[i]),
+                    round(float(p.p_pred[i]), 5),
+                ]
+                for i in p.mistakes
+            ],  # fmt: skip
+        )
+    write(
+        "map.csv",
+        ["id", "split", "label", "x", "y"],
+        [
+            [
+                rows.id[r],
+                rows.split_name(r),
+                rows.class_name(rows.label[r]),
+                round(float(x), 5),
+                round(float(y), 5),
+            ]
+            for r, (x, y) in zip(picked, xy, strict=True)
+        ],
+    )
+    return files
+
+
+def _write_page(folder, cache, rows, summary, exact, near, issues, predictions, picked, xy, flags, method,
+                source, progress):  # fmt: skip
+    from bottleneck.report.page import render_page
+    from bottleneck.report.sections import issues_section, map_section, pair_needs, pairs_section
+    from bottleneck.report.thumbnails import row_thumbnails
+
+    cross = near.take(rows.split[near.a] != rows.split[near.b])
+    cross_exact = exact.take(rows.split[exact.a] != rows.split[exact.b])
+    leaks = Pairs(
+        *(np.concatenate([getattr(cross_exact, f), getattr(cross, f)]) for f in ("a", "b", "score"))
+    )
+    lists = [("leaks", "Cross-split leaks", leaks), ("exact", "Exact duplicates", exact),
+             ("near", "Near duplicates", near)]  # fmt: skip
+    needs = [pair_needs(p) for _, _, p in lists]
+    if issues is not None:
+        from bottleneck.report.sections import ISSUES_SHOWN
+
+        needs.append(issues.rows[:ISSUES_SHOWN])
+    if predictions is not None:
+        needs.append(predictions.needs)
+    thumbs = row_thumbnails(
+        rows, np.concatenate(needs), folder / THUMBS, source=source,
+        source_options=cache.meta.get("source_options"), progress=progress,
+    )  # fmt: skip
+    t = summary["threshold"]
+    notes = {
+        "leaks": "The same image (exact) or a near copy (cosine >= "
+        f"{t}) in two splits: a test score that counts them is inflated.",
+        "exact": "Equal file content (content hash).",
+        "near": f"Cosine similarity of the features >= {t}, exact copies left out.",
+    }
+    counts = summary["counts"]
+    labels = {
+        "images": "images",
+        "exact_duplicate_pairs": "exact duplicate pairs",
+        "near_duplicate_pairs": "near duplicate pairs",
+        "leak_pairs": "cross-split pairs (leaks)",
+        "label_issues": "suspected label errors",
+        "mistakes": f"mistakes ({summary['predictions']['split']})"
+        if summary.get("predictions")
+        else "mistakes",
+    }
+    data = {
+        "title": f"Inspection of {cache.name}",
+        "subtitle": "Duplicates, cross-split leaks, likely label errors and a map, from the cached features.",
+        "facts": _facts(cache, rows, summary),
+        "counts": [(k, labels[k], v) for k, v in counts.items()],
+        "leaks": [(name, v["exact"], v["near"]) for name, v in summary["leaks"].items()]
+        + [(f"within {name}", v["exact"], v["near"]) for name, v in summary["within_split"].items()],
+        "predictions": None if predictions is None else predictions.section(thumbs),
+        "pairs": [(key, title, pairs_section(rows, p, thumbs, notes[key])) for key, title, p in lists],
+        "label_errors": None
+        if issues is None
+        else issues_section(
+            rows,
+            issues,
+            thumbs,
+            "Ranked by cleanlab's find_label_issues (confident learning) on out-of-fold probabilities; the "
+            "number is the probability of the recorded label.",
+        ),  # fmt: skip
+        "map": map_section(
+            rows,
+            picked,
+            xy,
+            flags,
+            method,
+            f"{len(picked)} of {len(rows)} images"
+            + (" (a per-class sample; suspected label errors always in)" if len(picked) < len(rows) else ""),
+        ),  # fmt: skip
+        "files": [(f"{name}.csv", path) for name, path in summary["files"].items()]
+        + [("summary.json", SUMMARY)],
+    }
+    (folder / PAGE).write_text(render_page(data), encoding="utf-8")
+
+
+def _facts(cache, rows, summary) -> list:
+    cfg = cache.config
+    feats = f"{cfg.backbone}" + (f" at {cfg.image_size} px" if cfg.image_size else "")
+    facts = [
+        ("cache", str(cache.path)),
+        ("features", f"{feats}, {summary['feature_dim']}-d"),
+        ("rows", ", ".join(f"{s} {n}" for s, n in summary["splits"].items())),
+        ("near-duplicate threshold", f"cosine >= {summary['threshold']}"),
+    ]
+    if summary.get("run"):
+        facts.append(("run", summary["run"]))
+    source = cache.meta.get("source")
+    if source:
+        facts.append(("source", source))
+    return facts

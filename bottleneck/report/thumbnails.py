@@ -1,0 +1,148 @@
+"""Thumbnails of a cache's images for its page, decoded from the recorded source as extraction decodes them."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck.errors import InspectError
+
+SIDE = 96  # longest side of a thumbnail in pixels; smaller images are kept at their size (the page scales up)
+LISTED = 3  # missing or changed files named in an error
+
+
+def write_thumbnails(
+    manifest, rows, folder, *, source=None, source_options=None, workers: int = 2, progress=None
+) -> dict[int, str]:
+    """Write a thumbnail of each manifest row in ``rows`` into ``folder``; {manifest row: file name}.
+
+    Images are read from the manifest's source (or from ``source``, where the same images are now: a moved
+    folder, CSV or array file), checked against their content hash and decoded by ``bottleneck.data`` exactly
+    as for extraction, then shrunk to at most ``SIDE`` pixels. Files are named by content hash (a duplicate
+    is written once): PNG for images up to 64 x 64, JPEG otherwise. Nothing is written near the source.
+    InspectError, before anything is decoded, when images are missing or changed.
+    """
+    from bottleneck.data.source import open_reader
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = np.unique(np.asarray(rows, np.int64))
+    if not len(rows):
+        return {}
+    manifest = _rebased(manifest, source)
+    options = {k: v for k, v in (source_options or {}).items() if k in ("h5_keys", "max_image_pixels")}
+    items = list(manifest.items_at(rows))
+    if manifest.kind in ("folders", "csv"):
+        _check_files(items, manifest, source)
+    else:
+        _check_array_source(manifest, source)
+    names: dict[int, str] = {}
+    reader = open_reader(manifest, **options)
+    done = 0
+
+    def one(item):
+        name = _write(reader, item, folder)
+        return item.index, name
+
+    try:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="thumbs") as pool:
+            for index, name in pool.map(one, items):
+                names[index] = name
+                done += 1
+                if progress and (done % 256 == 0 or done == len(items)):
+                    progress("thumbnails", done, len(items))
+    finally:
+        reader.close()
+    return names
+
+
+def _write(reader, item, folder: Path) -> str:
+    from PIL import Image
+
+    from bottleneck.data.decode import ImageDecodeError
+    from bottleneck.errors import SourceError
+
+    try:
+        pixels = reader.read(item)  # file sources check the content hash: a changed file is a SourceError
+    except ImageDecodeError as exc:
+        raise InspectError(
+            f"cannot decode {item.path or item.id} for its thumbnail ({exc.reason})."
+        ) from None
+    except SourceError:
+        raise InspectError(
+            f"{item.path} changed since extraction (its content hash differs): its thumbnail would not show "
+            "what the cache holds. Restore it, or extract again."
+        ) from None
+    im = Image.fromarray(pixels)
+    small = im.width * im.height <= 64 * 64
+    name = f"{item.hash}.{'png' if small else 'jpg'}"
+    path = folder / name
+    if path.exists():  # an exact duplicate's thumbnail
+        return name
+    if max(im.size) > SIDE:
+        im.thumbnail((SIDE, SIDE), Image.LANCZOS)
+    tmp = folder / f".{name}.tmp"
+    if small:
+        im.save(tmp, "PNG")
+    else:
+        im.save(tmp, "JPEG", quality=85)
+    tmp.replace(path)
+    return name
+
+
+def _rebased(manifest, source):
+    """The manifest with its files (or array file) where ``source`` says the same images are now."""
+    if source is None:
+        return manifest
+    from bottleneck.data.manifest import Manifest
+
+    source = Path(source).expanduser().resolve()
+    paths = None
+    if manifest.kind in ("folders", "csv"):
+        root = source.parent if source.is_file() else source
+        paths = [str(root / i) for i in manifest.id.tolist()]
+    return Manifest(
+        manifest.split, manifest.label, manifest.id, manifest.hash, manifest.class_names, str(source),
+        manifest.kind, path=paths if paths is not None else manifest.path, row=manifest.row,
+    )  # fmt: skip
+
+
+def _check_files(items, manifest, source) -> None:
+    """One InspectError naming how many files are missing, and how to point at where they are now."""
+    missing = [it.path for it in items if not Path(it.path).is_file()]
+    if missing:
+        what = f"the source {manifest.source} moved" if source is None else f"they are not all under {source}"
+        raise InspectError(
+            f"{len(missing)} of {len(items)} source images of this cache are missing ({_first(missing)}): {what}; "
+            "pass source=PATH where its images are now."
+        )
+
+
+def _check_array_source(manifest, source) -> None:
+    if not Path(manifest.source).exists():
+        raise InspectError(
+            f"the source {manifest.source} of this cache does not exist here; pass source=PATH where it is now."
+        )
+
+
+def _first(paths) -> str:
+    return ", ".join(str(p) for p in paths[:LISTED]) + (" ..." if len(paths) > LISTED else "")
+
+
+def row_thumbnails(rows, needs, folder, *, source=None, source_options=None, progress=None) -> dict[int, str]:
+    """Thumbnails of the global rows ``needs`` of a cache's ``rows`` (``inspection.rows.Rows``) in ``folder``;
+    {global row: file name}. Empty when the cache records no source images (``write_arrays``)."""
+    if rows.manifest is None or not len(needs):
+        return {}
+    needs = np.unique(np.asarray(needs, np.int64))
+    by_manifest = write_thumbnails(
+        rows.manifest,
+        rows.manifest_rows[needs],
+        folder,
+        source=source,
+        source_options=source_options,
+        progress=progress,
+    )
+    return {int(r): by_manifest[int(m)] for r, m in zip(needs, rows.manifest_rows[needs], strict=True)}

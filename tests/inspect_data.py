@@ -1,0 +1,48 @@
+"""A small real image source with planted problems for the inspect tests: a train image copied into test, a JPEG
+re-encoded copy in test, and an image of class c filed under class a (a label error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("a", "b", "c")
+EXACT = ("train/a/000.png", "test/a/900.png")  # (original, copy)
+NEAR = ("train/b/000.png", "test/b/901.jpg")
+MISLABELED = "train/a/950.png"  # a class-c image
+
+
+def _image(rng, proto) -> np.ndarray:
+    small = np.clip(proto + rng.normal(0, 70, proto.shape), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((32, 32), Image.NEAREST))
+
+
+def make_source(root, train: int = 12, test: int = 5, seed: int = 0) -> Path:
+    """root/{train,test}/{a,b,c}/NNN.png: per class a random 8x8 colour pattern plus noise, upscaled to 32 px
+    (every image distinct), then the planted copies and the mislabeled image."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    protos = {c: rng.integers(0, 256, (8, 8, 3)).astype(np.float64) for c in CLASSES}
+    for split, n in (("train", train), ("test", test)):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(_image(rng, protos[c])).save(root / split / c / f"{i:03d}.png")
+    (root / EXACT[1]).write_bytes((root / EXACT[0]).read_bytes())
+    Image.open(root / NEAR[0]).convert("RGB").save(root / NEAR[1], "JPEG", quality=75)
+    Image.fromarray(_image(rng, protos["c"])).save(root / MISLABELED)
+    return root
+
+
+def extract_source(root, cache_dir):
+    """The source's cache, extracted for real with the features of ``conftest.PixelEngine`` (each image's 8x8
+    resized pixels): no TensorFlow, no weights."""
+    from conftest import PixelEngine
+
+    from bottleneck.config import ExtractConfig
+    from bottleneck.inference.runner import run_extraction
+
+    config = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=16)
+    return run_extraction(root, config, cache_dir=cache_dir, engine_factory=lambda _: PixelEngine()).cache

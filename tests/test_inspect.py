@@ -1,0 +1,247 @@
+"""bottleneck.inspection: duplicates, label errors, the map, and `inspect` end to end on a real small source."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tracemalloc
+
+import numpy as np
+import pytest
+from inspect_data import EXACT, MISLABELED, NEAR, extract_source, make_source
+from typer.testing import CliRunner
+
+from bottleneck.cache import write_arrays
+from bottleneck.cli import app
+from bottleneck.errors import BottleneckError, InspectError
+from bottleneck.inspection import exact_duplicates, inspect_cache, near_duplicates
+from bottleneck.inspection.duplicates import normalized
+from bottleneck.inspection.embedding_map import embed_2d, sample_rows
+from bottleneck.inspection.label_errors import find_label_issues, lowest_confidence, out_of_fold_proba
+
+THRESHOLD = 0.98  # the planted JPEG copy scores 0.999, the closest distinct images 0.96
+
+
+def _csv(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inspect")
+    src = make_source(root / "data")
+    return src, extract_source(src, root / "cache")
+
+
+# --- duplicates ---------------------------------------------------------------------------------------------
+def test_exact_duplicates_pair_each_copy_with_the_first():
+    hashes = np.array([b"x", b"y", b"x", b"z", b"x", b"y"])
+    p = exact_duplicates(hashes)
+    assert list(zip(p.a.tolist(), p.b.tolist(), strict=True)) == [(0, 2), (0, 4), (1, 5)]
+    assert p.score.tolist() == [1.0, 1.0, 1.0]
+    assert len(exact_duplicates(np.array([b"a", b"b"]))) == 0
+
+
+def test_near_duplicates_equal_brute_force_and_stay_in_blocks():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(1500, 32)).astype(np.float32)
+    X[700] = X[3] + rng.normal(0, 0.05, 32)  # planted near copies, one across a block border
+    X[1499] = X[10] * 2.0  # same direction, other norm: cosine 1
+    X = normalized(X)
+    S = X @ X.T
+    i, j = np.nonzero(np.triu(S >= 0.9, k=1))
+    tracemalloc.start()
+    p = near_duplicates(X, 0.9, block_bytes=200_000)  # ~33 rows a block, 45 blocks
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert set(zip(p.a.tolist(), p.b.tolist(), strict=True)) == set(zip(i.tolist(), j.tolist(), strict=True))
+    assert {(3, 700), (10, 1499)} <= set(zip(p.a.tolist(), p.b.tolist(), strict=True))
+    np.testing.assert_allclose(p.score, S[p.a, p.b], rtol=1e-5)
+    assert np.all(p.a < p.b)
+    assert peak < 1500 * 1500 * 4 / 4  # far below one N x N float32 matrix (9 MB)
+
+
+def test_a_threshold_that_pairs_everything_stops_with_one_line():
+    X = normalized(np.ones((600, 4)) + np.random.default_rng(0).normal(0, 0.01, (600, 4)))
+    with pytest.raises(BottleneckError, match=r"more than 100000 pairs of images reach cosine threshold=0.9 .*"
+                       r"raise it, e.g. threshold=0.95"):  # fmt: skip
+        near_duplicates(X, 0.9)
+
+
+def test_threshold_outside_zero_one_is_one_clear_error():
+    with pytest.raises(
+        BottleneckError, match=r"threshold=1.5 is not allowed; pass a cosine similarity in \(0, 1\]"
+    ):
+        near_duplicates(np.eye(3, dtype=np.float32), 1.5)
+
+
+# --- label errors -------------------------------------------------------------------------------------------
+def test_out_of_fold_probabilities_find_flipped_labels():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 4, (4, 16))
+    y = np.repeat(np.arange(4), 60)
+    X = centers[y] + rng.normal(0, 1, (len(y), 16))
+    flipped = rng.choice(len(y), 12, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + 1 + rng.integers(0, 3, 12)) % 4
+    proba = out_of_fold_proba(normalized(X), noisy, folds=5)
+    assert proba.shape == (240, 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    issues = find_label_issues(noisy, proba)
+    found = set(issues.rows.tolist())
+    assert len(found & set(flipped.tolist())) >= 11 and len(found - set(flipped.tolist())) <= 2
+    # Suggested labels are the true ones for the flipped rows found; ranked by the recorded label's probability.
+    hit = np.isin(issues.rows, flipped)
+    assert np.mean(issues.suggested[hit] == y[issues.rows[hit]]) >= 0.9
+    assert np.all(np.diff(issues.score) >= 0)
+    assert set(lowest_confidence(noisy, proba, 12).tolist()) & set(flipped.tolist())
+
+
+def test_folds_below_two_is_refused():
+    with pytest.raises(BottleneckError, match="folds=1 is not allowed"):
+        out_of_fold_proba(np.zeros((10, 2)), np.arange(10) % 2, folds=1)
+
+
+# --- the map --------------------------------------------------------------------------------------------------
+def test_pca_map_is_scaled_and_samples_keep_every_class_and_the_kept_rows():
+    rng = np.random.default_rng(0)
+    xy, method = embed_2d(rng.normal(size=(50, 8)), "pca")
+    assert method == "pca" and xy.shape == (50, 2) and xy.min() == 0.0 and xy.max() == 1.0
+    y = np.repeat([0, 1, 2], [600, 300, 100])
+    picked = sample_rows(y, 100, keep=[999, 5])
+    assert {5, 999} <= set(picked.tolist()) and len(picked) == 100
+    # 98 places shared 9.8 % per class (59, 29, 10 of the rows not kept), plus the kept rows of classes 0 and 2.
+    assert np.bincount(y[picked]).tolist() == [60, 29, 11]
+    with pytest.raises(BottleneckError, match="unknown map_method='tsne'; choose one of: auto, umap, pca"):
+        embed_2d(np.zeros((20, 3)), "tsne")
+
+
+# --- inspect end to end -----------------------------------------------------------------------------------------
+def test_inspect_finds_the_planted_leaks_and_label_error(planted, tmp_path):
+    src, cache = planted
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    result = inspect_cache(cache, out=tmp_path / "out", threshold=THRESHOLD, map_method="pca")
+    s, out = result.summary, result.path
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # nothing written into the data
+    assert s["counts"]["images"] == 36 + 15 + 3
+    exact = _csv(out / "exact_duplicates.csv")
+    assert [(r["id"], r["partner_id"], r["split"]) for r in exact] == [(EXACT[1], EXACT[0], "test")]
+    near = _csv(out / "near_duplicates.csv")
+    assert [(r["id"], r["partner_id"]) for r in near] == [(NEAR[1], NEAR[0])]
+    assert float(near[0]["score"]) >= THRESHOLD
+    leaks = _csv(out / "leaks.csv")
+    assert sorted((r["kind"], r["id"]) for r in leaks) == [("exact", EXACT[1]), ("near", NEAR[1])]
+    assert s["leaks"] == {"train-test": {"exact": 1, "near": 1}}
+    assert s["counts"]["leak_pairs"] == 2 and s["counts"]["exact_duplicate_pairs"] == 1
+    errors = _csv(out / "label_errors.csv")
+    assert errors[0]["id"] == MISLABELED and errors[0]["label"] == "a" and errors[0]["suggested_label"] == "c"
+    assert s["counts"]["label_issues"] == len(errors)
+    assert s["counts"]["mistakes"] == len(_csv(out / "mistakes.csv"))
+    assert len(_csv(out / "map.csv")) == 54 and s["map"] == {"method": "pca", "points": 54}
+    assert json.loads((out / "summary.json").read_text())["counts"] == s["counts"]
+    # Thumbnails beside the page, one per shown image, named by content hash.
+    thumbs = sorted((out / "thumbs").iterdir())
+    assert thumbs and all(t.suffix == ".png" and len(t.stem) == 32 for t in thumbs)
+    html = (out / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html
+
+
+def test_moved_source_is_one_line_and_source_points_at_it(planted, tmp_path):
+    src, cache = planted
+    moved = tmp_path / "moved"
+    shutil.copytree(src, moved)
+    hidden = src.with_name("hidden")
+    src.rename(hidden)
+    try:
+        with pytest.raises(InspectError, match=r"source images of this cache are missing .*pass source=PATH"):
+            inspect_cache(cache, out=tmp_path / "o1", label_errors=False, map_method="pca")
+        r = inspect_cache(cache, out=tmp_path / "o2", source=moved, label_errors=False, map_method="pca")
+        assert len(list((r.path / "thumbs").iterdir())) > 0
+        assert not (tmp_path / "o1").exists()  # a failed run leaves no half folder
+    finally:
+        hidden.rename(src)
+
+
+def test_arrays_cache_without_images_still_inspects(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 12)).astype(np.float32)
+    xt = rng.normal(size=(10, 12)).astype(np.float32)
+    xt[0] = x[5]
+    cache = write_arrays(tmp_path / "c", {"train": (x, np.arange(40) % 2), "test": (xt, np.arange(10) % 2)},
+                         class_names=["u", "v"])  # fmt: skip
+    lines = []
+    r = inspect_cache(cache, out=tmp_path / "o", threshold=0.99, label_errors=False, map_method="pca",
+                      notify=lines.append)  # fmt: skip
+    assert r.summary["counts"] == {"images": 50, "exact_duplicate_pairs": 0, "near_duplicate_pairs": 1,
+                                   "leak_pairs": 1}  # fmt: skip
+    assert _csv(r.path / "leaks.csv")[0]["id"] == "test/0" and "label_errors.csv" not in r.summary["files"]
+    assert lines == [f"cache {cache.path.name} records no source images: the page has no thumbnails."]
+    assert "no image" in (r.path / "index.html").read_text()
+
+
+def test_cli_inspect_json_and_one_line_errors(planted, tmp_path):
+    _, cache = planted
+    runner = CliRunner()
+    res = runner.invoke(app, ["inspect", str(cache.path), "--out", str(tmp_path / "o"), "--threshold",
+                              str(THRESHOLD), "--map-method", "pca", "--json", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["counts"]["leak_pairs"] == 2 and s["path"] == str(tmp_path / "o")
+    bad = runner.invoke(app, ["inspect", str(cache.path), "--threshold", "2"])
+    assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [
+        "error: --threshold 2.0 is not allowed; pass a cosine similarity in (0, 1], e.g. 0.97."
+    ]
+
+
+def test_missing_cleanlab_names_the_extra(planted, tmp_path):
+    from conftest import run_python
+
+    _, cache = planted
+    code = (
+        "import sys; sys.modules['cleanlab'] = None\n"  # what an environment without cleanlab imports
+        "from bottleneck.inspection import inspect_cache\n"
+        "from bottleneck.errors import BottleneckError\n"
+        f"try:\n    inspect_cache({str(cache.path)!r}, out={str(tmp_path / 'o')!r})\n"
+        "except BottleneckError as e:\n    print(e)\n"
+    )
+    assert run_python(code).strip() == (
+        "finding label errors needs cleanlab: pip install 'bottleneck[inspect]', or turn label errors off "
+        "(--no-label-errors)."
+    )
+
+
+def test_report_pages_of_fit_head_evaluate_and_compare(planted, tmp_path):
+    _, cache = planted
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["fit-head", str(cache.path), "--out", str(run), "--report", "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["report"] == str(run / "report" / "index.html")
+    n_test = cache.n("test")
+    html = (run / "report" / "index.html").read_text()
+    assert (
+        f'data-count="images">{n_test}<' in html
+        and len(list((run / "report" / "thumbs").iterdir())) == n_test
+    )
+    res = runner.invoke(
+        app, ["evaluate", str(run), str(cache.path), "--split", "train", "--report", str(tmp_path / "ev")]
+    )
+    assert res.exit_code == 0, res.output
+    assert f'data-count="images">{cache.n("train")}<' in (tmp_path / "ev" / "index.html").read_text()
+    res = runner.invoke(app, ["compare", str(cache.path), "--heads", "logreg", "--no-baseline", "--out",
+                              str(tmp_path / "cmp"), "--report", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "cmp" / "report" / "index.html").read_text()
+    assert 'id="comparison"' in page and "Below: the best row on a given cache, logreg on" in page
+
+
+def test_inspection_and_the_page_import_no_tensorflow():
+    from conftest import run_python
+
+    out = run_python(
+        "import sys, bottleneck.inspection, bottleneck.report.page, bottleneck.report.thumbnails; "
+        "print('tensorflow' in sys.modules, 'cleanlab' in sys.modules, 'umap' in sys.modules)"
+    )
+    assert out.split() == ["False", "False", "False"]

@@ -203,24 +203,20 @@ def _build_engine(job: Job):
     config = job.config
     if job.factory is not None:
         return job.factory(config)
+    from bottleneck.inference.engines import choose_engine
+
     cache_dir = Path(job.path).parent
     if job.engine == "onnx-int8":
-        from bottleneck.inference.int8 import saved_int8_engine
-
-        return saved_int8_engine(config, job.engine_meta, cache_dir)
+        return choose_engine(config, cache_dir, int8_meta=job.engine_meta)
     if job.engine == "onnx":
-        from bottleneck.inference.engines import verified_onnx_engine
-
-        engine = verified_onnx_engine(config.replace(engine="onnx"), cache_dir)
+        engine = choose_engine(config.replace(engine="onnx"), cache_dir, verified_only=True)
         if engine is None:
             raise ClusterError(
                 f"the verified ONNX model is not in {cache_dir / 'engines'} as this worker sees it; put the cache "
                 "folder on storage every worker shares."
             )
         return engine
-    from bottleneck.inference.engines import create_engine
-
-    return create_engine(config)
+    return choose_engine(config.replace(engine="tensorflow"), cache_dir)  # what the client ran: TensorFlow
 
 
 def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:

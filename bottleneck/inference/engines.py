@@ -330,7 +330,7 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
     (their input size needs the model), no record, or when ``auto`` found TensorFlow faster.
     """
     from bottleneck.backbones import get_spec
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     if config.engine == "tensorflow" or is_model_path(config.backbone) or not onnx_available():
         return None
@@ -351,6 +351,44 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
         raise  # device='gpu' without a usable GPU
     except Exception:  # a damaged file: the slow path converts it again
         return None
+
+
+def choose_engine(
+    config: ExtractConfig,
+    cache_dir,
+    *,
+    probe=None,
+    n_images: int = 0,
+    notify=None,
+    int8_meta: dict | None = None,
+    calibrate=None,
+    verified_only: bool = False,
+):
+    """The one way an engine is chosen: extraction, int8 quantization, the Embedder, prediction, `cache verify
+    --recompute` and cluster workers all come here, so they cannot disagree.
+
+    int8: the saved int8 model that ``int8_meta`` (a cache's meta.json) records, else ``calibrate()`` (which
+    quantizes a new one from calibration images). fp32: the ONNX model an earlier run converted and verified under
+    ``cache_dir`` (no TensorFlow is imported), else TensorFlow, swapped for ONNX when ``probe(input_size)`` gives a
+    real batch to verify a conversion on (``select_engine``; ``n_images`` tells ``auto`` whether converting pays).
+    ``verified_only``: the verified ONNX model or None (cluster workers must compute what the client verified).
+    """
+    if config.precision == "int8":
+        from bottleneck.inference.int8 import saved_int8_engine
+
+        if int8_meta is not None:
+            return saved_int8_engine(config, int8_meta, cache_dir)
+        if calibrate is None:
+            raise ValueError("an int8 engine needs the cache's meta (int8_meta=) or calibrate=")
+        return calibrate()
+    engine = verified_onnx_engine(config, cache_dir)
+    if engine is not None or verified_only:
+        return engine
+    tf_engine = create_engine(config)
+    batch = probe(tf_engine.input_size) if probe is not None and config.engine != "tensorflow" else None
+    if batch is None or not len(batch):
+        return tf_engine
+    return select_engine(tf_engine, config, batch, cache_dir=cache_dir, notify=notify, n_images=n_images)
 
 
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:

@@ -19,9 +19,10 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck.backbones import get_spec
 from bottleneck.backbones.build import require_preprocess
+from bottleneck.backbones.model_file import is_model_path
 from bottleneck.cache import META, Cache, CacheWriter, compute_key, integrity, open_cache, read_meta
 from bottleneck.cache.health import Problem, check_cache, hit_problems
-from bottleneck.cache.key import features_key, is_model_path
+from bottleneck.cache.key import features_key
 from bottleneck.cache.lock import cache_lock
 from bottleneck.cache.reader import find_cache_path
 from bottleneck.cache.reuse import Donors
@@ -412,33 +413,37 @@ def _resumable_meta(path: Path, notify=None) -> dict | None:
 def _engine(plan: _Plan, src, notify, engine_factory):
     """The engine of this run; building it before anything is written makes layer / weights errors come first."""
     from bottleneck.data import ImageDecodeError
-    from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
+    from bottleneck.inference.engines import choose_engine
 
     config = plan.config
     if engine_factory is not None:
         return engine_factory(config)
-    if config.precision == "int8":
+
+    def probe(size: int) -> np.ndarray:
+        batch = []
+        for it in plan.manifest.items:
+            if len(batch) == config.batch_size:
+                break
+            try:
+                image = src.load(it, size, config.resize, config.fast_decode)
+            except ImageDecodeError:
+                continue  # the pass meets it again and records or reports it
+            plan.preloaded[it.id] = image  # decoded once: the pass takes it from here
+            batch.append(image)
+        return np.stack(batch)
+
+    def calibrate():
         from bottleneck.inference.int8 import int8_engine
 
         return int8_engine(config, src, plan.manifest, plan.path.parent, notify)
-    # An ONNX model converted and verified by an earlier run needs no TensorFlow at all.
-    engine = verified_onnx_engine(config, plan.path.parent)
-    if engine is not None:
-        return engine
-    tf_engine = create_engine(config)
-    probe = []
-    for it in plan.manifest.items:
-        if len(probe) == config.batch_size:
-            break
-        try:
-            image = src.load(it, tf_engine.input_size, config.resize, config.fast_decode)
-        except ImageDecodeError:
-            continue  # the pass meets it again and records or reports it
-        plan.preloaded[it.id] = image  # decoded once: the pass takes it from here
-        probe.append(image)
-    probe = np.stack(probe)
-    return select_engine(
-        tf_engine, config, probe, cache_dir=plan.path.parent, notify=notify, n_images=len(plan.manifest)
+
+    return choose_engine(
+        config,
+        plan.path.parent,
+        probe=probe,
+        n_images=len(plan.manifest),
+        notify=notify,
+        calibrate=calibrate,
     )
 
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+# The name pip knows this project by: "bottleneck" on PyPI is the numerical Bottleneck. Messages that tell the
+# user what to install name it through ``install_hint``.
+DISTRIBUTION = "bottleneck-features"
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that installs one of our extras: ``pip install 'bottleneck-features[dask]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
+
 
 class BottleneckError(ValueError):
     """Bad user input or an unusable cache. The CLI prints the message as one line and exits non-zero."""

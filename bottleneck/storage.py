@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from bottleneck._io import temp_path, write_json_atomic
-from bottleneck.errors import BottleneckError
+from bottleneck.errors import BottleneckError, install_hint
 
 STAGING_ENV = "BOTTLENECK_STAGING"  # where URLs are staged; default ~/.cache/bottleneck/staging
 MIRROR_STATE = ".mirror.json"  # in a mirrored folder: relative path -> [size, etag] of each object
@@ -73,11 +73,7 @@ def filesystem(url: str):
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:
         extra = _EXTRAS.get(scheme)
-        hint = (
-            f"pip install 'bottleneck[{extra}]'"
-            if extra == "s3"
-            else f"install the fsspec package for {scheme}://"
-        )
+        hint = install_hint(extra) if extra == "s3" else f"install the fsspec package for {scheme}://"
         raise StorageError(f"{scheme}:// URLs need a client library ({_first_line(exc)}); {hint}.") from None
     except ValueError as exc:
         raise StorageError(

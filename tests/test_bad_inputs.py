@@ -128,7 +128,7 @@ def test_array_and_csv_sources_that_used_to_crash_or_hang(tmp_path):
     cases = {
         "zero.npz": r"train images have shape \(4, 0, 0, 3\), with no pixels",
         "huge.npz": r"labels run up to 1000000000 but only 3 distinct labels occur .*relabel them 0\.\.2",
-        "gaps.npz": r"labels run up to 7 but only 2 distinct labels occur \(missing e\.g\. 1, 2, 3, 4, 5\)",
+        "gaps.npz": r"labels run up to 7 but only 2 distinct labels occur \(no images for e\.g\. 1, 2, 3, 4, 5\)",
         "twice.npz": r"class names 'a' appear more than once",
         "latin1.csv": r"is not UTF-8 text \(byte 0xe9 on line 2\); save it as UTF-8",
         "folder.csv": r"folder.csv is a folder, not a csv file; pass the file itself",

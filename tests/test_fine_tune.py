@@ -14,12 +14,12 @@ from bottleneck.errors import BackboneError, TuneError
 CLASSES = ("a", "b", "c")
 
 
-def noisy_images(root, per_split=None, size=(36, 28), seed=0):
+def noisy_images(root, per_split=None, size=(36, 28), seed=0, classes=CLASSES):
     """Class folders under train/val/test: noise around a colour per class, so classes are learnable."""
     per_split = per_split or {"train": 10, "val": 6, "test": 6}
     rng = np.random.default_rng(seed)
     for split, n in per_split.items():
-        for k, cls in enumerate(CLASSES):
+        for k, cls in enumerate(classes):
             d = root / split / cls
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):

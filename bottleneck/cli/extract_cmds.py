@@ -37,7 +37,7 @@ Examples:
 
   bottleneck extract data/huge --shard-rows 4096    # 4096 rows per file instead of one file per chunk
 
-  bottleneck extract data/huge --cluster local:4    # 4 Dask worker processes (pip install 'bottleneck[dask]')
+  bottleneck extract data/huge --cluster local:4    # 4 Dask worker processes (pip install 'bottleneck-features[dask]')
 
   bottleneck extract data/huge --cluster tcp://scheduler:8786    # an existing Dask cluster, shared cache folder
 """

@@ -38,9 +38,10 @@ EXPORT_HELP = """Write a run (frozen head or fine-tuned) as one model file: uint
 probabilities out, preprocessing inside, class names stored with it.
 
 Formats: keras (.keras, loads with plain keras.saving.load_model), onnx (onnxruntime), savedmodel
-(tf.saved_model.load, signature serving_default), tflite (with a .labels.txt beside it). The file is read
-back fresh and compared with `bottleneck predict` on sample images of the source before it is reported;
-the difference is printed and stored in FILE.json. `bottleneck predict FILE IMAGES` uses the file itself.
+(tf.saved_model.load, signature serving_default), tflite. FILE.json beside every file holds the class names
+(a JSON list, in output order), the image size and resize policy. The file is read back fresh and compared
+with `bottleneck predict` on sample images of the source before it is reported; the difference is printed
+and stored in FILE.json too. `bottleneck predict FILE IMAGES` uses the file itself.
 
 Examples:
 

@@ -3,9 +3,10 @@
 Formats: ``keras`` (a .keras file of built-in layers: ``keras.saving.load_model``), ``onnx``
 (``onnxruntime.InferenceSession``), ``savedmodel`` (``tf.saved_model.load``, signature ``serving_default``) and
 ``tflite`` (the TFLite interpreter). Each carries its class names: a ``bottleneck.json`` member of the .keras
-archive, ONNX ``metadata_props``, a ``class_names`` variable and ``assets/bottleneck.json`` of the SavedModel,
-and a ``.labels.txt`` file beside a .tflite file. Every file is written under a temporary name and moved into
-place once complete.
+archive, ONNX ``metadata_props``, a ``class_names`` variable and ``assets/bottleneck.json`` of the SavedModel;
+and every format, .tflite included, has the same metadata as JSON in ``<file>.json`` beside it (``class_names``
+a JSON list: any name survives). Every file is written under a temporary name and moved into place once
+complete.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import replace_atomic, temp_path, write_json_atomic, write_text_atomic
+from bottleneck._io import replace_atomic, temp_path, write_json_atomic
+from bottleneck._onnx import function_to_onnx
 from bottleneck.errors import ExportError, one_of
 
 FORMATS = ("keras", "onnx", "savedmodel", "tflite")
@@ -93,22 +95,19 @@ def _signature(model):
 
 
 def _onnx(model, path: Path, meta: dict) -> Path:
-    import logging
-
     tf = _tf.tensorflow()
     sig = _signature(model)
     fn = tf.function(lambda x: model(x, training=False), input_signature=sig)
     tmp = temp_path(path)
-    with _tf.environment_kept():
+    with _tf.environment_kept():  # tf2onnx sets TF_CPP_MIN_LOG_LEVEL for the process on import
         try:
             import onnx
-            import tf2onnx
+            import tf2onnx  # noqa: F401 (imported by function_to_onnx; checked here to name the packages)
         except ImportError:
             raise ExportError(
                 f"format='onnx' needs {PACKAGES['onnx']}; install it and export again."
             ) from None
-        tf2onnx.logging.set_level(logging.ERROR)
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=sig, opset=17)
+    proto = function_to_onnx(fn, sig, input_name="images", output_name="probabilities")
     for key, value in (("class_names", json.dumps(meta["class_names"])), ("bottleneck", json.dumps(meta))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -164,20 +163,23 @@ def _tflite(model, path: Path, meta: dict) -> Path:
         replace_atomic(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    # A .tflite file has no place for metadata without the tflite-support package: the usual labels file, and
-    # the metadata (image size, resize policy) in the sidecar that `export` completes with its verification.
-    write_text_atomic(labels_path(path), "".join(f"{n}\n" for n in meta["class_names"]))
+    # A .tflite file has no place for metadata without the tflite-support package: the class names (a JSON list,
+    # so any name survives) and the rest of the metadata go in the sidecar that `export` completes with its
+    # verification. Earlier versions wrote one name per line to model.labels.txt, which names with a newline
+    # or spaces broke; one left beside a replaced file would describe the old model.
+    legacy_labels(path).unlink(missing_ok=True)
     write_json_atomic(sidecar(path), meta, indent=2)
     return path
 
 
-def labels_path(path: Path) -> Path:
-    """The labels file of a .tflite file: one class name per line, in output column order."""
+def legacy_labels(path: Path) -> Path:
+    """The one-name-per-line labels file earlier versions wrote beside a .tflite file (no longer written)."""
     return path.with_suffix(".labels.txt")
 
 
 def sidecar(path: Path) -> Path:
-    """Beside every export: its metadata and the verification record (``model.onnx`` -> ``model.onnx.json``)."""
+    """Beside every export: its metadata (``class_names`` as a JSON list, in output column order) and the
+    verification record (``model.onnx`` -> ``model.onnx.json``); a .tflite file's only metadata."""
     return path.with_name(path.name + ".json")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from bottleneck._io import write_json_atomic
 from bottleneck.errors import ExportError, one_of
-from bottleneck.export.formats import FORMATS, default_path, labels_path, sidecar, uint8_model, write
+from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write
 
 # Largest difference in probability between a float export and `bottleneck predict` on the same images.
 EXPORT_TOLERANCE = 1e-4
@@ -55,7 +55,7 @@ def export_run(
                 f"{len(pixels)} images (allowed {EXPORT_TOLERANCE:g}); nothing was kept. Try another format."
             )
     except BaseException:
-        _remove(written, fmt)
+        _remove(written)
         raise
     record = {
         **meta,
@@ -120,11 +120,9 @@ def _sample_images(run, scorer, source, samples: int) -> np.ndarray:
         ) from None
 
 
-def _remove(path: Path, fmt: str) -> None:
+def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
     sidecar(path).unlink(missing_ok=True)
-    if fmt == "tflite":
-        labels_path(path).unlink(missing_ok=True)

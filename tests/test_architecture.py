@@ -56,12 +56,15 @@ def test_imports_point_down_the_flow():
 
 
 def test_modules_beside_the_stages_import_no_stage_at_module_level():
-    """errors, config, callbacks, _io, _tf, storage ...: every stage may import them, so they import none."""
+    """errors, config, callbacks, _io, _tf, storage ...: every stage may import them, so they import no stage at
+    module level (config names the layer presets, a leaf module of backbones; ``__main__`` is the CLI's door)."""
+    allowed = {("config.py", "bottleneck.backbones.presets"), ("__main__.py", "bottleneck.cli")}
     found = []
     for path in sorted(PACKAGE.glob("*.py")):
         for name, module_level in _imports(path):
             if module_level and _stage(name.split(".")[1:]) is not None and path.name != "__init__.py":
-                found.append(f"{path.name} -> {name}")
+                if (path.name, name) not in allowed:
+                    found.append(f"{path.name} -> {name}")
     assert found == []
 
 
@@ -76,15 +79,18 @@ def test_the_documented_order_is_the_checked_one():
 
 
 def test_only_the_cache_package_writes_cache_metadata():
-    """meta.json is written through cache.integrity.write_meta (sealed); nothing outside cache/ names it for writing."""
+    """A cache's meta.json is written by cache/ alone (sealed, through cache.integrity.write_meta): no other
+    package assigns into a cache's ``meta`` or writes a file named by ``META``."""
+    import re
+
+    assigns = re.compile(r"\.meta\[[^\]]*\]\s*=[^=]")
+    writes = re.compile(r"write_\w*\([^)]*\bMETA\b")
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
         if rel.startswith("cache/"):
             continue
         text = path.read_text()
-        if ".meta[" in text and "] =" in text.split(".meta[", 1)[1].split("\n", 1)[0]:
-            offenders.append(rel)
-        if "write_meta(" in text or ("META" in text and "write_json_atomic" in text):
-            offenders.append(rel)
+        offenders += [f"{rel}: {m.group(0)}" for m in assigns.finditer(text)]
+        offenders += [f"{rel}: {m.group(0)}" for m in writes.finditer(text)]
     assert offenders == []

@@ -69,6 +69,7 @@ class Counts:
     resumed_from: int = 0  # rows committed by an interrupted earlier run
     reused: int = 0  # rows copied from other caches
     visited: set = field(default_factory=set)  # splits whose resumed rows are counted
+    skipped: list = field(default_factory=list)  # [{"index", "id", "reason"}]: the plan's, and images that failed late
 
 
 def open_writer(plan: Plan, engine) -> CacheWriter:
@@ -89,7 +90,7 @@ def open_writer(plan: Plan, engine) -> CacheWriter:
 
 def compute(plan: Plan, src, engine, progress, t0: float, cluster=None, factory=None) -> tuple[Cache, Counts]:
     """Every split, range by range, into the cache (here, or as tasks on a ``cluster``); the cache published
-    complete (``finish``) and what was computed, reused and resumed."""
+    complete (``finish``) and what was computed, reused, resumed and skipped (``Counts``)."""
     import time
 
     writer = open_writer(plan, engine)
@@ -132,6 +133,7 @@ def compute(plan: Plan, src, engine, progress, t0: float, cluster=None, factory=
         "source_options": plan.options,
         "features_key": features_key(plan.material),
     }
+    counts.skipped = plan.skipped  # images dropped while computing are in the last plan
     return writer.finish(extra), counts
 
 

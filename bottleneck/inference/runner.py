@@ -241,7 +241,7 @@ def run_extraction(
                 computed=counts.computed,
                 resumed_from=counts.resumed_from,
                 reused=counts.reused,
-                skipped=plan.skipped,
+                skipped=counts.skipped,
                 engine=engine.name,
             )
             for folder in aside:  # its good rows are in the new cache now

@@ -69,7 +69,8 @@ class Counts:
     resumed_from: int = 0  # rows committed by an interrupted earlier run
     reused: int = 0  # rows copied from other caches
     visited: set = field(default_factory=set)  # splits whose resumed rows are counted
-    skipped: list = field(default_factory=list)  # [{"index", "id", "reason"}]: the plan's, and images that failed late
+    # [{"index", "id", "reason"}]: the plan's, and images that failed late
+    skipped: list = field(default_factory=list)
 
 
 def open_writer(plan: Plan, engine) -> CacheWriter:

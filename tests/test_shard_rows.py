@@ -73,8 +73,12 @@ def test_shards_are_whole_chunks_and_no_bigger_than_the_split(tmp_path):
     r = run_extraction(
         src, CFG.replace(shard_rows=12), cache_dir=tmp_path / "c", engine_factory=pixels, chunk_rows=8
     )
-    # 12 rows is not whole chunks of 8: a shard is 16 rows, and this split of 11 is one object.
-    assert r.cache.meta["splits"]["train"]["shard_rows"] == 16
+    # 12 rows is not whole chunks of 8: chunks shrink to 4 rows (a multiple of the batch that divides 12), a
+    # shard is the 12 rows asked for, and this split of 11 is one object.
+    assert (r.cache.meta["splits"]["train"]["shard_rows"], r.cache.meta["splits"]["train"]["chunk_rows"]) == (
+        12,
+        4,
+    )
     assert len(stored_objects(r.cache)) == 1
     np.testing.assert_array_equal(
         r.cache.load("train")[0],
@@ -119,7 +123,7 @@ BAD = [
         "shard_rows=64 needs format='zarr' (format='npy' keeps each split's features in one file already); "
         "pass format='zarr', or leave shard_rows out.",
         "--shard-rows 64 needs --format zarr (--format npy keeps each split's features in one file already); "
-        "pass --format zarr, or leave shard_rows out.",
+        "pass --format zarr, or leave --shard-rows out.",
     ),
     (
         {"shard_rows": 64, "batch_size": 32, "format": "h5"},
@@ -294,4 +298,16 @@ def test_sigkill_mid_shard_then_rerun_gives_the_same_cache(tmp_path):
     assert not r.hit and r.resumed_from == 4  # the first shard was whole; the half-written second is redone
     assert r.resumed_from + r.computed == 17
     assert r.cache.load("train")[0].tobytes() == full.cache.load("train")[0].tobytes()
+    assert verify_cache(r.path).ok
+
+
+def test_shard_rows_is_honoured_when_smaller_than_a_default_chunk(tmp_path):
+    # Default chunks hold up to 64 batches (2 048 rows of 3 floats here); a shard holds whole chunks, so chunks
+    # shrink to fit the shard rather than the shard growing to a chunk.
+    src = make_image_folder(tmp_path / "d", {"a": 100, "b": 100})
+    cfg = CFG.replace(batch_size=32, shard_rows=64)
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    info = r.cache.meta["splits"]["train"]
+    assert (info["shard_rows"], info["chunk_rows"]) == (64, 64)
+    assert len(stored_objects(r.cache)) == 4  # ceil(200 / 64)
     assert verify_cache(r.path).ok

@@ -46,8 +46,8 @@ def require_preprocess(path: str, preprocess: str | None) -> str:
     """The preprocess mode a model file needs, checked: bottleneck cannot know how a user's model scales pixels."""
     if preprocess is None:
         raise BackboneError(
-            f"preprocess is required for a model file ({path}): choose {', '.join(PREPROCESS_MODES)} "
-            "(how the model expects 0..255 RGB pixels to be scaled)."
+            f"a model file ({path}) needs preprocess= (how the model expects 0..255 RGB pixels to be scaled): "
+            f"choose {', '.join(PREPROCESS_MODES)}, e.g. preprocess='tf' for [-1, 1]."
         )
     if preprocess not in PREPROCESS_MODES:
         raise one_of("preprocess", preprocess, PREPROCESS_MODES)

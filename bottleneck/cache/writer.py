@@ -65,6 +65,8 @@ class CacheWriter:
             "splits": {},
             "progress": {},
             "skipped": skipped,
+            # every row the cache will hold, splits not started yet included ("incomplete (k/n rows)" counts them)
+            "rows_planned": len(manifest) - len(skipped),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": False,
         }
@@ -162,6 +164,8 @@ class CacheWriter:
         self.store.shrink_split(split, n, labels, ids, keep=keep)
         self.store.flush()
         info = self.meta["splits"][split]
+        if "rows_planned" in self.meta:
+            self.meta["rows_planned"] -= info["n"] - int(n)
         info.update(n=int(n), labels_digest=labels_digest(labels), ids_digest=ids_digest(ids))
         sums = self.meta.get("checksums", {}).get(split)
         if sums:  # regions past the kept rows no longer hold what they were written with

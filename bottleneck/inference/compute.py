@@ -145,10 +145,19 @@ def open_split(plan: Plan, engine, writer: CacheWriter, split: str) -> tuple[int
         return info["chunk_rows"], writer.committed(split)
     config = plan.config
     chunk_rows = plan.chunk_rows or chunk_rows_for(config.batch_size, engine.feature_shape, config.dtype)
+    if config.shard_rows:
+        chunk_rows = _dividing(chunk_rows, config.shard_rows, config.batch_size)
     rows = plan.manifest.rows_of(split)
     labels, ids = plan.manifest.label[rows], plan.manifest.id[rows].tolist()
     writer.create_split(split, len(rows), engine.feature_shape, config.dtype, labels, ids, chunk_rows)
     return chunk_rows, 0
+
+
+def _dividing(chunk_rows: int, shard_rows: int, batch_size: int) -> int:
+    """The largest chunk (a multiple of the batch size, at most ``chunk_rows``) that divides ``shard_rows``: a shard
+    holds whole chunks, so a chunk larger than the shard would make every shard as large as a chunk (``shard_rows
+    64`` would store 2 048 rows per object) instead of what was asked."""
+    return max(r for r in range(batch_size, min(chunk_rows, shard_rows) + 1, batch_size) if shard_rows % r == 0)
 
 
 def compute_split(plan: Plan, src, engine, writer, donors, split: str, counts: Counts, progress) -> None:

@@ -157,7 +157,9 @@ def _dividing(chunk_rows: int, shard_rows: int, batch_size: int) -> int:
     """The largest chunk (a multiple of the batch size, at most ``chunk_rows``) that divides ``shard_rows``: a shard
     holds whole chunks, so a chunk larger than the shard would make every shard as large as a chunk (``shard_rows
     64`` would store 2 048 rows per object) instead of what was asked."""
-    return max(r for r in range(batch_size, min(chunk_rows, shard_rows) + 1, batch_size) if shard_rows % r == 0)
+    return max(
+        r for r in range(batch_size, min(chunk_rows, shard_rows) + 1, batch_size) if shard_rows % r == 0
+    )
 
 
 def compute_split(plan: Plan, src, engine, writer, donors, split: str, counts: Counts, progress) -> None:

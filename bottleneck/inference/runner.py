@@ -220,20 +220,15 @@ def run_extraction(
             if force and path.exists():
                 shutil.rmtree(path)  # find_cache_path gave a folder of this key (or none): ours to replace
             aside = set_aside(path, damage, notify)
-            try:
-                plan = make_plan(src, config, key, material, path, options, chunk_rows, progress, notify)
-            finally:
-                _save_index(index)  # with the header checks of this miss, also when they stop the run
-            engine = plan_engine(plan, src, notify, engine_factory)
-            if cluster is None:
-                cache, counts = compute(plan, src, engine, progress, t0)
-            else:
-                from bottleneck.inference.distributed import Cluster
-
-                with Cluster(cluster) as dask:
-                    if notify:
-                        notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")
-                    cache, counts = compute(plan, src, engine, progress, t0, dask, engine_factory)
+            with _connected(
+                cluster, notify
+            ) as dask:  # first: an unreachable scheduler fails before any compute
+                try:
+                    plan = make_plan(src, config, key, material, path, options, chunk_rows, progress, notify)
+                finally:
+                    _save_index(index)  # with the header checks of this miss, also when they stop the run
+                engine = plan_engine(plan, src, notify, engine_factory)
+                cache, counts = compute(plan, src, engine, progress, t0, dask, engine_factory)
             result = ExtractResult(
                 cache,
                 hit=False,
@@ -250,6 +245,20 @@ def run_extraction(
                 remote.publish(path.name, progress)
                 result.url = remote.url_of(path.name)
             return result
+
+
+@contextlib.contextmanager
+def _connected(cluster: str | None, notify):
+    """The Dask cluster of ``cluster`` while the block runs (None: this process computes)."""
+    if cluster is None:
+        yield None
+        return
+    from bottleneck.inference.distributed import Cluster
+
+    with Cluster(cluster) as dask:
+        if notify:
+            notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")
+        yield dask
 
 
 def _save_index(index: HashIndex) -> None:

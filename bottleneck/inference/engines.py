@@ -391,6 +391,12 @@ def choose_engine(
     return select_engine(tf_engine, config, batch, cache_dir=cache_dir, notify=notify, n_images=n_images)
 
 
+_NO_TF_GPU = (
+    "device='gpu', but TensorFlow sees no GPU; install a CUDA build of TensorFlow "
+    "(pip install 'tensorflow[and-cuda]'), use engine='onnx' with onnxruntime-gpu, or use device='cpu'."
+)
+
+
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
     _tf.configure_threads(config.threads)
@@ -400,15 +406,13 @@ def create_engine(config: ExtractConfig) -> TensorFlowEngine:
         feature_model_of(config), jit_compile=config.xla, threads=config.threads, device=config.device
     )
     if config.device == "gpu" and config.engine == "tensorflow" and engine.device != "gpu":
-        raise BackboneError(
-            "device='gpu', but TensorFlow sees no GPU; install a CUDA build of TensorFlow "
-            "(pip install 'tensorflow[and-cuda]'), use engine='onnx' with onnxruntime-gpu, or use device='cpu'."
-        )
+        raise BackboneError(_NO_TF_GPU)
     return engine
 
 
 def check_device(config: ExtractConfig) -> None:
-    """Fail before any image is read when ``device='gpu'`` cannot be honoured by the ONNX engine."""
+    """Fail before any image is read (and before a cache hit) when ``device='gpu'`` cannot be honoured: by the
+    ONNX engine's providers, or, for ``engine='tensorflow'``, by the GPUs TensorFlow sees."""
     if config.device == "gpu" and config.precision == "int8":
         # ONNX Runtime's GPU providers run a QDQ model through float kernels: not the features its agreement
         # record measured, so int8 stays on the CPU's integer (VNNI) kernels.
@@ -416,8 +420,13 @@ def check_device(config: ExtractConfig) -> None:
             "precision='int8' runs on the CPU's integer kernels; use device='auto' or device='cpu' with it, "
             "or precision='fp32' on the GPU."
         )
-    if config.device != "gpu" or config.engine == "tensorflow" or not onnx_available():
-        return  # the TensorFlow engine is checked when it is built
+    if config.device != "gpu":
+        return
+    if config.engine == "tensorflow" or not onnx_available():
+        # Checked here too, not only when the engine is built: a cache hit must not pass where a run would fail.
+        if not _tf.tensorflow().config.list_physical_devices("GPU"):
+            raise BackboneError(_NO_TF_GPU)
+        return
     import onnxruntime as ort
 
     onnx_providers("gpu", ort.get_available_providers())

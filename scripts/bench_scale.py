@@ -132,7 +132,8 @@ def cluster_part(args, work: Path) -> None:
 
     from distributed import Client, LocalCluster
 
-    from bottleneck.inference.runner import chunk_rows_for, run_extraction
+    from bottleneck.inference.plan import chunk_rows_for
+    from bottleneck.inference.runner import run_extraction
 
     data = make_tiny_pngs(work / f"cluster{args.cluster_images}", args.cluster_images, seed=1)
     cache = work / "cluster-cache"

@@ -474,7 +474,7 @@ def test_model_file_needs_preprocess_and_its_own_weights(tmp_path):
     inputs = keras.Input((None, None, 3))
     path = tmp_path / "free.keras"
     keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs), name="free").save(path)
-    with pytest.raises(BackboneError, match=r"preprocess is required .*: choose caffe, torch, tf, 127, none"):
+    with pytest.raises(BackboneError, match=r"needs preprocess= .*: choose caffe, torch, tf, 127, none"):
         build(str(path))
     with pytest.raises(BackboneError, match=r"accepts any input size; pass image_size"):
         build(str(path), preprocess="tf")

@@ -254,7 +254,7 @@ def test_a_head_whose_weights_give_nan_never_predicts(saved_heads):
 
 
 def test_recompute_compares_against_the_larger_row_so_tiny_features_are_not_waved_through():
-    from bottleneck.cache.manage import _rounding_allowance
+    from bottleneck.inference.recompute import _rounding_allowance
 
     stored, recomputed = np.zeros(4, np.float32), np.full(4, 1e-11, np.float32)
     scale = max(

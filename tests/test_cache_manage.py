@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from bottleneck.cache import read_meta, rows_digest
 from bottleneck.cache.integrity import write_meta
-from bottleneck.cache.manage import gc_caches, list_caches, verify_cache
+from bottleneck.cache.manage import gc_caches, list_caches
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
+from bottleneck.inference.recompute import verify_cache
 from bottleneck.inference.runner import extract, run_extraction
 
 # A real backbone, randomly initialised (so offline) on tiny inputs: verify --recompute rebuilds it. Random

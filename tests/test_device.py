@@ -96,3 +96,29 @@ def test_gpu_features_match_cpu_features(tmp_path):
     assert cpu.cache.meta["device"] == "cpu"
     x_cpu, y_cpu = cpu.cache.load("train")
     assert relative_difference(x_gpu, x_cpu) <= 10 * ONNX_TOLERANCE and np.array_equal(y_gpu, y_cpu)
+
+
+def _tf_gpu() -> bool:
+    from bottleneck import _tf
+
+    return bool(_tf.tensorflow().config.list_physical_devices("GPU"))
+
+
+@pytest.mark.skipif(_tf_gpu(), reason="TensorFlow sees a GPU here")
+def test_tensorflow_on_a_missing_gpu_is_refused_on_a_hit_too(tmp_path):
+    # The ONNX path refuses --device gpu before anything is read, hit or not; the TensorFlow path did only when it
+    # built the engine, so a cache hit came back as if the GPU had been there.
+    src = make_image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    args = [
+        "extract",
+        str(src),
+        "--weights",
+        "none",
+        "--engine",
+        "tensorflow",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    assert CliRunner().invoke(app, args).exit_code == 0  # made on the CPU
+    res = CliRunner().invoke(app, [*args, "--device", "gpu"])
+    assert res.exit_code == 2 and res.output.startswith("error: --device gpu, but TensorFlow sees no GPU")

@@ -367,3 +367,29 @@ def test_a_key_sharing_the_folder_prefix_never_takes_over_another_cache(tmp_path
         assert json.loads((other / "meta.json").read_text()) == foreign  # untouched
         again = run_extraction(src, CFG, cache_dir=root, engine_factory=factory([]))
         assert again.hit and again.path == r.path
+
+
+def test_incomplete_counts_every_row_the_cache_will_hold(tmp_path):
+    from conftest import MeanColor, make_image_folder
+
+    src = make_image_folder(tmp_path / "d", {"a": 5, "b": 5}, splits=["train", "test"])
+
+    class StopsAfterFourRows(MeanColor):
+        calls = 0
+
+        def __call__(self, batch):
+            StopsAfterFourRows.calls += 1
+            if StopsAfterFourRows.calls > 2:
+                raise KeyboardInterrupt
+            return super().__call__(batch)
+
+    cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
+    with pytest.raises(KeyboardInterrupt, match=r"with 4/20 rows saved"):
+        run_extraction(
+            src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: StopsAfterFourRows(), chunk_rows=2
+        )
+    res = CliRunner().invoke(app, ["cache", "ls", "--cache-dir", str(tmp_path / "c"), "--json"])
+    (row,) = json.loads(res.stdout)
+    assert row["status"] == "incomplete (4/20 rows)"  # the test split, not started yet, counts too
+    (folder,) = (tmp_path / "c").glob("efficientnet_lite0-*")
+    assert "incomplete (4/20 rows)" in repr(open_cache(folder, allow_incomplete=True))

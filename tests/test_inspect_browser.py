@@ -131,7 +131,7 @@ def test_click_on_a_confusion_cell_shows_exactly_its_images(browser, inspection)
 
 
 def test_run_page_cells_match_the_heads_predictions(browser, planted, tmp_path):
-    from bottleneck.report.run_page import write_run_page
+    from bottleneck.inspection.run_page import write_run_page
     from bottleneck.runs import fit_head
 
     _, cache = planted

@@ -46,8 +46,8 @@ def test_int8_and_fp32_caches_have_different_keys(tmp_path, make_image_folder):
 
 def test_int8_weight_type_follows_the_cpu_and_joins_the_key(tmp_path, make_image_folder, monkeypatch):
     # x86 CPUs without VNNI saturate u8s8 products: there the model gets u8 weights, another model and key.
+    from bottleneck.inference.plan import calibration_material as _calibration_material
     from bottleneck.inference.quantize import WEIGHTS_ENV, int8_path, int8_weights
-    from bottleneck.inference.runner import _calibration_material
 
     src = make_image_folder(tmp_path / "s", {"a": 4, "b": 4})
     cfg = ExtractConfig(precision="int8")

@@ -215,7 +215,12 @@ def test_a_held_lease_makes_a_second_run_wait(s3, tmp_path, monkeypatch):
             )
         )
         thread.start()
-        time.sleep(1.5)
+        deadline = time.time() + 60
+        while (
+            not any("is extracting" in line and "waiting" in line for line in lines)
+            and time.time() < deadline
+        ):
+            time.sleep(0.01)  # polling what the run says: it waits for the lease we hold
         assert "r" not in result and any("is extracting" in line and "waiting" in line for line in lines)
     thread.join(60)
     assert result["r"].cache.complete and result["r"].computed == 6

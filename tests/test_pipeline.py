@@ -22,20 +22,28 @@ def test_batches_keep_the_order_and_fixed_boundaries():
 
 
 def test_prefetch_is_bounded():
-    loaded = []
+    loaded, early = [], []
     lock = threading.Lock()
+    taken = [0]  # batches the caller has taken
 
     def load(i):
         with lock:
             loaded.append(i)
+            # With one batch taken, at most prefetch + 1 batches may be submitted behind it: 40 items.
+            if taken[0] == 1 and i >= 10 * (1 + 2 + 1):
+                early.append(i)
         return np.zeros(1)
 
-    batches = iter_batches(load, list(range(100)), 10, workers=2, prefetch=2)
+    batches = iter_batches(load, list(range(100)), 10, workers=1, prefetch=2)
     next(batches)
-    time.sleep(0.2)  # give the workers every chance to run ahead
-    # The batch handed out, plus at most prefetch + 1 batches submitted behind it.
-    assert len(loaded) <= 10 * (1 + 2 + 1)
-    assert len(list(batches)) == 9
+    taken[0] = 1
+    deadline = time.time() + 30
+    while len(loaded) < 40 and time.time() < deadline:
+        time.sleep(0.001)  # polling the state: the workers run ahead as far as they may
+    assert sorted(loaded[:40]) == list(range(40)) and early == []
+    taken[0] = 2
+    rest = list(batches)
+    assert [start for start, _ in rest] == list(range(10, 100, 10)) and early == []
 
 
 def test_an_error_in_a_worker_reaches_the_caller():

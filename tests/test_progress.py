@@ -1,7 +1,6 @@
 """The CLI's progress display: a rich bar on a terminal, a few plain lines in logs (CI, nohup, notebooks)."""
 
 import io
-import time
 
 from bottleneck.cli.common import cli_spelling
 from bottleneck.cli.progress import ProgressBar
@@ -14,19 +13,22 @@ class Terminal(io.StringIO):
 
 def test_plain_lines_when_not_a_terminal():
     out = io.StringIO()
-    bar = ProgressBar(stream=out, interval=0.05)
+    now = [100.0]
+    bar = ProgressBar(stream=out, interval=5.0, clock=lambda: now[0])
     bar("train", 0, 1000)
     for done in range(10, 500, 10):
+        now[0] += 0.01
         bar("train", done, 1000)  # within the interval: no line, and never a \r redraw
-    time.sleep(0.06)
+    now[0] = 106.0  # past the interval
     bar("train", 500, 1000)
+    now[0] = 107.0
     bar("train", 1000, 1000)
     bar("train", 1000, 1000)  # a repeated final update adds nothing
     bar("test", 5, 5)  # a stage shorter than the interval prints nothing
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue() and len(lines) == 2, lines
-    assert lines[0].startswith("train 500/1000 (50%)") and "s left" in lines[0]
-    assert lines[1].startswith("train 1000/1000 (100%)") and "img/s in" in lines[1]
+    assert lines[0] == "train 500/1000 (50%) 83.3 img/s, about 6 s left"  # 500 images in 6 s
+    assert lines[1] == "train 1000/1000 (100%) 142.9 img/s in 7.0 s"
 
 
 def test_rich_bar_on_a_terminal_and_silence_when_disabled():

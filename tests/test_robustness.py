@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,11 +113,19 @@ def test_sigkill_then_rerun_gives_identical_cache(tmp_path, kill_after_rows):
     assert verify_cache(r.path).ok
 
 
+def _holds_a_lock(cache_dir) -> bool:
+    from bottleneck.cache.lock import is_locked
+
+    return any(is_locked(p.with_name(p.name[1 : -len(".lock")])) for p in Path(cache_dir).glob(".*.lock"))
+
+
 def test_two_concurrent_runs_of_one_key_end_with_one_valid_cache(tmp_path):
     src = make_folder(tmp_path / "data")
     cache_dir = tmp_path / "c"
     a = _spawn(tmp_path, src, cache_dir, 0.05)
-    time.sleep(0.5)
+    deadline = time.time() + 60
+    while not _holds_a_lock(cache_dir) and a.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # polling the lock itself: b starts once a is extracting
     b = _spawn(tmp_path, src, cache_dir, 0.05)
     out_a, err_a = a.communicate(timeout=120)
     out_b, err_b = b.communicate(timeout=120)

@@ -73,8 +73,12 @@ def test_shards_are_whole_chunks_and_no_bigger_than_the_split(tmp_path):
     r = run_extraction(
         src, CFG.replace(shard_rows=12), cache_dir=tmp_path / "c", engine_factory=pixels, chunk_rows=8
     )
-    # 12 rows is not whole chunks of 8: a shard is 16 rows, and this split of 11 is one object.
-    assert r.cache.meta["splits"]["train"]["shard_rows"] == 16
+    # 12 rows is not whole chunks of 8: chunks shrink to 4 rows (a multiple of the batch that divides 12), a
+    # shard is the 12 rows asked for, and this split of 11 is one object.
+    assert (r.cache.meta["splits"]["train"]["shard_rows"], r.cache.meta["splits"]["train"]["chunk_rows"]) == (
+        12,
+        4,
+    )
     assert len(stored_objects(r.cache)) == 1
     np.testing.assert_array_equal(
         r.cache.load("train")[0],
@@ -119,7 +123,7 @@ BAD = [
         "shard_rows=64 needs format='zarr' (format='npy' keeps each split's features in one file already); "
         "pass format='zarr', or leave shard_rows out.",
         "--shard-rows 64 needs --format zarr (--format npy keeps each split's features in one file already); "
-        "pass --format zarr, or leave shard_rows out.",
+        "pass --format zarr, or leave --shard-rows out.",
     ),
     (
         {"shard_rows": 64, "batch_size": 32, "format": "h5"},
@@ -248,8 +252,12 @@ WORKER = textwrap.dedent(
 
     class Slow:
         name = "fake"; input_size = 8; feature_shape = (3,); threads = 1; verification = None; columns = ()
+        calls = 0
         def __call__(self, b):
-            time.sleep(0.1)
+            Slow.calls += 1
+            if Slow.calls == 4:  # rows 6-7: the second shard (rows 4-7) is half written, and held in memory
+                open(sys.argv[3], "w").close()
+                time.sleep(600)  # the test kills us here
             return b.reshape(len(b), -1, 3).mean(axis=1).astype(np.float32)
 
     cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2, shard_rows=4)
@@ -274,23 +282,32 @@ def test_sigkill_mid_shard_then_rerun_gives_the_same_cache(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     cache_dir = tmp_path / "c"
-    proc = subprocess.Popen([sys.executable, str(script), str(src), str(cache_dir)], stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    progress = 0
-    while progress < 4 and proc.poll() is None and time.time() < deadline:
-        for meta in cache_dir.glob("*/meta.json"):
-            try:
-                progress = sum(json.loads(meta.read_text())["progress"].values())
-            except ValueError:
-                pass
-        time.sleep(0.01)
-    time.sleep(0.15)  # into the next shard
+    marker = tmp_path / "mid-shard"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(src), str(cache_dir), str(marker)], stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # polling the worker's own signal: it is blocked mid-shard once the marker exists
+    assert marker.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timed out"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (folder,) = [p for p in cache_dir.iterdir() if (p / "meta.json").is_file()]
     assert verify_cache(folder).ok
     r = run_extraction(src, cfg, cache_dir=cache_dir, engine_factory=lambda c: MeanColor(), chunk_rows=2)
-    assert not r.hit and r.resumed_from % 4 == 0 and r.resumed_from >= 4
+    assert not r.hit and r.resumed_from == 4  # the first shard was whole; the half-written second is redone
     assert r.resumed_from + r.computed == 17
     assert r.cache.load("train")[0].tobytes() == full.cache.load("train")[0].tobytes()
+    assert verify_cache(r.path).ok
+
+
+def test_shard_rows_is_honoured_when_smaller_than_a_default_chunk(tmp_path):
+    # Default chunks hold up to 64 batches (2 048 rows of 3 floats here); a shard holds whole chunks, so chunks
+    # shrink to fit the shard rather than the shard growing to a chunk.
+    src = make_image_folder(tmp_path / "d", {"a": 100, "b": 100})
+    cfg = CFG.replace(batch_size=32, shard_rows=64)
+    r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor())
+    info = r.cache.meta["splits"]["train"]
+    assert (info["shard_rows"], info["chunk_rows"]) == (64, 64)
+    assert len(stored_objects(r.cache)) == 4  # ceil(200 / 64)
     assert verify_cache(r.path).ok

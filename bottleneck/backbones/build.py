@@ -14,7 +14,7 @@ from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
 from bottleneck.backbones.presets import BLOCKS
 from bottleneck.config import POOLINGS, layer_names
-from bottleneck.errors import BackboneError, BottleneckError, one_of
+from bottleneck.errors import BackboneError, BottleneckError, one_of, suggest
 
 # Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
 # and a whole-model .keras archive (load_weights reads the weights from it).
@@ -46,8 +46,8 @@ def require_preprocess(path: str, preprocess: str | None) -> str:
     """The preprocess mode a model file needs, checked: bottleneck cannot know how a user's model scales pixels."""
     if preprocess is None:
         raise BackboneError(
-            f"preprocess is required for a model file ({path}): choose {', '.join(PREPROCESS_MODES)} "
-            "(how the model expects 0..255 RGB pixels to be scaled)."
+            f"a model file ({path}) needs preprocess= (how the model expects 0..255 RGB pixels to be scaled): "
+            f"choose {', '.join(PREPROCESS_MODES)}, e.g. preprocess='tf' for [-1, 1]."
         )
     if preprocess not in PREPROCESS_MODES:
         raise one_of("preprocess", preprocess, PREPROCESS_MODES)
@@ -69,7 +69,7 @@ def build_backbone(
     the headless network (for features). ``weights``: "imagenet", "none" (random) or a path to a weights file
     of this backbone.
     """
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     if is_model_path(backbone):
         model, mode, size = _custom_backbone(backbone, weights, image_size, preprocess)
@@ -111,8 +111,6 @@ def build_feature_model(
     (() when the features are spatial): what a cache records so that a subset of its layers can be read back.
     """
     keras = _tf.keras()
-
-    from bottleneck.backbones.layers import read_at
 
     if pooling not in POOLINGS:
         raise one_of("pooling", pooling, POOLINGS)
@@ -215,7 +213,7 @@ def _pixels_in(keras, size: int, mode: str, portable: bool = False):
 
 
 def _is_file(backbone: str) -> bool:
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     return is_model_path(backbone)
 
@@ -229,7 +227,7 @@ def feature_shape(
     preprocess: str | None = None,
 ) -> tuple[int, ...]:
     """Per-image feature shape; from the spec when it is the default configuration, else by building the model."""
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     if pooling not in POOLINGS:
         raise one_of("pooling", pooling, POOLINGS)
@@ -250,7 +248,7 @@ def feature_shape(
 
 def count_params(backbone: str) -> int:
     """Parameters of the headless network: the spec's number, or counted from a model file."""
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     if not is_model_path(backbone):
         return get_spec(backbone).params
@@ -419,3 +417,37 @@ def _first_line(exc) -> str:
     """The first line of an exception's message, without its final period (it is embedded in a sentence)."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300].rstrip(".")
+
+
+# How many layer names an unknown-layer error lists (counted back from the output).
+LAYERS_LISTED = 10
+
+
+def read_at(base, layers: tuple[str, ...], name: str):
+    """``base`` cut so that it outputs the activations of ``layers`` (spatial maps kept; a list if several)."""
+    keras = _tf.keras()
+
+    names = [lyr.name for lyr in base.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    outputs = []
+    for layer in layers:
+        if layer not in names:
+            tail = names[-LAYERS_LISTED:]
+            raise BackboneError(
+                f"unknown layer {layer!r} in {name}.{suggest(layer, names)} The last {len(tail)} of its "
+                f"{len(names)} layers are: {', '.join(tail)}; pass one of its layer names "
+                "(`bottleneck backbones NAME --layers` lists them all)."
+            )
+        try:
+            output = base.get_layer(layer).output
+        except (AttributeError, ValueError) as exc:  # a layer used at several places has no single output
+            raise BackboneError(
+                f"layer {layer!r} of {name} has no single output ({_first_line(exc)}); pick another layer."
+            ) from None
+        if not hasattr(output, "shape"):
+            raise BackboneError(
+                f"layer {layer!r} of {name} has several outputs; pick a layer with one output."
+            )
+        outputs.append(output)
+    return keras.Model(
+        base.inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{base.name}_to_{layers[-1]}"
+    )

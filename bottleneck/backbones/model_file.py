@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bottleneck import _tf
 from bottleneck.errors import BackboneError
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_model_path(backbone: str) -> bool:
+    """A backbone given as a model file or SavedModel folder rather than a registry name.
+
+    Decided by the text alone: an explicit path (a path separator, as in ./resnet50 or models/x) or a model
+    extension. Never by what exists in the working directory: a folder that happens to be called resnet50 must
+    not turn `--backbone resnet50` into a model file (and change the cache key).
+    """
+    backbone = str(backbone)
+    separators = {"/", os.sep, os.altsep} - {None}
+    return (
+        any(sep in backbone for sep in separators)
+        or backbone in (".", "..")
+        or backbone.lower().endswith(MODEL_SUFFIXES)
+    )
+
+
 # Endpoint names of `model.export()` and of `tf.saved_model.save()`, in the order tried.
 SAVEDMODEL_ENDPOINTS = ("serve", "serving_default")
 

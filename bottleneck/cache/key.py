@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from importlib import metadata
 from pathlib import Path
 
 from bottleneck._io import file_hash
-from bottleneck.backbones.model_file import MODEL_SUFFIXES
+from bottleneck.backbones.model_file import is_model_path
 from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
 
 # Bump when a change in bottleneck itself changes extracted values (decoding, resizing, graph).
@@ -28,22 +27,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "missing"
     return out
-
-
-def is_model_path(backbone: str) -> bool:
-    """A backbone given as a model file or SavedModel folder rather than a registry name.
-
-    Decided by the text alone: an explicit path (a path separator, as in ./resnet50 or models/x) or a model
-    extension. Never by what exists in the working directory: a folder that happens to be called resnet50 must
-    not turn `--backbone resnet50` into a model file (and change the cache key).
-    """
-    backbone = str(backbone)
-    separators = {"/", os.sep, os.altsep} - {None}
-    return (
-        any(sep in backbone for sep in separators)
-        or backbone in (".", "..")
-        or backbone.lower().endswith(MODEL_SUFFIXES)
-    )
 
 
 def weights_identity(config: ExtractConfig) -> str:

@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from bottleneck.cache import integrity
 from bottleneck.cache.health import check_cache
 from bottleneck.cache.integrity import META, CacheDamaged
@@ -84,17 +82,11 @@ class VerifyReport:
         return not self.bad
 
 
-def verify_cache(
-    path, *, recompute: int = 0, tolerance: float = 1e-4, seed: int = 0, progress=None
-) -> VerifyReport:
+def verify_cache(path, *, progress=None, then=None) -> VerifyReport:
     """Check a cache whole: its sealed metadata and manifest, row counts, labels and ids against their digests,
-    and every committed feature region read in full against its checksum; optionally re-extract ``recompute``
-    random rows per split and compare them.
-
-    ``tolerance`` bounds the max abs difference of recomputed rows relative to the feature scale (the larger of
-    the stored and recomputed rows' max |x|), on top of the rounding of the stored dtype: a recomputed row is
-    rounded to that dtype before the comparison and may differ from the stored one by one unit in the last place
-    (eps of float16 is 9.8e-4). A cache found whole is recorded as such (the next hit reads no data).
+    and every committed feature region read in full against its checksum. ``then(cache, report)`` runs after
+    checks that found nothing (``bottleneck.inference.recompute`` re-extracts rows there). A complete cache found
+    whole is recorded as such (the next hit reads no data).
     """
     report = VerifyReport(str(path))
     try:
@@ -110,85 +102,13 @@ def verify_cache(
             report.bad.append({"split": None, "start": None, "stop": None, "reason": str(exc)})
         problems, report.regions = check_cache(cache, progress=progress)
         report.bad += [p.as_dict() for p in problems]
-        if recompute and report.ok:
-            _recompute_rows(cache, report, recompute, tolerance, seed)
+        if then is not None and report.ok:
+            then(cache, report)
     finally:
         cache.close()
     if report.ok and meta.get("complete"):
         integrity.write_witness(path)
     return report
-
-
-def _recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed: int) -> None:
-    from bottleneck.data import open_source
-    from bottleneck.inference.engines import create_engine
-
-    source = cache.meta.get("source")
-    if not source or not Path(source).exists():
-        raise CacheError(
-            f"cannot recompute rows: the source {source!r} of {cache.path} is not available here."
-        )
-    rng = np.random.default_rng(seed)
-    if cache.config.precision == "int8":
-        from bottleneck.inference.int8 import saved_int8_engine
-
-        engine = saved_int8_engine(cache.config, cache.meta, cache.path.parent)
-    else:
-        engine = create_engine(cache.config)
-    with open_source(source, **cache.meta.get("source_options", {})) as src:
-        by_id = {(it.split, it.id): it for it in src.manifest.items}
-        diffs = []
-        for split in cache.splits:
-            n = cache.n(split)
-            ids = cache.ids(split)
-            feats = cache.features(split)
-            for row in rng.choice(n, size=min(k, n), replace=False):
-                item = by_id.get((split, str(ids[row])))
-                if item is None:
-                    report.bad.append(
-                        {"split": split, "start": int(row), "stop": int(row) + 1, "reason": "not in source"}
-                    )
-                    continue
-                img = src.load(item, engine.input_size, cache.config.resize, cache.config.fast_decode)
-                stored = np.asarray(feats[int(row)])
-                # Round the recomputed row as extraction did before storing it, then compare in float32.
-                new = np.asarray(engine(img[None])[0]).astype(stored.dtype).astype(np.float32)
-                old = stored.astype(np.float32)
-                # Relative to the larger of the two rows: features all zero where the recomputed ones are not (or
-                # the other way round) differ by 100 %, however small the features are.
-                scale = max(
-                    float(np.abs(old).max()), float(np.abs(new).max()), float(np.finfo(np.float32).tiny)
-                )
-                diff = float(np.abs(new - old).max()) / scale
-                diffs.append(diff)
-                report.recomputed += 1
-                if diff > tolerance + _rounding_allowance(stored.dtype, scale):
-                    report.bad.append(
-                        {
-                            "split": split,
-                            "start": int(row),
-                            "stop": int(row) + 1,
-                            "reason": f"recomputed differs ({diff:.2e})",
-                        }
-                    )
-        report.max_abs_diff = max(diffs) if diffs else None
-
-
-def _rounding_allowance(dtype, scale: float) -> float:
-    """How far, relative to ``scale``, two values that differ by less than the tolerance can end up once both are
-    rounded to ``dtype``.
-
-    A value near a rounding boundary can round to the neighbouring representable number while its recomputation
-    rounds to this one: one unit in the last place of the row's largest value, eps * scale (or the fixed spacing
-    of subnormals, for rows that small). It is negligible for float32 (1.2e-7) and what float16 needs (9.8e-4):
-    float16 rounding alone exceeds the default 1e-4 tolerance, and comparing without it reported good float16
-    caches as bad. A real change (other weights, decoding or resizing) moves features far more than one ulp.
-    """
-    dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.floating):
-        return 0.0
-    info = np.finfo(dtype)
-    return max(float(info.eps) * scale, float(info.smallest_subnormal)) / scale
 
 
 def check_removable(path) -> Path:

@@ -62,8 +62,9 @@ def read_meta(path, *, check: bool = True) -> dict:
 
 
 def progress_text(meta: dict) -> str:
+    """ "incomplete (k/n rows)": rows committed of every row the cache will hold (splits not started included)."""
     done = sum(meta.get("progress", {}).values())
-    total = sum(s["n"] for s in meta.get("splits", {}).values())
+    total = meta.get("rows_planned") or sum(s["n"] for s in meta.get("splits", {}).values())
     return f"incomplete ({done}/{total} rows)"
 
 

@@ -56,10 +56,12 @@ class Donors:
                 continue
             self._open.append(cache)
             for split in cache.splits:
-                committed = cache.meta["progress"].get(split, 0) if not complete else None
-                hashes = manifest.hash[manifest.rows_of(split)[:committed]].tolist()
-                for row, h in enumerate(hashes):
-                    self._where.setdefault(h.decode(), (cache, split, row))
+                hashes = manifest.hash[manifest.rows_of(split)].tolist()
+                # Of an interrupted cache, the rows its checksums cover: the committed prefix, and the ranges a
+                # cluster run recorded out of order.
+                rows = range(len(hashes)) if complete else _recorded_rows(cache, split)
+                for row in rows:
+                    self._where.setdefault(hashes[row].decode(), (cache, split, row))
 
     def __len__(self):
         return len(self._where)
@@ -127,3 +129,11 @@ class Donors:
     def close(self):
         for c in self._open:
             c.close()
+
+
+def _recorded_rows(cache: Cache, split: str):
+    """The rows of a split of an interrupted cache that a recorded checksum covers."""
+    regions = cache.regions(split)
+    n = cache.n(split)
+    for start, stop in zip(regions.starts.tolist(), regions.stops.tolist(), strict=True):
+        yield from range(start, min(stop, n))

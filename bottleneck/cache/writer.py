@@ -15,7 +15,16 @@ from bottleneck.cache.stores import open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest
 
-__all__ = ["FORMAT_VERSION", "CacheWriter", "rows_digest", "write_arrays"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CacheWriter",
+    "range_records",
+    "rows_digest",
+    "write_arrays",
+    "write_range_record",
+]
+
+COMMITS = "commits"  # under a cache folder: one record per range a cluster task landed
 
 
 class _ShardBuffer:
@@ -56,6 +65,8 @@ class CacheWriter:
             "splits": {},
             "progress": {},
             "skipped": skipped,
+            # every row the cache will hold, splits not started yet included ("incomplete (k/n rows)" counts them)
+            "rows_planned": len(manifest) - len(skipped),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": False,
         }
@@ -84,6 +95,49 @@ class CacheWriter:
         self.meta["manifest_digest"] = integrity.digest(data)
         self.save()
 
+    def describe_engine(self, engine) -> None:
+        """Record what computes the rows of a new cache: the engine's name, its device, each layer's column range
+        in the feature vector, and an int8 model's record (what rebuilds it for ``predict`` and ``verify``)."""
+        self.meta["engine"] = engine.name
+        self.meta["device"] = getattr(
+            engine, "device", "cpu"
+        )  # engines of tests and custom factories may not say
+        self.meta["layers"] = [{"name": n, "start": a, "stop": b} for n, a, b in engine.columns] or None
+        if getattr(engine, "int8", None) is not None:
+            from dataclasses import asdict
+
+            self.meta["int8"] = asdict(engine.int8)
+
+    @property
+    def engine_name(self) -> str | None:
+        return self.meta.get("engine")
+
+    def split(self, split: str) -> dict | None:
+        """A created split's layout (a copy): ``n``, ``chunk_rows``, ``shard_rows``; None when not created yet."""
+        info = self.meta["splits"].get(split)
+        return (
+            None
+            if info is None
+            else {"n": info["n"], "chunk_rows": info["chunk_rows"], "shard_rows": info.get("shard_rows")}
+        )
+
+    def committed(self, split: str) -> int:
+        """Rows [0, committed) of a split are durable (what a resume starts after)."""
+        return int(self.meta["progress"].get(split, 0))
+
+    def rows_saved(self) -> int:
+        return sum(int(v) for v in self.meta["progress"].values())
+
+    def recorded_starts(self, split: str) -> set[int]:
+        """Starts of the regions of a split whose checksums are recorded."""
+        return {int(r[0]) for r in self.meta.get("checksums", {}).get(split, [])}
+
+    def snapshot(self, keys) -> dict:
+        """A copy of some metadata entries (what a cluster task needs to rebuild the engine)."""
+        import copy
+
+        return {k: copy.deepcopy(self.meta[k]) for k in keys if k in self.meta}
+
     def create_split(self, split, n, feature_shape, dtype, labels, ids, chunk_rows):
         shard_rows = self.meta["config"].get("shard_rows")
         self.store.create_split(
@@ -110,6 +164,8 @@ class CacheWriter:
         self.store.shrink_split(split, n, labels, ids, keep=keep)
         self.store.flush()
         info = self.meta["splits"][split]
+        if "rows_planned" in self.meta:
+            self.meta["rows_planned"] -= info["n"] - int(n)
         info.update(n=int(n), labels_digest=labels_digest(labels), ids_digest=ids_digest(ids))
         sums = self.meta.get("checksums", {}).get(split)
         if sums:  # regions past the kept rows no longer hold what they were written with
@@ -176,6 +232,13 @@ class CacheWriter:
         if save:
             self.save()
 
+    def land(self, split: str, start: int, rows: np.ndarray) -> None:
+        """Rows [start, start + len(rows)) written whole (a range of donors' rows on a cluster run), made durable
+        and recorded."""
+        self.store.write(split, start, rows)
+        self.store.flush()
+        self.record_range(split, start, start + len(rows), rows_digest(rows))
+
     def finish(self, extra: dict | None = None) -> Cache:
         self.meta.update(extra or {})
         self.store.set_attrs({k: self.meta[k] for k in ("key", "class_names", "config", "splits")})
@@ -222,3 +285,36 @@ def write_arrays(
         writer.write(split, 0, x.astype(config.dtype))
         writer.commit(split, len(x))
     return writer.finish()
+
+
+def write_range_record(path, split: str, start: int, rows: np.ndarray, *, computed: int) -> dict:
+    """A cluster task's commit record for rows it wrote (and made durable) at ``start`` of ``split``: what the
+    client records in meta.json, and what a resumed run adopts when the client never saw the task land."""
+    from bottleneck._io import write_json_atomic
+
+    record = {
+        "start": int(start),
+        "stop": int(start + len(rows)),
+        "digest": rows_digest(rows),
+        "computed": int(computed),
+    }
+    folder = Path(path) / COMMITS / split
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / f"{int(start):012d}.json", record)
+    return record
+
+
+def range_records(path, split: str) -> dict[int, tuple[int, str]]:
+    """start -> (stop, checksum) of the ranges of ``split`` whose commit record a cluster task wrote."""
+    import json
+
+    out = {}
+    folder = Path(path) / COMMITS / split
+    if folder.is_dir():
+        for f in folder.glob("*.json"):
+            try:
+                r = json.loads(f.read_text())
+                out[int(r["start"])] = (int(r["stop"]), str(r["digest"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a record being written when the run stopped: its range is computed again
+    return out

@@ -59,8 +59,8 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    from bottleneck.cache.manage import verify_cache
     from bottleneck.cli.progress import ProgressBar
+    from bottleneck.inference.recompute import verify_cache
 
     bar = ProgressBar(unit="chunk", enabled=False if quiet or json_out else None)
     try:

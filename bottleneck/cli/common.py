@@ -16,6 +16,9 @@ EXIT_USER_ERROR = 2
 # A Python parameter named in a library message: `layer='a,,b'`, `image_size=224`, `top=0`.
 _PARAMETER = re.compile(r"(?<![\w.-])([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|[^\s,;)]*)")
 _PLAIN = re.compile(r"[\w./:,-]+")
+# A bare Python parameter with an underscore (`leave shard_rows out`, `pass h5_keys`): English has no underscores,
+# so such a word that is also a CLI option is the option. Not inside paths or dotted names.
+_BARE = re.compile(r"(?<![\w./=-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![\w/=(-]|\.\w)")
 
 
 @functools.cache
@@ -54,7 +57,10 @@ def cli_spelling(message: str, options=None) -> str:
         # force=True is a plain switch on the command line.
         return f"{flag} {value}" if value and value != "True" else flag
 
-    return _PARAMETER.sub(option, message)
+    def bare(m):
+        return "--" + m.group(1).replace("_", "-") if m.group(1) in options else m.group(0)
+
+    return _BARE.sub(bare, _PARAMETER.sub(option, message))
 
 
 def user_errors(fn):

@@ -113,7 +113,7 @@ def _metric_line(metrics: dict) -> str:
 def _run_page(run) -> Path:
     """RUN/report/index.html: the run on its cache's test split (val, else train, when there is none)."""
     from bottleneck.cache.reader import open_cache
-    from bottleneck.report.run_page import write_run_page
+    from bottleneck.inspection.run_page import write_run_page
 
     c = open_cache(run.summary["cache"]["path"])
     split = next(s for s in ("test", "val", "train") if s in c.splits)
@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
 
         result = evaluate_run(run_dir, cache, split=split)
         if report is not None:
-            from bottleneck.report.run_page import write_run_page
+            from bottleneck.inspection.run_page import write_run_page
 
             result["report"] = str(write_run_page(run_dir, cache, split=split, out=report))
             typer.echo(f"page: {result['report']}", err=True)
@@ -275,7 +275,7 @@ def register(app: typer.Typer) -> None:
         finally:
             bar.close()
         if report:
-            from bottleneck.report.run_page import write_compare_page
+            from bottleneck.inspection.run_page import write_compare_page
 
             page = write_compare_page(result, caches, params=params, out=Path(out) / "report")
             result.paths["report"] = str(page)

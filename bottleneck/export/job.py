@@ -102,7 +102,8 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
 
 
 def _sample_images(run, scorer, source, samples: int) -> np.ndarray:
-    """uint8 images of ``samples`` rows spread over the cache's test split (else val, else train)."""
+    """uint8 images of ``samples`` rows (all rows of a smaller cache): spread over the test split, topped up from
+    val, then train, when test has fewer."""
     from bottleneck.errors import CacheError, TuneError
     from bottleneck.runs.folders import run_cache
     from bottleneck.tuning.images import open_cache_images
@@ -110,10 +111,15 @@ def _sample_images(run, scorer, source, samples: int) -> np.ndarray:
     try:
         cache = run_cache(run.summary)
         with open_cache_images(cache, source=source, size=scorer.image_size) as images:
-            split = next(s for s in ("test", "val", "train") if s in cache.splits)
-            n = images.n(split)
-            rows = np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int))
-            return images.pixels(split, rows).astype(np.uint8)
+            parts, left = [], samples
+            for split in (s for s in ("test", "val", "train") if s in cache.splits):
+                n = images.n(split)
+                if left <= 0 or not n:
+                    continue
+                rows = np.unique(np.linspace(0, n - 1, min(left, n)).round().astype(int))
+                parts.append(images.pixels(split, rows).astype(np.uint8))
+                left -= len(rows)
+            return np.concatenate(parts)
     except (CacheError, TuneError) as exc:
         raise ExportError(
             f"cannot read sample images to verify the export ({exc}); pass source=PATH where the run's images are."

@@ -74,10 +74,11 @@ def _meta(text: str | None, p: Path) -> dict:
 
 
 def _keras(p: Path) -> ExportedModel:
-    keras = _tf.keras()
+    from bottleneck.backbones.model_file import load_keras
+
     with zipfile.ZipFile(p) as zf:
         text = zf.read(META_MEMBER).decode() if META_MEMBER in zf.namelist() else None
-    model = keras.saving.load_model(p, compile=False)
+    model = load_keras(p, ExportError, "export the run again with `bottleneck export`")
     return ExportedModel(p, _meta(text, p), lambda x: model.predict_on_batch(x))
 
 

@@ -27,7 +27,6 @@ from bottleneck.errors import BottleneckError, install_hint
 
 DASK_MISSING = f"cluster= needs Dask; install it with: {install_hint('dask')} (dask and distributed)."
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler fails after this, never hangs
-COMMITS = "commits"  # under the cache folder: one record per landed range
 ENV_SCHEDULER = "BOTTLENECK_DASK_SCHEDULER"
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
 
@@ -135,35 +134,19 @@ def check_cluster(config) -> None:
 
 
 def job_of(plan, engine, writer, factory=None) -> Job:
-    """The Job of a run's plan (``runner._Plan``), its selected engine and its writer's metadata."""
+    """The Job of a run's plan (``inference.plan.Plan``), its selected engine and its writer's metadata."""
     keep = ("int8", "layers", "splits", "key_material")
     return Job(
         token=f"{plan.path}:{plan.key}:{engine.name}",
         config=plan.config,
         path=str(plan.path),
         engine=engine.name,
-        engine_meta={k: writer.meta[k] for k in keep if k in writer.meta},
+        engine_meta=writer.snapshot(keep),
         source=plan.manifest.take([]),
         options=plan.options,
         feature_shape=tuple(engine.feature_shape),
         factory=factory,
     )
-
-
-def committed_ranges(path: Path, split: str) -> dict[int, tuple[int, str]]:
-    """start -> (stop, checksum) of the ranges of ``split`` whose commit record a task wrote."""
-    import json
-
-    out = {}
-    folder = Path(path) / COMMITS / split
-    if folder.is_dir():
-        for f in folder.glob("*.json"):
-            try:
-                r = json.loads(f.read_text())
-                out[int(r["start"])] = (int(r["stop"]), str(r["digest"]))
-            except (OSError, ValueError, KeyError):
-                continue  # a record being written when the run stopped: its range is computed again
-    return out
 
 
 # -- on the worker -------------------------------------------------------------------------------------------------
@@ -203,24 +186,20 @@ def _build_engine(job: Job):
     config = job.config
     if job.factory is not None:
         return job.factory(config)
+    from bottleneck.inference.engines import choose_engine
+
     cache_dir = Path(job.path).parent
     if job.engine == "onnx-int8":
-        from bottleneck.inference.int8 import saved_int8_engine
-
-        return saved_int8_engine(config, job.engine_meta, cache_dir)
+        return choose_engine(config, cache_dir, int8_meta=job.engine_meta)
     if job.engine == "onnx":
-        from bottleneck.inference.engines import verified_onnx_engine
-
-        engine = verified_onnx_engine(config.replace(engine="onnx"), cache_dir)
+        engine = choose_engine(config.replace(engine="onnx"), cache_dir, verified_only=True)
         if engine is None:
             raise ClusterError(
                 f"the verified ONNX model is not in {cache_dir / 'engines'} as this worker sees it; put the cache "
                 "folder on storage every worker shares."
             )
         return engine
-    from bottleneck.inference.engines import create_engine
-
-    return create_engine(config)
+    return choose_engine(config.replace(engine="tensorflow"), cache_dir)  # what the client ran: TensorFlow
 
 
 def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:
@@ -243,9 +222,9 @@ def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict
 
 def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:
     from bottleneck import _tf
-    from bottleneck._io import write_json_atomic
-    from bottleneck.cache.integrity import rows_digest
+    from bottleneck.cache.writer import write_range_record
     from bottleneck.inference.bad_files import load_or_late
+    from bottleneck.inference.compute import batch_groups, compute_range
     from bottleneck.inference.pipeline import iter_groups
 
     engine, reader, store, donors = _worker_state(job)
@@ -254,42 +233,37 @@ def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dic
     def load(item):
         return load_or_late(reader, item, engine.input_size, config)
 
-    bs = config.batch_size
     out = np.empty((len(items), *job.feature_shape), dtype=config.dtype)
-    unknown = donors.fill(out, [it.hash for it in items])
     # The client chose ``todo`` from the donors it saw; a row this worker's donors lack is computed too.
-    todo = sorted(set(todo).union(unknown))
-    groups = ([items[i] for i in todo[b : b + bs]] for b in range(0, len(todo), bs))
-    stream = iter_groups(load, groups, workers=config.workers or _tf.cpu_count())
-    for b, batch in zip(range(0, len(todo), bs), stream, strict=True):
-        out[todo[b : b + len(batch)]] = engine(batch)
+    todo = sorted(set(todo).union(donors.missing([it.hash for it in items])))
+    stream = iter_groups(
+        load, batch_groups([(items, todo)], config.batch_size), workers=config.workers or _tf.cpu_count()
+    )
+    try:
+        compute_range(engine, donors, items, todo, stream, out)
+    finally:
+        stream.close()
     store.write(split, start, out)
     store.flush()
-    digest = rows_digest(out)
-    record = {"start": start, "stop": start + len(items), "digest": digest, "computed": len(todo)}
-    folder = Path(job.path) / COMMITS / split
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / f"{start:012d}.json", record)
+    record = write_range_record(job.path, split, start, out, computed=len(todo))
     return {"ok": len(items), **record}
 
 
 # -- on the client -------------------------------------------------------------------------------------------------
 def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, counts, progress) -> None:
-    """Every uncommitted range of every split as one task; returns when all are recorded in ``writer.meta``.
+    """Every uncommitted range of every split as one task; returns when the writer has recorded them all.
 
     Splits must exist in the store already (``writer.create_split``). Ranges whose rows all come from donor
     caches are copied here, without a task. Raises ClusterError (a task's error, a worker lost too often) or
     BadImageError (an image damaged past its header), leaving every recorded range for a resume."""
     from distributed import as_completed
 
-    from bottleneck.cache.integrity import rows_digest
-
     tasks = {}
     landed: dict[str, int] = {}
     for split in manifest.splits():
         items = manifest.items_of(split)
-        n, info = len(items), writer.meta["splits"][split]
-        step = info.get("shard_rows") or info["chunk_rows"]  # whole shards: one writer per stored object
+        n, info = len(items), writer.split(split)
+        step = info["shard_rows"] or info["chunk_rows"]  # whole shards: one writer per stored object
         done = _adopt_records(writer, split, step)
         landed[split] = sum(min(step, n - s) for s in done)
         counts.resumed_from += landed[split]
@@ -303,9 +277,7 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
             if not todo:  # nothing to compute: copy the donors' rows here
                 out = np.empty((len(chunk), *job.feature_shape), dtype=job.config.dtype)
                 donors.fill(out, [it.hash for it in chunk])
-                writer.store.write(split, start, out)
-                writer.store.flush()
-                _record(writer, split, start, start + len(chunk), rows_digest(out))
+                writer.land(split, start, out)
                 counts.reused += len(chunk)
                 landed[split] += len(chunk)
                 continue
@@ -332,7 +304,7 @@ def compute_on_cluster(cluster: Cluster, job: Job, manifest, writer, donors, cou
             counts.reused += rows - result["computed"]
             landed[split] += rows
             if progress:
-                progress(split, landed[split], writer.meta["splits"][split]["n"])
+                progress(split, landed[split], writer.split(split)["n"])
     finally:
         cluster.client.cancel([f for f in tasks if not f.done()])
 
@@ -366,11 +338,13 @@ def _result(future, split: str, start: int, rows: int) -> dict:
 def _adopt_records(writer, split: str, step: int) -> set[int]:
     """Starts of the ranges of ``split`` already durable: the committed prefix of a single-process run, and the
     ranges with a task's commit record (also when the client stopped before it saw them land)."""
-    n = writer.meta["splits"][split]["n"]
-    prefix = writer.meta["progress"].get(split, 0)
+    from bottleneck.cache.writer import range_records
+
+    n = writer.split(split)["n"]
+    prefix = writer.committed(split)
     done = {s for s in range(0, prefix, step) if min(s + step, n) <= prefix}
-    known = {int(r[0]) for r in writer.meta.get("checksums", {}).get(split, [])}
-    for start, (stop, digest) in committed_ranges(writer.path, split).items():
+    known = writer.recorded_starts(split)
+    for start, (stop, digest) in range_records(writer.path, split).items():
         if start % step == 0 and stop == min(start + step, n):
             done.add(start)
             if start not in known:

@@ -111,19 +111,16 @@ class Embedder(TransformerMixin, BaseEstimator):
         cached = self.__dict__.get("_engine")
         if cached is not None and cached[0] == key:
             return cached[1]
-        from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
+        from bottleneck.inference.engines import choose_engine
 
-        engine = verified_onnx_engine(config, self.cache_dir)
-        if engine is None:
-            engine = create_engine(config)
-            if config.engine != "tensorflow" and len(images):
-                probe = np.stack(
-                    [
-                        _resized(load(im, config, engine.input_size), engine.input_size, config.resize)
-                        for im in images[: config.batch_size]
-                    ]
-                )
-                engine = select_engine(engine, config, probe, cache_dir=self.cache_dir, n_images=len(images))
+        def probe(size: int) -> np.ndarray | None:
+            if not len(images):
+                return None
+            return np.stack(
+                [_resized(load(im, config, size), size, config.resize) for im in images[: config.batch_size]]
+            )
+
+        engine = choose_engine(config, self.cache_dir, probe=probe, n_images=len(images))
         self.__dict__["_engine"] = (key, engine)
         return engine
 

@@ -198,27 +198,27 @@ def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
 
 
 def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
-    """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file)."""
-    import logging
+    """Convert the TF engine's compiled graph to ONNX, written atomically (a crash leaves no half file).
+
+    Through ``_onnx.function_to_onnx``: constants a layer captures (Keras' Normalization in EfficientNet B0-B7)
+    become part of the graph, not inputs the model would ask for at run time."""
+    import onnx
 
     from bottleneck._io import replace_atomic
+    from bottleneck._onnx import function_to_onnx
 
     tf = _tf.tensorflow()
     path.parent.mkdir(parents=True, exist_ok=True)
     s = tf_engine.model.input_shape
     sig = [tf.TensorSpec([None, s[1], s[2], s[3]], tf.uint8, name="images")]
     fn = tf.function(lambda x: tf_engine._forward(x), input_signature=sig)
+    proto = function_to_onnx(fn, sig, input_name="images", output_name="features")
     tmp = temp_path(path)
-    # tf2onnx sets TF_CPP_MIN_LOG_LEVEL for the whole process (on import and through its log level): undo it.
-    with _tf.environment_kept():
-        import tf2onnx
-
-        tf2onnx.logging.set_level(logging.ERROR)
-        try:
-            tf2onnx.convert.from_function(fn, input_signature=sig, opset=17, output_path=str(tmp))
-            replace_atomic(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    try:
+        onnx.save(proto, str(tmp))
+        replace_atomic(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -330,7 +330,7 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
     (their input size needs the model), no record, or when ``auto`` found TensorFlow faster.
     """
     from bottleneck.backbones import get_spec
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     if config.engine == "tensorflow" or is_model_path(config.backbone) or not onnx_available():
         return None
@@ -353,6 +353,50 @@ def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine
         return None
 
 
+def choose_engine(
+    config: ExtractConfig,
+    cache_dir,
+    *,
+    probe=None,
+    n_images: int = 0,
+    notify=None,
+    int8_meta: dict | None = None,
+    calibrate=None,
+    verified_only: bool = False,
+):
+    """The one way an engine is chosen: extraction, int8 quantization, the Embedder, prediction, `cache verify
+    --recompute` and cluster workers all come here, so they cannot disagree.
+
+    int8: the saved int8 model that ``int8_meta`` (a cache's meta.json) records, else ``calibrate()`` (which
+    quantizes a new one from calibration images). fp32: the ONNX model an earlier run converted and verified under
+    ``cache_dir`` (no TensorFlow is imported), else TensorFlow, swapped for ONNX when ``probe(input_size)`` gives a
+    real batch to verify a conversion on (``select_engine``; ``n_images`` tells ``auto`` whether converting pays).
+    ``verified_only``: the verified ONNX model or None (cluster workers must compute what the client verified).
+    """
+    if config.precision == "int8":
+        from bottleneck.inference.int8 import saved_int8_engine
+
+        if int8_meta is not None:
+            return saved_int8_engine(config, int8_meta, cache_dir)
+        if calibrate is None:
+            raise ValueError("an int8 engine needs the cache's meta (int8_meta=) or calibrate=")
+        return calibrate()
+    engine = verified_onnx_engine(config, cache_dir)
+    if engine is not None or verified_only:
+        return engine
+    tf_engine = create_engine(config)
+    batch = probe(tf_engine.input_size) if probe is not None and config.engine != "tensorflow" else None
+    if batch is None or not len(batch):
+        return tf_engine
+    return select_engine(tf_engine, config, batch, cache_dir=cache_dir, notify=notify, n_images=n_images)
+
+
+_NO_TF_GPU = (
+    "device='gpu', but TensorFlow sees no GPU; install a CUDA build of TensorFlow "
+    "(pip install 'tensorflow[and-cuda]'), use engine='onnx' with onnxruntime-gpu, or use device='cpu'."
+)
+
+
 def create_engine(config: ExtractConfig) -> TensorFlowEngine:
     """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
     _tf.configure_threads(config.threads)
@@ -362,15 +406,13 @@ def create_engine(config: ExtractConfig) -> TensorFlowEngine:
         feature_model_of(config), jit_compile=config.xla, threads=config.threads, device=config.device
     )
     if config.device == "gpu" and config.engine == "tensorflow" and engine.device != "gpu":
-        raise BackboneError(
-            "device='gpu', but TensorFlow sees no GPU; install a CUDA build of TensorFlow "
-            "(pip install 'tensorflow[and-cuda]'), use engine='onnx' with onnxruntime-gpu, or use device='cpu'."
-        )
+        raise BackboneError(_NO_TF_GPU)
     return engine
 
 
 def check_device(config: ExtractConfig) -> None:
-    """Fail before any image is read when ``device='gpu'`` cannot be honoured by the ONNX engine."""
+    """Fail before any image is read (and before a cache hit) when ``device='gpu'`` cannot be honoured: by the
+    ONNX engine's providers, or, for ``engine='tensorflow'``, by the GPUs TensorFlow sees."""
     if config.device == "gpu" and config.precision == "int8":
         # ONNX Runtime's GPU providers run a QDQ model through float kernels: not the features its agreement
         # record measured, so int8 stays on the CPU's integer (VNNI) kernels.
@@ -378,8 +420,13 @@ def check_device(config: ExtractConfig) -> None:
             "precision='int8' runs on the CPU's integer kernels; use device='auto' or device='cpu' with it, "
             "or precision='fp32' on the GPU."
         )
-    if config.device != "gpu" or config.engine == "tensorflow" or not onnx_available():
-        return  # the TensorFlow engine is checked when it is built
+    if config.device != "gpu":
+        return
+    if config.engine == "tensorflow" or not onnx_available():
+        # Checked here too, not only when the engine is built: a cache hit must not pass where a run would fail.
+        if not _tf.tensorflow().config.list_physical_devices("GPU"):
+            raise BackboneError(_NO_TF_GPU)
+        return
     import onnxruntime as ort
 
     onnx_providers("gpu", ort.get_available_providers())

@@ -26,12 +26,7 @@ BATCH = 32
 
 def _fp32_engine(config, src, manifest, cache_dir, notify):
     """The verified fp32 ONNX engine of ``config`` (converted now if no earlier run did)."""
-    from bottleneck.inference.engines import (
-        create_engine,
-        onnx_available,
-        select_engine,
-        verified_onnx_engine,
-    )
+    from bottleneck.inference.engines import choose_engine, onnx_available
 
     if config.engine == "tensorflow":
         raise BackboneError(
@@ -43,13 +38,12 @@ def _fp32_engine(config, src, manifest, cache_dir, notify):
             "precision='fp32')."
         )
     fp32_config = config.replace(precision="fp32", engine="onnx")
-    engine = verified_onnx_engine(fp32_config, cache_dir)
-    if engine is None:
-        tf_engine = create_engine(fp32_config)
+
+    def probe(size: int) -> np.ndarray:
         items = manifest.items[: config.batch_size]
-        size = tf_engine.input_size
-        probe = np.stack([src.load(it, size, config.resize, config.fast_decode) for it in items])
-        engine = select_engine(tf_engine, fp32_config, probe, cache_dir=cache_dir, notify=notify)
+        return np.stack([src.load(it, size, config.resize, config.fast_decode) for it in items])
+
+    engine = choose_engine(fp32_config, cache_dir, probe=probe, notify=notify)
     if engine.name != "onnx":
         raise BackboneError(
             f"precision='int8' needs the ONNX model of {config.backbone}, and it could not be converted or "

@@ -96,19 +96,17 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
         return Scorer(
             head.image_size, config.resize, head.predict_proba, head.classes_, names, config.fast_decode
         )
-    engine = None
-    if engine_factory is None and config.precision == "int8":
-        from bottleneck.inference.int8 import saved_int8_engine
-        from bottleneck.runs.folders import run_cache
+    if engine_factory is not None:
+        engine = engine_factory(config)
+    else:
+        from bottleneck.inference.engines import choose_engine
 
-        cache = run_cache(run.summary)
-        engine = saved_int8_engine(config, cache.meta, cache.path.parent)
-    elif engine_factory is None:
-        from bottleneck.inference.engines import create_engine as engine_factory
-        from bottleneck.inference.engines import verified_onnx_engine
+        int8_meta = None
+        if config.precision == "int8":  # the int8 model the cache was computed with (its meta names it)
+            from bottleneck.runs.folders import run_cache
 
-        engine = verified_onnx_engine(config, Path(run.summary["cache"]["path"]).parent)
-    engine = engine or engine_factory(config)
+            int8_meta = run_cache(run.summary).meta
+        engine = choose_engine(config, Path(run.summary["cache"]["path"]).parent, int8_meta=int8_meta)
     if tuple(engine.feature_shape) != tuple(head.feature_shape_):
         raise HeadError(
             f"the backbone rebuilt from the run's cache config gives features of shape {tuple(engine.feature_shape)}, "

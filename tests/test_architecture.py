@@ -1,0 +1,108 @@
+"""ARCHITECTURE.md's rules, checked on the code: imports point down the flow, and what may compose a later stage."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "bottleneck"
+
+# The flow, first to last (ARCHITECTURE.md): a stage may import the stages before it, never one after it.
+ORDER = (
+    "data",
+    "backbones",
+    "cache",
+    "inference",
+    "heads",
+    "report",
+    "runs",
+    "inspection",
+    "tuning",
+    "export",
+    "cli",
+)
+
+# The only imports that run back up the flow: jobs in runs/ that compose a later stage, imported lazily inside the
+# function that needs it (ARCHITECTURE.md names each).
+COMPOSING = {
+    ("runs/advise.py", "bottleneck.tuning"),  # advise runs a short fine-tune
+    ("runs/fit.py", "bottleneck.tuning.images"),  # evaluate scores a fine-tuned run on images
+    ("runs/predict.py", "bottleneck.export.loaded"),  # predict with an exported file
+}
+
+
+def _imports(path: Path):
+    """(module imported, at module level?) for every import of bottleneck inside ``path``."""
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+            if node.module == "bottleneck":  # `from bottleneck import storage` names a module
+                names = [f"bottleneck.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith("bottleneck."):
+                yield name, id(node) in top
+
+
+def _stage(parts) -> str | None:
+    return parts[0] if parts and parts[0] in ORDER else None
+
+
+def test_imports_point_down_the_flow():
+    back = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        here = _stage(rel.parts[:-1])
+        for name, module_level in _imports(path):
+            there = _stage(name.split(".")[1:])
+            if here is None or there is None or ORDER.index(there) <= ORDER.index(here):
+                continue
+            if module_level or (rel.as_posix(), name) not in COMPOSING:
+                back.append(f"{rel.as_posix()} -> {name}{' (module level)' if module_level else ''}")
+    assert back == [], "imports that run back up the flow:\n" + "\n".join(back)
+
+
+def test_modules_beside_the_stages_import_no_stage_at_module_level():
+    """errors, config, callbacks, _io, _tf, storage ...: every stage may import them, so they import no stage at
+    module level (config names the layer presets, a leaf module of backbones; ``__main__`` is the CLI's door)."""
+    allowed = {("config.py", "bottleneck.backbones.presets"), ("__main__.py", "bottleneck.cli")}
+    found = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for name, module_level in _imports(path):
+            if module_level and _stage(name.split(".")[1:]) is not None and path.name != "__init__.py":
+                if (path.name, name) not in allowed:
+                    found.append(f"{path.name} -> {name}")
+    assert found == []
+
+
+def test_the_documented_order_is_the_checked_one():
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    listed = [
+        line.split("->", 1)[1].split("/", 1)[0].strip()
+        for line in text.splitlines()
+        if "->" in line and "/ " in line
+    ]
+    assert tuple(s for s in listed if s in ORDER) == ORDER
+
+
+def test_only_the_cache_package_writes_cache_metadata():
+    """A cache's meta.json is written by cache/ alone (sealed, through cache.integrity.write_meta): no other
+    package assigns into a cache's ``meta`` or writes a file named by ``META``."""
+    import re
+
+    assigns = re.compile(r"\.meta\[[^\]]*\]\s*=[^=]")
+    writes = re.compile(r"write_\w*\([^)]*\bMETA\b")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("cache/"):
+            continue
+        text = path.read_text()
+        offenders += [f"{rel}: {m.group(0)}" for m in assigns.finditer(text)]
+        offenders += [f"{rel}: {m.group(0)}" for m in writes.finditer(text)]
+    assert offenders == []

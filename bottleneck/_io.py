@@ -91,20 +91,42 @@ def file_hash(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (the folders last: what makes the names durable), so that a
+    folder renamed into place after it is whole and on disk too, not only in the page cache."""
+    folders = []
+    for dirpath, _, filenames in os.walk(root):
+        folders.append(dirpath)
+        for name in filenames:
+            fsync_path(os.path.join(dirpath, name))
+    if os.name != "nt":  # Windows cannot open folders
+        for folder in reversed(folders):
+            fsync_path(folder)
+
+
 @contextmanager
-def atomic_dir(path):
+def atomic_dir(path, marker: str):
     """Build a folder in a hidden sibling (yielded) and rename it to ``path`` when the block ends without error:
-    readers see the old folder or the whole new one, never half of it. An old ``path`` is replaced."""
+    readers see the old folder or the whole new one, never half of it.
+
+    An existing ``path`` is replaced only when it is empty or holds ``marker`` (the file that marks a folder of
+    this kind as one bottleneck wrote: ``metrics.json`` of a run, ...); any other folder is refused with one line,
+    so ``--out ~/Desktop`` can never replace someone's folder."""
     import shutil
 
+    from bottleneck.errors import BottleneckError
+
     path = Path(path)
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / marker).is_file())):
+        what = "a file" if not path.is_dir() else f"a folder bottleneck did not write (no {marker})"
+        raise BottleneckError(f"{path} exists and is {what}; pass a new folder, or remove it first.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        fsync_path(tmp)
+        _fsync_tree(tmp)
         if path.exists():
             old = temp_path(path, ".old")
             os.replace(path, old)

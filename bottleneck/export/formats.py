@@ -12,14 +12,13 @@ complete.
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import replace_atomic, temp_path, write_json_atomic
+from bottleneck._io import atomic_dir, replace_atomic, temp_path, write_json_atomic
 from bottleneck._onnx import function_to_onnx
 from bottleneck.errors import ExportError, one_of
 
@@ -132,18 +131,12 @@ def _savedmodel(model, path: Path, meta: dict) -> Path:
     archive.add_variable_collection(
         "class_names", [tf.Variable(meta["class_names"], trainable=False, name="class_names")]
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    # Built aside, every file fsynced, renamed into place (TensorFlow's own tmp+rename syncs nothing).
+    with atomic_dir(path, "saved_model.pb") as tmp:
         with _tf.environment_kept():
             archive.write_out(str(tmp), verbose=False)
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / META_MEMBER).write_text(json.dumps(meta, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

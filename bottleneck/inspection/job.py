@@ -139,7 +139,7 @@ def inspect_cache(
     summary = _summary(cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method,
                        len(picked))  # fmt: skip
     out = Path(out) if out is not None else Path("runs") / f"inspect-{cache.name}"
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "summary.json") as tmp:
         files = _write_csvs(tmp, rows, exact, near, issues, predictions, picked, xy)
         summary["files"] = files
         if page:

@@ -39,7 +39,7 @@ def write_run_page(run, cache, *, split: str = "test", out=None, source=None, co
             raise BottleneckError("the run is not saved; pass out=FOLDER for its page.")
         out = Path(run.path) / "report"
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "index.html") as tmp:
         thumbs = row_thumbnails(
             rows, pred.needs, tmp / THUMBS, source=source,
             source_options=cache.meta.get("source_options"), progress=progress,

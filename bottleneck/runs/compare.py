@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import write_json_atomic
+from bottleneck._io import atomic_dir, write_json_atomic
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
 from bottleneck.errors import BottleneckError, HeadError
@@ -91,15 +91,16 @@ class Comparison:
         from bottleneck.report import plot_comparison
 
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         self.paths = {k: str(out / f"comparison.{k}") for k in ("md", "csv", "json", "png")}
-        (out / "comparison.md").write_text(self.markdown())
-        (out / "comparison.csv").write_text(self.csv())
-        if self.rows:
-            plot_comparison(self.rows, out / "comparison.png")
-        else:
+        if not self.rows:
             self.paths.pop("png")
-        write_json_atomic(out / "comparison.json", self.to_json(), indent=2)
+        # Built aside and renamed when whole: never a comparison.md beside the previous run's comparison.json.
+        with atomic_dir(out, "comparison.json") as tmp:
+            (tmp / "comparison.md").write_text(self.markdown())
+            (tmp / "comparison.csv").write_text(self.csv())
+            if self.rows:
+                plot_comparison(self.rows, tmp / "comparison.png")
+            write_json_atomic(tmp / "comparison.json", self.to_json(), indent=2)
         return self.paths
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bottleneck._io import read_json, write_json_atomic
+from bottleneck._io import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from bottleneck.errors import HeadError
 
 METRICS_FILE = "metrics.json"
@@ -64,23 +64,26 @@ def unique_dir(base: Path) -> Path:
 
 
 def save_run(run: Run, path, *, cache=None) -> Path:
-    """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png."""
+    """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png. The folder is built aside
+    and renamed into place when whole (``_io.atomic_dir``): a crash leaves the old folder or none, never a run
+    folder with a head but no metrics, or metrics but a half-written head."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    run.path = path
     run.summary["path"] = str(path)
-    run.head.save(path / HEAD_DIR, cache=cache)
-    write_reports(run, f"{run.summary['head']} on {run.summary['cache']['name']}")
+    with atomic_dir(path, METRICS_FILE) as tmp:
+        run.head.save(tmp / HEAD_DIR, cache=cache)
+        write_reports(run, f"{run.summary['head']} on {run.summary['cache']['name']}", folder=tmp)
+    run.path = path
     return path
 
 
-def write_reports(run: Run, title: str) -> None:
-    """metrics.json, report.md, history.png and confusion.png of a run whose ``path`` is set (every kind)."""
+def write_reports(run: Run, title: str, folder=None) -> None:
+    """metrics.json, report.md, history.png and confusion.png of a run (every kind) into ``folder`` (default: the
+    run's ``path``)."""
     from bottleneck.report import plot_confusion, plot_history, render_report
 
-    path = run.path
+    path = Path(folder) if folder is not None else run.path
     write_json_atomic(path / METRICS_FILE, run.summary, indent=2)
-    (path / "report.md").write_text(render_report(run.summary))
+    write_text_atomic(path / "report.md", render_report(run.summary))
     plot_history(run.head.history_, path / "history.png", title=title)
     metrics = run.summary["metrics"]
     if metrics:

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bottleneck.clash import find_clashes, pandas_warning_ignored
-from bottleneck.errors import DISTRIBUTION, install_hint
+from bottleneck.errors import DISTRIBUTION, first_line, install_hint
 
 # Distributions whose versions decide what the features are and how fast they come.
 STACK = (
@@ -54,11 +54,6 @@ def our_version() -> str:
     return version_of(DISTRIBUTION) or __version__
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _onnx() -> dict:
     """ONNX Runtime: importable, with tf2onnx and onnx (the conversion); its providers; which GPU providers
     start a session here (a provider compiled in may still lack its CUDA libraries)."""
@@ -79,7 +74,12 @@ def _onnx() -> dict:
 
         providers = list(ort.get_available_providers())
     except Exception as exc:  # a broken build: say so, do not stop the report
-        return {"usable": False, "reason": _first_line(exc), "providers": [], "gpu_providers": []}
+        return {
+            "usable": False,
+            "reason": first_line(exc, with_type=True),
+            "providers": [],
+            "gpu_providers": [],
+        }
     reason = f"{' and '.join(missing)} not installed (needed to convert the Keras graph)" if missing else None
     return {
         "usable": not missing,
@@ -117,7 +117,7 @@ def _tensorflow() -> dict:
         gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
         cuda = bool(tf.test.is_built_with_cuda())
     except Exception as exc:
-        return {"usable": False, "reason": _first_line(exc), "cuda_build": None, "gpus": []}
+        return {"usable": False, "reason": first_line(exc, with_type=True), "cuda_build": None, "gpus": []}
     return {"usable": True, "reason": None, "cuda_build": cuda, "gpus": gpus}
 
 
@@ -187,7 +187,12 @@ def _pandas() -> dict | None:
         with pandas_warning_ignored():
             from pandas.core import nanops
     except Exception as exc:
-        return {"version": version, "accelerator": None, "accelerator_file": None, "reason": _first_line(exc)}
+        return {
+            "version": version,
+            "accelerator": None,
+            "accelerator_file": None,
+            "reason": first_line(exc, with_type=True),
+        }
     used = bool(getattr(nanops, "_BOTTLENECK_INSTALLED", False))
     module = getattr(nanops, "bn", None)
     return {

@@ -69,6 +69,17 @@ class InspectError(BottleneckError):
     """A cache cannot be inspected, or its page made (a moved or changed source, a bad setting)."""
 
 
+def first_line(exc: BaseException, *, with_type: bool = False, limit: int = 300) -> str:
+    """The first line of an exception's message, to embed in a one-line error: at most ``limit`` characters,
+    without a final period; its type's name when it has no message, or before it with ``with_type``."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:limit].rstrip(".") if lines else ""
+    name = type(exc).__name__
+    if not text:
+        return name
+    return f"{name}: {text}" if with_type else text
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """' Did you mean a, b?' for the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from bottleneck._io import temp_path, write_json_atomic
-from bottleneck.errors import BottleneckError, install_hint
+from bottleneck.errors import BottleneckError, first_line, install_hint
 
 STAGING_ENV = "BOTTLENECK_STAGING"  # where URLs are staged; default ~/.cache/bottleneck/staging
 MIRROR_STATE = ".mirror.json"  # in a mirrored folder: relative path -> [size, etag] of each object
@@ -74,16 +74,11 @@ def filesystem(url: str):
     except ImportError as exc:
         extra = _EXTRAS.get(scheme)
         hint = install_hint(extra) if extra == "s3" else f"install the fsspec package for {scheme}://"
-        raise StorageError(f"{scheme}:// URLs need a client library ({_first_line(exc)}); {hint}.") from None
+        raise StorageError(f"{scheme}:// URLs need a client library ({first_line(exc)}); {hint}.") from None
     except ValueError as exc:
         raise StorageError(
-            f"cannot open {url}: {_first_line(exc)}; pass an s3://, gs://, ... or local path."
+            f"cannot open {url}: {first_line(exc)}; pass an s3://, gs://, ... or local path."
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -111,9 +106,9 @@ def _storage_error(exc: Exception, url: str, doing: str) -> StorageError:
     elif name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or isinstance(
         exc, ConnectionError | TimeoutError
     ):
-        why = f"the storage server cannot be reached ({_first_line(exc)}); check AWS_ENDPOINT_URL and the network"
+        why = f"the storage server cannot be reached ({first_line(exc)}); check AWS_ENDPOINT_URL and the network"
     else:
-        why = f"{name}: {_first_line(exc)}"
+        why = f"{name}: {first_line(exc)}"
     return StorageError(f"cannot {doing} {url}: {why}.")
 
 

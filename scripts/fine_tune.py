@@ -25,7 +25,7 @@ import numpy as np
 
 def subset_npz(path: Path, per_class: int, test: int | None) -> Path:
     """x_train/y_train (first ``per_class`` of each class) and x_test/y_test (first ``test``, or all) as .npz."""
-    from bottleneck.data.arrays import read_idx
+    from bottleneck.data.array_sources import read_idx
     from bottleneck.data.datasets import FASHION_MNIST_DIR
 
     if path.exists():

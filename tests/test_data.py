@@ -344,7 +344,8 @@ def test_h5_keys_dict_and_string_and_unknown_keys(tmp_path):
         f["X_train"], f["labels/y_train"] = x, y.reshape(-1, 1)
         f["X_test"], f["labels/y_test"] = x[:2], y[:2]
     with pytest.raises(
-        SourceError, match=r"no SIGNS-style .*the file holds: X_test, X_train, labels/y_test, labels/y_train"
+        SourceError,
+        match=r"holds no image/label pair \(X_test, X_train, labels/y_test, labels/y_train\); name them",
     ):
         open_source(tmp_path / "o.h5")
     a = open_source(
@@ -358,9 +359,7 @@ def test_h5_keys_dict_and_string_and_unknown_keys(tmp_path):
     with open_source(tmp_path / "o.h5", h5_keys={"train": "X_train:labels/y_train"}) as src:
         img = src.read(src.manifest.items[0])
         assert img.shape == (8, 8, 3) and (img[..., 0] == img[..., 2]).all()  # gray repeated to RGB
-    with pytest.raises(
-        SourceError, match=r"has no dataset 'x_tr'; the file holds: X_test, X_train, labels/y_test"
-    ):
+    with pytest.raises(SourceError, match=r"has no dataset 'x_tr'; it holds: X_test, X_train, labels/y_test"):
         open_source(tmp_path / "o.h5", h5_keys="train=x_tr:labels/y_train")
     with pytest.raises(SourceError, match=r"split 'holdout' is not allowed"):
         open_source(tmp_path / "o.h5", h5_keys="holdout=X_train:labels/y_train")
@@ -487,7 +486,7 @@ needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION), reason="apt-get i
 
 @needs_fashion
 def test_idx_fashion_mnist_names_come_from_its_labels(tmp_path):
-    from bottleneck.data.arrays import FASHION_MNIST_CLASSES, load_idx_dir, read_idx
+    from bottleneck.data.array_sources import FASHION_MNIST_CLASSES, load_idx_dir, read_idx
 
     clothes = tmp_path / "clothes"  # no "fashion" in the path
     clothes.mkdir()

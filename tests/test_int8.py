@@ -91,7 +91,7 @@ def test_int8_with_the_tensorflow_engine_is_one_clear_error(tmp_path, make_image
 
 @pytest.mark.skipif(not os.path.isdir(FASHION), reason="apt-get install dataset-fashion-mnist")
 def test_int8_features_agree_with_fp32_and_the_model_is_reused(tmp_path):
-    from bottleneck.data.arrays import read_idx
+    from bottleneck.data.array_sources import read_idx
     from bottleneck.inference.runner import extract
 
     x = read_idx(Path(FASHION) / "train-images-idx3-ubyte.gz")[:400]

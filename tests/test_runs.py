@@ -10,7 +10,7 @@ from PIL import Image
 
 from bottleneck.cache import write_arrays
 from bottleneck.config import ExtractConfig
-from bottleneck.data.arrays import read_idx
+from bottleneck.data.array_sources import read_idx
 from bottleneck.data.datasets import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,

@@ -14,7 +14,7 @@ from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
 from bottleneck.backbones.presets import BLOCKS
 from bottleneck.config import POOLINGS, layer_names
-from bottleneck.errors import BackboneError, BottleneckError, one_of, suggest
+from bottleneck.errors import BackboneError, BottleneckError, first_line, one_of, suggest
 
 # Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
 # and a whole-model .keras archive (load_weights reads the weights from it).
@@ -305,7 +305,7 @@ def _construct(ctor, spec: BackboneSpec, weights, shape, include_top: bool = Fal
         raise
     except ValueError as exc:  # Keras argument checks: input size, weights value
         raise BackboneError(
-            f"cannot build {spec.name} at {shape[0]} px ({_first_line(exc)}); "
+            f"cannot build {spec.name} at {shape[0]} px ({first_line(exc)}); "
             f"use image_size={spec.input_size} (its default) or another size of at least {spec.min_size}."
         ) from None
     except Exception as exc:
@@ -313,7 +313,7 @@ def _construct(ctor, spec: BackboneSpec, weights, shape, include_top: bool = Fal
             raise
         # Keras raises a bare Exception when the download fails (no network, proxy, certificate).
         raise BackboneError(
-            f"cannot download the ImageNet weights of {spec.name} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"cannot download the ImageNet weights of {spec.name} ({type(exc).__name__}: {first_line(exc)}); "
             f"download its *_notop.h5 file by hand and pass weights=path/to/file.h5, or weights='none'."
         ) from None
 
@@ -348,7 +348,7 @@ def _load_weights(model, path: Path, name: str) -> None:
     partial = [w for w in caught if "could not be loaded" in str(w.message) or "retain" in str(w.message)]
     if partial:
         raise BackboneError(
-            f"weights file {path} does not fit {name}: {_first_line(partial[0].message)}; pass a weights file "
+            f"weights file {path} does not fit {name}: {first_line(partial[0].message)}; pass a weights file "
             f"saved from {name}, weights='imagenet', or weights='none'."
         )
 
@@ -365,7 +365,7 @@ def _mismatch(exc: Exception) -> str:
     detail = re.search(r"^(Layer '[^']*' expected .*?variables.*?)$", text, re.M)
     if count:
         return f"{count.group(1)} layers could not be loaded" + (f" ({detail.group(1)})" if detail else "")
-    return _first_line(exc)
+    return first_line(exc)
 
 
 def _fold_efficientnet_rescaling(model) -> None:
@@ -413,12 +413,6 @@ def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess
     return model, preprocess, fixed or image_size
 
 
-def _first_line(exc) -> str:
-    """The first line of an exception's message, without its final period (it is embedded in a sentence)."""
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300].rstrip(".")
-
-
 # How many layer names an unknown-layer error lists (counted back from the output).
 LAYERS_LISTED = 10
 
@@ -441,7 +435,7 @@ def read_at(base, layers: tuple[str, ...], name: str):
             output = base.get_layer(layer).output
         except (AttributeError, ValueError) as exc:  # a layer used at several places has no single output
             raise BackboneError(
-                f"layer {layer!r} of {name} has no single output ({_first_line(exc)}); pick another layer."
+                f"layer {layer!r} of {name} has no single output ({first_line(exc)}); pick another layer."
             ) from None
         if not hasattr(output, "shape"):
             raise BackboneError(

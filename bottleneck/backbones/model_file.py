@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from bottleneck import _tf
-from bottleneck.errors import BackboneError
+from bottleneck.errors import BackboneError, first_line
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -93,9 +93,8 @@ def load_keras(path, error: type[Exception], fix: str):
                 "Rebuild the model without Lambda layers (use built-in or registered custom layers) and save it "
                 "again."
             ) from None
-        msg = text.splitlines()[0] if text else type(exc).__name__
         raise error(
-            f"cannot load {path} as a Keras model ({type(exc).__name__}: {msg[:300]}); {fix}."
+            f"cannot load {path} as a Keras model ({first_line(exc, with_type=True)}); {fix}."
         ) from None
 
 
@@ -107,7 +106,7 @@ def _load_saved_model(path: Path):
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
         raise BackboneError(
-            f"cannot load SavedModel {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+            f"cannot load SavedModel {path} ({first_line(exc, with_type=True)}); "
             "re-export it with model.export(path) or save a .keras file."
         ) from None
     endpoint = next(

@@ -14,7 +14,7 @@ from bottleneck.cache.key import cache_dir_name
 from bottleneck.cache.stores import FeatureArray, Store, open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest
-from bottleneck.errors import CacheError
+from bottleneck.errors import CacheError, first_line
 
 META = integrity.META
 MANIFEST = "manifest.npz"  # the columnar manifest (data.manifest.Manifest.to_bytes)
@@ -68,11 +68,6 @@ def progress_text(meta: dict) -> str:
     return f"incomplete ({done}/{total} rows)"
 
 
-def _read_error(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
 class Cache:
     """A read-only view of a cache: per split ``features`` (array-like, N x ...), ``labels`` (N,), ``ids`` (N,)."""
 
@@ -117,7 +112,7 @@ class Cache:
             except integrity.READ_ERRORS as exc:
                 raise CacheDamaged(
                     f"cache {self.path} is damaged: its {self.meta['format']} data cannot be opened "
-                    f"({_read_error(exc)}). Run `bottleneck cache verify {self.path}`, then re-run the `bottleneck "
+                    f"({first_line(exc, with_type=True)}). Run `bottleneck cache verify {self.path}`, then re-run the `bottleneck "
                     "extract` that made it."
                 ) from None
         return self._store
@@ -128,7 +123,7 @@ class Cache:
             return getattr(self.store, what)(split)
         except integrity.READ_ERRORS as exc:
             raise CacheDamaged(
-                f"cache {self.path} is damaged: the {what} of split {split!r} cannot be read ({_read_error(exc)}). "
+                f"cache {self.path} is damaged: the {what} of split {split!r} cannot be read ({first_line(exc, with_type=True)}). "
                 f"Run `bottleneck cache verify {self.path}`, then re-run the `bottleneck extract` that made it.",
                 split,
             ) from None
@@ -247,7 +242,7 @@ class Cache:
             return read_manifest(self.path)[0]
         except (OSError, ValueError, KeyError) as exc:
             raise CacheDamaged(
-                f"cache {self.path} is damaged: its manifest cannot be read ({_read_error(exc)}). Re-run the "
+                f"cache {self.path} is damaged: its manifest cannot be read ({first_line(exc, with_type=True)}). Re-run the "
                 "`bottleneck extract` that made it."
             ) from None
 

@@ -59,14 +59,11 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    from bottleneck.cli.progress import ProgressBar
+    from bottleneck.cli.progress import progress_bar
     from bottleneck.inference.recompute import verify_cache
 
-    bar = ProgressBar(unit="chunk", enabled=False if quiet or json_out else None)
-    try:
+    with progress_bar("chunk", quiet or json_out) as bar:
         report = verify_cache(cache, recompute=recompute, progress=bar)
-    finally:
-        bar.close()
     if json_out:
         print_json(report.__dict__ | {"ok": report.ok})
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from bottleneck.cli.common import print_json, user_errors
-from bottleneck.cli.progress import ProgressBar
+from bottleneck.cli.progress import progress_bar
 
 EXTRACT_HELP = """Run a frozen backbone over every image of every split once and cache the features.
 
@@ -168,8 +168,7 @@ def register(app: typer.Typer) -> None:
             fast_decode=fast_decode,
             device=device,
         )
-        bar = ProgressBar(enabled=None if not quiet else False)
-        try:
+        with progress_bar(quiet=quiet) as bar:
             result = extract(
                 source,
                 config,
@@ -183,8 +182,6 @@ def register(app: typer.Typer) -> None:
                 h5_keys=h5_keys,
                 cluster=cluster or None,
             )
-        finally:
-            bar.close()
         if json_out:
             print_json(result.summary())
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bottleneck.cli.common import print_json, user_errors
-from bottleneck.cli.progress import ProgressBar
+from bottleneck.cli.progress import progress_bar
 from bottleneck.errors import BottleneckError
 from bottleneck.runs.params import parse_params
 
@@ -157,13 +157,10 @@ def register(app: typer.Typer) -> None:
         from bottleneck.runs import fit_head
 
         params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param)
-        bar = ProgressBar(unit="it", enabled=None if not quiet else False)
-        try:
+        with progress_bar("it", quiet) as bar:
             run = fit_head(
                 cache, head, params=params, seed=seed, layers=layers, out=out, runs_dir=runs_dir, progress=bar
             )
-        finally:
-            bar.close()
         s = run.summary
         page = _run_page(run) if report else None
         if json_out:
@@ -258,8 +255,7 @@ def register(app: typer.Typer) -> None:
         if not names:
             raise BottleneckError("--heads is empty; pass e.g. --heads logreg,linear,mlp.")
         params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param, names)
-        bar = ProgressBar(unit="fit", enabled=None if not quiet else False)
-        try:
+        with progress_bar("fit", quiet) as bar:
             result = compare(
                 caches,
                 names,
@@ -272,8 +268,6 @@ def register(app: typer.Typer) -> None:
                 progress=bar,
                 notify=lambda line: typer.echo(line, err=True),
             )
-        finally:
-            bar.close()
         if report:
             from bottleneck.inspection.run_page import write_compare_page
 
@@ -322,13 +316,10 @@ def register(app: typer.Typer) -> None:
     ):
         from bottleneck.data.datasets import export_fashion_mnist
 
-        bar = ProgressBar(enabled=None if not quiet else False)
-        try:
+        with progress_bar(quiet=quiet) as bar:
             result = export_fashion_mnist(
                 out_dir, per_class=per_class, source=source, download=download, progress=bar
             )
-        finally:
-            bar.close()
         if json_out:
             print_json(result)
             return

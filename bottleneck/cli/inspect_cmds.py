@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bottleneck.cli.common import print_json, user_errors
-from bottleneck.cli.progress import ProgressBar
+from bottleneck.cli.progress import progress_bar
 
 INSPECT_HELP = """Find exact and near duplicates, cross-split leaks and likely label errors in a cache, from its
 features alone (no backbone pass), and write CSVs, summary.json and one offline page (index.html).
@@ -54,8 +54,7 @@ def register(app: typer.Typer) -> None:
     ):
         from bottleneck.inspection import inspect_cache
 
-        bar = ProgressBar(enabled=None if not quiet else False)
-        try:
+        with progress_bar(quiet=quiet) as bar:
             result = inspect_cache(
                 cache,
                 run=run,
@@ -70,8 +69,6 @@ def register(app: typer.Typer) -> None:
                 progress=bar,
                 notify=lambda line: typer.echo(line, err=True),
             )
-        finally:
-            bar.close()
         s = result.summary
         if json_out:
             print_json(s)

@@ -93,6 +93,17 @@ class ProgressBar:
             self._rich.stop()
             self._rich = None
 
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # also on an error: a live bar must not be left drawing over the error line
+
+
+def progress_bar(unit: str = "img", quiet: bool = False) -> ProgressBar:
+    """The CLI's bar for a command (silent with ``--quiet``), used as ``with progress_bar("it", quiet) as bar:``."""
+    return ProgressBar(unit=unit, enabled=False if quiet else None)
+
 
 def _isatty(stream) -> bool:
     try:

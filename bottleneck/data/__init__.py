@@ -1,7 +1,7 @@
 """Image sources: layouts, manifest (ids, labels, splits, content hashes), decoding to RGB uint8 and resizing.
 
 Submodules: ``manifest`` (Item, Manifest, val split), ``decode`` (files and array rows to RGB, resize),
-``files`` (class folders, CSV), ``arrays`` (.h5, .npz, .npy, IDX), ``source`` (detection, open_source, reading).
+``files`` (class folders, CSV), ``array_sources`` (.h5, .npz, .npy, IDX), ``source`` (detection, open_source, reading).
 No TensorFlow here: the cache-hit path imports this package.
 """
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from bottleneck._io import write_bytes_atomic, write_json_atomic
 from bottleneck.callbacks import Progress
-from bottleneck.data.arrays import FASHION_MNIST_CLASSES, idx_files, read_idx
+from bottleneck.data.array_sources import FASHION_MNIST_CLASSES, idx_files, read_idx
 from bottleneck.errors import BottleneckError
 
 EXPORT_MARKER = ".bottleneck-export.json"

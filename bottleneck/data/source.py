@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.data import arrays, files
+from bottleneck.data import array_sources as arrays
+from bottleneck.data import files
 from bottleneck.data.decode import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
@@ -251,7 +252,7 @@ def open_source(
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
-    ``h5_keys`` names the image/label arrays of a .h5, .npz or .npy folder (see ``bottleneck.data.arrays``).
+    ``h5_keys`` names the image/label arrays of a .h5, .npz or .npy folder (see ``bottleneck.data.array_sources``).
     ``val_fraction`` carves a stratified, seeded val split out of train when the source has none.
     ``progress(stage, done, total)`` is called while hashing. ``max_image_pixels`` is the decompression-bomb
     limit of image files (None: PIL's default, ~89 Mpx; 0: none). ``pilot`` ({"per_class", "seed", "holdout"})

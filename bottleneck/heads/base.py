@@ -12,8 +12,8 @@ from bottleneck._io import read_json, write_json_atomic
 from bottleneck.cache.key import features_key, features_keys
 from bottleneck.config import FEATURE_SETTINGS
 from bottleneck.errors import HeadError
-from bottleneck.heads.arrays import iter_blocks
 from bottleneck.heads.checks import check_features, check_finite, check_labels, label_kind, plain_value
+from bottleneck.heads.feature_blocks import iter_blocks
 
 HEAD_FILE = "head.json"
 

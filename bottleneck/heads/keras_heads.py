@@ -12,9 +12,9 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck.callbacks import Progress
 from bottleneck.errors import HeadError
-from bottleneck.heads.arrays import available_memory, iter_blocks, nbytes, to_memory
 from bottleneck.heads.base import Head
 from bottleneck.heads.checks import check_class_weight, check_finite, class_weights, stratified_holdout
+from bottleneck.heads.feature_blocks import available_memory, iter_blocks, nbytes, to_memory
 
 MODEL_FILE = "model.keras"
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from bottleneck.callbacks import Progress
 from bottleneck.errors import HeadError
-from bottleneck.heads.arrays import to_memory
 from bottleneck.heads.base import Head
 from bottleneck.heads.checks import check_class_weight, check_finite, class_weights, stratified_holdout
+from bottleneck.heads.feature_blocks import to_memory
 
 # Decades from strong to weak regularisation; on standardised features the best C of ImageNet features is
 # usually 1e-3..1 (CLIP's sweep spans 1e-6..1e6, but the ends are never chosen on features scaled like ours).

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck.heads.arrays import block_rows_for
+from bottleneck.heads.feature_blocks import block_rows_for
 
 # This module subclasses keras.utils.PyDataset, so it is only imported where Keras is needed anyway.
 keras = _tf.keras()

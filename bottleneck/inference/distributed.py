@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.errors import BottleneckError, install_hint
+from bottleneck.errors import BottleneckError, first_line, install_hint
 
 DASK_MISSING = f"cluster= needs Dask; install it with: {install_hint('dask')} (dask and distributed)."
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler fails after this, never hangs
@@ -76,7 +76,7 @@ class Cluster:
         except (OSError, TimeoutError) as exc:
             self.close()
             raise ClusterError(
-                f"cannot reach the Dask scheduler at {spec} within {CONNECT_TIMEOUT_S} s ({_one_line(exc)}); "
+                f"cannot reach the Dask scheduler at {spec} within {CONNECT_TIMEOUT_S} s ({first_line(exc)}); "
                 "start it (`dask scheduler`) or check the address."
             ) from None
 
@@ -97,11 +97,6 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -216,7 +211,7 @@ def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict
             return {"bad": [exc.item.id, exc.reason]}
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return {
-            "error": f"{_one_line(exc)} ({type(exc).__name__} at {Path(where.filename).name}:{where.lineno})"
+            "error": f"{first_line(exc)} ({type(exc).__name__} at {Path(where.filename).name}:{where.lineno})"
         }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck._io import temp_path, write_json_atomic
 from bottleneck.config import ExtractConfig
-from bottleneck.errors import BackboneError
+from bottleneck.errors import BackboneError, first_line
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ def select_engine(
     except Exception as exc:  # any converter/runtime failure: TF still gives correct features
         if notify:
             notify(
-                f"warning: ONNX engine unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); using tensorflow"
+                f"warning: ONNX engine unavailable ({first_line(exc, with_type=True, limit=120)}); using tensorflow"
             )
         return tf_engine
     if not diff <= ONNX_TOLERANCE:

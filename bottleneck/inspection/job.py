@@ -35,7 +35,7 @@ class Inspection:
 def load_features(cache, rows: Rows, progress: Progress | None = None) -> np.ndarray:
     """Every row's features, flattened, L2-normalised, float32, (N, D) in global row order, read block by
     block (the store's own dtype is never held whole a second time)."""
-    from bottleneck.heads.arrays import iter_blocks
+    from bottleneck.heads.feature_blocks import iter_blocks
     from bottleneck.inspection.duplicates import normalized
 
     d = int(np.prod(cache.feature_shape))

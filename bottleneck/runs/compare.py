@@ -13,7 +13,7 @@ from bottleneck._io import atomic_dir, write_json_atomic
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
 from bottleneck.errors import BottleneckError, HeadError
-from bottleneck.heads.arrays import take_rows
+from bottleneck.heads.feature_blocks import take_rows
 from bottleneck.runs.fit import selection_summary
 
 
@@ -117,7 +117,7 @@ def _backbone_label(config) -> str:
 
 def _load_for_compare(cache, split: str, budget: int):
     """A split in RAM when it fits the budget (every head reuses it), else the on-disk array."""
-    from bottleneck.heads.arrays import nbytes, to_memory
+    from bottleneck.heads.feature_blocks import nbytes, to_memory
 
     X = cache.features(split)
     return (to_memory(X) if nbytes(X) <= budget else X), cache.labels(split)
@@ -205,7 +205,7 @@ def compare(
     With ``out``, saves the table (markdown, CSV, JSON) and a plot there.
     """
     from bottleneck.heads import HEADS, canonical_name, head_params, make_head
-    from bottleneck.heads.arrays import available_memory
+    from bottleneck.heads.feature_blocks import available_memory
     from bottleneck.report import classification_metrics
 
     names = [canonical_name(h) for h in heads]

@@ -10,7 +10,7 @@ import numpy as np
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
 from bottleneck.errors import HeadError
-from bottleneck.heads.arrays import take_rows
+from bottleneck.heads.feature_blocks import take_rows
 from bottleneck.runs.folders import Run, cache_summary, load_run, matching_layers, save_run, unique_dir
 
 

@@ -127,7 +127,7 @@ def check_start(assembled: Assembled, run, cache, images, *, rows: int = 32, see
     checked exactly (the head network against the head on the model's own features) and the features
     against the cache within float16 rounding.
     """
-    from bottleneck.heads.arrays import take_rows
+    from bottleneck.heads.feature_blocks import take_rows
 
     split = "val" if "val" in cache.splits else "train"
     n = cache.n(split)

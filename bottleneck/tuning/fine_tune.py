@@ -342,7 +342,7 @@ def _batches(
 
 def _array(cache, split):
     """A prefix cache split in RAM when it fits in half the free memory (true per-row shuffles), else on disk."""
-    from bottleneck.heads.arrays import available_memory, nbytes, to_memory
+    from bottleneck.heads.feature_blocks import available_memory, nbytes, to_memory
 
     x = cache.features(split)
     return to_memory(x) if nbytes(x) < available_memory() // 2 else x
@@ -378,7 +378,7 @@ def _prefix_difference(assembled, cut, images, prefix, seed: int, rows: int = 16
     """Max |cached - computed| activation on a sample of train rows, relative to the computed scale: float16
     cannot hold activations far below its smallest normal number (random-weight networks) or above 65504."""
     keras = _tf.keras()
-    from bottleneck.heads.arrays import take_rows
+    from bottleneck.heads.feature_blocks import take_rows
 
     n = images.n("train")
     pick = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))

@@ -233,26 +233,7 @@ def load_h5(path: Path, keys=None) -> ArraySet:
             f"{path} is not a readable HDF5 file ({exc}); pass a .h5 file written by h5py."
         ) from None
     try:
-        present = _h5_datasets(f)
-        shown = ", ".join(present[:30]) + (" ..." if len(present) > 30 else "")
-        if keys is not None:
-            pairs, classes_key = parse_keys(keys)
-            missing = [k for pair in pairs.values() for k in pair if k not in f] + (
-                [classes_key] if classes_key and classes_key not in f else []
-            )
-            if missing:
-                raise SourceError(
-                    f"{path} has no dataset {', '.join(repr(m) for m in missing)}; the file holds: {shown}. "
-                    f"Name existing ones with h5_keys=, e.g. {KEYS_EXAMPLE}."
-                )
-        else:
-            pairs = find_pairs(present)
-            classes_key = next((k for k in present if k.lower() in CLASS_KEYS), None)
-            if not pairs:
-                raise SourceError(
-                    f"{path} has no SIGNS-style train_set_x/train_set_y (or x_train/y_train ...) datasets; "
-                    f"the file holds: {shown}. Name them with h5_keys=, e.g. {KEYS_EXAMPLE}."
-                )
+        pairs, classes_key = _pairs_for(path, _h5_datasets(f), keys, what="dataset")
         images = {s: f[x] for s, (x, _) in pairs.items()}  # h5py datasets: rows are read on demand
         labels = {s: f[y][()] for s, (_, y) in pairs.items()}
         names = f[classes_key][()] if classes_key else None
@@ -297,7 +278,9 @@ def load_npy_dir(path: Path, keys=None) -> ArraySet:
     return _finish(str(path), images, labels, names)
 
 
-def _pairs_for(path: Path, present: list[str], keys):
+def _pairs_for(path: Path, present: list[str], keys, what: str = "array"):
+    """({split: (images, labels)}, class names key or None) among the arrays (or h5 datasets) ``present``: the
+    ones ``keys`` names, checked to exist, or the ones the naming rule finds."""
     shown = ", ".join(present[:30]) + (" ..." if len(present) > 30 else "")
     if keys is not None:
         pairs, classes_key = parse_keys(keys)
@@ -306,15 +289,16 @@ def _pairs_for(path: Path, present: list[str], keys):
             missing.append(classes_key)
         if missing:
             raise SourceError(
-                f"{path} has no array {', '.join(repr(m) for m in missing)}; it holds: {shown}. "
-                f"Name existing ones, e.g. {KEYS_EXAMPLE}."
+                f"{path} has no {what} {', '.join(repr(m) for m in missing)}; it holds: {shown}. "
+                f"Name existing ones with h5_keys=, e.g. {KEYS_EXAMPLE}."
             )
         return pairs, classes_key
     pairs = find_pairs(present)
     if not pairs:
         raise SourceError(
             f"{path} holds no image/label pair ({shown or 'nothing'}); name them x_train/y_train, "
-            "train_images/train_labels (and the same for val, test) or images/labels, or pass h5_keys."
+            "train_set_x/train_set_y, train_images/train_labels (and the same for val, test) or images/labels, "
+            f"or name them with h5_keys=, e.g. {KEYS_EXAMPLE}."
         )
     return pairs, next((k for k in present if k.lower() in CLASS_KEYS), None)
 

@@ -39,6 +39,9 @@ def _root(
                 typer.echo(f"warning: {clash.message}", err=True)
 
 
+from bottleneck.cli.common import reflow_all  # noqa: E402
+
+
 def _register_all() -> None:
     from bottleneck.cli import cache_cmds, doctor_cmds, extract_cmds
 
@@ -55,6 +58,7 @@ def _register_all() -> None:
 
 
 _register_all()
+reflow_all(app)
 
 
 def main() -> None:

@@ -82,3 +82,36 @@ def user_errors(fn):
 
 def print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def reflow(text: str | None) -> str | None:
+    """Help text as it should render at any width: the lines of a prose paragraph joined (the terminal wraps
+    them), blank lines between paragraphs kept, and indented lines (examples, lists) kept as written."""
+    if not text:
+        return text
+    out = []
+    for para in re.split(r"\n[ \t]*\n", text.strip("\n")):
+        lines = para.split("\n")
+        if any(line.startswith((" ", "\t")) for line in lines):
+            out.append(para)
+        else:
+            out.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
+
+
+def reflow_all(app) -> None:
+    """Reflow every command's and every option's help of a typer app and its groups (see ``reflow``): help is
+    written in Python strings with hard line breaks at 110 columns, which a terminal would keep mid-sentence."""
+    import inspect
+
+    for info in app.registered_commands:
+        info.help = reflow(info.help or (inspect.getdoc(info.callback) if info.callback else None))
+        for param in inspect.signature(info.callback).parameters.values():
+            default = param.default
+            if hasattr(default, "help") and isinstance(default.help, str):
+                default.help = reflow(default.help)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            info = group.typer_instance.info
+            info.help = reflow(info.help) if isinstance(info.help, str) else info.help
+            reflow_all(group.typer_instance)

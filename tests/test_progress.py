@@ -52,3 +52,19 @@ def test_cli_spelling_of_library_messages():
     assert cli_spelling("layer='a,,b' has", options) == "--layer a,,b has"
     # Names that are no CLI option, and code like include_top=False, stay as they are.
     assert cli_spelling("include_top=False and k=3", options) == "include_top=False and k=3"
+
+
+def test_slow_steps_are_seconds_per_step_in_their_own_unit():
+    out = io.StringIO()
+    now = [0.0]
+    bar = ProgressBar(unit=None, stream=out, interval=5.0, clock=lambda: now[0])
+    bar("epoch", 0, 4)
+    now[0] = 25.0
+    bar("epoch", 2, 4)  # 12.5 s per epoch: "0.1 it/s" said nothing
+    now[0] = 50.0
+    bar("epoch", 4, 4)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "epoch 2/4 (50%) 12.5 s/epoch, about 25 s left",
+        "epoch 4/4 (100%) 12.5 s/epoch in 50.0 s",
+    ]

@@ -14,11 +14,12 @@ PLAIN_INTERVAL_S = 5.0
 
 
 class ProgressBar:
-    """A progress callback. ``enabled``: None or True draws (a bar on a terminal, lines elsewhere); False is silent."""
+    """A progress callback. ``enabled``: None or True draws (a bar on a terminal, lines elsewhere); False is silent.
+    ``unit`` names what is counted in rates ("img/s"); None: each stage's own name ("12.3 s/epoch")."""
 
     def __init__(
         self,
-        unit: str = "img",
+        unit: str | None = "img",
         enabled: bool | None = None,
         *,
         stream=None,
@@ -83,7 +84,7 @@ class ProgressBar:
         pct = 100.0 * done / total if total else 100.0
         text = f"{label} {done}/{total} ({pct:.0f}%)"
         if rate > 0:
-            text += f" {rate:.1f} {self.unit}/s"
+            text += " " + rate_text(rate, self.unit or label).strip()
             text += f" in {elapsed:.1f} s" if finished else f", about {(total - done) / rate:.0f} s left"
         self.stream.write(text + "\n")
         self.stream.flush()
@@ -100,9 +101,16 @@ class ProgressBar:
         self.close()  # also on an error: a live bar must not be left drawing over the error line
 
 
-def progress_bar(unit: str = "img", quiet: bool = False) -> ProgressBar:
+def progress_bar(unit: str | None = "img", quiet: bool = False) -> ProgressBar:
     """The CLI's bar for a command (silent with ``--quiet``), used as ``with progress_bar("it", quiet) as bar:``."""
     return ProgressBar(unit=unit, enabled=False if quiet else None)
+
+
+def rate_text(per_second: float, unit: str) -> str:
+    """ "7.5 img/s", or for slow steps (epochs) "12.3 s/epoch": a rate below one per second would print as 0.0."""
+    if per_second >= 1:
+        return f"{per_second:7.1f} {unit}/s"
+    return f"{1 / per_second:7.1f} s/{unit}"
 
 
 def _isatty(stream) -> bool:
@@ -112,7 +120,7 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _RateColumn(unit: str):
+def _RateColumn(unit: str | None):
     """A rich column showing the task's speed in ``unit``/s (rich's own speed column assumes bytes)."""
     from rich.progress import ProgressColumn
     from rich.text import Text
@@ -120,6 +128,7 @@ def _RateColumn(unit: str):
     class RateColumn(ProgressColumn):
         def render(self, task):
             speed = task.finished_speed or task.speed
-            return Text(f"{speed:7.1f} {unit}/s" if speed else f"{'?':>7} {unit}/s")
+            what = unit or task.description
+            return Text(rate_text(speed, what) if speed else f"{'?':>7} {what}/s")
 
     return RateColumn()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from bottleneck.config import ExtractConfig
 
 # The benchmark scripts' instruments are the tests' too (one way of counting file opens and decodes).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -67,6 +70,32 @@ def make_arrays(
     return x, np.arange(n, dtype=np.int64) % classes
 
 
+def blobs(n_per_class: int, seed: int, dim: int = 8, k: int = 3, sep: float = 2.5):
+    """(X float32 (n_per_class * k, dim), y (N,)): overlapping Gaussian blobs, class c shifted by ``sep`` along
+    axis c (accuracy below 1, so a head's settings can matter)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n_per_class)
+    X = rng.normal(size=(len(y), dim)).astype(np.float32)
+    X[np.arange(len(y)), y] += sep
+    return X, y
+
+
+NAMES = ["ant", "bee", "cow"]
+
+
+def make_cache(
+    path, *, dim=8, k=3, names=None, splits=("train", "val", "test"), sizes=None, sep=2.5, key="k" * 64, **cfg
+):
+    """A complete cache of blob features (``write_arrays``): ``sizes`` rows per class (default 60 / 20 / 20 in
+    train / val / test), class names ``names`` (default ``NAMES[:k]``); ``cfg`` are ExtractConfig settings."""
+    from bottleneck.cache import write_arrays
+
+    sizes = sizes or {"train": 60, "val": 20, "test": 20}
+    arrays = {s: blobs(sizes[s], seed=i, dim=dim, k=k, sep=sep) for i, s in enumerate(splits)}
+    config = ExtractConfig(backbone="arrays", weights="none", **cfg)
+    return write_arrays(path, arrays, class_names=list(names or NAMES[:k]), config=config, key=key)
+
+
 @pytest.fixture(name="make_image_folder")
 def _make_image_folder_fixture():
     """The ``make_image_folder`` function, for tests that prefer fixtures to imports."""
@@ -114,9 +143,26 @@ class PixelEngine(FakeEngine):
 
 
 class MeanColor(FakeEngine):
-    """A fake engine: each image's mean colour (0..255) as its feature row, so rows can be checked exactly."""
+    """The tests' one fake backbone: each image's mean colour as its feature row (0..255, or times ``scale``), so
+    rows can be checked exactly. ``delay`` seconds per batch (a slow backbone); ``fail_after`` batches, then
+    KeyboardInterrupt (what Ctrl-C looks like from inside the loop); ``calls`` and ``images`` count the work."""
 
     feature_shape = (3,)
 
+    def __init__(self, *, delay: float = 0.0, scale: float = 1.0, fail_after: int | None = None):
+        self.delay, self.scale, self.fail_after = delay, scale, fail_after
+        self.calls = self.images = 0
+
     def __call__(self, batch):
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt
+        assert batch.dtype == np.uint8 and batch.shape[1:] == (8, 8, 3)
+        if self.delay:
+            time.sleep(self.delay)
+        self.images += len(batch)
+        return (batch.reshape(len(batch), -1, 3).mean(axis=1) * self.scale).astype(np.float32)
+
+
+# The tests' one extraction config: a real registry backbone's settings; the engines above stand in for it.
+CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)

@@ -7,18 +7,16 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import PixelEngine
+from conftest import CFG, PixelEngine
 from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck.cache.reader import read_manifest
 from bottleneck.cli import app
-from bottleneck.config import ExtractConfig
 from bottleneck.errors import BadImageError
 from bottleneck.inference.runner import run_extraction
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 
 
 def engines(built):

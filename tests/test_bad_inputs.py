@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import CFG as BASE_CFG
 from conftest import MeanColor, make_image_folder
 from PIL import Image
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from bottleneck.config import ExtractConfig
 from bottleneck.errors import BadImageError, BottleneckError, HeadError
 from bottleneck.inference.runner import run_extraction
 
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
+CFG = BASE_CFG.replace(batch_size=2)
 
 
 def mean_color(config):

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, make_image_folder, truncated_png
+from conftest import CFG, PixelEngine, make_image_folder, truncated_png
 from typer.testing import CliRunner
 
 from bottleneck.cache import read_meta
@@ -22,8 +22,6 @@ from bottleneck.inference import distributed
 from bottleneck.inference.runner import run_extraction
 
 pytest.importorskip("distributed")
-
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 
 
 class SlowPixels(PixelEngine):

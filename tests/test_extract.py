@@ -5,7 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import FakeEngine, run_python
+from conftest import CFG as BASE_CFG
+from conftest import MeanColor, run_python
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -30,35 +31,16 @@ def make_folder(root, colors=COLORS, size=(24, 16)):
     return root
 
 
-class MeanColorEngine(FakeEngine):
-    """A fake engine whose features are each image's mean colour: lets tests check row alignment exactly."""
-
-    name = "fake"
-
-    def __init__(self, input_size=8, fail_after=None):
-        self.input_size = input_size
-        self.feature_shape = (3,)
-        self.calls = 0
-        self.fail_after = fail_after
-
-    def __call__(self, batch):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise KeyboardInterrupt  # what Ctrl-C looks like from inside the loop
-        assert batch.dtype == np.uint8 and batch.shape[1:] == (8, 8, 3)
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
-
-
 def factory(engines):
     def make(config):
-        e = MeanColorEngine()
+        e = MeanColor()
         engines.append(e)
         return e
 
     return make
 
 
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=3)
+CFG = BASE_CFG.replace(batch_size=3)
 
 
 def test_every_image_one_row_aligned_with_label_and_id(tmp_path):
@@ -148,7 +130,7 @@ def test_interrupted_run_resumes_to_identical_cache(tmp_path):
     )[0]
 
     def crashing(config):
-        return MeanColorEngine(fail_after=5)
+        return MeanColor(fail_after=5)
 
     # Ctrl-C in the 6th batch: two chunks of 8 were committed, the half-done third is dropped.
     with pytest.raises(

@@ -7,16 +7,14 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MeanColor, counting, make_image_folder
+from conftest import CFG, MeanColor, counting, make_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck.cli import app
-from bottleneck.config import ExtractConfig
 from bottleneck.data.hash_index import HashIndex, index_path, stamp
 from bottleneck.inference.runner import run_extraction
 
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 HOUR_AGO = time.time() - 3600
 
 

@@ -1,11 +1,10 @@
 import json
 
-import numpy as np
 import pytest
-from conftest import FakeEngine, make_image_folder
+from conftest import MeanColor, make_image_folder
+from conftest import make_cache as conftest_cache
 from typer.testing import CliRunner
 
-from bottleneck.cache import write_arrays
 from bottleneck.cli import app
 from bottleneck.cli.heads_cmds import _seeds, parse_params
 from bottleneck.config import ExtractConfig
@@ -16,15 +15,11 @@ runner = CliRunner()
 
 
 def make_cache(path, dim=6, pooling="avg", key="k" * 64):
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 30), ("val", 10), ("test", 10)):
-        y = np.repeat(np.arange(2), n)
-        X = rng.normal(size=(len(y), dim)).astype(np.float32)
-        X[:, 0] += 4 * y
-        arrays[split] = (X, y)
-    config = ExtractConfig(backbone="arrays", weights="none", pooling=pooling)
-    return write_arrays(path, arrays, class_names=["no", "yes"], config=config, key=key)
+    """Two well-separated classes, "no" and "yes"."""
+    sizes = {"train": 30, "val": 10, "test": 10}
+    return conftest_cache(
+        path, dim=dim, k=2, names=["no", "yes"], sizes=sizes, sep=4.0, key=key, pooling=pooling
+    )
 
 
 def invoke(*args):
@@ -144,24 +139,17 @@ def test_parse_params_and_seeds():
         _seeds("0")
 
 
-class MeanColorEngine(FakeEngine):
-    name = "fake"
-    input_size = 8
-    feature_shape = (3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32) / 255.0
-
-
 def test_predict_prints_one_line_per_image(tmp_path, monkeypatch):
     import bottleneck.inference.engines
     from bottleneck.inference.runner import run_extraction
 
-    monkeypatch.setattr(bottleneck.inference.engines, "create_engine", lambda config: MeanColorEngine())
+    monkeypatch.setattr(
+        bottleneck.inference.engines, "create_engine", lambda config: MeanColor(scale=1 / 255)
+    )
     src = make_image_folder(tmp_path / "data", {"ant": 6, "bee": 6}, splits=["train", "test"])
     cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
     cache = run_extraction(
-        src, cfg, cache_dir=tmp_path / "cache", engine_factory=lambda c: MeanColorEngine()
+        src, cfg, cache_dir=tmp_path / "cache", engine_factory=lambda c: MeanColor(scale=1 / 255)
     ).cache
     assert invoke("fit-head", cache.path, "--out", tmp_path / "run", "-q").exit_code == 0
     res = invoke("predict", tmp_path / "run", src / "test", "--top", "2")

@@ -13,20 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, make_image_folder
+from conftest import CFG, PixelEngine, make_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck import storage
 from bottleneck.cli import app
-from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import run_extraction
 from bottleneck.runs.fit import fit_head
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
-
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 
 
 def pixel_engine(config):

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, counting, make_image_folder, truncated_png
+from conftest import CFG, PixelEngine, counting, make_image_folder, truncated_png
 from PIL import Image
 
 from bottleneck.cache.reader import read_manifest
@@ -19,9 +19,6 @@ from bottleneck.inference.runner import run_extraction
 
 def pixel_engine(config):
     return PixelEngine()
-
-
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 
 
 def test_fresh_run_reads_and_decodes_each_image_once_through_the_engine_probe(tmp_path):

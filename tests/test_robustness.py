@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEngine
+from conftest import CFG as BASE_CFG
+from conftest import MeanColor
 from PIL import Image
 
 from bottleneck.cache import open_cache
 from bottleneck.cache.manage import gc_caches, list_caches, remove_cache, verify_cache
 from bottleneck.cache.reader import read_manifest
-from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import run_extraction
 
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=2)
+CFG = BASE_CFG.replace(batch_size=2)
 
 
 def make_folder(root, n_per_class=(9, 8)):
@@ -32,21 +32,6 @@ def make_folder(root, n_per_class=(9, 8)):
                 d / f"{i:03d}.png"
             )
     return root
-
-
-class MeanColor(FakeEngine):
-    name = "fake"
-    input_size = 8
-    feature_shape = (3,)
-
-    def __init__(self, delay=0.0):
-        self.delay = delay
-        self.images = 0
-
-    def __call__(self, batch):
-        time.sleep(self.delay)
-        self.images += len(batch)
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
 
 
 WORKER = textwrap.dedent(

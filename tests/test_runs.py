@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEngine, make_image_folder
+from conftest import NAMES, MeanColor, make_cache, make_image_folder
 from PIL import Image
 
 from bottleneck.cache import write_arrays
@@ -20,24 +20,6 @@ from bottleneck.data.datasets import (
 from bottleneck.errors import BadImageError, BottleneckError, CacheError, HeadError, SourceError
 from bottleneck.runs import compare, evaluate_run, fit_head, load_run
 from bottleneck.runs.predict import predict_with_engine
-
-NAMES = ["ant", "bee", "cow"]
-
-
-def blobs(n_per_class, seed, dim=8, k=3, sep=2.5):
-    """Overlapping blobs (accuracy below 1, so a different C can matter)."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(k), n_per_class)
-    X = rng.normal(size=(len(y), dim)).astype(np.float32)
-    X[np.arange(len(y)), y] += sep
-    return X, y
-
-
-def make_cache(path, dim=8, splits=("train", "val", "test"), k=3, key="k" * 64, **cfg):
-    sizes = {"train": 60, "val": 20, "test": 20}
-    arrays = {s: blobs(sizes[s], seed=i, dim=dim, k=k) for i, s in enumerate(splits)}
-    config = ExtractConfig(backbone="arrays", weights="none", **cfg)
-    return write_arrays(path, arrays, class_names=NAMES[:k], config=config, key=key)
 
 
 def test_fit_head_writes_a_complete_run(tmp_path):
@@ -161,22 +143,8 @@ def test_compare_parameter_routing(tmp_path):
     assert r.rows[0]["split"] == "test" and r.rows[0]["n_seeds"] == 1
 
 
-class MeanColorEngine(FakeEngine):
-    """Fake backbone: features are the mean colour of the 8x8 input, scaled to 0..1."""
-
-    name = "fake"
-    input_size = 8
-
-    def __init__(self, feature_shape=(3,)):
-        self.feature_shape = feature_shape
-
-    def __call__(self, batch):
-        assert batch.dtype == np.uint8 and batch.shape[1:] == (8, 8, 3)
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32) / 255.0
-
-
 def fake_factory(config):
-    return MeanColorEngine()
+    return MeanColor(scale=1 / 255)
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +168,7 @@ def test_predict_on_a_folder_returns_one_row_per_image(image_run):
 
     def factory(config):
         seen.append(config)
-        return MeanColorEngine()
+        return MeanColor(scale=1 / 255)
 
     rows = predict_with_engine(run.path, [src / "test"], top=2, engine_factory=factory)
     images = sorted((src / "test").rglob("*.png"))
@@ -219,7 +187,7 @@ def test_predict_files_and_errors(image_run, tmp_path):
     rows = predict_with_engine(run, [one, src / "val" / "ant"], top=9, engine_factory=fake_factory)
     assert len(rows) == 9 and rows[0]["top"][0]["class"] == "bee" and len(rows[0]["top"]) == 3
     with pytest.raises(HeadError, match=r"features of shape \(4,\), but the head was trained on \(3,\)"):
-        predict_with_engine(run, [one], engine_factory=lambda c: MeanColorEngine((4,)))
+        predict_with_engine(run, [one], engine_factory=lambda c: _four_features())
     with pytest.raises(SourceError, match="does not exist"):
         predict_with_engine(run, [tmp_path / "nope.png"], engine_factory=fake_factory)
     (tmp_path / "empty").mkdir()
@@ -309,3 +277,9 @@ def test_export_downloads_when_debian_files_are_missing(tmp_path, monkeypatch):
     assert result["splits"] == {"train": 10, "test": 10} and len(requested) == 8
     with pytest.raises(BottleneckError, match="not found in .*apt-get install dataset-fashion-mnist"):
         export_fashion_mnist(tmp_path / "fm2", download=False)
+
+
+def _four_features():
+    engine = MeanColor(scale=1 / 255)
+    engine.feature_shape = (4,)  # says it gives 4 features: not what the head was trained on
+    return engine

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PixelEngine, make_image_folder, truncated_png
+from conftest import CFG, MeanColor, PixelEngine, make_image_folder, truncated_png
 from typer.testing import CliRunner
 
 from bottleneck.cache.key import compute_key, features_key
@@ -21,8 +21,6 @@ from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BottleneckError
 from bottleneck.inference.runner import run_extraction
-
-CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
 
 
 def pixels(config):
@@ -264,13 +262,6 @@ WORKER = textwrap.dedent(
     run_extraction(sys.argv[1], cfg, cache_dir=sys.argv[2], engine_factory=lambda c: Slow(), chunk_rows=2)
     """
 )
-
-
-class MeanColor(PixelEngine):
-    feature_shape = (3,)
-
-    def __call__(self, batch):
-        return batch.reshape(len(batch), -1, 3).mean(axis=1).astype(np.float32)
 
 
 def test_sigkill_mid_shard_then_rerun_gives_the_same_cache(tmp_path):

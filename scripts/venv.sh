@@ -16,6 +16,8 @@ if [ ! -x .venv/bin/bottleneck ] || [ "$(cat "$_stamp" 2>/dev/null)" != "$_want"
   case "$_old" in
     *"Summary: Transfer learning on images"*) .venv/bin/python -m pip uninstall -y -q bottleneck >/dev/null ;;
   esac
+  # ... and the metadata folder that install left in the checkout (on sys.path whenever Python runs from here).
+  if grep -qs "^Summary: Transfer learning on images" bottleneck.egg-info/PKG-INFO; then rm -rf bottleneck.egg-info; fi
   .venv/bin/python -m pip install -q -e ".${1:+[$1]}"
   echo "$_want" >"$_stamp"
 fi

@@ -3,6 +3,7 @@ re-encoded copy in test, and an image of class c filed under class a (a label er
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,20 @@ def extract_source(root, cache_dir):
 
     config = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=16)
     return run_extraction(root, config, cache_dir=cache_dir, engine_factory=lambda _: PixelEngine()).cache
+
+
+THRESHOLD = (
+    0.98  # near duplicates in this source: the planted JPEG copy scores 0.999, distinct images up to 0.96
+)
+
+
+def read_csv(path) -> list[dict]:
+    """The rows of one of inspect's CSVs."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def planted_cache(root):
+    """(source folder, its cache) of ``make_source`` under ``root``."""
+    src = make_source(Path(root) / "data")
+    return src, extract_source(src, Path(root) / "cache")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import tracemalloc
 
 import numpy as np
 import pytest
-from inspect_data import EXACT, MISLABELED, NEAR, extract_source, make_source
+from inspect_data import (
+    EXACT,
+    MISLABELED,
+    NEAR,
+    THRESHOLD,
+    planted_cache,
+    read_csv,
+)
 from typer.testing import CliRunner
 
 from bottleneck.cache import write_arrays
@@ -20,19 +26,10 @@ from bottleneck.inspection.duplicates import normalized
 from bottleneck.inspection.embedding_map import embed_2d, sample_rows
 from bottleneck.inspection.label_errors import find_label_issues, lowest_confidence, out_of_fold_proba
 
-THRESHOLD = 0.98  # the planted JPEG copy scores 0.999, the closest distinct images 0.96
-
-
-def _csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inspect")
-    src = make_source(root / "data")
-    return src, extract_source(src, root / "cache")
+    return planted_cache(tmp_path_factory.mktemp("inspect"))
 
 
 # --- duplicates ---------------------------------------------------------------------------------------------
@@ -126,20 +123,20 @@ def test_inspect_finds_the_planted_leaks_and_label_error(planted, tmp_path):
     s, out = result.summary, result.path
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # nothing written into the data
     assert s["counts"]["images"] == 36 + 15 + 3
-    exact = _csv(out / "exact_duplicates.csv")
+    exact = read_csv(out / "exact_duplicates.csv")
     assert [(r["id"], r["partner_id"], r["split"]) for r in exact] == [(EXACT[1], EXACT[0], "test")]
-    near = _csv(out / "near_duplicates.csv")
+    near = read_csv(out / "near_duplicates.csv")
     assert [(r["id"], r["partner_id"]) for r in near] == [(NEAR[1], NEAR[0])]
     assert float(near[0]["score"]) >= THRESHOLD
-    leaks = _csv(out / "leaks.csv")
+    leaks = read_csv(out / "leaks.csv")
     assert sorted((r["kind"], r["id"]) for r in leaks) == [("exact", EXACT[1]), ("near", NEAR[1])]
     assert s["leaks"] == {"train-test": {"exact": 1, "near": 1}}
     assert s["counts"]["leak_pairs"] == 2 and s["counts"]["exact_duplicate_pairs"] == 1
-    errors = _csv(out / "label_errors.csv")
+    errors = read_csv(out / "label_errors.csv")
     assert errors[0]["id"] == MISLABELED and errors[0]["label"] == "a" and errors[0]["suggested_label"] == "c"
     assert s["counts"]["label_issues"] == len(errors)
-    assert s["counts"]["mistakes"] == len(_csv(out / "mistakes.csv"))
-    assert len(_csv(out / "map.csv")) == 54 and s["map"] == {"method": "pca", "points": 54}
+    assert s["counts"]["mistakes"] == len(read_csv(out / "mistakes.csv"))
+    assert len(read_csv(out / "map.csv")) == 54 and s["map"] == {"method": "pca", "points": 54}
     assert json.loads((out / "summary.json").read_text())["counts"] == s["counts"]
     # Thumbnails beside the page, one per shown image, named by content hash.
     thumbs = sorted((out / "thumbs").iterdir())
@@ -176,7 +173,9 @@ def test_arrays_cache_without_images_still_inspects(tmp_path):
                       notify=lines.append)  # fmt: skip
     assert r.summary["counts"] == {"images": 50, "exact_duplicate_pairs": 0, "near_duplicate_pairs": 1,
                                    "leak_pairs": 1}  # fmt: skip
-    assert _csv(r.path / "leaks.csv")[0]["id"] == "test/0" and "label_errors.csv" not in r.summary["files"]
+    assert (
+        read_csv(r.path / "leaks.csv")[0]["id"] == "test/0" and "label_errors.csv" not in r.summary["files"]
+    )
     assert lines == [f"cache {cache.path.name} records no source images: the page has no thumbnails."]
     assert "no image" in (r.path / "index.html").read_text()
 

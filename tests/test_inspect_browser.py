@@ -5,7 +5,6 @@ Skipped with the reason when chromium, its driver or selenium is missing (CI ins
 
 from __future__ import annotations
 
-import csv
 import functools
 import http.server
 import io
@@ -15,23 +14,15 @@ import threading
 import chromium
 import numpy as np
 import pytest
-from inspect_data import MISLABELED, extract_source, make_source
+from inspect_data import MISLABELED, THRESHOLD, planted_cache, read_csv
 
 pytestmark = pytest.mark.skipif(chromium.missing() is not None, reason=str(chromium.missing()))
-
-THRESHOLD = 0.98
-
-
-def _csv(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("pages")
-    src = make_source(root / "data")
-    return root, extract_source(src, root / "cache")
+    return root, planted_cache(root)[1]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +100,7 @@ def _panel_ids(driver) -> list[str]:
 def test_click_on_a_confusion_cell_shows_exactly_its_images(browser, inspection):
     driver = _open(browser, (inspection.path / "index.html").as_uri())
     assert not driver.find_element("id", "cell-panel").is_displayed()
-    mistakes = _csv(inspection.path / "mistakes.csv")
+    mistakes = read_csv(inspection.path / "mistakes.csv")
     labels = inspection.summary["class_names"]
     checked = 0
     for t, true in enumerate(labels):

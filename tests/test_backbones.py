@@ -14,8 +14,8 @@ from bottleneck.errors import BackboneError, BottleneckError
 KERAS_SPECS = [s for s in list_backbones() if s.weights == "keras"]
 
 
-# The default run builds the smallest member of each family (every constructor and preprocess path); the
-# others build the same code at a larger scale and run with -m slow (all 44 take ~6 min on 2 cores).
+# The quick subset builds the smallest member of each family (every constructor and preprocess path); the
+# others build the same code at a larger scale, marked slow (all 44 take ~6 min on 2 cores; CI runs them).
 FAST_SPECS = {
     min((s for s in KERAS_SPECS if s.family == family), key=lambda s: s.params).name
     for family in {s.family for s in KERAS_SPECS}

@@ -4,9 +4,9 @@ on the heads.
 The Keras heads train for 5 epochs at a large learning rate: enough for the checks' accuracy thresholds
 (check_classifiers_train wants > 0.83, check_class_weight_classifiers > 0.87). Each Keras fit costs about a
 second, mostly TensorFlow tracing the training step, and the checks fit each head about 50 times: LogRegHead
-and MLPHead (the default recipe; dropout, several layers) run by default, about a minute on 2 busy cores.
+and MLPHead (the default recipe; dropout, several layers) run in the quick subset too, about a minute on 2 busy cores.
 LinearHead and SigmoidHead (the same KerasHead loop with other output layers; another ~80 s) are marked slow:
-run them with -m slow.
+they run in the full suite (CI), not in the quick subset (-m 'not slow').
 
 PoolDenseHead is left out: it needs spatial features (N, H, W, C), and every check passes 2-D X, which the
 head refuses by design (a HeadError naming pooling='none').

@@ -14,7 +14,7 @@ features alone (no backbone pass), and write CSVs, summary.json and one offline 
 
 Near duplicates: cosine similarity of the L2-normalised features at or above --threshold. Label errors:
 cleanlab's find_label_issues on out-of-fold probabilities of a --folds-fold logistic regression (needs
-`pip install 'bottleneck[inspect]'`; --no-label-errors skips them). With --run, the page shows that run's
+`pip install 'bottleneck-features[inspect]'`; --no-label-errors skips them). With --run, the page shows that run's
 predictions on --split (mistakes, confusion matrix); without, the out-of-fold predictions. Thumbnails are
 decoded from the cache's source (--source PATH if the images moved) and written beside the page.
 Every CSV row has the image id: feed the id column back as an exclusion list.

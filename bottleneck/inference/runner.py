@@ -111,7 +111,7 @@ def extract(
     every file anyway. ``source`` and ``cache_dir`` may be URLs (``s3://bucket/prefix``; ``bottleneck.storage``):
     the source is mirrored locally (changed objects only), the cache built in a local staging folder and
     published to the bucket when complete (``ExtractResult.url``). ``cluster`` spreads the computing over a Dask cluster (``"local:N"`` worker processes, or
-    a scheduler address ``"tcp://HOST:8786"``; zarr caches only; needs ``bottleneck[dask]``): the same features,
+    a scheduler address ``"tcp://HOST:8786"``; zarr caches only; needs ``bottleneck-features[dask]``): the same features,
     bit for bit. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
     Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)
     and ``ids`` (N,).

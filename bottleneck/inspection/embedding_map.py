@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from bottleneck.errors import one_of
+from bottleneck.errors import install_hint, one_of
 
 METHODS = ("auto", "umap", "pca")
 MAX_POINTS = 20000  # points drawn on the page; a larger cache is sampled per class
@@ -78,7 +78,7 @@ def _umap(required: bool):
             from bottleneck.errors import BottleneckError
 
             raise BottleneckError(
-                "map_method='umap' needs umap-learn: pip install 'bottleneck[inspect]', or use map_method='pca'."
+                f"map_method='umap' needs umap-learn: {install_hint('inspect')}, or use map_method='pca'."
             ) from None
         return None
     return umap

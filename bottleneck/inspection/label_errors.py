@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.errors import BottleneckError
+from bottleneck.errors import BottleneckError, install_hint
 
-EXTRA = "pip install 'bottleneck[inspect]'"
+EXTRA = install_hint("inspect")
 
 
 @dataclass

@@ -206,7 +206,7 @@ def test_missing_cleanlab_names_the_extra(planted, tmp_path):
         "except BottleneckError as e:\n    print(e)\n"
     )
     assert run_python(code).strip() == (
-        "finding label errors needs cleanlab: pip install 'bottleneck[inspect]', or turn label errors off "
+        "finding label errors needs cleanlab: pip install 'bottleneck-features[inspect]', or turn label errors off "
         "(--no-label-errors)."
     )
 

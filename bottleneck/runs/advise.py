@@ -28,6 +28,9 @@ TRANSFER_GAIN = 0.02
 MIN_TRAIN_PER_CLASS = 5
 PILOT_HOLDOUT = 0.2  # share of each class held out as test when the source has no test split
 PILOT_VAL = 0.2  # share of the pilot's train carved out as val when the source has no val split
+# The greedy search in advise starts from the layers best alone (by val log loss): its later steps fit
+# (pool - 1) + (pool - 2) + ... heads, and a layer weak alone rarely helps a set (README, "Which strategy?").
+GREEDY_POOL = 12
 # What a configuration costs, cheapest first: no backbone, a frozen backbone, a fine-tuned one.
 TIERS = {"pixels": 0, "fine-tune": 2}
 
@@ -275,7 +278,9 @@ def advise(
         rows.append({**c, **scorer.val(c["layers"])})
         if progress:
             progress("layers", i + 1, len(sets))
-    search = greedy_layers(cache, scorer=scorer, progress=progress)
+    singles = sorted((r for r in rows if r["kind"] in ("top", "block", "wide")), key=lambda r: r["val_loss"])
+    pool = [r["layers"][0] for r in singles[:GREEDY_POOL]]
+    search = greedy_layers(cache, scorer=scorer, candidates=pool, progress=progress)
     greedy = scorer.val(search.layers)
     rows.append(
         {"name": "greedy set", "kind": "greedy", "depth": None, "layer": ",".join(search.layers), **greedy}

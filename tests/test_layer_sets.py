@@ -132,6 +132,26 @@ def test_greedy_selection_picks_the_layer_that_carries_the_signal(tmp_path):
     # Noise layers do not lower the val loss by 1 %: the search stops before taking all three.
     assert len(search.layers) < 3
     assert search.fits == 3 + 2 * (len(search.steps) >= 1)
+    # Each score carries its standard errors over the val rows; per-row losses make paired comparisons.
+    from sklearn.metrics import log_loss
+
+    from bottleneck.runs.layers import LayerScorer, paired_se
+
+    scorer = LayerScorer(cache)
+    row = scorer.val(["signal"])
+    losses = scorer.losses(["signal"])
+    assert len(losses) == 150 and row["val_loss"] == pytest.approx(losses.mean())
+    head = scorer._heads[("signal",)]
+    X_val = np.asarray(cache.features("val")[:])[:, 8:16]
+    assert row["val_loss"] == pytest.approx(
+        log_loss(cache.labels("val"), head.predict_proba(X_val)), rel=1e-6
+    )
+    assert row["val_loss_se"] == pytest.approx(losses.std(ddof=1) / np.sqrt(150))
+    acc = row["val_accuracy"]
+    assert row["val_accuracy_se"] == pytest.approx(np.sqrt(acc * (1 - acc) / 150))
+    noise = scorer.val(["early"])
+    assert noise["val_loss"] > row["val_loss"] + 3 * paired_se(scorer.losses(["early"]), losses)
+    assert paired_se(losses, losses) == 0.0 and scorer.test(["signal"]) == search.test_accuracy
     # A subset of a cache with no column record says why, and how to get one.
     bare = write_arrays(tmp_path / "bare", {"train": split(30)}, class_names=["x", "y", "z"])
     with pytest.raises(CacheError, match="no per-layer column ranges .* extract it again"):

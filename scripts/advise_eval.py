@@ -84,7 +84,8 @@ def test_accuracy(run: Path) -> float:
     return json.loads((run / "metrics.json").read_text())["metrics"]["test"]["accuracy"]
 
 
-def evaluate(name: str, out: Path, per_class: int | None) -> dict:
+def run_advise(name: str, out: Path, per_class: int | None) -> dict:
+    """Stage 1: `advise` on the pilot; its advice.json (and the seconds it took) under out/name."""
     from bottleneck.runs.advise import advise
 
     def say(line):
@@ -92,25 +93,39 @@ def evaluate(name: str, out: Path, per_class: int | None) -> dict:
 
     work = out / name
     source = source_of(name, out / "data")
-    cache_dir, runs = work / "cache", work / "runs"
     t = time.perf_counter()
     advice = advise(
         source,
         per_class=per_class or PILOT[name],
-        cache_dir=cache_dir,
-        runs_dir=runs,
+        cache_dir=work / "cache",
+        runs_dir=work / "runs",
         out=work / "advice",
         notify=say,
     )
-    advise_s = time.perf_counter() - t
-    say(f"{name}: advise {advise_s:.1f} s, recommended {advice.recommendation['name']}")
-    rows = {r["name"]: r for r in advice.rows}
-    scored = [r for r in advice.rows if r.get("test_accuracy") is not None]
+    seconds = round(time.perf_counter() - t, 1)
+    say(f"{name}: advise {seconds} s, recommended {advice.recommendation['name']}")
+    (work / "advise_seconds.json").write_text(json.dumps({"seconds": seconds}))
+    return advice.to_json()
+
+
+def evaluate(name: str, out: Path, per_class: int | None, stage: str = "all") -> dict | None:
+    """Stage 1 (advise) and/or stage 2 (follow its commands on the whole data, compare, save eval.json)."""
+    work = out / name
+    if stage in ("all", "advise"):
+        run_advise(name, out, per_class)
+    if stage == "advise":
+        return None
+    advice = json.loads((work / "advice" / "advice.json").read_text())
+    advise_s = json.loads((work / "advise_seconds.json").read_text())["seconds"]
+    source = Path(advice["source"])
+    cache_dir, runs = work / "cache", work / "runs"
+    rows = {r["name"]: r for r in advice["rows"]}
+    scored = [r for r in advice["rows"] if r.get("test_accuracy") is not None]
     oracle = max(scored, key=lambda r: r["test_accuracy"])
-    rec = advice.recommendation
+    rec = advice["recommendation"]
 
     t = time.perf_counter()
-    sh("\n".join(advice.commands), work)  # verbatim: the user's path
+    sh("\n".join(advice["commands"]), Path.cwd())  # verbatim, where advise ran: the user's path
     follow_s = time.perf_counter() - t
     run = runs / f"advised-{Path(str(source).rstrip('/')).stem}"
     if rec["fine_tune"]:
@@ -121,36 +136,37 @@ def evaluate(name: str, out: Path, per_class: int | None) -> dict:
     rec_cache = frozen["cache"]["path"]
     q = f"'{source}'"
     if "top_activation" in rec["layers"] and rec["backbone"] != "pixels":
-        sh(f"bottleneck fit-head {rec_cache} --layers top --out {runs}/top -q", work)
+        sh(f"bottleneck fit-head {rec_cache} --layers top --out {runs}/top -q", Path.cwd())
     else:
         sh(
             f"C=$(bottleneck extract {q} --layer top --cache-dir {cache_dir} -q)\n"
             f'bottleneck fit-head "$C" --out {runs}/top -q',
-            work,
+            Path.cwd(),
         )
     whole["top layer"] = test_accuracy(runs / "top")
     sh(
         f"C=$(bottleneck extract {q} --backbone pixels --cache-dir {cache_dir} -q)\n"
         f'bottleneck fit-head "$C" --out {runs}/pixels -q',
-        work,
+        Path.cwd(),
     )
     whole["pixels"] = test_accuracy(runs / "pixels")
 
-    singles = [r for r in advice.rows if r["kind"] in ("block", "wide")]
+    singles = [r for r in advice["rows"] if r["kind"] in ("block", "wide")]
     best_mid = max(singles, key=lambda r: r["val_accuracy"])
     features = max(
-        (r for r in advice.rows if r["kind"] not in ("pixels", "fine-tune")), key=lambda r: r["val_accuracy"]
+        (r for r in advice["rows"] if r["kind"] not in ("pixels", "fine-tune")),
+        key=lambda r: r["val_accuracy"],
     )
     result = {
         "dataset": name,
         "source": str(source),
-        "pilot": advice.pilot,
-        "train_per_class": advice.train_per_class,
+        "pilot": advice["pilot"],
+        "train_per_class": advice["train_per_class"],
         "advise_seconds": round(advise_s, 1),
         "follow_seconds": round(follow_s, 1),
         "recommended": rec["name"],
-        "reason": advice.reason,
-        "commands": advice.commands,
+        "reason": advice["reason"],
+        "commands": advice["commands"],
         "pilot_test": {
             "recommended": rec["test_accuracy"],
             "oracle": [oracle["name"], oracle["test_accuracy"]],
@@ -158,7 +174,7 @@ def evaluate(name: str, out: Path, per_class: int | None) -> dict:
             "pixels": rows["pixels"]["test_accuracy"] if "pixels" in rows else None,
         },
         "whole_test": whole,
-        "cell": advice.cell,
+        "cell": advice["cell"],
         "evidence": {
             "best mid-level layer": best_mid["name"],
             "mid minus top, val points": round(
@@ -178,7 +194,7 @@ def evaluate(name: str, out: Path, per_class: int | None) -> dict:
                 k: r.get(k)
                 for k in ("name", "kind", "dims", "val_accuracy", "val_loss", "val_loss_se", "test_accuracy")
             }
-            for r in advice.rows
+            for r in advice["rows"]
         ],
     }
     (work / "eval.json").write_text(json.dumps(result, indent=2))
@@ -216,9 +232,16 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("runs") / "advise-eval")
     p.add_argument("--table", action="store_true", help="print the table of every saved result")
+    p.add_argument(
+        "--stage",
+        choices=("all", "advise", "follow"),
+        default="all",
+        help="run in two pieces (advise, then follow)",
+    )
     args = p.parse_args(argv)
+    args.out = args.out.resolve()
     if args.dataset:
-        print(json.dumps(evaluate(args.dataset, args.out, args.per_class), indent=2))
+        print(json.dumps(evaluate(args.dataset, args.out, args.per_class, args.stage), indent=2))
     if args.table or not args.dataset:
         print(table(args.out))
     return 0

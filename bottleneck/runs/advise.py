@@ -199,7 +199,8 @@ def choose(rows: list[dict], se_of) -> tuple[dict, str]:
     chosen = min(close, key=lambda r: (cost(r), r["val_loss"]))
     lead = f"lowest val log loss: {best['name']} ({best['val_loss']:.4f})"
     if chosen is best:
-        runner = min((r for r in rows if r is not best), key=lambda r: r["val_loss"], default=None)
+        others = [r for r in rows if r is not best and _same(r) != _same(best)]  # not the same set again
+        runner = min(others, key=lambda r: r["val_loss"], default=None)
         if runner is None:
             return chosen, f"{lead}, the only configuration scored."
         return chosen, (
@@ -211,6 +212,11 @@ def choose(rows: list[dict], se_of) -> tuple[dict, str]:
         f"{lead}; {chosen['name']} is within one standard error of it ({chosen['val_loss'] - best['val_loss']:+.4f}, "
         f"standard error {se_of(chosen, best):.4f}) and cheaper ({why}), so it is chosen."
     )
+
+
+def _same(row: dict) -> tuple:
+    """What makes two rows the same configuration (the greedy set may be a single layer scored already)."""
+    return (TIERS.get(row["kind"], 1), tuple(row.get("layers") or (row["name"],)))
 
 
 def advise(

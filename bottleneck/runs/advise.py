@@ -55,6 +55,9 @@ class Advice:
     notes: list[str] = field(default_factory=list)
     caches: dict = field(default_factory=dict)
     seconds: float = 0.0
+    timings: dict = field(
+        default_factory=dict
+    )  # seconds per stage: extract, pixels, score, greedy, fine_tune
     paths: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -267,10 +270,20 @@ def advise(
     family = None if is_model_path(backbone) else get_spec(backbone).family
     layer = f"{BLOCKS},{WIDE}" if family in WIDE_PATTERNS else BLOCKS
     config = {"backbone": backbone, "weights": weights, "image_size": image_size, "engine": engine}
+    timings = {"check": round(time.perf_counter() - t0, 3)}
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        timings[stage] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
     cache = extract(
         source, cache_dir=cache_dir, layer=layer, progress=progress, notify=notify, **config, **options
     ).cache
+    lap("extract")
     pixels, _ = baseline_cache(cache, progress=progress, notify=notify)
+    lap("pixels")
 
     scorer = LayerScorer(cache, seed=seed)
     rows = []
@@ -280,10 +293,9 @@ def advise(
         p = pix_scorer.val(pix_scorer.order)
         rows.append({"name": "pixels", "kind": "pixels", "depth": None, "layer": None, **p})
     sets = candidate_sets(cache)
-    for i, c in enumerate(sets):
-        rows.append({**c, **scorer.val(c["layers"])})
-        if progress:
-            progress("layers", i + 1, len(sets))
+    for c, scored in zip(sets, scorer.val_many([c["layers"] for c in sets], progress=progress), strict=True):
+        rows.append({**c, **scored})
+    lap("score")
     singles = sorted((r for r in rows if r["kind"] in ("top", "block", "wide")), key=lambda r: r["val_loss"])
     pool = [r["layers"][0] for r in singles[:GREEDY_POOL]]
     search = greedy_layers(cache, scorer=scorer, candidates=pool, progress=progress)
@@ -291,6 +303,7 @@ def advise(
     rows.append(
         {"name": "greedy set", "kind": "greedy", "depth": None, "layer": ",".join(search.layers), **greedy}
     )
+    lap("greedy")
 
     def losses(row):
         return pix_scorer.losses(row["layers"]) if row["kind"] == "pixels" else scorer.losses(row["layers"])
@@ -306,6 +319,7 @@ def advise(
     if fine_tune:
         start = chosen if chosen["kind"] != "pixels" else frozen
         tuned = _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes)
+        lap("fine_tune")
         if tuned is not None:
             rows.append(tuned)
             gain = chosen["val_loss"] - tuned["val_loss"]
@@ -344,6 +358,7 @@ def advise(
         caches={"pilot": str(cache.path), "pixels": str(pixels.path) if pixels is not None else None},
     )
     advice.seconds = round(time.perf_counter() - t0, 3)
+    advice.timings = timings
     advice.save(Path(out) if out is not None else Path(runs_dir) / f"advise-{_stem(source)}-{backbone}")
     return advice
 

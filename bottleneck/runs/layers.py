@@ -142,6 +142,9 @@ class LayerScorer:
 
         keys = [self._key(s) for s in sets]
         todo = list(dict.fromkeys(k for k in keys if k not in self._rows))
+        todo.sort(
+            key=lambda k: -sum(self.data.columns[n][1] - self.data.columns[n][0] for n in k)
+        )  # big first
         done: dict[tuple, tuple] = {}
         workers = min(cpu_count(), len(todo)) if todo else 1
         count = [len(keys) - len(todo)]

@@ -291,6 +291,12 @@ def test_advise_scores_every_candidate_and_prints_every_row(advised):
     assert len(presets["wide"]["layers"]) == 16 and presets["wide"]["layers"][-1] == "top_activation"
     assert all(n.endswith("_expand_activation") for n in presets["wide"]["layers"][:-1])
     assert rows[1]["layers"] == ["top_activation"] and rows[1]["dims"] == 1280
+    # The presets select by name on the pilot cache (`compare --layers wide` reads the same columns).
+    pilot = bottleneck_open(advice["caches"]["pilot"])
+    assert pilot.config.layer == "blocks,wide"
+    assert list(pilot.select("wide").layers) == presets["wide"]["layers"]
+    assert list(pilot.select("blocks").layers) == presets["blocks"]["layers"]
+    assert pilot.select("top").layers == ("top_activation",)
     n_val = advice["pilot"]["val"]
     for r in rows:
         acc = r["val_accuracy"]

@@ -388,7 +388,7 @@ def test_the_choice_prefers_the_cheaper_configuration_within_one_standard_error(
 
 
 def test_commands_name_the_exact_configuration():
-    from bottleneck.runs.advise import commands
+    from bottleneck.runs.advice import commands
 
     rec = {"backbone": "efficientnet_lite0", "layer": "multiscale", "fine_tune": True}
     rec["recipe"] = {

@@ -395,18 +395,24 @@ def test_commands_name_the_exact_configuration():
         "unfreeze": 1,
         "optimizer": "sgd",
         "lr": 0.0001,
+        "momentum": 0.9,
         "augment": None,
         "seed": 0,
-        "train_bn": False,
     }
     out = commands("data/my signs", rec, {"weights": "imagenet", "image_size": None})
     assert out == [
         "CACHE=$(bottleneck extract 'data/my signs' --backbone efficientnet_lite0 --layer multiscale)",
         """bottleneck fit-head "$CACHE" --head logreg --out 'runs/advised-my signs'""",
-        "bottleneck fine-tune 'runs/advised-my signs' --unfreeze 1 --optimizer sgd --lr 0.0001 --no-train-bn "
-        "--out 'runs/advised-my signs-fine-tuned'",
+        "bottleneck fine-tune 'runs/advised-my signs' --unfreeze 1 --optimizer sgd --lr 0.0001 "
+        "--out 'runs/advised-my signs-fine-tuned'    # and momentum=0.9, fine-tune's defaults",
         "bottleneck export 'runs/advised-my signs-fine-tuned' --format onnx",
     ]
+    # Every option the fine-tune line may carry is an option of `bottleneck fine-tune`.
+    from bottleneck.runs.advice import FINE_TUNE_OPTIONS
+
+    helped = runner.invoke(app, ["fine-tune", "--help"], env={"COLUMNS": "200"}).stdout
+    for key in FINE_TUNE_OPTIONS:
+        assert f"--{key.replace('_', '-')}" in helped
     pixels = commands("d", {"backbone": "pixels", "layer": None, "fine_tune": False}, {"weights": "none"})
     assert pixels[0] == "CACHE=$(bottleneck extract d --backbone pixels)"
     assert pixels[-1] == "bottleneck export runs/advised-d --format onnx"
@@ -497,3 +503,29 @@ def test_wide_reads_the_widest_points_of_a_family():
     assert set(names) < set(got) and got[-1] == "out_relu" and len(got) > len(names)
     with pytest.raises(BackboneError, match="layer='wide' is not defined for vgg networks"):
         build_feature_model("vgg16", weights="none", image_size=32, layer="wide")
+
+
+@pytest.mark.slow
+def test_a_printed_fine_tune_command_runs_with_the_recipe_advise_measured(advised):
+    """The fine-tune line (as advise prints it when a fine-tune pays) runs verbatim and repeats the recipe."""
+    import subprocess
+    import sys
+
+    from bottleneck.runs.advice import commands
+    from bottleneck.runs.fit import fit_head
+    from bottleneck.tuning import fine_tune
+
+    advice, _, tmp = advised
+    rec = dict(advice["recommendation"])
+    start = fit_head(bottleneck_open(advice["caches"]["pilot"]).select(rec["layers"]), "logreg", save=False)
+    rec["recipe"] = fine_tune(start, epochs=1, save=False).summary["params"]
+    rec["fine_tune"] = True
+    names = {"backbone": rec["backbone"], "weights": "none", "image_size": 32}
+    lines = commands(advice["source"], rec, names, cache_dir=tmp / "c", runs_dir=tmp / "ft")
+    assert "--epochs 1" in lines[2] and "# and momentum=0.9" in lines[2]
+    script = f'bottleneck() {{ "{sys.executable}" -m bottleneck "$@"; }}\nset -e\n' + "\n".join(lines)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = json.loads((tmp / "ft" / "advised-data-fine-tuned" / "metrics.json").read_text())
+    assert tuned["kind"] == "fine-tune" and tuned["params"]["epochs"] == 1
+    assert (tmp / "ft" / "advised-data-fine-tuned" / "export" / "model.onnx").exists()

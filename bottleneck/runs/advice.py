@@ -138,23 +138,36 @@ def commands(source, rec: dict, names: dict, *, cache_dir="cache", runs_dir="run
     out = [f"CACHE=$({extract})", f'bottleneck fit-head "$CACHE" --head logreg --out {q(str(run))}']
     if rec["fine_tune"]:
         tuned = Path(f"{run}-fine-tuned")
-        out.append(
-            f"bottleneck fine-tune {q(str(run))}{_recipe_options(rec['recipe'])} --out {q(str(tuned))}"
-        )
+        options, rest = _recipe_options(rec["recipe"])
+        line = f"bottleneck fine-tune {q(str(run))}{options} --out {q(str(tuned))}"
+        out.append(line + (f"    # and {rest}, fine-tune's defaults" if rest else ""))
         run = tuned
     out.append(f"bottleneck export {q(str(run))} --format onnx")
     return out
 
 
-def _recipe_options(recipe: dict) -> str:
-    """The fine-tune options that repeat ``recipe`` (a fine-tuned run's params): --name value, --flag/--no-flag."""
-    parts = []
+# Settings of a fine-tuned run's recipe that `bottleneck fine-tune` takes as options (--name value); the others
+# (e.g. momentum) are named in a comment after the command, where the CLI's defaults are the library's.
+FINE_TUNE_OPTIONS = (
+    "unfreeze",
+    "optimizer",
+    "lr",
+    "epochs",
+    "batch_size",
+    "patience",
+    "augment",
+    "class_weight",
+)
+
+
+def _recipe_options(recipe: dict) -> tuple[str, str]:
+    """The fine-tune options that repeat ``recipe`` (a fine-tuned run's params), then the rest as a comment."""
+    parts, rest = [], []
     for key, value in recipe.items():
         if key == "seed" or value is None:
             continue
-        option = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(option if value else "--no-" + key.replace("_", "-"))
+        if key in FINE_TUNE_OPTIONS:
+            parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
         else:
-            parts.append(f"{option} {shlex.quote(str(value))}")
-    return "".join(" " + p for p in parts)
+            rest.append(f"{key}={value}")
+    return "".join(" " + p for p in parts), ", ".join(rest)

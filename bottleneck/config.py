@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from bottleneck.backbones.presets import BLOCKS, LAYER_SETS, MULTISCALE_NAME, multiscale_layers
+from bottleneck.backbones.presets import LAYER_SETS, MULTISCALE_NAME, NETWORK_SETS, TOP, multiscale_layers
 from bottleneck.errors import BottleneckError, one_of
 
 POOLINGS = ("avg", "max", "none")
@@ -34,17 +34,30 @@ def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
             f"layer={layer!r} lists {', '.join(repeated)} more than once; list each layer once."
         )
     sets = [n for n in names if n in LAYER_SETS]
-    if sets and len(names) > 1:
+    if sets and not (all(n in NETWORK_SETS for n in names) or names == (MULTISCALE_NAME,)):
         raise BottleneckError(
-            f"layer={layer!r} mixes the layer set {sets[0]!r} with other names; pass layer={sets[0]!r} alone, "
-            "or list layer names."
+            f"layer={layer!r} mixes the layer set {sets[0]!r} with other names; pass layer={sets[0]!r} alone "
+            f"(the network sets {' and '.join(NETWORK_SETS)} combine: layer='blocks,wide'), or list layer names."
         )
-    if (len(names) > 1 or names == (BLOCKS,)) and pooling == "none":
+    if (len(names) > 1 or sets) and pooling == "none":
+        what = f"the layer set {sets[0]!r}" if sets else f"{len(names)} layers"
         raise BottleneckError(
-            f"layer={layer!r} lists {'every block' if names == (BLOCKS,) else f'{len(names)} layers'}, whose maps have different sizes, so they can only be "
+            f"layer={layer!r} lists {what}, whose maps have different sizes, so they can only be "
             "joined after pooling; use pooling='avg' or pooling='max', or pass one layer with pooling='none'."
         )
     return names
+
+
+def _named_top(layer: str, backbone: str) -> str:
+    """``layer`` with ``top`` replaced by the backbone's feature layer name where the registry knows it (else the
+    builder resolves it on the network), so "top,a" and "top_activation,a" share a cache key."""
+    from bottleneck.backbones.registry import get_spec
+    from bottleneck.cache.key import is_model_path
+
+    if is_model_path(backbone):
+        return layer
+    top = get_spec(backbone).feature_layer
+    return ",".join(top if n == TOP and top else n for n in layer_names(layer))
 
 
 # What a setting decides; each ExtractConfig field declares one, and every list of settings is derived from it:
@@ -74,8 +87,9 @@ class ExtractConfig:
     weights: str = "imagenet"  # "imagenet" | "none" | path to a local weights file
     image_size: int | None = None  # square input side in pixels; None = the backbone's default
     # named layer to read features from, or several comma-separated (each pooled, then concatenated in that
-    # order); "blocks" = every block's output and the feature layer; "multiscale" = the backbone's validated
-    # set (resolved to its names, so it shares caches with them); None = the backbone's feature layer
+    # order); "blocks" = every block's output and the feature layer; "wide" = the family's widest points and the
+    # feature layer ("blocks,wide": both); "multiscale" = the backbone's validated set (resolved to its names, so
+    # it shares caches with them); None or "top" = the backbone's feature layer ("top" in a list: its name)
     layer: str | None = None
     pooling: str = "avg"  # "avg" | "max" | "none" (keep the spatial map)
     resize: str = "squash"  # "squash" (ignore aspect) | "crop" (centre crop) | "pad" (letterbox)
@@ -112,6 +126,10 @@ class ExtractConfig:
     def __post_init__(self):
         if self.layer == MULTISCALE_NAME:
             object.__setattr__(self, "layer", multiscale_layers(self.backbone))
+        if self.layer is not None and str(self.layer).strip() == TOP:
+            object.__setattr__(self, "layer", None)  # the default: one cache whichever way it is asked for
+        elif self.layer is not None and TOP in layer_names(self.layer, self.pooling):
+            object.__setattr__(self, "layer", _named_top(self.layer, self.backbone))
         if self.layer is not None:
             # One spelling per layer list, so "a, b" and "a,b" share a cache key.
             object.__setattr__(self, "layer", ",".join(layer_names(self.layer, self.pooling)))

@@ -7,11 +7,10 @@
    empty cache folder, the ONNX model converted in the run; its wall time (--no-cold skips it).
 
 Steps, in one run on the same pilot rows (train 300 per class, a fifth of it as val, the whole test split):
-1. `advise` (EfficientNet-Lite0, ImageNet weights): blocks + pixels caches, every layer scored, the greedy set,
-   a short fine-tune of the top block; its wall time.
-2. The three-layer set (`--layer multiscale`) extracted on the same pilot; logreg test accuracy against the
-   greedy set and the default top layer (and the configuration advise recommends).
-3. Scoring single layers from the blocks cache vs extracting each of them separately and scoring it (--single
+1. `advise` (EfficientNet-Lite0, ImageNet weights): one blocks + wide pass and the pixels, every candidate
+   scored (pixels, top, each layer, greedy, multiscale, blocks, wide), the choice, a short fine-tune; its wall
+   time and every row's val and test figures.
+2. Scoring single layers from the pilot cache vs extracting each of them separately and scoring it (--single
    layers spread over the depth, the top included): seconds of each, and the ratio.
 
 Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (apt-get install dataset-fashion-mnist).
@@ -91,17 +90,14 @@ def main(argv=None) -> int:
         "seed": 0,
         "val_fraction": PILOT_VAL,
     }
-    blocks = bottleneck.open_cache(advice.caches["blocks"])
-    multi = bottleneck.extract(source, cache_dir=args.cache_dir, layer="multiscale", **options).cache
-    three = score_layer_sets(multi, [[n for n, _, _ in multi.columns]])[0]
-    rows = {r["kind"] if r["kind"] != "block" else r["name"]: r for r in advice.rows}
+    pilot = bottleneck.open_cache(advice.caches["pilot"])
     rec = advice.recommendation
 
-    every = [n for n, _, _ in blocks.columns]
+    every = [n for n, _, _ in pilot.columns]
     k = min(args.single, len(every))
     names = [every[round(i * (len(every) - 1) / max(1, k - 1))] for i in range(k)]
     t = time.perf_counter()
-    score_layer_sets(blocks, [[n] for n in names])
+    score_layer_sets(pilot, [[n] for n in names])
     cache_s = time.perf_counter() - t
     t = time.perf_counter()
     for n in names:
@@ -115,21 +111,25 @@ def main(argv=None) -> int:
         "advise_seconds": round(advise_s, 1),
         "cell": advice.cell,
         "recommended": rec,
-        "test_accuracy": {
-            "pixels": rows.get("pixels", {}).get("test_accuracy"),
-            "top layer": rows["top"]["test_accuracy"],
-            "greedy set": rows["greedy"]["test_accuracy"],
-            "three-layer set": three["test_accuracy"],
-            "recommended": rec["test_accuracy"],
-            "fine-tune": rows.get("fine-tune", {}).get("test_accuracy"),
+        "reason": advice.reason,
+        "rows": {
+            r["name"]: {
+                k: r.get(k) for k in ("dims", "val_accuracy", "val_loss", "val_loss_se", "test_accuracy")
+            }
+            for r in advice.rows
+            if r["kind"] not in ("block", "wide")
         },
+        "best_single_layer_on_val": min(
+            (r for r in advice.rows if r["kind"] in ("block", "wide")), key=lambda r: r["val_loss"]
+        )["name"],
+        "oracle_test": max(r["test_accuracy"] for r in advice.rows if r.get("test_accuracy") is not None),
         "greedy_layers": advice.search["layers"],
         "single_layers": {
             "layers": len(names),
-            "from_blocks_cache_s": round(cache_s, 1),
+            "from_pilot_cache_s": round(cache_s, 1),
             "separate_extractions_s": round(separate_s, 1),
             "ratio": round(separate_s / cache_s, 1),
-            "blocks_extraction_s": blocks.meta.get("extract_seconds"),
+            "pilot_extraction_s": pilot.meta.get("extract_seconds"),
         },
     }
     print(json.dumps(result, indent=2))

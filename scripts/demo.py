@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--layer",
         default=None,
-        help="backbone layer(s), comma-separated; default: Lite0's multi-scale set, 'default' = its top layer",
+        help="backbone layer(s), comma-separated; default: Lite0's multi-scale set, 'top' = its top layer",
     )
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "demo")
     p.add_argument("--cache-dir", type=Path, default=ROOT / "cache")

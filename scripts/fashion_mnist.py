@@ -3,7 +3,7 @@
   python scripts/fashion_mnist.py                         # full: 60 000 train (10% stratified val) / 10 000 test
   python scripts/fashion_mnist.py --per-class 100         # quick: 100 images per class and split (PNG folders)
   python scripts/fashion_mnist.py --heads logreg,mlp --seeds 3 --param mlp.width=512
-  python scripts/fashion_mnist.py --layer default           # Lite0's top layer only (1280-d)
+  python scripts/fashion_mnist.py --layer top               # Lite0's top layer only (1280-d)
 
 Prints test accuracy and fit time per head, the extraction time, and the speed-up of training on the cache
 versus running the frozen backbone: one backbone epoch over the train split costs (train rows / extraction
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--layer",
         default=None,
-        help="layer(s) to read, comma-separated; 'default' = the backbone's feature layer. Default: "
+        help="layer(s) to read, comma-separated; 'top' = the backbone's feature layer. Default: "
         "Lite0's multi-scale set (bottleneck.backbones.presets.LITE0_MULTISCALE_LAYERS) for efficientnet_lite0, else the "
         "backbone's feature layer. Names: `bottleneck backbones NAME --layers`",
     )

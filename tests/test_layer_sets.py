@@ -2,6 +2,7 @@
 `pixels` baseline, `compare --layers/--layer-search/--baseline` and `advise`."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,6 +132,26 @@ def test_greedy_selection_picks_the_layer_that_carries_the_signal(tmp_path):
     # Noise layers do not lower the val loss by 1 %: the search stops before taking all three.
     assert len(search.layers) < 3
     assert search.fits == 3 + 2 * (len(search.steps) >= 1)
+    # Each score carries its standard errors over the val rows; per-row losses make paired comparisons.
+    from sklearn.metrics import log_loss
+
+    from bottleneck.runs.layers import LayerScorer, paired_se
+
+    scorer = LayerScorer(cache)
+    row = scorer.val(["signal"])
+    losses = scorer.losses(["signal"])
+    assert len(losses) == 150 and row["val_loss"] == pytest.approx(losses.mean())
+    head = scorer._heads[("signal",)]
+    X_val = np.asarray(cache.features("val")[:])[:, 8:16]
+    assert row["val_loss"] == pytest.approx(
+        log_loss(cache.labels("val"), head.predict_proba(X_val)), rel=1e-6
+    )
+    assert row["val_loss_se"] == pytest.approx(losses.std(ddof=1) / np.sqrt(150))
+    acc = row["val_accuracy"]
+    assert row["val_accuracy_se"] == pytest.approx(np.sqrt(acc * (1 - acc) / 150))
+    noise = scorer.val(["early"])
+    assert noise["val_loss"] > row["val_loss"] + 3 * paired_se(scorer.losses(["early"]), losses)
+    assert paired_se(losses, losses) == 0.0 and scorer.test(["signal"]) == search.test_accuracy
     # A subset of a cache with no column record says why, and how to get one.
     bare = write_arrays(tmp_path / "bare", {"train": split(30)}, class_names=["x", "y", "z"])
     with pytest.raises(CacheError, match="no per-layer column ranges .* extract it again"):
@@ -225,44 +246,176 @@ def test_multiscale_is_the_measured_list_and_shares_its_cache_key():
     assert ExtractConfig(layer="multiscale") == ExtractConfig(layer=LITE0_MULTISCALE_LAYERS)
 
 
-def test_advise_json_holds_every_row_it_prints(images, tmp_path):
-    args = [
-        "advise",
-        str(images),
-        "--weights",
-        "none",
-        "--image-size",
-        "32",
-        "--per-class",
-        "6",
-        "--no-fine-tune",
-        "--cache-dir",
-        str(tmp_path / "c"),
-        "--out",
-        str(tmp_path / "adv"),
-    ]
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    """3 classes x 12 images of stripes (horizontal, vertical, diagonal) at random phase, frequency and colour:
+    the raw pixels cannot tell them apart, pooled features of early layers (random weights too) can."""
+    src = tmp_path_factory.mktemp("stripes") / "data"
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:40, 0:40]
+    for c, cls in enumerate(("h", "v", "d")):
+        (src / cls).mkdir(parents=True)
+        for i in range(12):
+            wave = np.sin((yy, xx, xx + yy)[c] * rng.uniform(0.5, 0.9) + rng.uniform(0, 2 * np.pi))
+            colour = rng.uniform(60, 200, 3)
+            img = 128 + wave[..., None] * colour * 0.6 + rng.normal(0, 10, (40, 40, 3))
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(src / cls / f"{i}.png")
+    return src
+
+
+@pytest.fixture(scope="module")
+def advised(stripes, tmp_path_factory):
+    """`bottleneck advise` on the stripes (random weights, 32 px, no fine-tune): its JSON and its folders."""
+    tmp = tmp_path_factory.mktemp("advised")
+    args = ["advise", str(stripes), "--weights", "none", "--image-size", "32", "--per-class", "12"]
+    args += ["--no-fine-tune", "--cache-dir", str(tmp / "c"), "--runs-dir", str(tmp / "runs"), "--out"]
+    args += [str(tmp / "adv")]
     res = runner.invoke(app, [*args, "--json", "-q"])
     assert res.exit_code == 0, res.output
-    advice = json.loads(res.stdout)
-    # Pilot: 6 train per class at most, a fifth of each class (2 of 8) held out as test, a fifth of train as val.
-    assert advice["pilot"] == {"train": 15, "val": 3, "test": 6}
-    kinds = [r["kind"] for r in advice["rows"]]
-    assert kinds[0] == "pixels" and kinds.count("block") == 16 and "top" in kinds and kinds[-1] == "greedy"
-    assert advice["cell"]["data"] == "little" and advice["cell"]["similarity"] in ("similar", "different")
-    assert advice["commands"][0].startswith(f"bottleneck extract {images} --backbone efficientnet_lite0")
-    printed = (tmp_path / "adv" / "advice.md").read_text()
+    return json.loads(res.stdout), args, tmp
+
+
+def test_advise_scores_every_candidate_and_prints_every_row(advised):
+    advice, args, tmp = advised
+    # Pilot: a fifth of each class (2 of 12) held out as test, then at most 12 train per class (all 10 left), a
+    # fifth of them as val.
+    assert advice["pilot"] == {"train": 24, "val": 6, "test": 6}
+    rows = advice["rows"]
+    kinds = [r["kind"] for r in rows]
+    # pixels, the top layer, Lite0's 16 block outputs and 15 expand activations alone, the presets, greedy.
+    assert kinds[:2] == ["pixels", "top"] and kinds[-1] == "greedy"
+    assert kinds.count("block") == 16 and kinds.count("wide") == 15
+    presets = {r["name"]: r for r in rows if r["kind"] == "preset"}
+    assert set(presets) == {"multiscale", "blocks", "wide"}
+    assert presets["blocks"]["dims"] == 3088 and len(presets["blocks"]["layers"]) == 17
+    assert len(presets["wide"]["layers"]) == 16 and presets["wide"]["layers"][-1] == "top_activation"
+    assert all(n.endswith("_expand_activation") for n in presets["wide"]["layers"][:-1])
+    assert rows[1]["layers"] == ["top_activation"] and rows[1]["dims"] == 1280
+    # The presets select by name on the pilot cache (`compare --layers wide` reads the same columns).
+    pilot = bottleneck_open(advice["caches"]["pilot"])
+    assert pilot.config.layer == "blocks,wide"
+    assert list(pilot.select("wide").layers) == presets["wide"]["layers"]
+    assert list(pilot.select("blocks").layers) == presets["blocks"]["layers"]
+    assert pilot.select("top").layers == ("top_activation",)
+    n_val = advice["pilot"]["val"]
+    for r in rows:
+        acc = r["val_accuracy"]
+        assert r["val_accuracy_se"] == pytest.approx(np.sqrt(acc * (1 - acc) / n_val))
+        assert r["val_loss"] > 0 and r["val_loss_se"] >= 0 and r["test_accuracy"] is not None
+    # The rule: nothing scored has a val loss lower than the chosen one by more than... one standard error of
+    # the chosen; and the reason says which was lowest.
+    chosen = [r for r in rows if r["chosen"]]
+    assert len(chosen) == 1
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert f"lowest val log loss: {best['name']} ({best['val_loss']:.4f})" in advice["reason"]
+    assert advice["recommendation"]["layers"] == chosen[0]["layers"]
+    # On stripes, the pixels are at chance and the backbone's early layers are not.
+    assert rows[0]["val_accuracy"] < 0.7 and advice["recommendation"]["backbone"] == "efficientnet_lite0"
+    printed = (tmp / "adv" / "advice.md").read_text()
     table = [line for line in printed.splitlines() if line.startswith("| ") and "configuration" not in line]
-    assert len(table) == len(advice["rows"])
-    for line, row in zip(table, advice["rows"], strict=True):
+    assert len(table) == len(rows)
+    for line, row in zip(table, rows, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == row["name"] and cells[3] == f"{row['val_accuracy']:.4f}"
-        assert cells[4] == f"{row['test_accuracy']:.4f}"
-    assert (tmp_path / "adv" / "layers.png").stat().st_size > 1000
+        assert cells[0] == row["name"] + (" <-" if row["chosen"] else "")
+        assert cells[3] == f"{row['val_accuracy']:.4f} ± {row['val_accuracy_se']:.4f}"
+        assert cells[4] == f"{row['val_loss']:.4f} ± {row['val_loss_se']:.4f}"
+        assert cells[5] == f"{row['test_accuracy']:.4f}"
+    assert f"Why: {advice['reason']}" in printed
+    step = advice["search"]["steps"][0]
+    assert f"+{step['added']} ({step['val_accuracy']:.4f}, loss {step['val_loss']:.4f})" in printed
+    assert (tmp / "adv" / "layers.png").stat().st_size > 1000
     # A second advice on the same source and backbone is a cache hit: no new cache folders.
-    before = sorted(p.name for p in (tmp_path / "c").iterdir())
+    before = sorted(p.name for p in (tmp / "c").iterdir())
     again = runner.invoke(app, [*args, "-q"])
     assert again.exit_code == 0 and "Recommended" in again.stdout
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == before
+    assert sorted(p.name for p in (tmp / "c").iterdir()) == before
+
+
+def test_the_printed_commands_build_the_recommended_configuration(advised):
+    """The commands run verbatim in a shell, through the real CLI, on the whole source."""
+    import subprocess
+    import sys
+
+    advice, _, tmp = advised
+    rec = advice["recommendation"]
+    script = f'bottleneck() {{ "{sys.executable}" -m bottleneck "$@"; }}\nset -e\n' + "\n".join(
+        advice["commands"]
+    )
+    done = subprocess.run(["bash", "-c", script], cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert advice["commands"][0].startswith("CACHE=$(bottleneck extract ")
+    assert advice["commands"][-1].startswith("bottleneck export ")
+    run = tmp / "runs" / "advised-data"
+    summary = json.loads((run / "metrics.json").read_text())
+    cache = bottleneck_open(summary["cache"]["path"])
+    assert cache.config.backbone == rec["backbone"] == "efficientnet_lite0"
+    assert [n for n, _, _ in cache.columns] == rec["layers"]
+    assert summary["head"] == rec["head"] == "logreg"
+    # The whole source this time: every image, not the pilot's sample.
+    assert sum(cache.n(s) for s in cache.splits) == 36
+    assert (run / "export" / "model.onnx").stat().st_size > 1000
+
+
+def bottleneck_open(path):
+    from bottleneck.cache.reader import open_cache
+
+    return open_cache(path)
+
+
+def test_the_choice_prefers_the_cheaper_configuration_within_one_standard_error():
+    from bottleneck.runs.advise import choose
+
+    def row(name, kind, dims, loss):
+        return {"name": name, "kind": kind, "dims": dims, "val_loss": loss}
+
+    pixels, top = row("pixels", "pixels", 3072, 0.40), row("top layer", "top", 1280, 0.35)
+    wide = row("wide", "preset", 10208, 0.30)
+    rows = [pixels, top, wide]
+    # A wide standard error: every configuration is within it of the best, so the cheapest wins (no backbone).
+    chosen, reason = choose(rows, lambda a, b: 0.0 if a is b else 0.2)
+    assert chosen is pixels
+    assert reason == (
+        "lowest val log loss: wide (0.3000); pixels is within one standard error of it (+0.1000, standard error "
+        "0.2000) and cheaper (no backbone), so it is chosen."
+    )
+    # 0.07: the top layer is within one standard error of wide, the pixels are not; fewer dims win.
+    chosen, reason = choose(rows, lambda a, b: 0.0 if a is b else 0.07)
+    assert chosen is top and "(1280 dims against 10208)" in reason
+    # A narrow one: the lowest loss wins, and the reason names the runner-up and the margin.
+    chosen, reason = choose(rows, lambda a, b: 0.0 if a is b else 0.01)
+    assert chosen is wide
+    assert reason.endswith("(the next, top layer, is +0.0500, standard error 0.0100).")
+
+
+def test_commands_name_the_exact_configuration():
+    from bottleneck.runs.advice import commands
+
+    rec = {"backbone": "efficientnet_lite0", "layer": "multiscale", "fine_tune": True}
+    rec["recipe"] = {
+        "unfreeze": 1,
+        "optimizer": "sgd",
+        "lr": 0.0001,
+        "momentum": 0.9,
+        "augment": None,
+        "seed": 0,
+    }
+    out = commands("data/my signs", rec, {"weights": "imagenet", "image_size": None})
+    assert out == [
+        "CACHE=$(bottleneck extract 'data/my signs' --backbone efficientnet_lite0 --layer multiscale)",
+        """bottleneck fit-head "$CACHE" --head logreg --out 'runs/advised-my signs'""",
+        "bottleneck fine-tune 'runs/advised-my signs' --unfreeze 1 --optimizer sgd --lr 0.0001 "
+        "--out 'runs/advised-my signs-fine-tuned'    # and momentum=0.9, fine-tune's defaults",
+        "bottleneck export 'runs/advised-my signs-fine-tuned' --format onnx",
+    ]
+    # Every option the fine-tune line may carry is an option of `bottleneck fine-tune`.
+    from bottleneck.runs.advice import FINE_TUNE_OPTIONS
+
+    helped = runner.invoke(app, ["fine-tune", "--help"], env={"COLUMNS": "200"}).stdout
+    for key in FINE_TUNE_OPTIONS:
+        assert f"--{key.replace('_', '-')}" in helped
+    pixels = commands("d", {"backbone": "pixels", "layer": None, "fine_tune": False}, {"weights": "none"})
+    assert pixels[0] == "CACHE=$(bottleneck extract d --backbone pixels)"
+    assert pixels[-1] == "bottleneck export runs/advised-d --format onnx"
 
 
 def test_advise_refuses_sources_it_cannot_measure(tmp_path, make_image_folder):
@@ -292,3 +445,87 @@ def test_per_class_above_the_smallest_class_uses_what_there_is(tmp_path, make_im
         per = {k: sum(1 for it in s.manifest.items if (it.split, it.label) == k) for k in counts}
     # 12 -> 2 held out as test, 10 train; 7 -> 1 test, 6 train.
     assert per == {("train", 0): 10, ("test", 0): 2, ("train", 1): 6, ("test", 1): 1}
+
+
+def test_top_is_the_feature_layer_by_name_everywhere(images, tmp_path):
+    """`top` on a multiscale cache (the feature layer first) is top_activation, not the last column."""
+    options = ["--weights", "none", "--image-size", "32", "--cache-dir", str(tmp_path / "c"), "-q"]
+    res = runner.invoke(app, ["extract", str(images), "--layer", "multiscale", *options])
+    assert res.exit_code == 0, res.output
+    cache = bottleneck_open(res.stdout.strip())
+    assert [n for n, _, _ in cache.columns][0] == "top_activation"
+    assert cache.select("top").layers == ("top_activation",)
+    assert cache.select("top,block6a_expand_activation").layers == (
+        "top_activation",
+        "block6a_expand_activation",
+    )
+    fit = runner.invoke(
+        app,
+        ["fit-head", str(cache.path), "--layers", "top", "--runs-dir", str(tmp_path / "r"), "--json", "-q"],
+    )
+    assert fit.exit_code == 0, fit.output
+    path = json.loads(fit.stdout)["path"]
+    assert path.endswith("-top_activation-logreg")
+    assert (
+        json.loads((Path(path) / "metrics.json").read_text())["cache"]["config"]["layer"] == "top_activation"
+    )
+    # `extract --layer top` is the default extraction: the same cache folder.
+    top = runner.invoke(app, ["extract", str(images), "--layer", "top", *options])
+    default = runner.invoke(app, ["extract", str(images), *options])
+    assert top.exit_code == 0 and top.stdout == default.stdout
+    assert bottleneck_open(top.stdout.strip()).config.layer is None
+    # In a list, top is the feature layer, recorded by its name.
+    listed = runner.invoke(
+        app, ["extract", str(images), "--layer", "block6a_expand_activation,top", *options]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert [n for n, _, _ in bottleneck_open(listed.stdout.strip()).columns] == [
+        "block6a_expand_activation",
+        "top_activation",
+    ]
+    # A cache without the top layer says so.
+    view = cache.select("block6a_expand_activation")
+    with pytest.raises(
+        CacheError, match="does not hold the top layer of efficientnet_lite0 \\(top_activation\\)"
+    ):
+        view.select("top")
+
+
+def test_wide_reads_the_widest_points_of_a_family():
+    from bottleneck.backbones.build import build_feature_model
+
+    model = build_feature_model("mobilenet_v2", weights="none", image_size=32, layer="wide")
+    names = [n for n, _, _ in model.columns]
+    assert len(names) == 17 and names[-1] == "out_relu"
+    assert all(n.startswith("block_") and n.endswith("_expand_relu") for n in names[:-1])
+    both = build_feature_model("mobilenet_v2", weights="none", image_size=32, layer="blocks,wide")
+    got = [n for n, _, _ in both.columns]
+    assert set(names) < set(got) and got[-1] == "out_relu" and len(got) > len(names)
+    with pytest.raises(BackboneError, match="layer='wide' is not defined for vgg networks"):
+        build_feature_model("vgg16", weights="none", image_size=32, layer="wide")
+
+
+@pytest.mark.slow
+def test_a_printed_fine_tune_command_runs_with_the_recipe_advise_measured(advised):
+    """The fine-tune line (as advise prints it when a fine-tune pays) runs verbatim and repeats the recipe."""
+    import subprocess
+    import sys
+
+    from bottleneck.runs.advice import commands
+    from bottleneck.runs.fit import fit_head
+    from bottleneck.tuning import fine_tune
+
+    advice, _, tmp = advised
+    rec = dict(advice["recommendation"])
+    start = fit_head(bottleneck_open(advice["caches"]["pilot"]).select(rec["layers"]), "logreg", save=False)
+    rec["recipe"] = fine_tune(start, epochs=1, save=False).summary["params"]
+    rec["fine_tune"] = True
+    names = {"backbone": rec["backbone"], "weights": "none", "image_size": 32}
+    lines = commands(advice["source"], rec, names, cache_dir=tmp / "c", runs_dir=tmp / "ft")
+    assert "--epochs 1" in lines[2] and "# and momentum=0.9" in lines[2]
+    script = f'bottleneck() {{ "{sys.executable}" -m bottleneck "$@"; }}\nset -e\n' + "\n".join(lines)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = json.loads((tmp / "ft" / "advised-data-fine-tuned" / "metrics.json").read_text())
+    assert tuned["kind"] == "fine-tune" and tuned["params"]["epochs"] == 1
+    assert (tmp / "ft" / "advised-data-fine-tuned" / "export" / "model.onnx").exists()

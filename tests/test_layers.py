@@ -172,5 +172,6 @@ def test_example_scripts_default_to_the_multiscale_set_for_lite0_only():
 
     assert example_layers(None) == LITE0_MULTISCALE_LAYERS
     assert example_layers(None, "vgg16") is None
-    assert example_layers("default") is None and example_layers("default", "vgg16") is None
+    # "top" is the backbone's feature layer, as everywhere: the default extraction's cache.
+    assert example_layers("top") == "top" and ExtractConfig(layer=example_layers("top")).layer is None
     assert example_layers(f"{TOP},{MID}", "vgg16") == f"{TOP},{MID}"

@@ -152,6 +152,37 @@ def block_outputs(base, family: str | None, feature_layer: str | None = None) ->
     return [*out, top]
 
 
+def wide_points(base, family: str | None, feature_layer: str | None = None) -> list[str]:
+    """The family's widest layers that are not block outputs (``presets.WIDE_PATTERNS``: EfficientNet
+    ``block6a_expand_activation``, ResNet ``conv5_block1_2_relu``), input to output, then ``feature_layer``."""
+    from bottleneck.backbones.presets import WIDE_PATTERNS, is_wide
+
+    if family not in WIDE_PATTERNS:
+        known = ", ".join(WIDE_PATTERNS)
+        what = f"{family} networks" if family else "a model file's network"
+        raise BackboneError(
+            f"layer='wide' is not defined for {what} (only for {known}); use layer='blocks', or list the "
+            "layers to read by name (`bottleneck backbones NAME --layers` lists them)."
+        )
+    names = [lyr.name for lyr in _layers(base)]
+    top = feature_layer or names[-1]
+    return [*(n for n in names if is_wide(n, family) and n != top), top]
+
+
+def network_sets(base, family: str | None, feature_layer: str | None, sets) -> list[str]:
+    """The layers of one or more sets resolved on the network (``blocks``, ``wide``): their union in network
+    order, the feature layer last (where every set puts it)."""
+    from bottleneck.backbones.presets import BLOCKS
+
+    chosen: set[str] = set()
+    for name in sets:
+        resolve = block_outputs if name == BLOCKS else wide_points
+        chosen.update(resolve(base, family, feature_layer))
+    names = [lyr.name for lyr in _layers(base)]
+    top = feature_layer or names[-1]
+    return [*(n for n in names if n in chosen and n != top), top]
+
+
 def plan_cut(base, family: str | None, *, unfreeze=None, unfreeze_from: str | None = None) -> Cut:
     """The cut for ``unfreeze`` (top N blocks, or "all") or ``unfreeze_from`` (a layer name and all after it)."""
     layers = _layers(base)

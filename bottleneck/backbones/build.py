@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
-from bottleneck.backbones.presets import BLOCKS
+from bottleneck.backbones.presets import NETWORK_SETS, TOP
 from bottleneck.config import POOLINGS, layer_names
 from bottleneck.errors import BackboneError, BottleneckError, first_line, one_of, suggest
 
@@ -105,7 +105,9 @@ def build_feature_model(
     backbone's default. See ``build_backbone`` for ``backbone``, ``weights`` and ``preprocess``. The
     preprocessing of the spec is the model's first layer, so callers feed raw pixels. ``portable`` writes it
     with built-in Keras layers only (see ``portable_preprocess``), for models that must load without bottleneck.
-    ``layer="blocks"`` reads every block's output and then the feature layer (``blocks.block_outputs``).
+    ``layer="blocks"`` reads every block's output and then the feature layer (``blocks.block_outputs``),
+    ``layer="wide"`` the family's widest points (``blocks.wide_points``); "blocks,wide" reads both in one pass.
+    ``top`` in a list is the backbone's feature layer.
 
     The model's ``columns`` attribute gives (layer, start, stop) of each layer's part of a pooled feature vector
     (() when the features are spatial): what a cache records so that a subset of its layers can be read back.
@@ -121,10 +123,13 @@ def build_feature_model(
     if layer is None and spec is not None:
         layer = spec.feature_layer
     names = layer_names(layer, pooling)
-    if names == (BLOCKS,):
-        from bottleneck.backbones.blocks import block_outputs
+    if names and all(n in NETWORK_SETS for n in names):
+        from bottleneck.backbones.blocks import network_sets
 
-        names = tuple(block_outputs(base, spec and spec.family, spec and spec.feature_layer))
+        names = tuple(network_sets(base, spec and spec.family, spec and spec.feature_layer, names))
+    elif TOP in names:
+        top = (spec and spec.feature_layer) or base.layers[-1].name
+        names = tuple(top if n == TOP else n for n in names)
     if names:
         base = read_at(base, names, name)
     inputs, x = _pixels_in(keras, size, mode, portable)

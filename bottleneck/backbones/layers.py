@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from bottleneck import _tf
 from bottleneck.backbones import get_spec
 
@@ -27,3 +29,11 @@ def list_layers(backbone: str, *, image_size: int | None = None) -> list[tuple[s
             shape = None
         rows.append((lyr.name, shape))
     return rows
+
+
+@functools.lru_cache(maxsize=16)
+def feature_layer_name(backbone: str) -> str:
+    """The name of a registered backbone's feature layer (``top``): its spec's, else the headless network's last
+    layer. Builds the network with random weights the first time (names do not depend on weights or size)."""
+    spec = get_spec(backbone)
+    return spec.feature_layer or list_layers(backbone)[-1][0]

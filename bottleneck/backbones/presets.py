@@ -1,6 +1,9 @@
-"""Named layer sets: ``blocks`` (every block's output) and ``multiscale`` (a set validated on real data)."""
+"""Named layer sets: ``top``, ``blocks`` (every block's output), ``wide`` (a family's widest points) and
+``multiscale`` (a set validated on real data)."""
 
 from __future__ import annotations
+
+import re
 
 from bottleneck.errors import BackboneError
 
@@ -12,11 +15,34 @@ LITE0_MULTISCALE_LAYERS = "top_activation,block6d_expand_activation,block6a_expa
 # backbone -> its measured multi-scale set. Only sets measured on real data belong here.
 MULTISCALE = {"efficientnet_lite0": LITE0_MULTISCALE_LAYERS}
 
-BLOCKS = (
-    "blocks"  # the output of every block, then the backbone's feature layer: resolved on the built network
+TOP = "top"  # the backbone's feature layer (what a cache without --layer holds), by its name
+BLOCKS = "blocks"  # the output of every block, then the feature layer: resolved on the built network
+WIDE = (
+    "wide"  # the family's widest points that are not block outputs, then the feature layer: resolved likewise
 )
 MULTISCALE_NAME = "multiscale"
-LAYER_SETS = (BLOCKS, MULTISCALE_NAME)
+# Sets resolved on the built network (they may be combined: "blocks,wide" reads both in one pass).
+NETWORK_SETS = (BLOCKS, WIDE)
+LAYER_SETS = (BLOCKS, WIDE, MULTISCALE_NAME)
+
+# family -> pattern of its widest layers that are not block outputs: the expand activations of inverted
+# residual blocks (EfficientNet, EfficientNet-Lite, MobileNetV2: 4-6x the block's width) and the middle of
+# ResNet bottlenecks (the 3x3 conv's activation). Block outputs are narrow by design (a bottleneck), and on
+# Fashion-MNIST the expand activations were the layers that carried most (README, "Which strategy?").
+WIDE_PATTERNS = {
+    "efficientnet": r"^block\d+[a-z]_expand_activation$",
+    "efficientnet_v2": r"^block\d+[a-z]_expand_activation$",
+    "efficientnet_lite": r"^block\d+[a-z]_expand_activation$",
+    "mobilenet_v2": r"^block_\d+_expand_relu$",
+    "resnet": r"^conv\d_block\d+_2_relu$",
+    "resnet_v2": r"^conv\d_block\d+_2_relu$",
+}
+
+
+def is_wide(name: str, family: str | None) -> bool:
+    """Whether layer ``name`` is one of ``family``'s wide points (see WIDE_PATTERNS)."""
+    pattern = WIDE_PATTERNS.get(family or "")
+    return pattern is not None and re.search(pattern, name) is not None
 
 
 def multiscale_layers(backbone: str) -> str:
@@ -31,7 +57,7 @@ def multiscale_layers(backbone: str) -> str:
 
 def example_layers(arg: str | None, backbone: str = "efficientnet_lite0") -> str | None:
     """The layer setting of the example scripts' ``--layer``: unset -> LITE0_MULTISCALE_LAYERS for Lite0 (the
-    backbone's own feature layer for others), "default" -> the backbone's own feature layer, else as given."""
+    backbone's own feature layer for others), else as given ("top": the backbone's feature layer)."""
     if arg is None:
         return LITE0_MULTISCALE_LAYERS if backbone == "efficientnet_lite0" else None
-    return None if arg == "default" else arg
+    return arg

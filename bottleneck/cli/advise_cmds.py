@@ -9,15 +9,18 @@ import typer
 from bottleneck.cli.common import print_json, user_errors
 from bottleneck.cli.progress import ProgressBar
 
-ADVISE_HELP = """Measure which transfer strategy suits a dataset, on a small stratified pilot, and print what to run.
+ADVISE_HELP = """Measure which configuration suits a dataset, on a small stratified pilot, and print the commands
+that build it on the whole data.
 
-One backbone pass over at most --per-class train images per class (default 100) gives the output of every
-block (--layer blocks); the raw pixels are the baseline. Logistic regressions score the pixels, the top
-layer, each block alone and the greedy layer set (chosen on val; the test split, or a held-out fifth of
-each class, is only scored), then a short fine-tune of the top block (--no-fine-tune to skip). The advice
-names the cell of the classic table (little or much data, similar to ImageNet or not, from these
-measurements), the recommended configuration, and the commands to run it on the whole dataset. Writes
-advice.md, advice.json and layers.png (accuracy by layer depth, the pixel baseline as a line); the caches
+One backbone pass over at most --per-class train images per class (default 100) reads every block's output
+and the family's wide points (--layer blocks,wide); the raw pixels are extracted beside it. Logistic
+regressions score on val every configuration those caches build: the pixels, the top layer, each layer alone,
+the greedy layer set and the presets (multiscale where measured, all block outputs, all wide points), each
+with its val accuracy and log loss and their standard errors. The choice: the lowest val log loss, unless a
+cheaper configuration (no backbone, or fewer dims) is within one standard error of it. The test split (or a
+held-out fifth of each class) is scored after the choice. A short fine-tune (fine-tune's default recipe; skip
+with --no-fine-tune) is recommended only when it lowers the val log loss by more than a standard error. The
+printed commands run as they are in a POSIX shell. Writes advice.md, advice.json and layers.png; the caches
 are reused by a later advise or compare.
 
 Examples:

@@ -60,7 +60,9 @@ def register(app: typer.Typer) -> None:
             None,
             help="Layer to take features from instead of the backbone's feature layer; several comma-separated "
             "layers are each pooled and concatenated (e.g. top_activation,block6a_expand_activation); "
-            "'blocks' reads every block's output and the feature layer, 'multiscale' a set measured on real data. "
+            "'top' is the backbone's feature layer (the default), 'blocks' reads every block's output and the feature "
+            "layer, 'wide' the family's widest points (expand activations, bottleneck middles) and the feature layer "
+            "('blocks,wide': both), 'multiscale' a set measured on real data. "
             "`bottleneck backbones NAME --layers` lists the names.",
         ),
         pooling: str = typer.Option("avg", help="avg | max | none (keep the spatial map)."),

@@ -1,115 +1,38 @@
-"""`advise`: measure on a pilot sample which transfer strategy fits a dataset, and say what to run next.
+"""`advise`: measure on a pilot sample which configuration fits a dataset, and print the commands that build it.
 
 The classic table (little/much data x similar/different from ImageNet) decides between a head on the top
-layer, earlier layers, fine-tuning the top, or fine-tuning most of the network. Which cell a dataset is in is
-measured here: one backbone pass over a stratified pilot gives every block's features; a logistic regression
-per block, the greedy layer set and a pixel baseline fit in seconds each.
+layer, earlier layers, fine-tuning the top, or fine-tuning most of the network. Here it is measured: one
+backbone pass over a stratified pilot reads every block's output and the family's wide points; logistic
+regressions score every configuration those columns can build (each layer, the greedy set, the presets) and
+the raw pixels, in seconds each; the choice weighs each val log loss against its noise.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottleneck._io import write_json_atomic
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import SourceError
+from bottleneck.runs.advice import Advice, commands, stem_of
 
 # Train images per class from which a dataset counts as "much data" (enough to fine-tune more than the top).
 MUCH_DATA_PER_CLASS = 1000
-# A mid-level layer beating the top layer by this much (val accuracy) says the data is far from ImageNet.
-MID_LEVEL_GAIN = 0.01
-# The backbone must beat the raw pixels by this much for transfer to count as helping.
-TRANSFER_GAIN = 0.02
+# Similar to ImageNet or not is decided with the choice rule's own noise criterion: the data is "different" when
+# the top layer's val log loss is more than one standard error above the best configuration's (earlier layers,
+# or the raw pixels, measurably beat the most ImageNet-specific features). It replaced fixed margins of 1 point
+# (best single earlier layer vs top) and 2 points (features vs pixels) of val accuracy, which called
+# Fashion-MNIST "similar" although its multi-layer sets beat the top layer by 1.2-1.7 points of test accuracy
+# (README, "Which strategy?").
 MIN_TRAIN_PER_CLASS = 5
 PILOT_HOLDOUT = 0.2  # share of each class held out as test when the source has no test split
 PILOT_VAL = 0.2  # share of the pilot's train carved out as val when the source has no val split
-FINE_TUNE_EPOCHS = 3
-
-
-@dataclass
-class Advice:
-    """What ``advise`` measured and recommends; ``rows`` are every scored configuration."""
-
-    source: str
-    backbone: str
-    per_class: int
-    pilot: dict  # {"train", "val", "test"} image counts of the pilot
-    train_per_class: int  # median train images per class in the whole source
-    rows: list[dict]  # {"name", "kind", "layers", "depth", "dims", "val_accuracy", "test_accuracy", ...}
-    search: dict  # greedy_layers' path
-    cell: dict  # {"data": "little"|"much", "similarity": "similar"|"different", "evidence": [...]}
-    recommendation: dict  # {"name", "layers", "head", "val_accuracy", "test_accuracy", "fine_tune"}
-    commands: list[str]
-    notes: list[str] = field(default_factory=list)
-    caches: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    paths: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def markdown(self) -> str:
-        from bottleneck.report import markdown_table
-
-        cell = self.cell
-        lines = [
-            f"# Advice for {self.source} with {self.backbone}",
-            "",
-            f"Pilot: {self.pilot['train']} train / {self.pilot['val']} val / {self.pilot['test']} test images "
-            f"({self.per_class} per class at most); the whole source has ~{self.train_per_class} train images per "
-            "class.",
-            "",
-            f"**Cell: {cell['data']} data, {_similarity(cell)}.** " + " ".join(cell["evidence"]),
-            "",
-            f"**Recommended:** {self.recommendation['name']} with a {self.recommendation['head']} head "
-            f"(val {self.recommendation['val_accuracy']:.4f}, test {_fmt(self.recommendation['test_accuracy'])}).",
-            "",
-            "Next:",
-            "",
-            *[f"    {c}" for c in self.commands],
-            "",
-        ]
-        headers = ["configuration", "layers", "dims", "val accuracy", "test accuracy"]
-        rows = [
-            [r["name"], _short(r["layers"]), r["dims"], f"{r['val_accuracy']:.4f}", _fmt(r["test_accuracy"])]
-            for r in self.rows
-        ]
-        lines.append(markdown_table(headers, rows))
-        steps = " -> ".join(f"+{s['added']} ({s['val_accuracy']:.4f})" for s in self.search["steps"])
-        lines.append(f"Greedy layer search (val accuracy after each step): {steps}")
-        lines += [f"\n{n}" for n in self.notes]
-        return "\n".join(lines) + "\n"
-
-    def save(self, out) -> dict:
-        """advice.md, advice.json and layers.png (accuracy by layer depth, the pixel baseline as a line)."""
-        from bottleneck.report.plots import plot_layers
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        self.paths = {
-            "md": str(out / "advice.md"),
-            "json": str(out / "advice.json"),
-            "png": str(out / "layers.png"),
-        }
-        plot_layers(self.rows, out / "layers.png", title=f"{self.backbone} on {Path(self.source).name}")
-        (out / "advice.md").write_text(self.markdown())
-        write_json_atomic(out / "advice.json", self.to_json(), indent=2)
-        return self.paths
-
-
-def _similarity(cell: dict) -> str:
-    return "similar to ImageNet" if cell["similarity"] == "similar" else "different from ImageNet"
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def _short(layers) -> str:
-    return ",".join(layers) if len(layers) <= 3 else f"{len(layers)} layers"
+# The greedy search in advise starts from the layers best alone (by val log loss): its later steps fit
+# (pool - 1) + (pool - 2) + ... heads, and a layer weak alone rarely helps a set (README, "Which strategy?").
+GREEDY_POOL = 12
+# What a configuration costs, cheapest first: no backbone, a frozen backbone, a fine-tuned one.
+TIERS = {"pixels": 0, "fine-tune": 2}
 
 
 def check_source(manifest, per_class: int, notify: Notify | None) -> int:
@@ -136,22 +59,34 @@ def check_source(manifest, per_class: int, notify: Notify | None) -> int:
     return int(statistics.median(counts.values()))
 
 
-def _cell(rows: list[dict], train_per_class: int) -> dict:
-    by_kind = {r["kind"]: r for r in rows if r["kind"] in ("pixels", "top")}
-    top, pixels = by_kind["top"], by_kind.get("pixels")
-    blocks = [r for r in rows if r["kind"] == "block"]
-    best_mid = max(blocks, key=lambda r: r["val_accuracy"]) if blocks else top
-    gain = best_mid["val_accuracy"] - top["val_accuracy"]
-    best = max(r["val_accuracy"] for r in rows if r["kind"] != "pixels")
-    evidence = [
-        f"The best earlier layer ({best_mid['layers'][0]}) scores {gain * 100:+.1f} points of val accuracy "
-        "against the top layer."
-    ]
-    different = gain >= MID_LEVEL_GAIN
+def _cell(rows: list[dict], train_per_class: int, se_of) -> dict:
+    """The classic table's cell: much or little data (train images per class), similar or different (is the
+    top layer within one standard error of the best configuration's val log loss)."""
+    top = next(r for r in rows if r["kind"] == "top")
+    best = min(rows, key=lambda r: r["val_loss"])
+    gap, se = top["val_loss"] - best["val_loss"], se_of(top, best)
+    different = gap > se
+    if best is top:
+        evidence = ["The top layer has the lowest val log loss of every configuration."]
+    else:
+        verdict = "more than" if different else "within"
+        evidence = [
+            f"The top layer's val log loss is {gap:+.4f} against the best configuration ({best['name']}), "
+            f"{verdict} one standard error ({se:.4f})."
+        ]
+    singles = [r for r in rows if r["kind"] in ("block", "wide")]
+    if singles:
+        mid = max(singles, key=lambda r: r["val_accuracy"])
+        evidence.append(
+            f"The best earlier layer alone ({mid['name']}) scores {(mid['val_accuracy'] - top['val_accuracy']) * 100:+.1f} "
+            "points of val accuracy against the top layer."
+        )
+    pixels = next((r for r in rows if r["kind"] == "pixels"), None)
     if pixels is not None:
-        lead = best - pixels["val_accuracy"]
-        evidence.append(f"The best backbone features beat the raw pixels by {lead * 100:+.1f} points.")
-        different = different or lead < TRANSFER_GAIN
+        features = max(r["val_accuracy"] for r in rows if r["kind"] not in ("pixels", "fine-tune"))
+        evidence.append(
+            f"The best backbone features beat the raw pixels by {(features - pixels['val_accuracy']) * 100:+.1f} points."
+        )
     data = "much" if train_per_class >= MUCH_DATA_PER_CLASS else "little"
     evidence.append(
         f"~{train_per_class} train images per class is {'at least' if data == 'much' else 'under'} "
@@ -160,23 +95,38 @@ def _cell(rows: list[dict], train_per_class: int) -> dict:
     return {"data": data, "similarity": "different" if different else "similar", "evidence": evidence}
 
 
-def _commands(
-    source: str, backbone: str, image_size, layers: tuple, cell: dict, fine_tune_helps: bool
-) -> list:
-    extract = f"bottleneck extract {source} --backbone {backbone}"
-    if image_size:
-        extract += f" --image-size {image_size}"
-    if layers:
-        extract += f" --layer {','.join(layers)}"
-    commands = [extract, "bottleneck fit-head CACHE --head logreg    # CACHE: the folder extract printed"]
-    if cell["data"] == "much" or fine_tune_helps:
-        # Little data fine-tunes the top block at most; much data that is far from ImageNet can train more.
-        unfreeze = 3 if (cell["data"] == "much" and cell["similarity"] == "different") else 1
-        commands.append(
-            f"bottleneck fine-tune RUN --unfreeze {unfreeze}    # RUN: the folder fit-head printed"
+def cost(row: dict) -> tuple:
+    """How much a configuration costs to run, for ordering: no backbone < frozen backbone < fine-tuned, then dims."""
+    return (TIERS.get(row["kind"], 1), row["dims"])
+
+
+def choose(rows: list[dict], se_of) -> tuple[dict, str]:
+    """The one-standard-error rule: the configuration with the lowest val log loss, unless a cheaper one
+    (``cost``) is within one standard error of it; then the cheapest such. ``se_of(a, b)`` is the standard error
+    of the difference of two rows' val log losses. Returns (the chosen row, the reason in one line)."""
+    best = min(rows, key=lambda r: (r["val_loss"], cost(r)))
+    close = [r for r in rows if r["val_loss"] - best["val_loss"] <= se_of(r, best)]
+    chosen = min(close, key=lambda r: (cost(r), r["val_loss"]))
+    lead = f"lowest val log loss: {best['name']} ({best['val_loss']:.4f})"
+    if chosen is best:
+        others = [r for r in rows if r is not best and _same(r) != _same(best)]  # not the same set again
+        runner = min(others, key=lambda r: r["val_loss"], default=None)
+        if runner is None:
+            return chosen, f"{lead}, the only configuration scored."
+        return chosen, (
+            f"{lead}; no cheaper configuration is within one standard error of it (the next, {runner['name']}, "
+            f"is {runner['val_loss'] - best['val_loss']:+.4f}, standard error {se_of(runner, best):.4f})."
         )
-    commands.append("bottleneck export RUN --format onnx")
-    return commands
+    why = "no backbone" if chosen["kind"] == "pixels" else f"{chosen['dims']} dims against {best['dims']}"
+    return chosen, (
+        f"{lead}; {chosen['name']} is within one standard error of it ({chosen['val_loss'] - best['val_loss']:+.4f}, "
+        f"standard error {se_of(chosen, best):.4f}) and cheaper ({why}), so it is chosen."
+    )
+
+
+def _same(row: dict) -> tuple:
+    """What makes two rows the same configuration (the greedy set may be a single layer scored already)."""
+    return (TIERS.get(row["kind"], 1), tuple(row.get("layers") or (row["name"],)))
 
 
 def advise(
@@ -195,20 +145,27 @@ def advise(
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> Advice:
-    """Measure which transfer strategy suits ``source`` on a stratified pilot and recommend the next commands.
+    """Measure which configuration suits ``source`` on a stratified pilot and recommend the commands to build it.
 
-    Extracts ``layer="blocks"`` of ``backbone`` (default: the default backbone) and the ``pixels`` baseline on at
-    most ``per_class`` train images per class (the source's test split, else a held-out fifth of each class,
-    is scored), then fits logistic regressions: pixels, the top layer, each block alone, the greedy layer set
-    (chosen on val), and with ``fine_tune`` a short fine-tune of the top block from the best frozen head. Writes
-    advice.md, advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The
-    caches are keyed like any other: asking again, or ``compare`` on them, is a cache hit.
+    One pass of ``backbone`` (default: the default backbone) reads ``layer="blocks,wide"`` (``blocks`` where the
+    family has no wide points) on at most ``per_class`` train images per class (the source's test split, else
+    a held-out fifth of each class, is scored), and the ``pixels`` baseline is extracted beside it. Logistic
+    regressions score, on val, every configuration those columns build: pixels, the top layer, each layer
+    alone, the greedy layer set, the presets (``multiscale`` where measured, all block outputs, all wide
+    points). ``choose`` picks one; the test split is scored after. With ``fine_tune``, a short
+    ``tuning.fine_tune`` (its default recipe) starts from the chosen backbone configuration; it is
+    recommended only when it lowers the val log loss by more than a standard error. Writes advice.md,
+    advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The caches are
+    keyed like any other: asking again, or ``compare`` on them, is a cache hit.
     """
+    from bottleneck.backbones.presets import BLOCKS, WIDE, WIDE_PATTERNS
+    from bottleneck.backbones.registry import get_spec
+    from bottleneck.cache.key import is_model_path
     from bottleneck.config import ExtractConfig
     from bottleneck.data import open_source
     from bottleneck.inference.runner import extract
     from bottleneck.runs.compare import baseline_cache
-    from bottleneck.runs.layers import greedy_layers, score_layer_sets
+    from bottleneck.runs.layers import LayerScorer, candidate_sets, greedy_layers
 
     t0 = time.perf_counter()
     backbone = backbone or ExtractConfig().backbone
@@ -217,104 +174,178 @@ def advise(
         has_val = "val" in src.manifest.splits()
     pilot = {"per_class": per_class, "seed": seed, "holdout": PILOT_HOLDOUT}
     options = {"pilot": pilot, "seed": seed, "val_fraction": None if has_val else PILOT_VAL}
-    blocks = extract(
-        source,
-        cache_dir=cache_dir,
-        backbone=backbone,
-        weights=weights,
-        image_size=image_size,
-        layer="blocks",
-        engine=engine,
-        progress=progress,
-        notify=notify,
-        **options,
+    family = None if is_model_path(backbone) else get_spec(backbone).family
+    layer = f"{BLOCKS},{WIDE}" if family in WIDE_PATTERNS else BLOCKS
+    config = {"backbone": backbone, "weights": weights, "image_size": image_size, "engine": engine}
+    timings = {"check": round(time.perf_counter() - t0, 3)}
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        timings[stage] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
+    cache = extract(
+        source, cache_dir=cache_dir, layer=layer, progress=progress, notify=notify, **config, **options
     ).cache
-    pixels, _ = baseline_cache(blocks, progress=progress, notify=notify)
-    names = [n for n, _, _ in blocks.columns]
-    scored = score_layer_sets(blocks, [[n] for n in names], seed=seed, progress=progress)
+    lap("extract")
+    pixels, _ = baseline_cache(cache, progress=progress, notify=notify)
+    lap("pixels")
+
+    scorer = LayerScorer(cache, seed=seed)
     rows = []
+    pix_scorer = None
     if pixels is not None:
-        p = score_layer_sets(pixels, [[c for c, _, _ in pixels.columns]], seed=seed)[0]
-        rows.append({"name": "pixels (baseline)", "kind": "pixels", "depth": None, **p})
-    for depth, r in enumerate(scored):
-        kind = "top" if depth == len(scored) - 1 else "block"
-        rows.append(
-            {"name": "top layer" if kind == "top" else r["layers"][0], "kind": kind, "depth": depth, **r}
-        )
-    search = greedy_layers(blocks, seed=seed, progress=progress)
-    greedy = score_layer_sets(blocks, [list(search.layers)], seed=seed)[0]
-    rows.append({"name": "greedy set", "kind": "greedy", "depth": None, **greedy})
-    cell = _cell(rows, train_per_class)
-    frozen = [r for r in rows if r["kind"] in ("top", "greedy")]
-    best = max(frozen, key=lambda r: (r["val_accuracy"], r["kind"] == "top"))  # ties go to the simpler one
-    top_layers = tuple(blocks.columns[-1][:1])
-    layers = () if best["kind"] == "top" else tuple(best["layers"])
+        pix_scorer = LayerScorer(pixels, seed=seed)
+        p = pix_scorer.val(pix_scorer.order)
+        rows.append({"name": "pixels", "kind": "pixels", "depth": None, "layer": None, **p})
+    sets = candidate_sets(cache)
+    for c, scored in zip(sets, scorer.val_many([c["layers"] for c in sets], progress=progress), strict=True):
+        rows.append({**c, **scored})
+    lap("score")
+    singles = sorted((r for r in rows if r["kind"] in ("top", "block", "wide")), key=lambda r: r["val_loss"])
+    pool = [r["layers"][0] for r in singles[:GREEDY_POOL]]
+    search = greedy_layers(cache, scorer=scorer, candidates=pool, progress=progress)
+    greedy = scorer.val(search.layers)
+    rows.append(
+        {"name": "greedy set", "kind": "greedy", "depth": None, "layer": ",".join(search.layers), **greedy}
+    )
+    lap("greedy")
+
+    def losses(row):
+        return pix_scorer.losses(row["layers"]) if row["kind"] == "pixels" else scorer.losses(row["layers"])
+
+    se_of = _se_function(cache, pixels, losses)
+    chosen, reason = choose(rows, se_of)
+    frozen, _ = choose([r for r in rows if r["kind"] != "pixels"], se_of)
+    for r in rows:  # test only now, after the choice
+        r["test_accuracy"] = (pix_scorer if r["kind"] == "pixels" else scorer).test(r["layers"])
+    cell = _cell(rows, train_per_class, se_of)
     notes = list(search.notes)
     tuned = None
     if fine_tune:
-        tuned = _short_fine_tune(blocks, best, seed, runs_dir, progress, notify, notes)
+        start = chosen if chosen["kind"] != "pixels" else frozen
+        tuned = _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes)
+        lap("fine_tune")
         if tuned is not None:
             rows.append(tuned)
-    fine_tune_helps = tuned is not None and tuned["val_accuracy"] >= best["val_accuracy"] + MID_LEVEL_GAIN
-    recommendation = {
-        "name": "top layer" if not layers else f"layers {','.join(layers)}",
-        "layers": list(layers or top_layers),
-        "head": "logreg",
-        "val_accuracy": best["val_accuracy"],
-        "test_accuracy": best.get("test_accuracy"),
-        "fine_tune": fine_tune_helps,
-    }
+            gain = chosen["val_loss"] - tuned["val_loss"]
+            need = chosen["val_loss_se"]
+            verdict = "recommended" if gain > need else "not recommended"
+            notes.append(
+                f"The short fine-tune from {start['name']} changed the val log loss by {-gain:+.4f} against "
+                f"{chosen['name']} (it must lower it by more than one standard error, {need:.4f}): {verdict}."
+            )
+            if gain > need:
+                chosen, reason = tuned, reason + f" The short fine-tune lowered it by {gain:.4f} more."
+    for r in rows:
+        r["chosen"] = r is chosen
     pix = next((r for r in rows if r["kind"] == "pixels"), None)
-    if pix is not None and pix["val_accuracy"] >= best["val_accuracy"]:
+    if pix is not None and chosen is pix:
         notes.append(
-            f"The raw pixels ({pix['val_accuracy']:.4f} val) score at least as well as the best frozen "
-            f"{backbone} features ({best['val_accuracy']:.4f}): the backbone is not helping here. Try another "
-            "backbone, fine-tuning most of the network, or a model trained from scratch."
+            f"The raw pixels score as well as the best {backbone} configuration within the noise: the backbone is "
+            "not worth its cost here. Other options: another backbone, fine-tuning most of the network, or a "
+            "model trained from scratch."
         )
+    recommendation = _recommendation(chosen, backbone)
+    names = {"backbone": backbone, "weights": weights, "image_size": image_size}
     advice = Advice(
         source=str(Path(source)),
         backbone=backbone,
         per_class=per_class,
-        pilot={s: blocks.n(s) for s in ("train", "val", "test") if s in blocks.splits},
+        pilot={s: cache.n(s) for s in ("train", "val", "test") if s in cache.splits},
         train_per_class=train_per_class,
         rows=rows,
         search=search.to_json(),
         cell=cell,
         recommendation=recommendation,
-        commands=_commands(str(source), backbone, image_size, layers, cell, fine_tune_helps),
+        reason=reason,
+        commands=commands(source, recommendation, names, cache_dir=cache_dir, runs_dir=runs_dir),
         notes=notes,
-        caches={"blocks": str(blocks.path), "pixels": str(pixels.path) if pixels is not None else None},
+        caches={"pilot": str(cache.path), "pixels": str(pixels.path) if pixels is not None else None},
     )
     advice.seconds = round(time.perf_counter() - t0, 3)
-    stem = Path(str(source).rstrip("/")).stem or "source"
-    advice.save(Path(out) if out is not None else Path(runs_dir) / f"advise-{stem}-{backbone}")
+    advice.timings = timings
+    advice.save(Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}")
     return advice
 
 
-def _short_fine_tune(blocks, best, seed, runs_dir, progress, notify, notes) -> dict | None:
-    """A few epochs of the top block from the best frozen head; a row like the others, or None if it cannot run."""
+def _se_function(cache, pixels, losses):
+    """se_of(a, b): the paired standard error of two rows' val loss difference when both were scored on the
+    same val images (the pixels cache has the pilot's rows), else the two standard errors combined."""
+    import numpy as np
+
+    from bottleneck.runs.layers import paired_se
+
+    same = pixels is None or (
+        "val" in cache.splits
+        and "val" in pixels.splits
+        and np.array_equal(np.asarray(cache.ids("val")), np.asarray(pixels.ids("val")))
+    )
+
+    def se_of(a: dict, b: dict) -> float:
+        if a is b:
+            return 0.0
+        if same or (a["kind"] != "pixels") == (b["kind"] != "pixels"):
+            return paired_se(losses(a), losses(b))
+        return float(np.hypot(a["val_loss_se"], b["val_loss_se"]))
+
+    return se_of
+
+
+def _recommendation(row: dict, backbone: str) -> dict:
+    pixels = row["kind"] == "pixels"
+    if pixels:
+        name = "pixels (no backbone)"
+    elif row["kind"] == "top" or (row["kind"] == "fine-tune" and row["layer"] is None):
+        name = "top layer"
+    else:
+        name = (
+            f"--layer {row['layer']}" if row["kind"] in ("preset", "fine-tune") else f"layers {row['layer']}"
+        )
+    return {
+        "name": name + (" + fine-tune" if row["kind"] == "fine-tune" else ""),
+        "kind": row["kind"],
+        "backbone": "pixels" if pixels else backbone,
+        "layers": list(row["layers"]),
+        "layer": row["layer"],
+        "head": "logreg",
+        "val_accuracy": row["val_accuracy"],
+        "val_loss": row["val_loss"],
+        "test_accuracy": row.get("test_accuracy"),
+        "fine_tune": row["kind"] == "fine-tune",
+        "recipe": row.get("recipe"),
+    }
+
+
+def _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes) -> dict | None:
+    """``tuning.fine_tune`` with its default recipe from a logreg head on ``start``'s layers; a row like the
+    others (val and test from the fine-tuned model), or None if it cannot run."""
     from bottleneck.errors import BottleneckError
     from bottleneck.runs.fit import fit_head
     from bottleneck.tuning import fine_tune
 
-    view = blocks.select(best["layers"])
-    run = fit_head(view, "logreg", seed=seed, save=False)
+    run = fit_head(cache.select(start["layers"]), "logreg", seed=seed, save=False)
     t0 = time.perf_counter()
     try:
-        tuned = fine_tune(
-            run, unfreeze=1, epochs=FINE_TUNE_EPOCHS, seed=seed, save=False, progress=progress, notify=notify
-        )
+        tuned = fine_tune(run, seed=seed, save=False, progress=progress, notify=notify)
     except BottleneckError as exc:
         notes.append(f"The short fine-tune did not run: {exc}")
         return None
     m = tuned.summary["metrics"]
+    recipe = dict(tuned.summary.get("params") or {})
     return {
-        "name": f"fine-tune top block ({FINE_TUNE_EPOCHS} epochs)",
+        "name": f"fine-tune from {start['name']}",
         "kind": "fine-tune",
         "depth": None,
-        "layers": list(best["layers"]),
-        "dims": best["dims"],
+        "layers": list(start["layers"]),
+        "layer": start["layer"],
+        "dims": start["dims"],
         "val_accuracy": m["val"]["accuracy"],
+        "val_accuracy_se": None,
+        "val_loss": m["val"]["log_loss"],
+        "val_loss_se": None,
         "test_accuracy": m.get("test", {}).get("accuracy"),
+        "recipe": recipe,
         "fit_seconds": round(time.perf_counter() - t0, 3),
     }

@@ -65,8 +65,11 @@ class Comparison:
         if self.rows and self.rows[0]["n_seeds"] > 1:
             text += f"\nmean ± std over {self.rows[0]['n_seeds']} seeds\n"
         for search in self.searches:
-            path = " -> ".join(f"+{st['added']} ({st['val_accuracy']:.4f})" for st in search["steps"])
-            text += f"\ngreedy layers on {search['cache']} (val accuracy): {path}"
+            path = " -> ".join(
+                f"+{st['added']} ({st['val_accuracy']:.4f}, loss {st['val_loss']:.4f})"
+                for st in search["steps"]
+            )
+            text += f"\ngreedy layers on {search['cache']} (val accuracy, val log loss): {path}"
         for s in self.skipped:
             text += f"\nskipped {s['head']} on {s['cache']}: {s['reason']}"
         return text + ("\n" if self.skipped or self.searches else "")

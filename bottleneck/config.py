@@ -51,8 +51,8 @@ def layer_names(layer: str | None, pooling: str = "avg") -> tuple[str, ...]:
 def _named_top(layer: str, backbone: str) -> str:
     """``layer`` with ``top`` replaced by the backbone's feature layer name where the registry knows it (else the
     builder resolves it on the network), so "top,a" and "top_activation,a" share a cache key."""
+    from bottleneck.backbones.model_file import is_model_path
     from bottleneck.backbones.registry import get_spec
-    from bottleneck.cache.key import is_model_path
 
     if is_model_path(backbone):
         return layer

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import bottleneck
     from bottleneck.data.datasets import FASHION_MNIST_DIR
     from bottleneck.runs.advise import PILOT_HOLDOUT, PILOT_VAL, advise
-    from bottleneck.runs.layers import score_layer_sets
+    from bottleneck.runs.layer_sets import score_layer_sets
 
     def say(line):
         print(line, file=sys.stderr, flush=True)

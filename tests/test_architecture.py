@@ -106,3 +106,26 @@ def test_only_the_cache_package_writes_cache_metadata():
         offenders += [f"{rel}: {m.group(0)}" for m in assigns.finditer(text)]
         offenders += [f"{rel}: {m.group(0)}" for m in writes.finditer(text)]
     assert offenders == []
+
+
+# Modules that import each other, each inside a function: the CLI's error helper reads the option names of the app
+# that uses it, and the engine chooser builds int8 engines whose module builds on the fp32 engines.
+MUTUAL = {
+    frozenset({"bottleneck.cli", "bottleneck.cli.common"}),
+    frozenset({"bottleneck.inference.engines", "bottleneck.inference.int8"}),
+}
+
+
+def test_no_two_modules_import_each_other():
+    imports = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        imports[module] = {name for name, _ in _imports(path)}
+    pairs = {
+        frozenset({a, b})
+        for a, names in imports.items()
+        for b in names
+        if a != b and a in imports.get(b, ()) and not (b.startswith(a + ".") or a.startswith(b + "."))
+    }
+    assert sorted(map(sorted, pairs - MUTUAL)) == []

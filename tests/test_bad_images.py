@@ -11,7 +11,7 @@ from conftest import CFG, PixelEngine
 from PIL import Image
 from typer.testing import CliRunner
 
-from bottleneck.cache.reader import read_manifest
+from bottleneck.cache.meta import read_manifest
 from bottleneck.cli import app
 from bottleneck.errors import BadImageError
 from bottleneck.inference.runner import run_extraction

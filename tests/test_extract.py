@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck.cache import open_cache
-from bottleneck.cache.reader import read_manifest
+from bottleneck.cache.meta import read_manifest
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BadImageError, CacheError, SourceError

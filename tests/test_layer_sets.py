@@ -108,7 +108,7 @@ def test_a_head_on_a_subset_predicts_with_exactly_those_layers(images, blocks, t
 
 
 def test_greedy_selection_picks_the_layer_that_carries_the_signal(tmp_path):
-    from bottleneck.runs.layers import greedy_layers
+    from bottleneck.runs.layer_sets import greedy_layers
 
     rng = np.random.default_rng(0)
 
@@ -135,7 +135,7 @@ def test_greedy_selection_picks_the_layer_that_carries_the_signal(tmp_path):
     # Each score carries its standard errors over the val rows; per-row losses make paired comparisons.
     from sklearn.metrics import log_loss
 
-    from bottleneck.runs.layers import LayerScorer, paired_se
+    from bottleneck.runs.layer_sets import LayerScorer, paired_se
 
     scorer = LayerScorer(cache)
     row = scorer.val(["signal"])

@@ -10,7 +10,7 @@ import pytest
 from conftest import CFG, PixelEngine, counting, make_image_folder, truncated_png
 from PIL import Image
 
-from bottleneck.cache.reader import read_manifest
+from bottleneck.cache.meta import read_manifest
 from bottleneck.config import ExtractConfig
 from bottleneck.data import open_source
 from bottleneck.errors import BadImageError

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bottleneck.cache import open_cache
 from bottleneck.cache.manage import gc_caches, list_caches, remove_cache, verify_cache
-from bottleneck.cache.reader import read_manifest
+from bottleneck.cache.meta import read_manifest
 from bottleneck.inference.runner import run_extraction
 
 CFG = BASE_CFG.replace(batch_size=2)

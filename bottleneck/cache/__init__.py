@@ -12,7 +12,8 @@ Layout of ``cache/<backbone>-<key8>/`` (readable without bottleneck):
 
 from bottleneck.cache.integrity import CacheDamaged, rows_digest
 from bottleneck.cache.key import cache_dir_name, compute_key
-from bottleneck.cache.reader import MANIFEST, META, Cache, open_cache, progress_text, read_meta
+from bottleneck.cache.meta import MANIFEST, META, progress_text, read_meta
+from bottleneck.cache.reader import Cache, open_cache
 from bottleneck.cache.stores import STORES, Store, open_store
 from bottleneck.cache.writer import CacheWriter, write_arrays
 

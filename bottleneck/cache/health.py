@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bottleneck.cache import integrity
 from bottleneck.cache.integrity import READ_ERRORS, CacheDamaged, rows_digest
-from bottleneck.cache.reader import Cache, read_meta
+from bottleneck.cache.meta import read_meta
+from bottleneck.cache.reader import Cache
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def compute_key(
 
 
 def key_of(material: dict) -> str:
-    """The cache key of what ``compute_key`` hashes (also of a layer subset's material, see ``cache.view``)."""
+    """The cache key of what ``compute_key`` hashes (also of a layer subset's material, see ``cache.reader.LayerView``)."""
     return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

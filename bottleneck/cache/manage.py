@@ -12,7 +12,8 @@ from bottleneck.cache import integrity
 from bottleneck.cache.health import check_cache
 from bottleneck.cache.integrity import META, CacheDamaged
 from bottleneck.cache.lock import is_locked
-from bottleneck.cache.reader import Cache, manifest_source, progress_text, read_meta
+from bottleneck.cache.meta import manifest_source, progress_text, read_meta
+from bottleneck.cache.reader import Cache
 from bottleneck.errors import CacheError
 
 

@@ -1,71 +1,24 @@
-"""Reading caches: metadata, the read-only Cache view and open_cache."""
+"""Reading caches: the read-only ``Cache`` (every read checked against what was written), a subset of its layers
+read in place (``LayerView``), and ``open_cache``."""
 
 from __future__ import annotations
 
-import json
+import copy
 from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import read_json
 from bottleneck.cache import integrity
+from bottleneck.cache.columns import layer_columns, resolve_layers
 from bottleneck.cache.integrity import CacheDamaged, Regions, VerifiedArray
-from bottleneck.cache.key import cache_dir_name
+from bottleneck.cache.key import key_of
+from bottleneck.cache.meta import MANIFEST, META, progress_text, read_manifest, read_meta
 from bottleneck.cache.stores import FeatureArray, Store, open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest
 from bottleneck.errors import CacheError, first_line
 
-META = integrity.META
-MANIFEST = "manifest.npz"  # the columnar manifest (data.manifest.Manifest.to_bytes)
-LEGACY_MANIFEST = "manifest.json"  # one dict per item: caches written before the columnar manifest
-
-
-def read_manifest(path) -> tuple[Manifest, list]:
-    """(every source item, the skipped ones as {"index", "id", "reason"}) of the cache folder ``path``."""
-    path = Path(path)
-    if (path / MANIFEST).is_file():
-        return Manifest.from_bytes((path / MANIFEST).read_bytes())
-    d = json.loads((path / LEGACY_MANIFEST).read_text())
-    return Manifest.from_json(d), d.get("skipped", [])
-
-
-def manifest_source(path) -> str | None:
-    """The source a cache folder's manifest names, reading only its header (None when there is none)."""
-    path = Path(path)
-    try:
-        if (path / MANIFEST).is_file():
-            with np.load(path / MANIFEST, allow_pickle=False) as z:
-                return json.loads(z["header"].tobytes().decode()).get("source") or None
-        return json.loads((path / LEGACY_MANIFEST).read_text()).get("source") or None
-    except (OSError, ValueError, KeyError, AttributeError):
-        return None
-
-
-def read_meta(path, *, check: bool = True) -> dict:
-    """A cache folder's metadata; with ``check``, only when it is a cache's and its seal matches (CacheDamaged)."""
-    path = Path(path)
-    meta_file = path / META
-    if not path.exists():
-        raise CacheError(
-            f"no cache at {path}: the folder does not exist. Run `bottleneck extract SOURCE` first."
-        )
-    if not path.is_dir():
-        raise CacheError(f"{path} is a file, not a cache folder; pass a folder made by `bottleneck extract`.")
-    meta = read_json(
-        meta_file,
-        CacheError,
-        missing=f"{path} is not a bottleneck cache (no {META}); pass a folder made by `bottleneck extract`.",
-        redo="remove the cache and extract again.",
-    )
-    return integrity.check_meta(path, meta) if check else meta
-
-
-def progress_text(meta: dict) -> str:
-    """ "incomplete (k/n rows)": rows committed of every row the cache will hold (splits not started included)."""
-    done = sum(meta.get("progress", {}).values())
-    total = meta.get("rows_planned") or sum(s["n"] for s in meta.get("splits", {}).values())
-    return f"incomplete ({done}/{total} rows)"
+__all__ = ["MANIFEST", "META", "Cache", "ColumnView", "LayerView", "as_cache", "open_cache", "select_layers"]
 
 
 class Cache:
@@ -100,8 +53,6 @@ class Cache:
         The result reads as the cache an extraction of exactly those layers would give: heads fitted on it
         record those layers. CacheError for an unknown layer or a cache without per-layer ranges.
         """
-        from bottleneck.cache.view import select_layers
-
         return select_layers(self, layers)
 
     @property
@@ -315,28 +266,90 @@ def as_cache(cache) -> Cache:
     return cache if isinstance(cache, Cache) else open_cache(cache)
 
 
-def find_cache_path(cache_dir, config: ExtractConfig, key: str) -> Path:
-    """The folder of the cache of ``key`` under ``cache_dir``: absent, or holding exactly this key.
+class ColumnView:
+    """Some columns of a (N, D) feature array, read row block by row block; the same interface as FeatureArray."""
 
-    The name is ``cache_dir_name`` (an 8-hex-digit prefix of the key, short enough to type). When a folder of
-    that name belongs to another key (two keys sharing a prefix, or a folder that is no readable cache), the
-    prefix grows to 16 digits, then to the whole key: two keys never share a folder, and another key's folder
-    is never reused, resumed or deleted.
-    """
-    name = cache_dir_name(config, key)
-    stem = name[: -len(key[:8])]
-    for digits in (8, 16, len(key)):
-        path = Path(cache_dir) / f"{stem}{key[:digits]}"
-        if not path.exists() or _folder_key(path) == key:
-            return path
-    raise CacheError(
-        f"{path} exists but does not hold the cache of key {key}; move it out of {cache_dir} and run again."
-    )
+    def __init__(self, data, index: np.ndarray):
+        self._data = data
+        self._index = index
+        n = int(data.shape[0])
+        self.shape = (n, len(index))
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = 2
+        chunks = getattr(data, "chunks", None)
+        self.chunks = (chunks[0], len(index)) if chunks else None
+        # One contiguous range reads as a slice (a NumPy view, no copy); several as a gather.
+        contiguous = len(index) and index[-1] - index[0] + 1 == len(index)
+        self._columns = slice(int(index[0]), int(index[-1]) + 1) if contiguous else index
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        block = np.asarray(self._data[rows])
+        return block[..., self._columns]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"ColumnView(shape={self.shape}, dtype={self.dtype})"
 
 
-def _folder_key(path: Path) -> str | None:
-    try:
-        meta = json.loads((path / META).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta.get("key") if isinstance(meta, dict) else None
+class LayerView(Cache):
+    """A cache's rows restricted to some of its layers; it reads as the cache a fresh extraction of exactly
+    those layers would give (same config, key material and feature key), so heads fitted on it record those
+    layers and are accepted on such a cache, and ``predict`` builds exactly those layers."""
+
+    def __init__(self, parent: Cache, layers: tuple[str, ...]):
+        columns = {name: (a, b) for name, a, b in layer_columns(parent)}
+        meta = copy.deepcopy(parent.meta)
+        joined = ",".join(layers)
+        meta["config"]["layer"] = joined
+        material = meta.get("key_material")
+        if material and "config" in material:
+            material["config"]["layer"] = joined
+            meta["key"] = key_of(material)
+        else:
+            meta["key"] = f"{parent.key}:{joined}"
+        ranges, start = [], 0
+        for name in layers:
+            a, b = columns[name]
+            ranges.append({"name": name, "start": start, "stop": start + b - a})
+            start += b - a
+        meta["layers"] = ranges
+        for split in meta["splits"].values():
+            split["feature_shape"] = [start]
+        meta["view_of"] = {"path": str(parent.path), "key": parent.key, "layers": list(layers)}
+        super().__init__(parent.path, meta)
+        self.parent = parent
+        self.layers = layers
+        self._index = np.concatenate([np.arange(*columns[n]) for n in layers])
+
+    @property
+    def name(self) -> str:
+        # Unique per subset (table rows are keyed by it): the names when few, else a count and the key.
+        label = (
+            ",".join(self.layers) if len(self.layers) <= 3 else f"{len(self.layers)} layers {self.key[:6]}"
+        )
+        return f"{self.parent.name}[{label}]"
+
+    @property
+    def store(self):
+        return self.parent.store
+
+    def features(self, split: str, *, verify: bool = True) -> ColumnView:
+        return ColumnView(self.parent.features(split, verify=verify), self._index)
+
+    def close(self):
+        self.parent.close()
+
+
+def select_layers(cache, layers) -> Cache:
+    """``cache`` restricted to ``layers`` (see ``resolve_layers``); the cache itself when that is all of it."""
+    names = resolve_layers(cache, layers)
+    if list(names) == [name for name, _, _ in layer_columns(cache)]:
+        return cache
+    parent = cache.parent if isinstance(cache, LayerView) else cache
+    return LayerView(parent, names)

@@ -9,7 +9,8 @@ import numpy as np
 from bottleneck.cache.integrity import CacheDamaged
 from bottleneck.cache.key import features_keys
 from bottleneck.cache.lock import is_locked
-from bottleneck.cache.reader import META, Cache, open_cache, read_meta
+from bottleneck.cache.meta import META, read_meta
+from bottleneck.cache.reader import Cache, open_cache
 from bottleneck.errors import CacheError
 
 

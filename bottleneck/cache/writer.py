@@ -10,7 +10,8 @@ import numpy as np
 from bottleneck._io import write_bytes_atomic
 from bottleneck.cache import integrity
 from bottleneck.cache.integrity import FORMAT_VERSION, ids_digest, labels_digest, rows_digest, write_meta
-from bottleneck.cache.reader import MANIFEST, Cache
+from bottleneck.cache.meta import MANIFEST
+from bottleneck.cache.reader import Cache
 from bottleneck.cache.stores import open_store
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest

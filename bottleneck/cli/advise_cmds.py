@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bottleneck.cli.common import print_json, user_errors
-from bottleneck.cli.progress import ProgressBar
+from bottleneck.cli.progress import progress_bar
 
 ADVISE_HELP = """Measure which configuration suits a dataset, on a small stratified pilot, and print the commands
 that build it on the whole data.
@@ -59,8 +59,7 @@ def register(app: typer.Typer) -> None:
     ):
         from bottleneck.runs.advise import advise
 
-        bar = ProgressBar(unit="it", enabled=None if not quiet else False)
-        try:
+        with progress_bar(None, quiet) as bar:
             advice = advise(
                 source,
                 backbone=backbone,
@@ -76,8 +75,6 @@ def register(app: typer.Typer) -> None:
                 progress=bar,
                 notify=lambda line: typer.echo(line, err=True),
             )
-        finally:
-            bar.close()
         if json_out:
             print_json(advice.to_json())
             return

@@ -5,7 +5,8 @@ Submodules: ``manifest`` (Item, Manifest, val split), ``decode`` (files and arra
 No TensorFlow here: the cache-hit path imports this package.
 """
 
-from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, load_image, resize_image
+from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, resize_image
+from bottleneck.data.files import load_image
 from bottleneck.data.manifest import SPLIT_ORDER, Item, Manifest
 from bottleneck.data.source import Source, find_bad_images, open_source
 

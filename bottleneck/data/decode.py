@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 import re
 import struct
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from bottleneck.config import RESIZES
-from bottleneck.errors import BadImageError, one_of
+from bottleneck.errors import one_of
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -233,31 +232,6 @@ def array_to_rgb(a: np.ndarray) -> np.ndarray:
     if a.shape[2] == 4:
         return np.ascontiguousarray(a[..., :3])
     return np.ascontiguousarray(a)
-
-
-def load_image(path, draft: int | None = None) -> np.ndarray:
-    """Decode one image file to RGB uint8 (H, W, 3), as sources do (``draft``: see decode_image); raises
-    BadImageError naming file and reason."""
-    from bottleneck.data.files import read_regular_file
-
-    p = Path(path)
-    try:
-        data = read_regular_file(p)
-    except ImageDecodeError as exc:  # a FIFO, device or socket: never read (it could block forever)
-        raise BadImageError(f"cannot read image {p}: {exc.reason}; pass an image file.", [str(p)]) from None
-    except FileNotFoundError:
-        raise BadImageError(f"image {p} does not exist; check the path.", [str(p)]) from None
-    except IsADirectoryError:
-        raise BadImageError(f"{p} is a folder, not an image file; pass one image file.", [str(p)]) from None
-    except OSError as exc:
-        raise BadImageError(f"cannot read image {p}: {exc.strerror or exc}.", [str(p)]) from None
-    try:
-        return decode_image(data, draft=draft)
-    except ImageDecodeError as exc:
-        raise BadImageError(
-            f"cannot decode image {p} ({exc.reason}); pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.",
-            [str(p)],
-        ) from None
 
 
 def draft_size(size: int, fast: bool) -> int | None:

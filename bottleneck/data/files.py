@@ -16,13 +16,14 @@ import numpy as np
 from bottleneck.data.decode import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
+    decode_image,
     inspect_image,
     pixel_limit,
     pixel_limit_problem,
 )
 from bottleneck.data.hash_index import HashIndex, stamp
 from bottleneck.data.manifest import SPLIT_ALIASES, SPLIT_ORDER, Manifest, build_manifest, content_hash
-from bottleneck.errors import SourceError
+from bottleneck.errors import BadImageError, SourceError
 
 # Folders that are never classes: archive-tool debris (hidden names, starting with ".", are skipped as well).
 _JUNK_DIRS = {"__MACOSX"}
@@ -451,3 +452,26 @@ def _file_manifest(found, label_of: dict, hashes, class_names, source: str, kind
         hash=hashes,
         path=paths,
     )
+
+
+def load_image(path, draft: int | None = None) -> np.ndarray:
+    """Decode one image file to RGB uint8 (H, W, 3), as sources do (``draft``: see decode_image); raises
+    BadImageError naming file and reason."""
+    p = Path(path)
+    try:
+        data = read_regular_file(p)
+    except ImageDecodeError as exc:  # a FIFO, device or socket: never read (it could block forever)
+        raise BadImageError(f"cannot read image {p}: {exc.reason}; pass an image file.", [str(p)]) from None
+    except FileNotFoundError:
+        raise BadImageError(f"image {p} does not exist; check the path.", [str(p)]) from None
+    except IsADirectoryError:
+        raise BadImageError(f"{p} is a folder, not an image file; pass one image file.", [str(p)]) from None
+    except OSError as exc:
+        raise BadImageError(f"cannot read image {p}: {exc.strerror or exc}.", [str(p)]) from None
+    try:
+        return decode_image(data, draft=draft)
+    except ImageDecodeError as exc:
+        raise BadImageError(
+            f"cannot decode image {p} ({exc.reason}); pass a JPEG, PNG, BMP, GIF, WebP or TIFF file.",
+            [str(p)],
+        ) from None

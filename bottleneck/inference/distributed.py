@@ -219,8 +219,8 @@ def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dic
     from bottleneck import _tf
     from bottleneck.cache.writer import write_range_record
     from bottleneck.inference.bad_files import load_or_late
-    from bottleneck.inference.compute import batch_groups, compute_range
     from bottleneck.inference.pipeline import iter_groups
+    from bottleneck.inference.ranges import batch_groups, compute_range
 
     engine, reader, store, donors = _worker_state(job)
     config = job.config

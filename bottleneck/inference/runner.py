@@ -18,7 +18,7 @@ from pathlib import Path
 from bottleneck.cache import META, Cache, compute_key, open_cache
 from bottleneck.cache.health import Problem, hit_problems
 from bottleneck.cache.lock import cache_lock
-from bottleneck.cache.reader import find_cache_path
+from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
 from bottleneck.data.hash_index import HashIndex, index_path

@@ -158,14 +158,14 @@ def advise(
     advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The caches are
     keyed like any other: asking again, or ``compare`` on them, is a cache hit.
     """
+    from bottleneck.backbones.model_file import is_model_path
     from bottleneck.backbones.presets import BLOCKS, WIDE, WIDE_PATTERNS
     from bottleneck.backbones.registry import get_spec
-    from bottleneck.cache.key import is_model_path
     from bottleneck.config import ExtractConfig
     from bottleneck.data import open_source
     from bottleneck.inference.runner import extract
     from bottleneck.runs.compare import baseline_cache
-    from bottleneck.runs.layers import LayerScorer, candidate_sets, greedy_layers
+    from bottleneck.runs.layer_sets import LayerScorer, candidate_sets, greedy_layers
 
     t0 = time.perf_counter()
     backbone = backbone or ExtractConfig().backbone
@@ -275,7 +275,7 @@ def _se_function(cache, pixels, losses):
     same val images (the pixels cache has the pilot's rows), else the two standard errors combined."""
     import numpy as np
 
-    from bottleneck.runs.layers import paired_se
+    from bottleneck.runs.layer_sets import paired_se
 
     same = pixels is None or (
         "val" in cache.splits

@@ -155,7 +155,7 @@ def baseline_cache(cache, *, progress: Progress | None = None, notify=None):
 
 def _expand(caches, layers, layer_search, baseline, heads, progress, notify):
     """(cache, heads) pairs to fit: each cache or its layer subsets, greedy sets, then pixel baselines."""
-    from bottleneck.runs.layers import greedy_layers
+    from bottleneck.runs.layer_sets import greedy_layers
 
     if layer_search not in (None, "greedy"):
         from bottleneck.errors import one_of

@@ -41,7 +41,7 @@ class _Splits:
 
 
 def _load(cache, seed: int, with_test: bool) -> _Splits:
-    from bottleneck.cache.view import layer_columns
+    from bottleneck.cache.columns import layer_columns
     from bottleneck.heads.checks import stratified_holdout
 
     columns = layer_columns(cache)
@@ -85,7 +85,7 @@ class LayerScorer:
     def check(self, names) -> None:
         unknown = sorted(set(names) - set(self.data.columns))
         if unknown:
-            from bottleneck.cache.view import resolve_layers
+            from bottleneck.cache.columns import resolve_layers
 
             resolve_layers(self.cache, unknown)  # raises the did-you-mean error
 
@@ -325,7 +325,7 @@ def candidate_sets(cache) -> list[dict]:
     the cache), layer (the ``--layer`` value that extracts exactly it: None for the top layer)."""
     from bottleneck.backbones.presets import BLOCKS, MULTISCALE, MULTISCALE_NAME, NETWORK_SETS, WIDE, is_wide
     from bottleneck.backbones.registry import get_spec
-    from bottleneck.cache.view import layer_columns, set_layers, top_layer
+    from bottleneck.cache.columns import layer_columns, set_layers, top_layer
     from bottleneck.config import layer_names
 
     order = [n for n, _, _ in layer_columns(cache)]

@@ -244,3 +244,29 @@ def test_inspection_and_the_page_import_no_tensorflow():
         "print('tensorflow' in sys.modules, 'cleanlab' in sys.modules, 'umap' in sys.modules)"
     )
     assert out.split() == ["False", "False", "False"]
+
+
+def test_thumbnails_of_many_exact_copies_are_written_once_by_parallel_workers(tmp_path):
+    # Exact copies share one thumbnail (named by content hash); with several workers they once raced on its
+    # temporary file and one rename found it gone (FileNotFoundError in `inspect`).
+    from PIL import Image
+
+    from bottleneck.data.manifest import build_manifest, content_hash
+    from bottleneck.report.thumbnails import write_thumbnails
+
+    src = tmp_path / "src" / "a"
+    src.mkdir(parents=True)
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(src / "copy0.png")
+    Image.fromarray(np.full((20, 20, 3), 200, np.uint8)).save(src / "other.png")
+    for i in range(1, 60):
+        shutil.copyfile(src / "copy0.png", src / f"copy{i}.png")
+    files = sorted(src.iterdir())
+    m = build_manifest(["a"], str(src.parent), "folders", split=["train"] * len(files), label=[0] * len(files),
+                       id=[f"a/{f.name}" for f in files], hash=[content_hash(f.read_bytes()) for f in files],
+                       path=[str(f) for f in files])  # fmt: skip
+    seen = []
+    names = write_thumbnails(m, np.arange(len(m)), tmp_path / "thumbs", workers=8,
+                             progress=lambda what, done, total: seen.append((done, total)))  # fmt: skip
+    written = sorted(p.name for p in (tmp_path / "thumbs").iterdir())
+    assert len(names) == 61 and len(set(names.values())) == 2 and sorted(set(names.values())) == written
+    assert seen[-1] == (61, 61)

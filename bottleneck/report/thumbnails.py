@@ -38,20 +38,25 @@ def write_thumbnails(
         _check_files(items, manifest, source)
     else:
         _check_array_source(manifest, source)
+    # One writer per content hash: two threads writing the same thumbnail (exact duplicates) would race on its
+    # temporary file, and the loser's rename would find it gone.
+    by_hash: dict = {}
+    for item in items:
+        by_hash.setdefault(item.hash or ("row", item.index), []).append(item)
     names: dict[int, str] = {}
     reader = open_reader(manifest, **options)
     done = 0
 
-    def one(item):
-        name = _write(reader, item, folder)
-        return item.index, name
+    def one(group):
+        return group, _write(reader, group[0], folder)
 
     try:
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="thumbs") as pool:
-            for index, name in pool.map(one, items):
-                names[index] = name
-                done += 1
-                if progress and (done % 256 == 0 or done == len(items)):
+            for group, name in pool.map(one, by_hash.values()):
+                for item in group:
+                    names[item.index] = name
+                done += len(group)
+                if progress and (done % 256 < len(group) or done == len(items)):
                     progress("thumbnails", done, len(items))
     finally:
         reader.close()
@@ -79,8 +84,6 @@ def _write(reader, item, folder: Path) -> str:
     small = im.width * im.height <= 64 * 64
     name = f"{item.hash}.{'png' if small else 'jpg'}"
     path = folder / name
-    if path.exists():  # an exact duplicate's thumbnail
-        return name
     if max(im.size) > SIDE:
         im.thumbnail((SIDE, SIDE), Image.LANCZOS)
     tmp = folder / f".{name}.tmp"

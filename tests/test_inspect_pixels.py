@@ -126,3 +126,46 @@ def test_a_changed_file_is_one_line(tmp_path):
     Image.new("RGB", (16, 16), (0, 0, 0)).save(root / "b" / "x.png")
     with pytest.raises(InspectError, match=r"b/x.png changed since extraction \(its content hash differs\)"):
         tiny_images(manifest, [0, 1])
+
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir(FASHION), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_copies_are_found_with_real_features(tmp_path):
+    """Real Lite0 ImageNet features of 28 px garments: JPEG q75 and +-10 % resized copies of train images planted
+    in test move the features too far for the feature rule, and the pixel check finds every one (~1 min)."""
+    import bottleneck
+    from bottleneck.data.datasets import export_fashion_mnist
+    from bottleneck.inspection import inspect_cache
+
+    src = tmp_path / "fm"
+    export_fashion_mnist(src, per_class=60, download=False)
+    train = sorted((src / "train").rglob("*.png"))[::60][:8]  # one image of 8 classes
+    copies = {}
+    for k, path in enumerate(train):
+        im = Image.open(path)
+        dest = src / "test" / path.parent.name / f"copy-{k}{'.jpg' if k % 2 else '.png'}"
+        if k % 2:
+            im.save(dest, "JPEG", quality=75)
+        else:
+            side = 25 if k % 4 else 31
+            im.resize((side, side), Image.BILINEAR).save(dest)
+        copies[path.relative_to(src).as_posix()] = dest.relative_to(src).as_posix()
+    cache = bottleneck.extract(src, cache_dir=tmp_path / "cache").cache
+    kw = dict(label_errors=False, page=False, map_method="pca")
+    found = inspect_cache(cache, out=tmp_path / "o", **kw)
+    leaks = {(r["partner_id"], r["id"]) for r in _rows(found.path / "leaks.csv")}
+    assert set(copies.items()) <= leaks, sorted(set(copies.items()) - leaks)
+    assert found.summary["near_duplicates"]["rule"] == "pixels"
+    features = inspect_cache(cache, out=tmp_path / "f", pixel_check=False, **kw)
+    by_features = {(r["partner_id"], r["id"]) for r in _rows(features.path / "leaks.csv")}
+    assert len(set(copies.items()) & by_features) < len(copies)  # what the feature rule alone misses
+
+
+def _rows(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

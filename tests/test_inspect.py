@@ -24,7 +24,13 @@ from bottleneck.errors import BottleneckError, InspectError
 from bottleneck.inspection import exact_duplicates, inspect_cache, near_duplicates
 from bottleneck.inspection.duplicates import normalized
 from bottleneck.inspection.embedding_map import embed_2d, sample_rows
-from bottleneck.inspection.label_errors import find_label_issues, lowest_confidence, out_of_fold_proba
+from bottleneck.inspection.label_errors import (
+    estimated_error_counts,
+    find_label_issues,
+    lowest_confidence,
+    out_of_fold_proba,
+)
+from bottleneck.inspection.pixels import MAX_RMS
 
 
 @pytest.fixture(scope="module")
@@ -75,25 +81,67 @@ def test_threshold_outside_zero_one_is_one_clear_error():
 
 
 # --- label errors -------------------------------------------------------------------------------------------
+def _blobs(seed=0):
+    """6 Gaussian classes of 150 points in 16-d, classes 0/1 and 2/3 look-alike pairs (centres close)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (6, 16))
+    centers[1] = centers[0] + rng.normal(0, 1, 16)
+    centers[3] = centers[2] + rng.normal(0, 1, 16)
+    y = np.repeat(np.arange(6), 150)
+    return normalized(centers[y] + rng.normal(0, 1, (len(y), 16))), y, rng
+
+
+def _precision_recall(rows, flipped):
+    hit = len(set(rows.tolist()) & set(flipped.tolist()))
+    return hit / max(1, len(rows)), hit / len(flipped)
+
+
 def test_out_of_fold_probabilities_find_flipped_labels():
-    rng = np.random.default_rng(0)
-    centers = rng.normal(0, 4, (4, 16))
-    y = np.repeat(np.arange(4), 60)
-    X = centers[y] + rng.normal(0, 1, (len(y), 16))
-    flipped = rng.choice(len(y), 12, replace=False)
+    X, y, rng = _blobs()
+    flipped = rng.choice(len(y), 45, replace=False)  # 5 %, each to another class at random
     noisy = y.copy()
-    noisy[flipped] = (y[flipped] + 1 + rng.integers(0, 3, 12)) % 4
-    proba = out_of_fold_proba(normalized(X), noisy, folds=5)
-    assert proba.shape == (240, 4)
+    noisy[flipped] = (y[flipped] + rng.integers(1, 6, 45)) % 6
+    proba = out_of_fold_proba(X, noisy, folds=5)
+    assert proba.shape == (900, 6)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     issues = find_label_issues(noisy, proba)
-    found = set(issues.rows.tolist())
-    assert len(found & set(flipped.tolist())) >= 11 and len(found - set(flipped.tolist())) <= 2
-    # Suggested labels are the true ones for the flipped rows found; ranked by the recorded label's probability.
+    assert len(issues) == round(estimated_error_counts(noisy, proba).sum())
+    precision, recall = _precision_recall(issues.rows, flipped)
+    assert precision >= 0.9 and recall >= 0.7, (precision, recall, len(issues))
+    # Suggested labels (the likeliest other label) are the true ones; ranked by the recorded label's probability.
     hit = np.isin(issues.rows, flipped)
     assert np.mean(issues.suggested[hit] == y[issues.rows[hit]]) >= 0.9
+    assert np.all(issues.suggested != noisy[issues.rows])
     assert np.all(np.diff(issues.score) >= 0)
-    assert set(lowest_confidence(noisy, proba, 12).tolist()) & set(flipped.tolist())
+    assert set(issues.rows.tolist()) == set(lowest_confidence(noisy, proba, len(issues)).tolist())
+
+
+def test_the_error_count_holds_without_noise_and_for_look_alike_classes():
+    X, y, rng = _blobs()
+    clean = out_of_fold_proba(X, y, folds=5)
+    assert estimated_error_counts(y, clean).sum() <= 5  # 900 right labels: (almost) nothing to flag
+    flipped = rng.choice(np.flatnonzero(y < 4), 45, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = y[flipped] ^ 1  # 0 <-> 1, 2 <-> 3: wrong labels only between look-alike classes
+    proba = out_of_fold_proba(X, noisy, folds=5)
+    counts = estimated_error_counts(noisy, proba)
+    assert 35 <= counts.sum() <= 60 and counts[4:].sum() == 0, counts
+    precision, recall = _precision_recall(find_label_issues(noisy, proba).rows, flipped)
+    assert precision >= 0.7 and recall >= 0.7, (precision, recall)
+
+
+def test_cleanlab_method_and_an_unknown_method():
+    X, y, rng = _blobs()
+    flipped = rng.choice(len(y), 45, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 6, 45)) % 6
+    proba = out_of_fold_proba(X, noisy, folds=5)
+    issues = find_label_issues(noisy, proba, "cleanlab")
+    assert len(set(issues.rows.tolist()) & set(flipped.tolist())) >= 35 and np.all(np.diff(issues.score) >= 0)
+    with pytest.raises(
+        BottleneckError, match=r"unknown label_method='confident'; choose one of: estimate, cleanlab"
+    ):
+        find_label_issues(noisy, proba, "confident")
 
 
 def test_folds_below_two_is_refused():
@@ -127,7 +175,13 @@ def test_inspect_finds_the_planted_leaks_and_label_error(planted, tmp_path):
     assert [(r["id"], r["partner_id"], r["split"]) for r in exact] == [(EXACT[1], EXACT[0], "test")]
     near = read_csv(out / "near_duplicates.csv")
     assert [(r["id"], r["partner_id"]) for r in near] == [(NEAR[1], NEAR[0])]
-    assert float(near[0]["score"]) >= THRESHOLD
+    assert float(near[0]["score"]) >= THRESHOLD and float(near[0]["pixel_rms"]) <= MAX_RMS
+    # Found by comparing images: every image is among the others' 20 nearest here, so all 54 were read.
+    assert s["near_duplicates"] | {"candidate_pairs": 0} == {
+        "rule": "pixels", "neighbours": 20, "floor": 0.7, "threshold": THRESHOLD, "max_pixel_rms": MAX_RMS,
+        "candidate_pairs": 0, "images_compared": 54,
+    }  # fmt: skip
+    assert s["near_duplicates"]["candidate_pairs"] >= 54 * 20 / 2 - 1  # the exact copy's pair left out
     leaks = read_csv(out / "leaks.csv")
     assert sorted((r["kind"], r["id"]) for r in leaks) == [("exact", EXACT[1]), ("near", NEAR[1])]
     assert s["leaks"] == {"train-test": {"exact": 1, "near": 1}}
@@ -155,7 +209,20 @@ def test_moved_source_is_one_line_and_source_points_at_it(planted, tmp_path):
         with pytest.raises(InspectError, match=r"source images of this cache are missing .*pass source=PATH"):
             inspect_cache(cache, out=tmp_path / "o1", label_errors=False, map_method="pca")
         r = inspect_cache(cache, out=tmp_path / "o2", source=moved, label_errors=False, map_method="pca")
-        assert len(list((r.path / "thumbs").iterdir())) > 0
+        assert (
+            len(list((r.path / "thumbs").iterdir())) > 0 and r.summary["near_duplicates"]["rule"] == "pixels"
+        )
+        # Without the page, a moved source leaves near duplicates to the features alone, and says so.
+        lines = []
+        r = inspect_cache(cache, out=tmp_path / "o3", label_errors=False, map_method="pca", page=False,
+                          threshold=THRESHOLD, notify=lines.append)  # fmt: skip
+        rule = r.summary["near_duplicates"]
+        assert rule["rule"] == "features" and rule["why"].startswith("images unreadable: ")
+        assert (
+            "source images of this cache are missing" in rule["why"]
+            and r.summary["counts"]["leak_pairs"] == 2
+        )
+        assert lines == [f"near duplicates by the features alone (cosine >= {THRESHOLD}): {rule['why']}."]
         assert not (tmp_path / "o1").exists()  # a failed run leaves no half folder
     finally:
         hidden.rename(src)
@@ -176,7 +243,13 @@ def test_arrays_cache_without_images_still_inspects(tmp_path):
     assert (
         read_csv(r.path / "leaks.csv")[0]["id"] == "test/0" and "label_errors.csv" not in r.summary["files"]
     )
-    assert lines == [f"cache {cache.path.name} records no source images: the page has no thumbnails."]
+    assert lines == [
+        "near duplicates by the features alone (cosine >= 0.99): the cache records no source images.",
+        f"cache {cache.path.name} records no source images: the page has no thumbnails.",
+    ]
+    assert r.summary["near_duplicates"] == {
+        "rule": "features", "threshold": 0.99, "why": "the cache records no source images"
+    }  # fmt: skip
     assert "no image" in (r.path / "index.html").read_text()
 
 
@@ -192,9 +265,20 @@ def test_cli_inspect_json_and_one_line_errors(planted, tmp_path):
     assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [
         "error: --threshold 2.0 is not allowed; pass a cosine similarity in (0, 1], e.g. 0.97."
     ]
+    res = runner.invoke(app, ["inspect", str(cache.path), "--out", str(tmp_path / "f"), "--no-pixel-check",
+                              "--no-label-errors", "--no-page", "--map-method", "pca", "--json", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["near_duplicates"] == {"rule": "features", "threshold": 0.97,
+                                                          "why": "pixel_check=False"}  # fmt: skip
+    for args, line in (
+        (["--label-method", "x"], "error: unknown --label-method x; choose one of: estimate, cleanlab."),
+        (["--neighbours", "0"], "error: --neighbours 0 is not allowed; pass an integer >= 1, e.g. 20."),
+    ):
+        bad = runner.invoke(app, ["inspect", str(cache.path), *args])
+        assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [line]
 
 
-def test_missing_cleanlab_names_the_extra(planted, tmp_path):
+def test_without_cleanlab_the_default_works_and_the_cleanlab_method_names_the_extra(planted, tmp_path):
     from conftest import run_python
 
     _, cache = planted
@@ -202,13 +286,16 @@ def test_missing_cleanlab_names_the_extra(planted, tmp_path):
         "import sys; sys.modules['cleanlab'] = None\n"  # what an environment without cleanlab imports
         "from bottleneck.inspection import inspect_cache\n"
         "from bottleneck.errors import BottleneckError\n"
-        f"try:\n    inspect_cache({str(cache.path)!r}, out={str(tmp_path / 'o')!r})\n"
+        f"r = inspect_cache({str(cache.path)!r}, out={str(tmp_path / 'o')!r}, page=False, map_method='pca')\n"
+        "print(r.summary['label_errors']['label_method'], r.summary['counts']['label_issues'] >= 1)\n"
+        f"try:\n    inspect_cache({str(cache.path)!r}, out={str(tmp_path / 'p')!r}, label_method='cleanlab')\n"
         "except BottleneckError as e:\n    print(e)\n"
     )
-    assert run_python(code).strip() == (
-        "finding label errors needs cleanlab: pip install 'bottleneck-features[inspect]', or turn label errors off "
-        "(--no-label-errors)."
-    )
+    assert run_python(code).strip().splitlines() == [
+        "estimate True",
+        "label_method='cleanlab' needs cleanlab: pip install 'bottleneck-features[inspect]', or use "
+        "label_method='estimate' (the default).",
+    ]
 
 
 def test_report_pages_of_fit_head_evaluate_and_compare(planted, tmp_path):

@@ -12,9 +12,12 @@ from bottleneck.cli.progress import progress_bar
 INSPECT_HELP = """Find exact and near duplicates, cross-split leaks and likely label errors in a cache, from its
 features alone (no backbone pass), and write CSVs, summary.json and one offline page (index.html).
 
-Near duplicates: cosine similarity of the L2-normalised features at or above --threshold. Label errors:
-cleanlab's find_label_issues on out-of-fold probabilities of a --folds-fold logistic regression (needs
-`pip install 'bottleneck-features[inspect]'`; --no-label-errors skips them). With --run, the page shows that run's
+Near duplicates: each image's --neighbours nearest in the features (and every pair of cosine >= --threshold)
+compared by their pixels (8 x 8 grey copies); with --no-pixel-check, or when the source images cannot be read,
+cosine >= --threshold of the features alone. Label errors: the images least likely under their own label
+(out-of-fold probabilities of a --folds-fold logistic regression), as many as the estimated number of wrong
+labels; --label-method cleanlab uses cleanlab's find_label_issues instead (needs
+`pip install 'bottleneck-features[inspect]'`); --no-label-errors skips them. With --run, the page shows that run's
 predictions on --split (mistakes, confusion matrix); without, the out-of-fold predictions. Thumbnails are
 decoded from the cache's source (--source PATH if the images moved) and written beside the page.
 Every CSV row has the image id: feed the id column back as an exclusion list.
@@ -30,7 +33,7 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD
+    from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, NEIGHBOURS
 
     @app.command("inspect", help=INSPECT_HELP)
     @user_errors
@@ -42,9 +45,22 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(None, "--out", help="Output folder (default: runs/inspect-<cache>)."),
         source: Path = typer.Option(None, help="Where the cache's source images are now, if they moved."),
-        threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Near-duplicate cosine similarity, (0, 1]."),
+        threshold: float = typer.Option(
+            DEFAULT_THRESHOLD,
+            help="Cosine similarity, (0, 1], of near duplicates by the features alone; with the pixel check, pairs "
+            "this close are always compared.",
+        ),
+        pixel_check: bool = typer.Option(
+            True, "--pixel-check/--no-pixel-check", help="Confirm near duplicates by comparing their images."
+        ),
+        neighbours: int = typer.Option(
+            NEIGHBOURS, help="Nearest neighbours of each image compared by pixels."
+        ),
         label_errors: bool = typer.Option(
-            True, "--label-errors/--no-label-errors", help="Find likely label errors (needs cleanlab)."
+            True, "--label-errors/--no-label-errors", help="Find likely label errors."
+        ),
+        label_method: str = typer.Option(
+            "estimate", help="estimate (the estimated number of wrong labels) | cleanlab (needs cleanlab)."
         ),
         folds: int = typer.Option(5, help="Folds of the out-of-fold logistic regression."),
         map_method: str = typer.Option("auto", help="auto (UMAP where installed, else PCA) | umap | pca."),
@@ -62,7 +78,10 @@ def register(app: typer.Typer) -> None:
                 out=out,
                 source=source,
                 threshold=threshold,
+                pixel_check=pixel_check,
+                neighbours=neighbours,
                 label_errors=label_errors,
+                label_method=label_method,
                 folds=folds,
                 map_method=map_method,
                 page=page,

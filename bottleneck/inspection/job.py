@@ -10,13 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.callbacks import Notify, Progress
-from bottleneck.inspection.duplicates import (
-    DEFAULT_THRESHOLD,
-    Pairs,
-    exact_duplicates,
-    near_duplicates,
-    without,
-)
+from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, Pairs, exact_duplicates
 from bottleneck.inspection.rows import Rows
 
 SUMMARY = "summary.json"
@@ -57,7 +51,10 @@ def inspect_cache(
     out=None,
     source=None,
     threshold: float = DEFAULT_THRESHOLD,
+    pixel_check: bool = True,
+    neighbours: int = NEIGHBOURS,
     label_errors: bool = True,
+    label_method: str = "estimate",
     folds: int = 5,
     map_method: str = "auto",
     page: bool = True,
@@ -68,10 +65,14 @@ def inspect_cache(
     """Inspect a cache from its features alone (no backbone pass) and write the results into ``out``
     (default ``runs/inspect-<cache>``; built in a hidden sibling and renamed when whole).
 
-    - exact duplicates (equal content hashes in the manifest) and near duplicates (cosine >= ``threshold`` of
-      L2-normalised features, ``near_duplicates``), within and across splits; cross-split pairs are leaks;
-    - with ``label_errors``: suspected label errors, cleanlab's ``find_label_issues`` on out-of-fold
-      probabilities of a ``folds``-fold logistic regression over all rows (needs the ``inspect`` extra);
+    - exact duplicates (equal content hashes in the manifest) and near duplicates, within and across splits;
+      cross-split pairs are leaks. Near duplicates: with ``pixel_check`` and the images readable, each image's
+      ``neighbours`` nearest in the features (and every pair of cosine >= ``threshold``) compared pixel by pixel
+      (``pixels.near_duplicates_by_pixels``); otherwise cosine >= ``threshold`` of the features alone;
+    - with ``label_errors``: suspected label errors from out-of-fold probabilities of a ``folds``-fold logistic
+      regression over all rows: the rows least likely under their own label, as many as
+      ``label_errors.estimated_error_counts`` estimates (``label_method="estimate"``), or cleanlab's
+      ``find_label_issues`` (``label_method="cleanlab"``, needs the ``inspect`` extra);
     - predictions on ``split`` (default test, else the last split): the saved ``run``'s head, or the
       out-of-fold models; their mistakes, metrics and confusion matrix;
     - a 2-D map (``map_method``: auto = UMAP where installed, else PCA);
@@ -81,10 +82,17 @@ def inspect_cache(
     from bottleneck._io import atomic_dir, write_json_atomic
     from bottleneck.cache.reader import as_cache
     from bottleneck.errors import InspectError
-    from bottleneck.inspection.duplicates import check_threshold
+    from bottleneck.inspection.duplicates import check_neighbours, check_threshold
     from bottleneck.inspection.embedding_map import METHODS
 
     check_threshold(threshold)
+    check_neighbours(neighbours)
+    from bottleneck.inspection.label_errors import METHODS as LABEL_METHODS
+
+    if label_method not in LABEL_METHODS:
+        from bottleneck.errors import one_of
+
+        raise one_of("label_method", label_method, LABEL_METHODS)
     if map_method not in METHODS:
         from bottleneck.errors import one_of
 
@@ -109,16 +117,24 @@ def inspect_cache(
     X = load_features(cache, rows, progress)
     t = timed("features", t0)
     exact = exact_duplicates(rows.hash) if rows.hash is not None else Pairs.empty()
-    near = without(near_duplicates(X, threshold, progress=progress), exact)
+    from bottleneck.inspection.pixels import near_duplicates_by_pixels
+
+    near, near_rule = near_duplicates_by_pixels(
+        X, rows, exact, threshold=threshold, neighbours=neighbours, pixel_check=pixel_check, source=source,
+        source_options=cache.meta.get("source_options"), resize=cache.config.resize, progress=progress,
+    )  # fmt: skip
+    if near_rule["rule"] == "features" and pixel_check and notify:
+        notify(f"near duplicates by the features alone (cosine >= {threshold}): {near_rule['why']}.")
     t = timed("duplicates", t)
 
     issues, oof = None, None
     if label_errors:
         from bottleneck.inspection.label_errors import cleanlab_filter, find_label_issues, out_of_fold_proba
 
-        cleanlab_filter()  # the missing extra is one line before minutes of fitting
+        if label_method == "cleanlab":
+            cleanlab_filter()  # the missing extra is one line before minutes of fitting
         oof = out_of_fold_proba(X, rows.label, folds=folds, seed=seed, progress=progress)
-        issues = find_label_issues(rows.label, oof)
+        issues = find_label_issues(rows.label, oof, label_method)
         t = timed("label_errors", t)
 
     predictions = _predictions(rows, split, run, cache, oof, folds)
@@ -137,7 +153,8 @@ def inspect_cache(
     t = timed("map", t)
 
     summary = _summary(cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method,
-                       len(picked))  # fmt: skip
+                       len(picked), label_method)  # fmt: skip
+    summary["near_duplicates"] = near_rule
     out = Path(out) if out is not None else Path("runs") / f"inspect-{cache.name}"
     with atomic_dir(out, "summary.json") as tmp:
         files = _write_csvs(tmp, rows, exact, near, issues, predictions, picked, xy)
@@ -178,8 +195,15 @@ def _split_pairs(rows, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
     return rows.split[pairs.a], rows.split[pairs.b]
 
 
+LABEL_RULES = {
+    "estimate": "the rows least likely under their own label (out-of-fold logistic regression), as many as the "
+    "estimated number of wrong labels (mixture proportions per pair of classes)",
+    "cleanlab": "cleanlab find_label_issues on out-of-fold logistic regression",
+}
+
+
 def _summary(
-    cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method, points
+    cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method, points, label_method
 ) -> dict:
     leaks, within = {}, {}
     for kind, pairs in (("exact", exact), ("near", near)):
@@ -217,7 +241,7 @@ def _summary(
         "within_split": within,
         "label_errors": None
         if issues is None
-        else {"method": "cleanlab find_label_issues on out-of-fold logistic regression", "folds": folds},
+        else {"method": LABEL_RULES[label_method], "label_method": label_method, "folds": folds},
         "predictions": None
         if predictions is None
         else {"split": split, "source": predictions.source, "metrics": predictions.metrics[split]},
@@ -225,15 +249,17 @@ def _summary(
     }
 
 
-PAIR_COLUMNS = ["id", "split", "label", "partner_id", "partner_split", "partner_label", "score", "kind"]
+PAIR_COLUMNS = ["id", "split", "label", "partner_id", "partner_split", "partner_label", "score", "pixel_rms",
+                "kind"]  # fmt: skip
 
 
 def _pair_rows(rows, pairs: Pairs, kind: str) -> list[list]:
     # ``id`` is the later row of each pair (the copy to drop): dropping every id keeps one image of each group.
+    pixel = [""] * len(pairs) if pairs.pixel is None else [round(float(p), 5) for p in pairs.pixel]
     return [
         [rows.id[b], rows.split_name(b), rows.class_name(rows.label[b]),
-         rows.id[a], rows.split_name(a), rows.class_name(rows.label[a]), round(float(s), 5), kind]
-        for a, b, s in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.score.tolist(), strict=True)
+         rows.id[a], rows.split_name(a), rows.class_name(rows.label[a]), round(float(s), 5), p, kind]
+        for a, b, s, p in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.score.tolist(), pixel, strict=True)
     ]  # fmt: skip
 
 
@@ -325,12 +351,18 @@ def _write_page(folder, cache, rows, summary, exact, near, issues, predictions, 
         rows, np.concatenate(needs), folder / THUMBS, source=source,
         source_options=cache.meta.get("source_options"), progress=progress,
     )  # fmt: skip
-    t = summary["threshold"]
+    rule = summary["near_duplicates"]
+    if rule["rule"] == "pixels":
+        near_rule = (
+            f"among each image's {rule['neighbours']} nearest in the features, the pairs whose 8 x 8 grey copies "
+            f"differ by at most {rule['max_pixel_rms']} grey levels (RMS)"
+        )
+    else:
+        near_rule = f"cosine similarity of the features >= {rule['threshold']} ({rule['why']})"
     notes = {
-        "leaks": "The same image (exact) or a near copy (cosine >= "
-        f"{t}) in two splits: a test score that counts them is inflated.",
+        "leaks": "The same image (exact) or a near copy in two splits: a test score that counts them is inflated.",
         "exact": "Equal file content (content hash).",
-        "near": f"Cosine similarity of the features >= {t}, exact copies left out.",
+        "near": f"Near copies: {near_rule}; exact copies left out. The number is the cosine of the features.",
     }
     counts = summary["counts"]
     labels = {
@@ -358,8 +390,8 @@ def _write_page(folder, cache, rows, summary, exact, near, issues, predictions, 
             rows,
             issues,
             thumbs,
-            "Ranked by cleanlab's find_label_issues (confident learning) on out-of-fold probabilities; the "
-            "number is the probability of the recorded label.",
+            f"Selected by {summary['label_errors']['method']}; least likely first; the number is the "
+            "probability of the recorded label, the suggestion the likeliest other label.",
         ),  # fmt: skip
         "map": map_section(
             rows,
@@ -376,6 +408,15 @@ def _write_page(folder, cache, rows, summary, exact, near, issues, predictions, 
     (folder / PAGE).write_text(render_page(data), encoding="utf-8")
 
 
+def _rule_fact(rule: dict) -> str:
+    if rule["rule"] == "pixels":
+        return (
+            f"pixels compared ({rule['candidate_pairs']} candidate pairs of {rule['images_compared']} images, "
+            f"the {rule['neighbours']} nearest of each)"
+        )
+    return f"features alone, cosine >= {rule['threshold']} ({rule['why']})"
+
+
 def _facts(cache, rows, summary) -> list:
     cfg = cache.config
     feats = f"{cfg.backbone}" + (f" at {cfg.image_size} px" if cfg.image_size else "")
@@ -383,7 +424,7 @@ def _facts(cache, rows, summary) -> list:
         ("cache", str(cache.path)),
         ("features", f"{feats}, {summary['feature_dim']}-d"),
         ("rows", ", ".join(f"{s} {n}" for s, n in summary["splits"].items())),
-        ("near-duplicate threshold", f"cosine >= {summary['threshold']}"),
+        ("near duplicates", _rule_fact(summary["near_duplicates"])),
     ]
     if summary.get("run"):
         facts.append(("run", summary["run"]))

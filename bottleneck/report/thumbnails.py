@@ -31,7 +31,7 @@ def write_thumbnails(
     rows = np.unique(np.asarray(rows, np.int64))
     if not len(rows):
         return {}
-    manifest = _rebased(manifest, source)
+    manifest = rebased(manifest, source)
     options = {k: v for k, v in (source_options or {}).items() if k in ("h5_keys", "max_image_pixels")}
     items = list(manifest.items_at(rows))
     if manifest.kind in ("folders", "csv"):
@@ -95,7 +95,7 @@ def _write(reader, item, folder: Path) -> str:
     return name
 
 
-def _rebased(manifest, source):
+def rebased(manifest, source):
     """The manifest with its files (or array file) where ``source`` says the same images are now."""
     if source is None:
         return manifest
@@ -114,20 +114,43 @@ def _rebased(manifest, source):
 
 def _check_files(items, manifest, source) -> None:
     """One InspectError naming how many files are missing, and how to point at where they are now."""
+    problem = missing_files(items, manifest, source)
+    if problem:
+        raise InspectError(problem)
+
+
+def missing_files(items, manifest, source) -> str | None:
+    """What is missing of the files of ``items`` (a sentence ending in how to point at them), or None."""
     missing = [it.path for it in items if not Path(it.path).is_file()]
-    if missing:
-        what = f"the source {manifest.source} moved" if source is None else f"they are not all under {source}"
-        raise InspectError(
-            f"{len(missing)} of {len(items)} source images of this cache are missing ({_first(missing)}): {what}; "
-            "pass source=PATH where its images are now."
-        )
+    if not missing:
+        return None
+    what = f"the source {manifest.source} moved" if source is None else f"they are not all under {source}"
+    return (
+        f"{len(missing)} of {len(items)} source images of this cache are missing ({_first(missing)}): {what}; "
+        "pass source=PATH where its images are now."
+    )
 
 
 def _check_array_source(manifest, source) -> None:
+    problem = missing_array_source(manifest)
+    if problem:
+        raise InspectError(problem)
+
+
+def missing_array_source(manifest) -> str | None:
+    """Why the (rebased) array file of an array source cannot be read here, or None."""
     if not Path(manifest.source).exists():
-        raise InspectError(
-            f"the source {manifest.source} of this cache does not exist here; pass source=PATH where it is now."
-        )
+        return f"the source {manifest.source} of this cache does not exist here; pass source=PATH where it is now."
+    return None
+
+
+def source_problem(manifest, rows, source=None) -> str | None:
+    """Why the images of manifest ``rows`` cannot be read from the manifest's source (or from ``source``, where
+    they are now), or None when they can."""
+    manifest = rebased(manifest, source)
+    if manifest.kind in ("folders", "csv"):
+        return missing_files(list(manifest.items_at(rows)), manifest, source)
+    return missing_array_source(manifest)
 
 
 def _first(paths) -> str:

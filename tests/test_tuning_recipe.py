@@ -46,7 +46,10 @@ from bottleneck.tuning.recipe import VIEW_AUGMENT, TuneSettings, lr_at
             r"views=2 trains from cached activations, which prefix_cache='off'",
         ),
         ({"gradual": True, "unfreeze_from": "conv5"}, r"gradual=True unfreezes one block per epoch"),
-        ({"lr_dacay": 0.5}, r"unknown setting lr_dacay=0.5. Did you mean lr_decay, weight_decay\? Settings: unfreeze"),
+        (
+            {"lr_dacay": 0.5},
+            r"unknown setting lr_dacay=0.5. Did you mean lr_decay, weight_decay\? Settings: unfreeze",
+        ),
     ],
 )
 def test_each_bad_setting_is_one_clear_error(changes, message):

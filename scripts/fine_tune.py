@@ -43,6 +43,7 @@ RECIPES = {
     "u2": {"unfreeze": 2},
     "u5": {"unfreeze": 5},
     "lr3e-4": {"lr": 3e-4},
+    "lr1e-4": {"lr": 1e-4},
     "lr3e-3": {"lr": 3e-3},
     "no-decay": {"lr_decay": 1.0},
     "no-ls": {"label_smoothing": 0.0},

@@ -13,7 +13,7 @@ from bottleneck.tuning.recipe import VIEW_AUGMENT, TuneSettings, lr_at
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"lr": 0}, r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.001"),
+        ({"lr": 0}, r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.0001"),
         ({"lr": float("nan")}, r"lr=nan is not allowed"),
         ({"lr_decay": 1.5}, r"lr_decay=1.5 is not allowed: a number in \(0, 1\]"),
         ({"momentum": 1}, r"momentum=1 is not allowed: a number in \[0, 1\)"),
@@ -84,3 +84,17 @@ def test_schedules():
     assert cyc[0] == pytest.approx(1 / 25) and max(cyc) == pytest.approx(1.0, abs=1e-3)
     assert 25 <= int(max(range(100), key=cyc.__getitem__)) <= 35 and cyc[-1] < 1e-3
     assert all(math.isfinite(x) for x in cyc)
+
+
+def test_an_epoch_must_beat_the_start_by_more_than_the_noise():
+    import numpy as np
+
+    from bottleneck.tuning.loop import beats_start
+
+    rng = np.random.default_rng(0)
+    start = rng.exponential(0.4, 500)
+    assert beats_start(start, start * 0.9)  # every row better: a real gain
+    noisy = start + rng.normal(0, 0.3, 500)  # a lower mean by chance only
+    noisy -= noisy.mean() - start.mean() + 0.005
+    assert noisy.mean() < start.mean() and not beats_start(start, noisy)
+    assert not beats_start(start, start)

@@ -15,9 +15,10 @@ the cache's images.
 Starts from the run's own head (checked first: the rebuilt model must give the run's predictions on cached
 rows within 1e-4), which is epoch 0 of the selection: the kept weights are those of the epoch with the lowest
 val loss among epochs at least as accurate on val as the start, or the start itself ("kept the start
-weights"). The default recipe (measured on Fashion-MNIST, digits and faces; README) unfreezes the top 3
-blocks with AdamW, learning rates halving per block downwards (--lr-decay), one epoch of warm-up then cosine,
-label smoothing 0.1, BatchNorm frozen (--train-bn to train it), early stopping on val loss.
+weights"). An epoch must beat the start's val loss by more than one standard error of the per-row
+difference. The default recipe (measured on Fashion-MNIST, digits and faces; README) unfreezes the top 3 blocks
+with AdamW at lr 1e-4 for the head, halving per block downwards (--lr-decay), one epoch of warm-up then cosine,
+no label smoothing, BatchNorm frozen (--train-bn to train it), early stopping on val loss.
 
 When one tensor enters the unfrozen top (true at every block boundary of the known families), everything below
 it is computed once into keyed float16 caches and each epoch runs only the top: the plain images' activations

@@ -1,9 +1,10 @@
 """The fine-tuning loop: the start model is epoch 0, learning rates by depth on a schedule, a selection that never
 keeps a model worse than the start, early stopping, a checkpoint per epoch to resume from, a line per epoch.
 
-Selection: an epoch is a candidate when its val accuracy is at least the start's; the kept weights are those of
-the candidate (or the start) with the lowest val loss (plain cross-entropy, never smoothed). So the result is
-never below the start on val, and "no epoch beat the start" keeps the start weights.
+Selection: an epoch is a candidate when its val accuracy is at least the start's and its val loss (plain
+cross-entropy, never smoothed) is below the start's by more than one standard error of the per-row difference;
+the kept weights are those of the candidate with the lowest val loss, or the start's when there is none. So the
+result is never below the start on val, and a gain within the noise of the val set is not taken for one.
 """
 
 from __future__ import annotations
@@ -159,17 +160,16 @@ class Trainer:
         return float(loss), float(correct)
 
     def evaluate(self, batches) -> dict:
-        """{"val_loss", "val_accuracy"}: (row-weighted) cross-entropy and accuracy over ``batches``."""
-        total = weight = correct = n = 0.0
+        """{"val_loss", "val_accuracy", "rows"}: (row-weighted) cross-entropy, accuracy, and each row's loss."""
+        losses, correct = [], 0.0
         for x, y, w in batches:
             p = np.asarray(self._forward(self.tf.constant(x, self.tf.float32)), np.float64)
             ce = -np.log(np.clip(p[np.arange(len(y)), y], EPSILON, 1.0))
-            rw = np.ones(len(y)) if w is None else np.asarray(w, np.float64)
-            total += float((ce * rw).sum())
-            weight += float(len(y))
+            losses.append(ce if w is None else ce * np.asarray(w, np.float64))
             correct += float((p.argmax(1) == y).sum())
-            n += len(y)
-        return {"val_loss": total / max(weight, 1.0), "val_accuracy": correct / max(n, 1.0)}
+        rows = np.concatenate(losses) if losses else np.zeros(0)
+        n = max(len(rows), 1)
+        return {"val_loss": float(rows.sum()) / n, "val_accuracy": correct / n, "rows": rows}
 
     def reseed(self, epoch: int) -> None:
         """Random layers (dropout) draw from a state set per epoch: an epoch is the same whether the run went
@@ -199,6 +199,15 @@ class Trainer:
                 v.assign(arrays[f"o{g}_{j}"])
 
 
+def beats_start(start_rows: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether per-row val losses ``rows`` are lower than the start's by more than one standard error of the paired
+    difference: a lower mean on a few hundred rows is often noise, and keeping noise costs test accuracy."""
+    d = np.asarray(start_rows, np.float64) - np.asarray(rows, np.float64)
+    if len(d) < 2:
+        return bool(d.sum() > 0)
+    return bool(d.mean() > d.std(ddof=1) / np.sqrt(len(d)))
+
+
 def train(
     trainer: Trainer,
     train_data,
@@ -217,6 +226,7 @@ def train(
     notify = notify or (lambda line: None)
     history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")}
     start = trainer.evaluate(val_data.batches())
+    start_rows = start.pop("rows")
     best = {"epoch": 0, **start}
     best_weights = None  # None: the start's (kept in ``start_weights``)
     start_weights = trainer.snapshot()
@@ -256,13 +266,16 @@ def train(
                     progress(f"epoch {epoch}/{settings.epochs}", int(seen), train_data.n_rows)
             seconds = time.perf_counter() - t0
             val = trainer.evaluate(val_data.batches())
+            margin = beats_start(start_rows, val.pop("rows"))
             history["loss"].append(loss / max(seen, 1))
             history["accuracy"].append(correct / max(seen, 1))
             history["val_loss"].append(val["val_loss"])
             history["val_accuracy"].append(val["val_accuracy"])
             history["seconds"].append(round(seconds, 3))
             history["lr"].append(trainer.rates[0] and float(trainer.optimizers[0].learning_rate))
-            better = val["val_accuracy"] >= start["val_accuracy"] and val["val_loss"] < best["val_loss"]
+            better = (
+                margin and val["val_accuracy"] >= start["val_accuracy"] and val["val_loss"] < best["val_loss"]
+            )
             if better:
                 best, bad = {"epoch": epoch, **val}, 0
                 best_weights = trainer.snapshot()
@@ -301,8 +314,8 @@ def train(
     out = Outcome(history, start, best["epoch"], stopped, first - 1)
     if best["epoch"] == 0:
         line = (
-            f"kept the start weights: no epoch beat the start's val loss {start['val_loss']:.4f} "
-            f"at a val accuracy of at least {start['val_accuracy']:.4f}"
+            f"kept the start weights: no epoch beat the start's val loss {start['val_loss']:.4f} by more than its "
+            f"standard error at a val accuracy of at least {start['val_accuracy']:.4f}"
         )
         notify(line)
         out.notes.append(line)

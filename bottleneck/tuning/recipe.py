@@ -118,7 +118,7 @@ class TuneSettings:
     unfreeze: int | str = _setting(3, UNFREEZE)  # the top N blocks train (names known per family), or "all"
     unfreeze_from: str | None = _setting(None, LAYER)  # or: this layer and every layer after it (any model)
     optimizer: str = _setting("adamw", choice(*OPTIMIZERS))  # AdamW (decoupled weight decay), Adam or SGD
-    lr: float = _setting(1e-3, number(0, 1, low_open=True, example=1e-3))  # peak learning rate of the head
+    lr: float = _setting(1e-4, number(0, 1, low_open=True, example=1e-4))  # peak learning rate of the head
     # discriminative learning rates: each unfrozen block learns at lr_decay x the block above it (the top block
     # at lr_decay x the head's); 1 = one rate for all
     lr_decay: float = _setting(0.5, number(0, 1, low_open=True, example=0.5))
@@ -128,7 +128,8 @@ class TuneSettings:
         "cosine", choice(*SCHEDULES)
     )  # after the warm-up: cosine to 0, one-cycle, or flat
     warmup: float = _setting(1.0, number(0, None, example=1.0))  # epochs of linear warm-up (cosine, constant)
-    label_smoothing: float = _setting(0.1, number(0, 1, high_open=True, example=0.1))
+    # measured harmful: a smoothed model is less confident, so its val loss rarely beats the start's
+    label_smoothing: float = _setting(0.0, number(0, 1, high_open=True, example=0.1))
     gradual: bool = _setting(
         False, BOOLEAN
     )  # epoch 1 trains the head and top block, each epoch one block more

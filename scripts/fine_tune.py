@@ -154,28 +154,34 @@ def whole_epoch_seconds(start, overrides: dict, augment: str, args) -> float:
 
 
 def table(rows: list[dict]) -> str:
+    """Markdown: per dataset and recipe, the frozen start head and the fine-tuned model on val and test."""
     lines = [
-        "| dataset | recipe | frozen val | frozen test (best head) | fine-tuned val | fine-tuned test | Δ test | best epoch | "
-        "s/epoch | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | recipe | start head | frozen val | frozen test | fine-tuned val | fine-tuned test | Δ test "
+        "(points) | best frozen test | kept epoch | s/epoch | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        epoch = sorted(r["epoch_seconds"])[len(r["epoch_seconds"]) // 2] if r["epoch_seconds"] else 0
+        sel = r["selection"]
+        kept = "0 (start)" if sel["best epoch"] == 0 else str(sel["best epoch"])
         lines.append(
-            f"| {r['dataset']} | {r['recipe']} | {r['frozen_val']:.4f} | {r['frozen_test']:.4f} "
-            f"({r['frozen_best_test']:.4f}) | {r['val']:.4f} | {r['test']:.4f} | "
-            f"{100 * (r['test'] - r['frozen_best_test']):+.2f} | {r['selection']['best epoch']}/"
-            f"{r['selection']['epochs run']} | {epoch:.1f} | {r['seconds']:.0f} |"
+            f"| {r['dataset']} | {r['recipe']} | {r['head']} | {r['frozen_val']:.4f} | {r['frozen_test']:.4f} | "
+            f"{r['val']:.4f} | {r['test']:.4f} | {100 * (r['test'] - r['frozen_test']):+.2f} | "
+            f"{r['frozen_best_test']:.4f} | {kept} of {sel['epochs run']} | {_median(r['epoch_seconds']):.1f} | "
+            f"{r['seconds']:.0f} |"
         )
     for r in rows:
         if "whole_epoch_seconds" in r:
             lines.append(
-                f"\n{r['dataset']} {r['recipe']}: views built in {r['views']['seconds']:.0f} s "
-                f"({r['views']['computed']} computed), epoch on views {sorted(r['epoch_seconds'])[len(r['epoch_seconds']) // 2]:.1f} s, "
-                f"augmented whole-network epoch {r['whole_epoch_seconds']:.1f} s: (views + one epoch) / whole epoch "
-                f"= {r['views_ratio_first']:.2f}, each later epoch {r['views_ratio_after']:.2f}"
+                f"\n{r['dataset']} {r['recipe']}: {r['views']['computed']} views built in {r['views']['seconds']:.0f} s, "
+                f"an epoch on the views {_median(r['epoch_seconds']):.1f} s, an augmented epoch through the whole "
+                f"network {r['whole_epoch_seconds']:.1f} s: (views + one epoch) / whole epoch = "
+                f"{r['views_ratio_first']:.2f}; each later epoch {r['views_ratio_after']:.2f}"
             )
     return "\n".join(lines)
+
+
+def _median(values) -> float:
+    return float(sorted(values)[len(values) // 2]) if values else 0.0
 
 
 def main(argv=None) -> int:

@@ -166,3 +166,21 @@ class MeanColor(FakeEngine):
 
 # The tests' one extraction config: a real registry backbone's settings; the engines above stand in for it.
 CFG = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+    """(run, cache, data folder, model file) of a logreg head on a tiny model-file backbone."""
+    from tuning_data import make_model_file, noisy_images
+
+    from bottleneck import extract
+    from bottleneck.runs import fit_head
+
+    root = tmp_path_factory.mktemp("ft")
+    data = noisy_images(root / "data")
+    model_file = make_model_file(root / "tiny.keras")
+    result = extract(
+        data, cache_dir=root / "cache", backbone=str(model_file), preprocess="tf", engine="tensorflow"
+    )
+    run = fit_head(result.cache, "logreg", runs_dir=root / "runs")
+    return run, result.cache, data, model_file

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_python
-from test_fine_tune import make_model_file, noisy_images
+from tuning_data import make_model_file, noisy_images
 from typer.testing import CliRunner
 
 import bottleneck

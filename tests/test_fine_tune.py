@@ -5,69 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from tuning_data import CLASSES, make_model_file, noisy_images  # noqa: F401
 from typer.testing import CliRunner
 
 import bottleneck
 from bottleneck import _tf
 from bottleneck.errors import BackboneError, TuneError
 
-CLASSES = ("a", "b", "c")
-
-
-def noisy_images(root, per_split=None, size=(36, 28), seed=0, classes=CLASSES):
-    """Class folders under train/val/test: noise around a colour per class, so classes are learnable."""
-    per_split = per_split or {"train": 10, "val": 6, "test": 6}
-    rng = np.random.default_rng(seed)
-    for split, n in per_split.items():
-        for k, cls in enumerate(classes):
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                base = np.array([60 + 70 * k, 200 - 60 * k, 90 + 40 * (k % 2)])
-                img = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(d / f"{i:03d}.png")
-    return root
-
-
-def make_model_file(path, size: int = 32):
-    """A small conv net saved as .keras, blocks named blockN_*, with a BatchNormalization whose moving
-    statistics are not the defaults (so a change would show)."""
-    keras = _tf.keras()
-
-    def init(seed):
-        return keras.initializers.HeNormal(seed=seed)
-
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", name="block1_conv", kernel_initializer=init(1))(inp)
-    x = keras.layers.ReLU(name="block1_relu")(x)
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="block2_conv", kernel_initializer=init(2))(
-        x
-    )
-    x = keras.layers.ReLU(name="block2_relu")(x)
-    x = keras.layers.Conv2D(16, 3, padding="same", name="block3_conv", kernel_initializer=init(3))(x)
-    x = keras.layers.BatchNormalization(name="block3_bn")(x)
-    x = keras.layers.ReLU(name="block3_relu")(x)
-    model = keras.Model(inp, x, name="tiny")
-    bn = model.get_layer("block3_bn")
-    gamma, beta, mean, var = bn.get_weights()
-    bn.set_weights([gamma * 1.5, beta + 0.1, mean + 0.2, var * 2.0])
-    model.save(path)
-    return path
-
 
 @pytest.fixture(scope="module")
-def frozen_run(tmp_path_factory):
-    """(run, cache, data folder, model file) of a logreg head on a tiny model-file backbone."""
+def weak_run(frozen_run, tmp_path_factory):
+    """An mlp head trained for one epoch on the same cache: a start that fine-tuning improves on val."""
     from bottleneck.runs import fit_head
 
-    root = tmp_path_factory.mktemp("ft")
-    data = noisy_images(root / "data")
-    model_file = make_model_file(root / "tiny.keras")
-    result = bottleneck.extract(
-        data, cache_dir=root / "cache", backbone=str(model_file), preprocess="tf", engine="tensorflow"
-    )
-    run = fit_head(result.cache, "logreg", runs_dir=root / "runs")
-    return run, result.cache, data, model_file
+    _, cache, _, _ = frozen_run
+    return fit_head(cache, "mlp", params={"epochs": 1}, runs_dir=tmp_path_factory.mktemp("weak"))
 
 
 def _weights(model) -> dict:
@@ -132,14 +84,21 @@ def test_sigmoid_and_mlp_heads_become_layers():
         np.testing.assert_allclose(net.predict_on_batch(X), head.predict_proba(X), atol=1e-5)
 
 
-def test_fine_tune_trains_only_the_unfrozen_top(frozen_run, tmp_path):
+def test_fine_tune_trains_only_the_unfrozen_top(weak_run, tmp_path):
     from bottleneck.tuning import fine_tune
     from bottleneck.tuning.assemble import assemble
 
-    run, _, _, _ = frozen_run
+    run = weak_run
     before = _weights(assemble(run).model)
+    lines = []
     tuned = fine_tune(
-        run, unfreeze_from="block3_conv", epochs=2, lr=1e-2, prefix_cache="off", out=tmp_path / "ft"
+        run,
+        unfreeze_from="block3_conv",
+        epochs=3,
+        lr=1e-2,
+        prefix_cache="off",
+        out=tmp_path / "ft",
+        notify=lines.append,
     )
     keras = _tf.keras()
     after = _weights(keras.models.load_model(tmp_path / "ft" / "model.keras", compile=False))
@@ -148,17 +107,62 @@ def test_fine_tune_trains_only_the_unfrozen_top(frozen_run, tmp_path):
         for path in [p for p in before if f"/{name}/" in p]:
             assert np.array_equal(before[path], after[path]), path
     assert not np.array_equal(_one(before, "block3_conv/kernel"), _one(after, "block3_conv/kernel"))
-    changed_head = [p for p in before if "head" in p and not np.array_equal(before[p], after[p])]
-    assert changed_head
-    # BatchNorm: moving statistics and its scale/offset stay as loaded.
+    head = [p for p in before if p.startswith("dense")]  # the mlp head's layers
+    assert head and all(not np.array_equal(before[p], after[p]) for p in head)
+    # BatchNorm: moving statistics and its scale/offset stay as loaded (train_bn=False, the default).
     for part in ("moving_mean", "moving_variance", "gamma", "beta"):
         assert np.array_equal(_one(before, f"block3_bn/{part}"), _one(after, f"block3_bn/{part}"))
     s = tuned.summary
     assert s["kind"] == "fine-tune" and s["unfrozen"]["first"] == "block3_conv"
     assert s["frozen_metrics"] == run.summary["metrics"]
     assert set(s["metrics"]) == {"val", "test"} and s["metrics"]["test"]["n"] == 18
+    # Epoch 0 is the start; the kept epoch beat it on val loss without losing val accuracy.
+    sel = s["selection"]
+    assert sel["best epoch"] >= 1 and not sel["kept start"] and sel["epochs run"] == 3
+    best = s["history"]["val_loss"][sel["best epoch"] - 1]
+    assert best < sel["start"]["val_loss"] and best == min(s["history"]["val_loss"])
+    assert s["metrics"]["val"]["accuracy"] >= sel["start"]["val_accuracy"]
+    assert lines[1].startswith("epoch 0 (the start): val loss") and any("(best)" in x for x in lines)
+    assert len(s["epoch_seconds"]) == 3 and s["mode"] == "whole network"
     for f in ("model.keras", "metrics.json", "report.md", "history.png", "confusion.png"):
         assert (tmp_path / "ft" / f).is_file(), f
+    # Built in a hidden sibling, renamed when whole: no partial folder or checkpoint is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft"]
+    assert not (tmp_path / "ft" / "checkpoint.npz").exists()
+
+
+def test_never_worse_than_the_start(frozen_run):
+    """An absurd learning rate wrecks every epoch: the start weights are kept, and the run says so."""
+    from bottleneck.tuning import fine_tune
+    from bottleneck.tuning.assemble import assemble
+
+    run, _, _, _ = frozen_run
+    start = _weights(assemble(run).model)
+    lines = []
+    tuned = fine_tune(
+        run,
+        unfreeze_from="block2_conv",
+        lr=1.0,
+        lr_decay=1.0,
+        warmup=0,
+        epochs=3,
+        patience=1,
+        prefix_cache="off",
+        save=False,
+        notify=lines.append,
+    )
+    s = tuned.summary
+    assert s["selection"]["best epoch"] == 0 and s["selection"]["kept start"]
+    assert [x for x in lines if x.startswith("kept the start weights: no epoch beat")]
+    assert any(x.startswith("kept the start weights") for x in s["notes"])
+    # patience=1: two epochs without a better val loss stop the run, and it says so.
+    assert s["selection"]["stopped early after"] == 2 and len(s["history"]["loss"]) == 2
+    assert [x for x in lines if x.startswith("stopping early after epoch 2")]
+    end = _weights(tuned.head.model)
+    for path, value in start.items():
+        assert np.array_equal(value, end[path]), path
+    assert s["metrics"]["val"]["accuracy"] == run.summary["metrics"]["val"]["accuracy"]
+    assert s["metrics"]["test"]["accuracy"] == run.summary["metrics"]["test"]["accuracy"]
 
 
 def test_cached_activations_train_like_the_whole_network(frozen_run, tmp_path):
@@ -215,7 +219,7 @@ def test_bad_input_is_one_clear_error(frozen_run, tmp_path):
         fine_tune(run, unfreeze=1, save=False)
     with pytest.raises(Exception, match="unknown augment='mirror'; choose one of: flip, crop"):
         fine_tune(run, unfreeze_from="block3_conv", augment="mirror", save=False)
-    with pytest.raises(TuneError, match=r"lr=0 must be a positive number"):
+    with pytest.raises(TuneError, match=r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.0001"):
         fine_tune(run, unfreeze_from="block3_conv", lr=0, save=False)
     # The source moved: say so, and --source finds it.
     moved = tmp_path / "moved"
@@ -254,17 +258,17 @@ def test_cli_fine_tune_and_export_errors(frozen_run, tmp_path):
     )
 
 
-def test_unfreeze_all_with_adam_class_weights_and_augmentation(frozen_run):
+def test_unfreeze_all_with_adam_class_weights_and_augmentation(weak_run):
     from bottleneck.tuning import fine_tune
     from bottleneck.tuning.assemble import assemble
 
-    run, _, _, _ = frozen_run
+    run = weak_run
     before = _weights(assemble(run).model)
     tuned = fine_tune(
         run,
         unfreeze="all",
         optimizer="adam",
-        lr=1e-3,
+        lr=1e-2,
         class_weight="balanced",
         augment="crop,rotate,zoom",
         epochs=1,
@@ -280,3 +284,127 @@ def test_unfreeze_all_with_adam_class_weights_and_augmentation(frozen_run):
     after = _weights(tuned.head.model)
     assert not np.array_equal(_one(before, "block1_conv/kernel"), _one(after, "block1_conv/kernel"))
     assert np.array_equal(_one(before, "block3_bn/moving_mean"), _one(after, "block3_bn/moving_mean"))
+
+
+def test_one_step_on_cached_activations_equals_the_whole_network(frozen_run, tmp_path):
+    """Two blocks unfrozen (block2, block3): one training step from the cached activations of block1_relu moves
+    every trained weight as the same step through the whole network does, within float16 rounding."""
+    from bottleneck.tuning.fine_tune import prepare
+    from bottleneck.tuning.images import open_cache_images
+    from bottleneck.tuning.loop import Trainer
+    from bottleneck.tuning.recipe import TuneSettings
+
+    run, cache, _, _ = frozen_run
+    # SGD: a step is lr x the gradient, so the moved weights compare the gradients themselves (Adam's first step
+    # is lr x sign(gradient), which would hide them).
+    settings = TuneSettings(
+        unfreeze_from="block2_conv",
+        optimizer="sgd",
+        lr=1e-2,
+        warmup=0,
+        weight_decay=0.0,
+        label_smoothing=0.1,  # the start is saturated on these easy images: smoothing gives it gradients
+        batch_size=30,
+    )
+    moved = {}
+    with open_cache_images(cache) as images:
+        for mode in ("auto", "off"):
+            prep = prepare(
+                run, cache, images, settings.replace(prefix_cache=mode), tmp_path, None, lambda s: None
+            )
+            assert prep.cached == (mode == "auto")
+            if prep.cached:
+                assert prep.prefix.config.layer == "block1_relu"
+            trainer = Trainer(prep.model, prep.groups, prep.state, settings, 1)
+            before = trainer.snapshot()
+            x, y, w = next(iter(prep.train_data.epoch(1)))
+            assert len(y) == 30
+            trainer.train_step(1, 0, x, y, w)
+            moved[mode] = [a - b for a, b in zip(trainer.snapshot(), before, strict=True)]
+            names = [v.path for v in prep.state]
+    kernels = [i for i, n in enumerate(names) if n.endswith("conv/kernel")]
+    assert {names[i].split("/")[0] for i in kernels} == {"block2_conv", "block3_conv"}
+    for i in kernels + [i for i, n in enumerate(names) if n == "head_logreg/kernel"]:
+        a, b = moved["auto"][i], moved["off"][i]
+        assert np.abs(b).max() > 0, names[i]
+        assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max(), names[i]
+
+
+def test_depth_groups_and_learning_rates_of_lite0():
+    from bottleneck.backbones.blocks import depth_groups, plan_cut
+    from bottleneck.backbones.build import build_backbone
+    from bottleneck.tuning.recipe import TuneSettings, group_rates
+
+    lite, *_ = build_backbone("efficientnet_lite0", weights="none", image_size=64)
+    cut = plan_cut(lite, "efficientnet_lite", unfreeze=3)
+    depth = depth_groups(lite, "efficientnet_lite", cut)
+    assert set(depth) == set(cut.trainable)
+    assert depth["top_conv"] == depth["block7a_project_conv"] == 1
+    assert depth["block6d_expand_conv"] == 2 and depth["block6c_project_conv"] == 3
+    assert group_rates(TuneSettings(lr=1e-3, lr_decay=0.5), 4) == [1e-3, 5e-4, 2.5e-4, 1.25e-4]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(weak_run, tmp_path):
+    from bottleneck.tuning import fine_tune
+    from bottleneck.tuning.loop import TuneInterrupted
+
+    args = {"unfreeze_from": "block3_conv", "epochs": 3, "lr": 1e-2, "prefix_cache": "off", "patience": 5}
+    whole = fine_tune(weak_run, save=False, **args)
+
+    def stop_in_epoch_2(stage, done, total):
+        if stage == "epoch 2/3":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "ft"
+    with pytest.raises(
+        TuneInterrupted, match=r"stopped in epoch 2 of 3; epochs 1-1 are saved in .*\.ft\.partial"
+    ):
+        fine_tune(weak_run, out=out, progress=stop_in_epoch_2, **args)
+    assert (tmp_path / ".ft.partial" / "checkpoint.npz").is_file() and not out.exists()
+    lines = []
+    resumed = fine_tune(weak_run, out=out, notify=lines.append, **args)
+    assert any(x.startswith("resuming after epoch 1 of 3") for x in lines)
+    s = resumed.summary
+    assert s["selection"]["resumed after"] == 1 and len(s["history"]["loss"]) == 3
+    np.testing.assert_allclose(s["history"]["val_loss"], whole.summary["history"]["val_loss"], rtol=1e-4)
+    assert s["selection"]["best epoch"] == whole.summary["selection"]["best epoch"]
+    assert (out / "model.keras").is_file() and not (tmp_path / ".ft.partial").exists()
+    # Another recipe does not resume from it: a different checkpoint digest.
+    with pytest.raises(TuneError, match="exists and is not an empty folder"):
+        fine_tune(weak_run, out=out, **args)
+
+
+def test_cli_new_options_and_their_errors(frozen_run, tmp_path):
+    from bottleneck.cli import app
+
+    run, _, _, _ = frozen_run
+    runner = CliRunner()
+    cases = [
+        (["--lr-decay", "0"], "--lr-decay 0.0 is not allowed: a number in (0, 1]"),
+        (["--views", "2", "--prefix-cache", "off"], "--views 2 trains from cached activations"),
+        (["--optimizer", "adamx"], "unknown --optimizer adamx; choose one of: adamw, adam, sgd"),
+        (["--schedule", "cos"], "unknown --schedule cos; choose one of: cosine, onecycle, constant"),
+        (["--label-smoothing", "1"], "--label-smoothing 1.0 is not allowed: a number in [0, 1)"),
+        (["--gradual"], "--gradual unfreezes one block per epoch, but --unfreeze-from block3_conv names"),
+        (["--warmup", "-1"], "--warmup -1.0 is not allowed: a number in [0, inf]"),
+    ]
+    for extra, message in cases:
+        res = runner.invoke(app, ["fine-tune", str(run.path), "--unfreeze-from", "block3_conv", "-q", *extra])
+        assert res.exit_code == 2, (extra, res.output)
+        assert message in res.output and "Traceback" not in res.output, (extra, res.output)
+        assert len(res.output.strip().splitlines()) == 1
+    # The options reach the recipe: a run with several of them, its params as given.
+    res = runner.invoke(
+        app,
+        [
+            "fine-tune", str(run.path), "--unfreeze-from", "block3_conv", "--optimizer", "sgd", "--lr", "0.01",
+            "--schedule", "onecycle", "--label-smoothing", "0", "--train-bn", "--epochs", "1", "--json",
+            "--out", str(tmp_path / "ft"),
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    import json
+
+    params = json.loads(res.output)["params"]
+    assert params["optimizer"] == "sgd" and params["lr"] == 0.01 and params["schedule"] == "onecycle"
+    assert params["train_bn"] is True and params["label_smoothing"] == 0.0 and params["momentum"] == 0.9

@@ -396,15 +396,18 @@ def test_commands_name_the_exact_configuration():
         "optimizer": "sgd",
         "lr": 0.0001,
         "momentum": 0.9,
+        "gradual": True,
+        "train_bn": False,
         "augment": None,
         "seed": 0,
+        "stem_lr": 0.5,  # a setting the CLI has no option for goes into the comment
     }
     out = commands("data/my signs", rec, {"weights": "imagenet", "image_size": None})
     assert out == [
         "CACHE=$(bottleneck extract 'data/my signs' --backbone efficientnet_lite0 --layer multiscale)",
         """bottleneck fit-head "$CACHE" --head logreg --out 'runs/advised-my signs'""",
-        "bottleneck fine-tune 'runs/advised-my signs' --unfreeze 1 --optimizer sgd --lr 0.0001 "
-        "--out 'runs/advised-my signs-fine-tuned'    # and momentum=0.9, fine-tune's defaults",
+        "bottleneck fine-tune 'runs/advised-my signs' --unfreeze 1 --optimizer sgd --lr 0.0001 --momentum 0.9 "
+        "--gradual --no-train-bn --out 'runs/advised-my signs-fine-tuned'    # and stem_lr=0.5, fine-tune's defaults",
         "bottleneck export 'runs/advised-my signs-fine-tuned' --format onnx",
     ]
     # Every option the fine-tune line may carry is an option of `bottleneck fine-tune`.
@@ -413,6 +416,9 @@ def test_commands_name_the_exact_configuration():
     helped = runner.invoke(app, ["fine-tune", "--help"], env={"COLUMNS": "200"}).stdout
     for key in FINE_TUNE_OPTIONS:
         assert f"--{key.replace('_', '-')}" in helped
+    from bottleneck.tuning.recipe import TuneSettings
+
+    assert set(TuneSettings().recipe()) - {"seed"} <= set(FINE_TUNE_OPTIONS)
     pixels = commands("d", {"backbone": "pixels", "layer": None, "fine_tune": False}, {"weights": "none"})
     assert pixels[0] == "CACHE=$(bottleneck extract d --backbone pixels)"
     assert pixels[-1] == "bottleneck export runs/advised-d --format onnx"
@@ -522,7 +528,9 @@ def test_a_printed_fine_tune_command_runs_with_the_recipe_advise_measured(advise
     rec["fine_tune"] = True
     names = {"backbone": rec["backbone"], "weights": "none", "image_size": 32}
     lines = commands(advice["source"], rec, names, cache_dir=tmp / "c", runs_dir=tmp / "ft")
-    assert "--epochs 1" in lines[2] and "# and momentum=0.9" in lines[2]
+    # Every setting of the recipe is an option now (nothing left for a comment); this network has 2 blocks, so the
+    # default top 3 became both, and the line says so.
+    assert "--epochs 1" in lines[2] and "--unfreeze 2 " in lines[2] and "#" not in lines[2]
     script = f'bottleneck() {{ "{sys.executable}" -m bottleneck "$@"; }}\nset -e\n' + "\n".join(lines)
     done = subprocess.run(["bash", "-c", script], cwd=tmp, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -229,15 +229,39 @@ def _count(unfreeze) -> int:
     return unfreeze
 
 
-def apply_cut(base, cut: Cut) -> None:
+def apply_cut(base, cut: Cut, *, train_bn: bool = False) -> None:
     """Set ``trainable`` on the layers of ``base`` (the network ``cut`` was planned on) for ``cut``.
 
-    BatchNormalization layers stay frozen: with trainable=False Keras runs them in inference mode (their
-    moving statistics are never updated), which keeps a small dataset from wrecking them. Layers outside
-    ``base`` (the preprocessing and the head) are the caller's.
+    BatchNormalization layers stay frozen unless ``train_bn``: with trainable=False Keras runs them in inference
+    mode (their moving statistics are never updated), which keeps a small dataset from wrecking them. Layers
+    outside ``base`` (the preprocessing and the head) are the caller's.
     """
     keras = _tf.keras()
     base.trainable = True
     train = set(cut.trainable)
     for lyr in _layers(base):
-        lyr.trainable = lyr.name in train and not isinstance(lyr, keras.layers.BatchNormalization)
+        bn = isinstance(lyr, keras.layers.BatchNormalization)
+        lyr.trainable = lyr.name in train and (train_bn or not bn)
+
+
+def depth_groups(base, family: str | None, cut: Cut) -> dict[str, int]:
+    """The depth group of each layer above the cut: 1 for the top block (and the layers after it), 2 for the block
+    below it, ... (what discriminative learning rates and gradual unfreezing count in); layers below the first
+    block get the next number. A network whose blocks are unknown is one group."""
+    import bisect
+
+    if BLOCK_PATTERNS.get(family or "") is None:
+        return dict.fromkeys(cut.trainable, 1)
+    points = cut_points(base)
+    starts = []
+    for _, first in blocks(base, family):
+        before = [p for p in points if p < first]
+        starts.append(before[-1] + 1 if before else first)
+    starts = sorted(starts)
+    train = set(cut.trainable)
+    out = {}
+    for i, lyr in enumerate(_layers(base)):
+        if lyr.name in train:
+            k = bisect.bisect_right(starts, i)  # blocks starting at or before layer i
+            out[lyr.name] = len(starts) - k + 1
+    return out

@@ -192,9 +192,9 @@ def run_extraction(
             complete cache whose data changed since it was last found whole is checked first: damage is no hit."""
             if force:
                 return None
-            if remote is not None and not _is_complete(path):
+            if remote is not None and not is_complete(path):
                 remote.fetch(path.name, progress)
-            if not _is_complete(path):
+            if not is_complete(path):
                 return None
             damage[:] = hit_problems(path)
             if damage:
@@ -268,7 +268,8 @@ def _save_index(index: HashIndex) -> None:
         pass
 
 
-def _is_complete(path: Path) -> bool:
+def is_complete(path: Path) -> bool:
+    """The folder's meta.json says the cache is complete (its contents are checked by ``hit_problems``)."""
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError):

@@ -41,10 +41,11 @@ def plot_history(history: dict, path, title: str = "") -> Path:
             ax = fig.add_subplot(1, 2, i + 1)
             for k, style in ((key, "-"), (f"val_{key}", "--")):
                 if k in history:
-                    ax.plot(
-                        epochs[: len(history[k])], history[k], style, marker=".", label=k.replace("_", " ")
-                    )
-            if history.get("best_epoch"):
+                    x, y = epochs[: len(history[k])], list(history[k])
+                    if f"start_{k}" in history:  # a fine-tuned run: epoch 0 is the model it started from
+                        x, y = np.concatenate([[0], x]), [history[f"start_{k}"], *y]
+                    ax.plot(x, y, style, marker=".", label=k.replace("_", " "))
+            if history.get("best_epoch") or "start_val_loss" in history:
                 ax.axvline(
                     history["best_epoch"], color="gray", ls=":", label=f"best epoch {history['best_epoch']}"
                 )

@@ -146,17 +146,31 @@ def commands(source, rec: dict, names: dict, *, cache_dir="cache", runs_dir="run
     return out
 
 
-# Settings of a fine-tuned run's recipe that `bottleneck fine-tune` takes as options (--name value); the others
-# (e.g. momentum) are named in a comment after the command, where the CLI's defaults are the library's.
+# Settings of a fine-tuned run's recipe that `bottleneck fine-tune` takes as options (--name value, --flag /
+# --no-flag for the yes/no ones): every field of tuning.recipe.TuneSettings that decides the result. Others a
+# recipe may hold are named in a comment after the command, where the CLI's defaults are the library's.
 FINE_TUNE_OPTIONS = (
     "unfreeze",
+    "unfreeze_from",
     "optimizer",
     "lr",
+    "lr_decay",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "warmup",
+    "label_smoothing",
+    "gradual",
+    "train_bn",
     "epochs",
     "batch_size",
     "patience",
-    "augment",
     "class_weight",
+    "augment",
+    "views",
+    "plain_view",
+    "prefix_cache",
+    "val_fraction",
 )
 
 
@@ -166,8 +180,11 @@ def _recipe_options(recipe: dict) -> tuple[str, str]:
     for key, value in recipe.items():
         if key == "seed" or value is None:
             continue
-        if key in FINE_TUNE_OPTIONS:
-            parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
+        flag = key.replace("_", "-")
+        if key in FINE_TUNE_OPTIONS and isinstance(value, bool):
+            parts.append(f"--{flag}" if value else f"--no-{flag}")
+        elif key in FINE_TUNE_OPTIONS:
+            parts.append(f"--{flag} {shlex.quote(str(value))}")
         else:
             rest.append(f"{key}={value}")
     return "".join(" " + p for p in parts), ", ".join(rest)

@@ -4,6 +4,7 @@ from bottleneck._lazy import lazy_names
 
 _NAMES = {
     "fine_tune": "bottleneck.tuning.fine_tune",
+    "TuneSettings": "bottleneck.tuning.recipe",
     "assemble": "bottleneck.tuning.assemble",
     "Assembled": "bottleneck.tuning.assemble",
     "open_cache_images": "bottleneck.tuning.images",

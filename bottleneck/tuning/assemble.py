@@ -41,7 +41,7 @@ class Assembled:
 
 def head_network(head):
     """A fitted head as a keras.Model from its features to (N, n_classes) probabilities, columns in
-    ``head.classes_`` order. Keras heads are used as they are (so fine-tuning trains them); ``logreg``
+    ``head.classes_`` order. Keras heads are copied (fine-tuning trains the copy); ``logreg``
     becomes one Dense softmax layer with its standardisation folded into the weights."""
     keras = _tf.keras()
 
@@ -53,6 +53,11 @@ def head_network(head):
             f"a {head.name!r} head cannot be turned into Keras layers; fine-tune and export take runs of "
             "logreg, linear, mlp, sigmoid and pool-dense heads."
         )
+    # A copy: training the assembled model must never change the run's own head (a second fine-tune of the same
+    # Run object, or its frozen metrics, would start from the trained weights).
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    model = copy
     if head.name != "sigmoid":
         return model
     inputs = keras.Input(tuple(head.feature_shape_), name="features")
@@ -95,7 +100,7 @@ def assemble(run) -> Assembled:
     keras = _tf.keras()
     from bottleneck.backbones import get_spec
     from bottleneck.backbones.build import feature_model_of
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
     from bottleneck.runs.predict import class_names_of
 
     cache = run.summary["cache"]

@@ -68,3 +68,41 @@ class ImageBatches(keras.utils.PyDataset):
             self._epoch += 1
             if self.shuffle:
                 self._plan()
+
+
+class ImageData:
+    """The fine-tuning loop's view of ``ImageBatches``: ``epoch(e)`` (1-based) and ``batches()`` yield
+    (pixels, label index, row weights | None), decoding one batch ahead in a thread."""
+
+    def __init__(self, batches: ImageBatches):
+        self.data = batches
+
+    @property
+    def steps(self) -> int:
+        return len(self.data)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.data.rows)
+
+    def epoch(self, epoch: int):
+        with self.data._lock:
+            self.data._epoch = epoch - 1
+            self.data._plan()
+        return self._ahead()
+
+    def batches(self):
+        return self._ahead()
+
+    def _ahead(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = len(self.data)
+        with ThreadPoolExecutor(1, thread_name_prefix="batch") as pool:
+            nxt = pool.submit(self.data.__getitem__, 0) if n else None
+            for i in range(n):
+                item = nxt.result()
+                if i + 1 < n:
+                    nxt = pool.submit(self.data.__getitem__, i + 1)
+                x, y, *w = item
+                yield x, y, (w[0] if w else None)

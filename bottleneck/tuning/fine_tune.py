@@ -1,76 +1,89 @@
-"""Fine-tuning a run: its backbone and trained head as one model, the top blocks unfrozen, trained on images.
+"""Fine-tuning a run, as steps: prepare (the start model, the cut, the data it trains on), train (`tuning.loop`),
+summarise (metrics beside the frozen head's, the run folder).
 
-The recipe of the classic tutorials: start from the head trained on the cached features (a random head's
-large gradients would wreck the pretrained weights), SGD with momentum 0.9 at a low learning rate, early
-stopping on validation loss with the best weights restored, BatchNorm kept in inference mode.
-
-When only the top of the network trains and nothing is augmented, everything below the cut is a fixed
-function of the image: its output is computed once into a normal keyed cache (``pooling="none"``, float16)
-and the top trains from there ("prefix cache"), several times faster per epoch than running the whole network.
+The run's own trained head is the start (LP-FT: a random head's large gradients would wreck the pretrained
+weights), and the start is epoch 0 of the selection: a run never ends below it on val. When a single tensor
+crosses the cut, everything below it is computed once (``tuning.views``): the plain images' activations, and with
+``views=K`` K augmented views of each train image, so each epoch runs only the unfrozen top.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bottleneck import _tf
 from bottleneck.callbacks import Notify, Progress
-from bottleneck.errors import CacheError, TuneError, one_of
+from bottleneck.errors import CacheError, TuneError
+from bottleneck.tuning.recipe import TuneSettings
+from bottleneck.tuning.results import KIND, evaluate, summarise
+from bottleneck.tuning.views import PREFIX_TOLERANCE
 
-OPTIMIZERS = ("sgd", "adam")
-PREFIX_CACHE = ("auto", "off")
 MODEL_FILE = "model.keras"
-KIND = "fine-tune"
-# Cached float16 activations against the network's own, relative to their scale: float16 rounding (2**-11) and
-# an ONNX engine's differences pass, activations float16 cannot represent do not.
-PREFIX_TOLERANCE = 1e-2
+
+
+@dataclass
+class Prepared:
+    """Everything training needs, decided before the first step."""
+
+    assembled: object  # tuning.assemble.Assembled: the whole model (trained in place)
+    cut: object  # backbones.blocks.Cut
+    start: dict  # the start check (tuning.assemble.check_start)
+    yi: dict  # split -> label index of every row
+    train_rows: np.ndarray
+    val_split: str  # "val", or "train" (held-out train rows)
+    val_rows: np.ndarray
+    weights: np.ndarray | None  # per class
+    model: object  # what trains: the top on cached activations, or the whole network on pixels
+    groups: list  # variables per depth group, the head first
+    state: list  # every variable training changes
+    train_data: object
+    val_data: object
+    prefix: object = None  # the plain activations cache (cached mode), else None
+    views: list = field(default_factory=list)  # the view caches
+    view_timing: dict = field(default_factory=dict)
+    trainer: object = None  # tuning.loop.Trainer, once training starts
+    settings: TuneSettings | None = (
+        None  # the recipe as it trains (the default unfreeze fitted to the network)
+    )
+
+    @property
+    def cached(self) -> bool:
+        return self.prefix is not None
 
 
 def fine_tune(
     run,
+    settings: TuneSettings | None = None,
     *,
-    unfreeze=1,
-    unfreeze_from: str | None = None,
-    optimizer: str = "sgd",
-    lr: float = 1e-4,
-    momentum: float = 0.9,
-    epochs: int = 10,
-    batch_size: int = 32,
-    patience: int = 3,
-    class_weight=None,
-    seed: int = 0,
-    augment=None,
     source=None,
-    prefix_cache: str = "auto",
     cache_dir=None,
-    val_fraction: float = 0.1,
-    workers: int | None = None,
     out=None,
     runs_dir="runs",
     save: bool = True,
     progress: Progress | None = None,
     notify: Notify | None = None,
+    **overrides,
 ):
     """Fine-tune a frozen-head run (a folder of `fit-head`, or a Run) and return the new Run.
 
-    ``unfreeze``: the top N blocks of the backbone (block names are known per family), or "all";
-    ``unfreeze_from``: a layer name, trained with every layer after it (any model). ``augment``: names from
-    ``AUGMENTATIONS`` ("flip,crop"), applied to training batches only. ``source``: where the cache's images are
-    now, if they moved. ``prefix_cache``: "auto" trains the unfrozen top from cached activations of the cut
-    whenever that is exact (no augmentation, one tensor crossing the cut), "off" always runs the whole
-    network. Writes a run folder (``model.keras``, ``metrics.json`` with the frozen head's metrics beside the
-    fine-tuned ones, ``report.md``, ``history.png``, ``confusion.png``) unless ``save`` is False.
+    ``settings`` (a ``TuneSettings``) and ``overrides`` (its fields by name: ``unfreeze=2, lr=1e-3, views=4``)
+    give the recipe; the defaults are the measured one. ``source``: where the cache's images are now, if they
+    moved. ``cache_dir``: where cached activations go (default: beside the run's cache). Writes a run folder
+    (``model.keras``, ``metrics.json`` with the frozen head's metrics beside the fine-tuned ones, ``report.md``,
+    ``history.png``, ``confusion.png``) unless ``save`` is False; it is built in a hidden sibling folder that
+    holds a checkpoint after every epoch, so an interrupted run resumes there when started again.
     """
-    from bottleneck.backbones.blocks import apply_cut, plan_cut
     from bottleneck.runs.folders import Run, load_run
-    from bottleneck.tuning.assemble import assemble, check_start
-    from bottleneck.tuning.images import _augment_names, augmentation, open_cache_images
+    from bottleneck.tuning.images import open_cache_images
 
-    _check(optimizer, lr, momentum, epochs, batch_size, patience, prefix_cache)
-    augment_names = _augment_names(augment)
+    settings = TuneSettings.build(settings, **overrides)
+    notify = notify or (lambda line: None)
+    t0 = time.perf_counter()
     run = run if isinstance(run, Run) else load_run(run)
     if run.summary.get("kind") == KIND:
         raise TuneError(
@@ -78,137 +91,183 @@ def fine_tune(
             f"({run.summary.get('start_run')}) with other settings instead."
         )
     cache = _open_run_cache(run)
-    notify = notify or (lambda line: None)
-    _tf.configure_threads()
-    keras = _tf.keras()
-    t0 = time.perf_counter()
-    with open_cache_images(
-        cache, source=source, workers=workers or _tf.cpu_count(), progress=progress
-    ) as images:
-        assembled = assemble(run)
-        start = check_start(assembled, run, cache, images, seed=seed)
-        notify(
-            f"rebuilt {assembled.config.backbone} + {run.head.name} head: max difference {start['difference']:.2g} "
-            f"from the run's predictions on {start['rows']} cached {start['split']} rows"
-        )
-        cut = plan_cut(
-            assembled.base,
-            assembled.family,
-            unfreeze=None if unfreeze_from else unfreeze,
-            unfreeze_from=unfreeze_from,
-        )
-        _set_trainable(assembled, cut, apply_cut)
-        trainable = int(sum(int(np.prod(w.shape)) for w in assembled.model.trainable_weights))
-        classes = assembled.classes
-        yi = {s: _label_index(classes, cache.labels(s), s) for s in cache.splits}
-        if "train" not in cache.splits:
-            raise TuneError(f"cache {cache.path.name} has no train split; fine-tuning trains on train.")
-        train_rows, val_split, val_rows = _validation(cache, yi, val_fraction, seed)
-        weights = _class_weights(class_weight, classes, yi["train"][train_rows])
-        use_prefix = prefix_cache == "auto" and not augment_names and cut.tensor_layer is not None
-        prefix = None
-        if use_prefix:
-            prefix = _prefix_cache(cache, cut, images, cache_dir, progress, notify)
-            difference = _prefix_difference(assembled, cut, images, prefix, seed)
-            if difference > PREFIX_TOLERANCE:
-                notify(
-                    f"the cached activations of {cut.tensor_layer} differ from the network's by {difference:.2g} of "
-                    "their scale (float16 cannot hold them); training the whole network instead"
-                )
-                use_prefix, prefix = False, None
-        if use_prefix:
-            model = _suffix_model(assembled, cut)
-            x_train = _array(prefix, "train")
-            x_val = x_train if val_split == "train" else _array(prefix, val_split)
-        else:
-            model = assembled.model
-        _compile(keras, model, optimizer, lr, momentum)
-        train, val = _batches(
-            use_prefix,
-            images,
-            prefix and (x_train, x_val),
-            yi,
-            train_rows,
-            val_split,
-            val_rows,
-            batch_size,
-            seed,
-            augmentation(augment_names, seed),
-            weights,
-        )
-        timer = _EpochTimer.make()
-        callbacks = [
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-            timer,
-        ]
-        if progress:
-            from bottleneck.heads.keras_heads import _ProgressCallback
+    partial, final = _folders(run, settings, out, runs_dir) if save else (None, None)
+    workers = settings.workers or _tf.cpu_count()
+    with open_cache_images(cache, source=source, workers=workers, progress=progress) as images:
+        prep = prepare(run, cache, images, settings, cache_dir, progress, notify)
+        settings = prep.settings
+        checkpoint = None
+        if partial is not None:
+            from bottleneck.tuning.loop import Checkpoint
 
-            callbacks.append(_ProgressCallback(progress, epochs))
-        t_fit = time.perf_counter()
-        hist = model.fit(
-            train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False
-        )
-        fit_seconds = time.perf_counter() - t_fit
-        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-        losses = history.get("val_loss", [])
-        history["best_epoch"] = int(np.argmin(losses)) + 1 if losses else 0
-        metrics = _evaluate(assembled, images, cache, yi, val_split, val_rows, batch_size, progress)
-    summary = {
-        "kind": KIND,
-        "head": run.head.name,
-        "path": None,
-        "start_run": str(run.path) if run.path else None,
-        "fit_seconds": round(fit_seconds, 3),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "params": {
-            "unfreeze": unfreeze_from and f"from {unfreeze_from}" or unfreeze,
-            "optimizer": optimizer,
-            "lr": lr,
-            **({"momentum": momentum} if optimizer == "sgd" else {}),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "patience": patience,
-            "class_weight": class_weight,
-            "seed": seed,
-            "augment": ",".join(augment_names) or None,
-        },
-        "selection": {"best epoch": history["best_epoch"], "epochs run": len(losses)},
-        "unfrozen": {
-            "description": cut.description,
-            "layers": len(cut.trainable),
-            "first": cut.trainable[0] if cut.trainable else None,
-            "trainable_parameters": trainable,
-        },
-        "start_check": start,
-        "prefix_cache": None if prefix is None else str(prefix.path),
-        "epoch_seconds": [round(s, 3) for s in timer.seconds],
-        "image_size": assembled.image_size,
-        "classes": classes.tolist(),
-        "class_names": assembled.class_names,
-        "cache": run.summary["cache"],
-        "source": images.source.manifest.source,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "notes": []
-        if val_split != "train"
-        else [f"no val split: early stopping on {len(val_rows)} held-out train rows."],
-        "history": history,
-        "frozen_metrics": run.summary.get("metrics", {}),
-        "metrics": metrics,
-    }
+            checkpoint = Checkpoint(partial, _resume_digest(run, cache, settings))
+        outcome = train(prep, settings, checkpoint, progress, notify)
+        metrics, evaluation = evaluate(prep, images, cache, settings, progress)
+    summary = summarise(run, cache, images, prep, settings, outcome, metrics, evaluation, t0)
     from bottleneck.runs.whole import WholeModel
 
-    result = Run(None, WholeModel(assembled.model, summary), summary)
+    result = Run(None, WholeModel(prep.assembled.model, summary), summary)
     if save:
-        from bottleneck.runs.folders import unique_dir
-
-        path = (
-            Path(out)
-            if out is not None
-            else unique_dir(Path(runs_dir) / f"{Path(str(run.path)).name}-fine-tuned")
-        )
-        save_fine_tuned(result, path)
+        save_fine_tuned(result, partial)
+        checkpoint.remove()
+        final = final or _unique_final(run, runs_dir)
+        os.replace(partial, final)
+        result.path = final
+        summary["path"] = str(final)
+        _rewrite_summary(result)
     return result
+
+
+def _fit_default_unfreeze(assembled, settings: TuneSettings, notify) -> TuneSettings:
+    """The default ``unfreeze`` (top 3 blocks) on a network with fewer blocks: all of them, said in one line, and
+    recorded so (a run's recipe repeats what trained). Any other count beyond the blocks stays an error."""
+    from bottleneck.backbones.blocks import BLOCK_PATTERNS, blocks
+
+    default = TuneSettings().unfreeze
+    if settings.unfreeze_from or settings.unfreeze != default or assembled.family not in BLOCK_PATTERNS:
+        return settings
+    n = len(blocks(assembled.base, assembled.family))
+    if 0 < n < default:
+        notify(f"this network has {n} block(s): training all of them (the default is the top {default})")
+        return settings.replace(unfreeze=n)
+    return settings
+
+
+def prepare(run, cache, images, settings: TuneSettings, cache_dir, progress, notify) -> Prepared:
+    """The start model checked against the run, the cut, labels and val rows, and the data of the chosen mode."""
+    from bottleneck.backbones.blocks import apply_cut, depth_groups, plan_cut
+    from bottleneck.tuning import views as cached
+    from bottleneck.tuning.assemble import assemble, check_start
+
+    assembled = assemble(run)
+    start = check_start(assembled, run, cache, images, seed=settings.seed)
+    notify(
+        f"rebuilt {assembled.config.backbone} + {run.head.name} head: max difference {start['difference']:.2g} "
+        f"from the run's predictions on {start['rows']} cached {start['split']} rows"
+    )
+    unfreeze_from = settings.unfreeze_from
+    settings = _fit_default_unfreeze(assembled, settings, notify)
+    cut = plan_cut(
+        assembled.base,
+        assembled.family,
+        unfreeze=None if unfreeze_from else settings.unfreeze,
+        unfreeze_from=unfreeze_from,
+    )
+    if settings.views and cut.tensor_layer is None:
+        raise TuneError(
+            f"views={settings.views} caches activations below the cut, but several tensors cross the cut "
+            f"({cut.description}); unfreeze whole blocks (unfreeze=N), or pass views=0 to augment on the fly."
+        )
+    _set_trainable(assembled, cut, apply_cut, settings.train_bn)
+    if "train" not in cache.splits:
+        raise TuneError(f"cache {cache.path.name} has no train split; fine-tuning trains on train.")
+    yi = {s: _label_index(assembled.classes, cache.labels(s), s) for s in cache.splits}
+    train_rows, val_split, val_rows = _validation(cache, yi, settings.val_fraction, settings.seed)
+    weights = _class_weights(settings.class_weight, assembled.classes, yi["train"][train_rows])
+    prefix = None
+    if (
+        settings.prefix_cache == "auto"
+        and cut.tensor_layer is not None
+        and (settings.views or not settings.augment)
+    ):
+        prefix = cached.prefix_cache(cache, cut, images, cache_dir, progress, notify)
+        difference = cached.prefix_difference(assembled, cut, images, prefix, settings.seed)
+        if difference > PREFIX_TOLERANCE:
+            if settings.views:
+                raise TuneError(
+                    f"views={settings.views} needs cached activations of {cut.tensor_layer}, but they differ from "
+                    f"the network's by {difference:.2g} of their scale (float16 cannot hold them); pass views=0."
+                )
+            notify(
+                f"the cached activations of {cut.tensor_layer} differ from the network's by {difference:.2g} of "
+                "their scale (float16 cannot hold them); training the whole network instead"
+            )
+            prefix = None
+    depth = depth_groups(assembled.base, assembled.family, cut)
+    groups = [list(assembled.head.trainable_variables)] + [[] for _ in range(max(depth.values(), default=0))]
+    state = list(assembled.head.weights)
+    for lyr in assembled.base.layers:
+        if lyr.name in depth:
+            groups[depth[lyr.name]].extend(lyr.trainable_variables)
+            state.extend(lyr.weights)
+    prep = Prepared(
+        assembled, cut, start, yi, train_rows, val_split, val_rows, weights, None, groups, state, None, None,
+        settings=settings,
+    )  # fmt: skip
+    if prefix is not None:
+        _cached_data(prep, prefix, images, settings, cache_dir, progress, notify)
+    else:
+        _image_data(prep, images, settings)
+    return prep
+
+
+def _cached_data(prep, prefix, images, settings, cache_dir, progress, notify) -> None:
+    from bottleneck.tuning import views as cached
+
+    prep.prefix = prefix
+    prep.model = cached.suffix_model(prep.assembled, prep.cut)
+    x_train = cached.in_memory(prefix.features("train"))
+    x_val = x_train if prep.val_split == "train" else cached.in_memory(prefix.features(prep.val_split))
+    arrays = [x_train]
+    if settings.views:
+        prep.views, prep.view_timing = cached.view_caches(
+            prefix, images, settings, cache_dir, progress, notify
+        )
+        arrays = [x_train] * settings.plain_view + [cached.in_memory(v.features("train")) for v in prep.views]
+    y = prep.yi["train"]
+    prep.train_data = cached.CachedTrain(
+        arrays, y, prep.train_rows, settings.batch_size, settings.seed, prep.weights
+    )
+    prep.val_data = cached.CachedEval(
+        x_val, prep.yi[prep.val_split], prep.val_rows, settings.batch_size, prep.weights
+    )
+
+
+def _image_data(prep, images, settings) -> None:
+    from bottleneck.tuning import views as cached
+    from bottleneck.tuning.batches import ImageBatches, ImageData
+    from bottleneck.tuning.images import augmentation
+
+    prep.model = cached.whole_training_model(prep.assembled, prep.cut)
+    train = ImageBatches(
+        images,
+        "train",
+        prep.yi["train"],
+        settings.batch_size,
+        rows=prep.train_rows,
+        shuffle=True,
+        seed=settings.seed,
+        augment=augmentation(settings.augment, settings.seed),
+        class_weights=prep.weights,
+    )
+    val = ImageBatches(
+        images,
+        prep.val_split,
+        prep.yi[prep.val_split],
+        settings.batch_size,
+        rows=prep.val_rows,
+        shuffle=False,
+        class_weights=prep.weights,
+    )
+    prep.train_data, prep.val_data = ImageData(train), ImageData(val)
+
+
+def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
+    """Train ``prep.model`` (``tuning.loop``); the kept weights end up in the model."""
+    from bottleneck.tuning.loop import Trainer
+    from bottleneck.tuning.loop import train as run_loop
+
+    trainer = Trainer(prep.model, prep.groups, prep.state, settings, prep.train_data.steps)
+    prep.trainer = trainer
+    return run_loop(
+        trainer,
+        prep.train_data,
+        prep.val_data,
+        settings,
+        checkpoint=checkpoint,
+        progress=progress,
+        notify=notify,
+    )
 
 
 def save_fine_tuned(run, path) -> Path:
@@ -227,18 +286,35 @@ def save_fine_tuned(run, path) -> Path:
     return path
 
 
-def _check(optimizer, lr, momentum, epochs, batch_size, patience, prefix_cache) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise one_of("optimizer", optimizer, OPTIMIZERS)
-    if prefix_cache not in PREFIX_CACHE:
-        raise one_of("prefix_cache", prefix_cache, PREFIX_CACHE)
-    if not (isinstance(lr, int | float) and lr > 0):
-        raise TuneError(f"lr={lr!r} must be a positive number, e.g. lr=1e-4.")
-    if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
-        raise TuneError(f"momentum={momentum!r} must be in [0, 1), e.g. momentum=0.9.")
-    for name, v, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 0)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-            raise TuneError(f"{name}={v!r} must be an integer of at least {low}.")
+def _rewrite_summary(run) -> None:
+    from bottleneck._io import write_json_atomic
+    from bottleneck.runs.folders import METRICS_FILE
+
+    write_json_atomic(run.path / METRICS_FILE, run.summary, indent=2)
+
+
+def _folders(run, settings, out, runs_dir) -> tuple[Path, Path | None]:
+    """(the hidden folder the run is built in and checkpointed to, the final folder or None for a unique one)."""
+    if out is not None:
+        final = Path(out)
+        if final.exists() and (not final.is_dir() or any(final.iterdir())):
+            raise TuneError(f"out={str(final)!r} exists and is not an empty folder; pass another folder.")
+        return final.parent / f".{final.name}.partial", final
+    name = f"{Path(str(run.path)).name}-fine-tuned"
+    return Path(runs_dir) / f".{name}-{settings.digest()[:8]}.partial", None
+
+
+def _unique_final(run, runs_dir) -> Path:
+    from bottleneck.runs.folders import unique_dir
+
+    return unique_dir(Path(runs_dir) / f"{Path(str(run.path)).name}-fine-tuned")
+
+
+def _resume_digest(run, cache, settings) -> str:
+    import hashlib
+
+    blob = f"{settings.digest()}|{Path(str(run.path)).resolve()}|{cache.key}"
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _open_run_cache(run):
@@ -254,13 +330,13 @@ def _open_run_cache(run):
         ) from None
 
 
-def _set_trainable(assembled, cut, apply_cut) -> None:
+def _set_trainable(assembled, cut, apply_cut, train_bn: bool) -> None:
     """The cut's layers of the backbone and the whole head train; preprocessing and fixed layers do not."""
     assembled.model.trainable = True
     for lyr in assembled.features.layers:
         if lyr is not assembled.base:
             lyr.trainable = False
-    apply_cut(assembled.base, cut)
+    apply_cut(assembled.base, cut, train_bn=train_bn)
     assembled.head.trainable = True
     for lyr in assembled.head.layers:
         if lyr.name == "head_two_class":
@@ -280,168 +356,17 @@ def _label_index(classes: np.ndarray, labels: np.ndarray, split: str) -> np.ndar
 
 
 def _validation(cache, yi, val_fraction, seed):
-    """(train rows, split early stopping watches, its rows): val, or a stratified part of train."""
+    """(train rows, split the selection watches, its rows): val, or a stratified part of train."""
     from bottleneck.heads.checks import stratified_holdout
 
     n = cache.n("train")
     if "val" in cache.splits:
         return np.arange(n), "val", np.arange(cache.n("val"))
-    try:
-        rows, held = stratified_holdout(yi["train"], val_fraction, seed)
-    except Exception as exc:
-        raise TuneError(str(exc)) from None
+    rows, held = stratified_holdout(yi["train"], val_fraction, seed)
     return rows, "train", held
 
 
 def _class_weights(class_weight, classes, yi):
-    from bottleneck.heads.checks import check_class_weight, class_weights
+    from bottleneck.heads.checks import class_weights
 
-    try:
-        check_class_weight(class_weight)
-        return class_weights(class_weight, classes, yi)
-    except Exception as exc:
-        raise TuneError(str(exc)) from None
-
-
-def _compile(keras, model, optimizer: str, lr: float, momentum: float) -> None:
-    opt = keras.optimizers.SGD(lr, momentum=momentum) if optimizer == "sgd" else keras.optimizers.Adam(lr)
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-
-def _batches(
-    use_prefix, images, arrays, yi, train_rows, val_split, val_rows, batch_size, seed, augment, weights
-):
-    """(train, val) Keras datasets: of cached activations, or of images decoded from the source."""
-    if use_prefix:
-        from bottleneck.heads.streaming import ArrayBatches
-
-        x_train, x_val = arrays
-        train = ArrayBatches(
-            x_train, yi["train"], train_rows, batch_size, shuffle=True, seed=seed, class_weights=weights
-        )
-        val = ArrayBatches(x_val, yi[val_split], val_rows, batch_size, shuffle=False, class_weights=weights)
-        return train, val
-    from bottleneck.tuning.batches import ImageBatches
-
-    train = ImageBatches(
-        images,
-        "train",
-        yi["train"],
-        batch_size,
-        rows=train_rows,
-        shuffle=True,
-        seed=seed,
-        augment=augment,
-        class_weights=weights,
-    )
-    val = ImageBatches(
-        images, val_split, yi[val_split], batch_size, rows=val_rows, shuffle=False, class_weights=weights
-    )
-    return train, val
-
-
-def _array(cache, split):
-    """A prefix cache split in RAM when it fits in half the free memory (true per-row shuffles), else on disk."""
-    from bottleneck.heads.feature_blocks import available_memory, nbytes, to_memory
-
-    x = cache.features(split)
-    return to_memory(x) if nbytes(x) < available_memory() // 2 else x
-
-
-def _prefix_cache(cache, cut, images, cache_dir, progress, notify):
-    """The activations of the cut tensor for every row, as a keyed float16 cache (a hit when it exists)."""
-    from bottleneck.inference.runner import extract
-
-    config = cache.config.replace(layer=cut.tensor_layer, pooling="none", dtype="float16")
-    options = dict(cache.meta.get("source_options") or {})
-    options.pop("max_image_pixels", None)
-    notify(f"caching the activations of {cut.tensor_layer} (below the unfrozen blocks) once")
-    result = extract(
-        images.source.manifest.source,
-        config,
-        cache_dir=cache_dir or cache.path.parent,
-        progress=progress,
-        notify=notify,
-        **options,
-    )
-    prefix = result.cache
-    for split in cache.splits:
-        if prefix.n(split) != cache.n(split) or not np.array_equal(prefix.ids(split), cache.ids(split)):
-            raise TuneError(
-                f"the activations cache {prefix.path.name} does not have the rows of cache {cache.path.name} "
-                f"({split}); the source changed. Pass prefix_cache='off', or extract again."
-            )
-    return prefix
-
-
-def _prefix_difference(assembled, cut, images, prefix, seed: int, rows: int = 16) -> float:
-    """Max |cached - computed| activation on a sample of train rows, relative to the computed scale: float16
-    cannot hold activations far below its smallest normal number (random-weight networks) or above 65504."""
-    keras = _tf.keras()
-    from bottleneck.heads.feature_blocks import take_rows
-
-    n = images.n("train")
-    pick = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
-    base = assembled.base
-    lower = keras.Model(base.inputs, base.get_layer(cut.tensor_layer).output)
-    pre = assembled.features.get_layer("preprocess")
-    mine = np.asarray(lower(pre(images.pixels("train", pick)), training=False), np.float64)
-    stored = take_rows(prefix.features("train"), pick).astype(np.float64)
-    scale = float(np.abs(mine).max())
-    if not np.isfinite(stored).all() or scale == 0.0:
-        return float("inf") if scale or not np.isfinite(stored).all() else 0.0
-    return float(np.abs(stored - mine).max()) / scale
-
-
-def _suffix_model(assembled, cut):
-    """The trainable top alone: cut activations -> unfrozen blocks -> pooling -> head (layers shared with the
-    whole model, so training it trains the whole model)."""
-    keras = _tf.keras()
-    from bottleneck.backbones.build import pool_outputs
-
-    base = assembled.base
-    tensor = base.get_layer(cut.tensor_layer).output
-    upper = keras.Model(tensor, base.outputs, name="unfrozen_top")
-    inputs = keras.Input(tuple(tensor.shape[1:]), name="activations")
-    x = pool_outputs(upper(inputs, training=False), assembled.config.pooling, assembled.config.layer)
-    return keras.Model(inputs, assembled.head(x), name="top_and_head")
-
-
-def _evaluate(assembled, images, cache, yi, val_split, val_rows, batch_size, progress) -> dict:
-    """Metrics of the whole fine-tuned model on the images of val (or the held-out train rows) and test."""
-    from bottleneck.report import classification_metrics
-    from bottleneck.tuning.batches import ImageBatches
-
-    out = {}
-    plan = [("val", val_split, val_rows)] + ([("test", "test", None)] if "test" in cache.splits else [])
-    for name, split, rows in plan:
-        data = ImageBatches(images, split, yi[split], batch_size, rows=rows, shuffle=False)
-        proba = np.concatenate([assembled.model.predict_on_batch(data[i][0]) for i in range(len(data))])
-        labels = cache.labels(split) if rows is None else cache.labels(split)[rows]
-        out[name] = classification_metrics(
-            labels, np.asarray(proba, np.float64), classes=assembled.classes, class_names=cache.class_names
-        )
-        if progress:
-            progress("evaluate", len(out), len(plan))
-    return out
-
-
-class _EpochTimer:
-    """Seconds per epoch (a keras Callback built lazily)."""
-
-    @staticmethod
-    def make():
-        keras = _tf.keras()
-
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._t)
-
-        return Timer()
+    return class_weights(class_weight, classes, yi)

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.errors import TuneError
+from bottleneck.tuning.recipe import AUGMENTATIONS, augment_names
 
-AUGMENTATIONS = ("flip", "crop", "rotate", "zoom", "contrast")
+__all__ = ["AUGMENTATIONS", "CacheImages", "augmentation", "open_cache_images"]
 LISTED = 5  # changed or missing files named in an error
 
 
@@ -89,7 +90,7 @@ def open_cache_images(
 
 def _input_size(cache) -> int:
     from bottleneck.backbones import get_spec
-    from bottleneck.cache.key import is_model_path
+    from bottleneck.backbones.model_file import is_model_path
 
     config = cache.config
     if config.image_size:
@@ -143,7 +144,7 @@ def augmentation(names, seed: int = 0):
     to float 0..255 batches with training=True. None for no augmentation."""
     from bottleneck import _tf
 
-    names = _augment_names(names)
+    names = augment_names(names)
     if not names:
         return None
     keras = _tf.keras()
@@ -165,16 +166,3 @@ def augmentation(names, seed: int = 0):
         elif name == "contrast":
             layers.append(keras.layers.RandomContrast(0.2, seed=s()))
     return keras.Sequential(layers, name="augment")
-
-
-def _augment_names(names) -> tuple[str, ...]:
-    from bottleneck.errors import one_of
-
-    if names is None or names == "" or names == ():
-        return ()
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    for n in names:
-        if n not in AUGMENTATIONS:
-            raise one_of("augment", n, AUGMENTATIONS)
-    return tuple(dict.fromkeys(names))

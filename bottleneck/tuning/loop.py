@@ -1,0 +1,322 @@
+"""The fine-tuning loop: the start model is epoch 0, learning rates by depth on a schedule, a selection that never
+keeps a model worse than the start, early stopping, a checkpoint per epoch to resume from, a line per epoch.
+
+Selection: an epoch is a candidate when its val accuracy is at least the start's and its val loss (plain
+cross-entropy, never smoothed) is below the start's by more than one standard error of the per-row difference;
+the kept weights are those of the candidate with the lowest val loss, or the start's when there is none. So the
+result is never below the start on val, and a gain within the noise of the val set is not taken for one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bottleneck import _tf
+from bottleneck.tuning.recipe import TuneSettings, group_rates, lr_at
+
+CHECKPOINT = "checkpoint.npz"
+CHECKPOINT_STATE = "checkpoint.json"
+EPSILON = 1e-7  # probabilities are clipped here before the log (Keras' own epsilon)
+
+
+class TuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C during fine-tuning; the message says what was saved and how to resume."""
+
+
+@dataclass
+class Outcome:
+    """What training did: per-epoch history, which weights were kept and why it stopped."""
+
+    history: dict  # loss, accuracy, val_loss, val_accuracy, seconds, lr: one entry per epoch run (1..n)
+    start: dict  # {"val_loss", "val_accuracy"} of the start model (epoch 0)
+    best_epoch: int  # 0: the start weights were kept
+    stopped_early: int | None = None  # the last epoch run, when early stopping ended training
+    resumed_from: int = 0  # epochs taken from a checkpoint
+    notes: list = field(default_factory=list)
+
+
+class Checkpoint:
+    """The state after the last whole epoch, in a folder (the run's partial folder): resumed by the same recipe."""
+
+    def __init__(self, folder: Path, digest: str):
+        self.folder, self.digest = Path(folder), digest
+
+    def load(self) -> tuple[dict, dict] | None:
+        try:
+            state = json.loads((self.folder / CHECKPOINT_STATE).read_text())
+            if state.get("digest") != self.digest:
+                return None
+            with np.load(self.folder / CHECKPOINT) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError):
+            return None
+        return state, arrays
+
+    def save(self, state: dict, arrays: dict) -> None:
+        from bottleneck._io import replace_atomic, temp_path, write_json_atomic
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(self.folder / CHECKPOINT, suffix=".npz")
+        np.savez(tmp, **arrays)
+        replace_atomic(tmp, self.folder / CHECKPOINT)
+        write_json_atomic(self.folder / CHECKPOINT_STATE, {**state, "digest": self.digest})
+
+    def remove(self) -> None:
+        for name in (CHECKPOINT, CHECKPOINT_STATE):
+            (self.folder / name).unlink(missing_ok=True)
+
+
+def make_optimizer(settings: TuneSettings, lr: float):
+    keras = _tf.keras()
+    wd = settings.weight_decay or None
+    if settings.optimizer == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=settings.momentum, weight_decay=wd)
+    elif settings.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=settings.weight_decay)
+    else:
+        opt = keras.optimizers.Adam(lr)
+    if wd and settings.optimizer != "adam":
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
+def _loss(tf, p, y, w, smoothing: float):
+    """Mean over the batch of (row weight x) cross-entropy against labels smoothed by ``smoothing``."""
+    logp = tf.math.log(tf.clip_by_value(p, EPSILON, 1.0))
+    ce = -tf.gather(logp, y, axis=1, batch_dims=1)
+    if smoothing:
+        ce = (1.0 - smoothing) * ce - smoothing * tf.reduce_mean(logp, axis=1)
+    if w is not None:
+        ce = ce * w
+    return tf.reduce_mean(ce)
+
+
+class Trainer:
+    """Trains ``model`` (float input -> probabilities) with one optimizer per depth group of ``groups`` (lists of
+    variables, the head first); ``state`` are the variables training changes (snapshot and restored)."""
+
+    def __init__(self, model, groups: list[list], state: list, settings: TuneSettings, steps_per_epoch: int):
+        tf = _tf.tensorflow()
+        self.tf, self.model, self.settings = tf, model, settings
+        self.groups = [g for g in groups if g]
+        self.rates = group_rates(settings, len(groups))
+        self.rates = [r for r, g in zip(self.rates, groups, strict=True) if g]
+        self.optimizers = [make_optimizer(settings, r) for r in self.rates]
+        for opt, g in zip(self.optimizers, self.groups, strict=True):
+            opt.build(g)
+        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self._steps: dict[int, object] = {}
+
+        @tf.function(reduce_retracing=True)
+        def forward(x):
+            return model(x, training=False)
+
+        self._forward = forward
+
+    def active(self, epoch: int) -> int:
+        """How many groups train in ``epoch`` (1-based): all, or with gradual unfreezing one block more each epoch."""
+        return min(len(self.groups), epoch + 1) if self.settings.gradual else len(self.groups)
+
+    def _step_fn(self, n_active: int):
+        if n_active in self._steps:
+            return self._steps[n_active]
+        tf, model, smoothing = self.tf, self.model, float(self.settings.label_smoothing)
+        groups, optimizers = self.groups[:n_active], self.optimizers[:n_active]
+        variables = [v for g in groups for v in g]
+
+        @tf.function(reduce_retracing=True)
+        def step(x, y, w):
+            with tf.GradientTape() as tape:
+                p = model(x, training=True)
+                loss = _loss(tf, p, y, w, smoothing)
+            grads = tape.gradient(loss, variables)
+            i = 0
+            for opt, g in zip(optimizers, groups, strict=True):
+                opt.apply_gradients(zip(grads[i : i + len(g)], g, strict=True))
+                i += len(g)
+            correct = tf.reduce_sum(
+                tf.cast(tf.equal(tf.argmax(p, axis=1, output_type=y.dtype), y), tf.float32)
+            )
+            return loss, correct
+
+        self._steps[n_active] = step
+        return step
+
+    def train_step(self, epoch: int, step: int, x, y, w) -> tuple[float, float]:
+        """One step; ``step`` counts from the start of training (the schedule's position)."""
+        for opt, peak in zip(self.optimizers, self.rates, strict=True):
+            opt.learning_rate = lr_at(self.settings, peak, step, self.steps_per_epoch)
+        tf = self.tf
+        wt = None if w is None else tf.constant(w, tf.float32)
+        loss, correct = self._step_fn(self.active(epoch))(
+            tf.constant(x, tf.float32), tf.constant(y, tf.int64), wt
+        )
+        return float(loss), float(correct)
+
+    def evaluate(self, batches) -> dict:
+        """{"val_loss", "val_accuracy", "rows"}: (row-weighted) cross-entropy, accuracy, and each row's loss."""
+        losses, correct = [], 0.0
+        for x, y, w in batches:
+            p = np.asarray(self._forward(self.tf.constant(x, self.tf.float32)), np.float64)
+            ce = -np.log(np.clip(p[np.arange(len(y)), y], EPSILON, 1.0))
+            losses.append(ce if w is None else ce * np.asarray(w, np.float64))
+            correct += float((p.argmax(1) == y).sum())
+        rows = np.concatenate(losses) if losses else np.zeros(0)
+        n = max(len(rows), 1)
+        return {"val_loss": float(rows.sum()) / n, "val_accuracy": correct / n, "rows": rows}
+
+    def reseed(self, epoch: int) -> None:
+        """Random layers (dropout) draw from a state set per epoch: an epoch is the same whether the run went
+        straight through or resumed before it."""
+        for i, layer in enumerate(self.model._flatten_layers()):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                generator.state.assign(np.array([int(self.settings.seed) * 1000003 + i, epoch], np.int64))
+
+    def snapshot(self) -> list[np.ndarray]:
+        return [np.array(v.numpy()) for v in self.state]
+
+    def restore(self, values: list[np.ndarray]) -> None:
+        for v, value in zip(self.state, values, strict=True):
+            v.assign(value)
+
+    def optimizer_arrays(self) -> dict:
+        return {
+            f"o{g}_{j}": np.array(v.numpy())
+            for g, opt in enumerate(self.optimizers)
+            for j, v in enumerate(opt.variables)
+        }
+
+    def load_optimizers(self, arrays: dict) -> None:
+        for g, opt in enumerate(self.optimizers):
+            for j, v in enumerate(opt.variables):
+                v.assign(arrays[f"o{g}_{j}"])
+
+
+def beats_start(start_rows: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether per-row val losses ``rows`` are lower than the start's by more than one standard error of the paired
+    difference: a lower mean on a few hundred rows is often noise, and keeping noise costs test accuracy."""
+    d = np.asarray(start_rows, np.float64) - np.asarray(rows, np.float64)
+    if len(d) < 2:
+        return bool(d.sum() > 0)
+    return bool(d.mean() > d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def train(
+    trainer: Trainer,
+    train_data,
+    val_data,
+    settings: TuneSettings,
+    *,
+    checkpoint: Checkpoint | None = None,
+    progress=None,
+    notify=None,
+) -> Outcome:
+    """Epoch 0 (the start) on val, then up to ``settings.epochs`` epochs; the kept weights are restored in the model.
+
+    ``train_data.epoch(e)`` yields (x, y, row weights | None) batches of epoch e (1-based) and has ``rows``;
+    ``val_data.batches()`` yields the val batches in a fixed order.
+    """
+    notify = notify or (lambda line: None)
+    history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")}
+    start = trainer.evaluate(val_data.batches())
+    start_rows = start.pop("rows")
+    best = {"epoch": 0, **start}
+    best_weights = None  # None: the start's (kept in ``start_weights``)
+    start_weights = trainer.snapshot()
+    first, bad = 1, 0
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        state, arrays = resumed
+        history = state["history"]
+        best = state["best"]
+        bad = state["bad"]
+        first = state["epoch"] + 1
+        trainer.restore([arrays[f"w{i}"] for i in range(len(trainer.state))])
+        if best["epoch"]:
+            best_weights = [arrays[f"b{i}"] for i in range(len(trainer.state))]
+        trainer.load_optimizers(arrays)
+        notify(
+            f"resuming after epoch {state['epoch']} of {settings.epochs} (checkpoint in {checkpoint.folder})"
+        )
+    else:
+        notify(
+            f"epoch 0 (the start): val loss {start['val_loss']:.4f}, val accuracy {start['val_accuracy']:.4f}"
+        )
+    stopped = None
+    epoch = first - 1
+    try:
+        for epoch in range(first, settings.epochs + 1):
+            t0 = time.perf_counter()
+            loss = correct = seen = 0.0
+            step0 = (epoch - 1) * trainer.steps_per_epoch
+            trainer.reseed(epoch)
+            for i, (x, y, w) in enumerate(train_data.epoch(epoch)):
+                step_loss, step_correct = trainer.train_step(epoch, step0 + i, x, y, w)
+                loss += step_loss * len(y)
+                correct += step_correct
+                seen += len(y)
+                if progress:
+                    progress(f"epoch {epoch}/{settings.epochs}", int(seen), train_data.n_rows)
+            seconds = time.perf_counter() - t0
+            val = trainer.evaluate(val_data.batches())
+            margin = beats_start(start_rows, val.pop("rows"))
+            history["loss"].append(loss / max(seen, 1))
+            history["accuracy"].append(correct / max(seen, 1))
+            history["val_loss"].append(val["val_loss"])
+            history["val_accuracy"].append(val["val_accuracy"])
+            history["seconds"].append(round(seconds, 3))
+            history["lr"].append(trainer.rates[0] and float(trainer.optimizers[0].learning_rate))
+            better = (
+                margin and val["val_accuracy"] >= start["val_accuracy"] and val["val_loss"] < best["val_loss"]
+            )
+            if better:
+                best, bad = {"epoch": epoch, **val}, 0
+                best_weights = trainer.snapshot()
+            else:
+                bad += 1
+            notify(
+                f"epoch {epoch}/{settings.epochs}: {seconds:.1f} s, loss {history['loss'][-1]:.4f}, "
+                f"val loss {val['val_loss']:.4f}, val accuracy {val['val_accuracy']:.4f}"
+                + (" (best)" if better else "")
+            )
+            if checkpoint is not None:
+                arrays = {f"w{i}": a for i, a in enumerate(trainer.snapshot())}
+                if best_weights is not None:
+                    arrays |= {f"b{i}": a for i, a in enumerate(best_weights)}
+                arrays |= trainer.optimizer_arrays()
+                state = {"epoch": epoch, "history": history, "best": best, "bad": bad}
+                checkpoint.save(state, arrays)
+            if bad > settings.patience and epoch < settings.epochs:
+                stopped = epoch
+                notify(
+                    f"stopping early after epoch {epoch}: no better val loss for {bad} epoch(s) "
+                    f"(patience {settings.patience}); keeping epoch {best['epoch']}"
+                )
+                break
+    except KeyboardInterrupt:
+        done = epoch - 1
+        where = (
+            f"epochs 1-{done} are saved in {checkpoint.folder}; run the same command to resume"
+            if checkpoint is not None and done >= 1
+            else "nothing was saved"
+        )
+        raise TuneInterrupted(
+            f"fine-tuning stopped in epoch {epoch} of {settings.epochs}; {where}."
+        ) from None
+    trainer.restore(best_weights if best["epoch"] else start_weights)
+    out = Outcome(history, start, best["epoch"], stopped, first - 1)
+    if best["epoch"] == 0:
+        line = (
+            f"kept the start weights: no epoch beat the start's val loss {start['val_loss']:.4f} by more than its "
+            f"standard error at a val accuracy of at least {start['val_accuracy']:.4f}"
+        )
+        notify(line)
+        out.notes.append(line)
+    return out

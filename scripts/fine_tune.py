@@ -68,6 +68,7 @@ RECIPES = {
     "views4-flipcrop": {"views": 4, "augment": "flip,crop"},
     "views4-plain": {"views": 4, "plain_view": True},
     "views4-plain-lr3e-5": {"views": 4, "plain_view": True, "lr": 3e-5},
+    "views4-plain-p10": {"views": 4, "plain_view": True, "patience": 10},
 }
 VAL_FRACTION = {"lfw": 0.2}
 

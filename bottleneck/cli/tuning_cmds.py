@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         plain_view: bool = typer.Option(
             None,
             "--plain-view/--no-plain-view",
-            help=_h("plain_view", "With --views: the plain image is drawn too."),
+            help=_h("plain_view", "With --views: the plain image is one of the views drawn."),
         ),
         prefix_cache: str = typer.Option(
             None, help=_h("prefix_cache", "auto | off: train the top from cache.")

@@ -150,12 +150,14 @@ def candidate_pairs(
     # a sample of every class and the k-th best similarities rise after the diagonal blocks, whatever the order.
     side = int(max(16, min(n, np.sqrt(block_bytes / 4))))
     nb = -(-n // side)
-    blocks = [np.arange(q, n, nb) for q in range(nb)]
+    # Row numbers as int32 while pairs are gathered and pruned (n < 2**31): the pairs and the pruning's sort keys are
+    # most of the scan's memory beyond the features.
+    blocks = [np.arange(q, n, nb, dtype=np.int32) for q in range(nb)]
     order = [(q, q) for q in range(nb)] + [(q, r) for q in range(nb) for r in range(q + 1, nb)]
     kth = np.full(n, floor, np.float32)  # a lower bound of each row's k-th best cosine so far
-    a, b, s = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    a, b, s = np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
     new_a, new_b, new_s, pending = [], [], [], 0
-    budget = max(PRUNE_PAIRS, 2 * n * k)  # pairs gathered between two prunings
+    budget = max(PRUNE_PAIRS, n * k)  # pairs gathered between two prunings
     limit = max(100_000, MAX_PAIRS_PER_ROW * n)
     total = n * (n - 1) / 2
     done = 0

@@ -67,12 +67,6 @@ def _h(name: str, text: str) -> str:
     return f"{text} [default: {default}]"
 
 
-_SETTINGS = (
-    "unfreeze unfreeze_from optimizer lr lr_decay momentum weight_decay schedule warmup label_smoothing gradual "
-    "train_bn epochs batch_size patience class_weight seed augment views plain_view prefix_cache val_fraction"
-).split()
-
-
 def register(app: typer.Typer) -> None:
     @app.command("fine-tune", help=FINE_TUNE_HELP)
     @user_errors
@@ -137,9 +131,11 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
-        from bottleneck.tuning import fine_tune
+        passed = dict(locals())  # the options as given, before the names below join them
+        from bottleneck.tuning import TuneSettings, fine_tune
 
-        given = {k: v for k, v in locals().items() if k in _SETTINGS and v is not None}
+        # Every option named like a TuneSettings field is that setting; None: not given (the recipe's default).
+        given = {k: v for k, v in passed.items() if k in TuneSettings.names() and v is not None}
         if "unfreeze" in given:
             given["unfreeze"] = _count(given["unfreeze"])
         notes = (lambda line: None) if quiet or json_out else (lambda line: typer.echo(line, err=True))

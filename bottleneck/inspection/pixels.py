@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.errors import InspectError
 
 SIDE = 8  # side of the small grey copy of each candidate image that is compared (an 8 x 8 "average hash")
 DRAFT = (
@@ -36,10 +35,9 @@ def tiny_images(
     """(len(rows), SIDE * SIDE) float32: the grey (luma) 8 x 8 copies of the images of manifest ``rows``, each
     less its mean, read as the page's thumbnails read them (from ``source`` where they moved, content hash
     checked) and resized as extraction resizes (``resize``)."""
-    from bottleneck.data.decode import ImageDecodeError, resize_image
+    from bottleneck.data.decode import resize_image
     from bottleneck.data.source import open_reader
-    from bottleneck.errors import SourceError
-    from bottleneck.report.thumbnails import rebased
+    from bottleneck.report.thumbnails import read_checked, rebased
 
     rows = np.asarray(rows, np.int64)
     out = np.zeros((len(rows), SIDE * SIDE), np.float32)
@@ -51,18 +49,10 @@ def tiny_images(
     reader = open_reader(manifest, **options)
 
     def one(k):
-        item = items[k]
-        try:
-            small = resize_image(reader.read(item, DRAFT), SIDE, resize)
-        except ImageDecodeError as exc:
-            raise InspectError(
-                f"cannot decode {item.path or item.id} to compare it ({exc.reason})."
-            ) from None
-        except SourceError:
-            raise InspectError(
-                f"{item.path} changed since extraction (its content hash differs): comparing it would not compare "
-                "what the cache holds. Restore it, or extract again."
-            ) from None
+        pixels = read_checked(
+            reader, items[k], "to compare it", "comparing it would not compare what the cache holds", DRAFT
+        )
+        small = resize_image(pixels, SIDE, resize)
         grey = small.reshape(-1, 3).astype(np.float32) @ LUMA
         out[k] = grey - grey.mean()
 

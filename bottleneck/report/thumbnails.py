@@ -34,10 +34,9 @@ def write_thumbnails(
     manifest = rebased(manifest, source)
     options = {k: v for k, v in (source_options or {}).items() if k in ("h5_keys", "max_image_pixels")}
     items = list(manifest.items_at(rows))
-    if manifest.kind in ("folders", "csv"):
-        _check_files(items, manifest, source)
-    else:
-        _check_array_source(manifest, source)
+    problem = _problem(manifest, items, source)
+    if problem:
+        raise InspectError(problem)
     # One writer per content hash: two threads writing the same thumbnail (exact duplicates) would race on its
     # temporary file, and the loser's rename would find it gone.
     by_hash: dict = {}
@@ -63,23 +62,31 @@ def write_thumbnails(
     return names
 
 
-def _write(reader, item, folder: Path) -> str:
-    from PIL import Image
-
+def read_checked(reader, item, purpose: str, changed: str, draft: int | None = None):
+    """The image of ``item`` as extraction decoded it, or one InspectError: undecodable (``purpose``: "for its
+    thumbnail") or changed since extraction (``changed``: what a changed file would spoil)."""
     from bottleneck.data.decode import ImageDecodeError
     from bottleneck.errors import SourceError
 
     try:
-        pixels = reader.read(item)  # file sources check the content hash: a changed file is a SourceError
+        return reader.read(
+            item, draft
+        )  # file sources check the content hash: a changed file is a SourceError
     except ImageDecodeError as exc:
-        raise InspectError(
-            f"cannot decode {item.path or item.id} for its thumbnail ({exc.reason})."
-        ) from None
+        raise InspectError(f"cannot decode {item.path or item.id} {purpose} ({exc.reason}).") from None
     except SourceError:
         raise InspectError(
-            f"{item.path} changed since extraction (its content hash differs): its thumbnail would not show "
-            "what the cache holds. Restore it, or extract again."
+            f"{item.path} changed since extraction (its content hash differs): {changed}. Restore it, or extract "
+            "again."
         ) from None
+
+
+def _write(reader, item, folder: Path) -> str:
+    from PIL import Image
+
+    pixels = read_checked(
+        reader, item, "for its thumbnail", "its thumbnail would not show what the cache holds"
+    )
     im = Image.fromarray(pixels)
     small = im.width * im.height <= 64 * 64
     name = f"{item.hash}.{'png' if small else 'jpg'}"
@@ -112,13 +119,6 @@ def rebased(manifest, source):
     )  # fmt: skip
 
 
-def _check_files(items, manifest, source) -> None:
-    """One InspectError naming how many files are missing, and how to point at where they are now."""
-    problem = missing_files(items, manifest, source)
-    if problem:
-        raise InspectError(problem)
-
-
 def missing_files(items, manifest, source) -> str | None:
     """What is missing of the files of ``items`` (a sentence ending in how to point at them), or None."""
     missing = [it.path for it in items if not Path(it.path).is_file()]
@@ -129,12 +129,6 @@ def missing_files(items, manifest, source) -> str | None:
         f"{len(missing)} of {len(items)} source images of this cache are missing ({_first(missing)}): {what}; "
         "pass source=PATH where its images are now."
     )
-
-
-def _check_array_source(manifest, source) -> None:
-    problem = missing_array_source(manifest)
-    if problem:
-        raise InspectError(problem)
 
 
 def missing_array_source(manifest) -> str | None:
@@ -148,8 +142,13 @@ def source_problem(manifest, rows, source=None) -> str | None:
     """Why the images of manifest ``rows`` cannot be read from the manifest's source (or from ``source``, where
     they are now), or None when they can."""
     manifest = rebased(manifest, source)
+    return _problem(manifest, list(manifest.items_at(rows)), source)
+
+
+def _problem(manifest, items, source) -> str | None:
+    """``source_problem`` of a manifest already rebased, for its ``items``."""
     if manifest.kind in ("folders", "csv"):
-        return missing_files(list(manifest.items_at(rows)), manifest, source)
+        return missing_files(items, manifest, source)
     return missing_array_source(manifest)
 
 

@@ -213,7 +213,8 @@ def _cached_data(prep, prefix, images, settings, cache_dir, progress, notify) ->
         prep.views, prep.view_timing = cached.view_caches(
             prefix, images, settings, cache_dir, progress, notify
         )
-        arrays = [x_train] * settings.plain_view + [cached.in_memory(v.features("train")) for v in prep.views]
+        views = [cached.in_memory(v.features("train")) for v in prep.views]
+        arrays = [x_train, *views] if settings.plain_view else views
     y = prep.yi["train"]
     prep.train_data = cached.CachedTrain(
         arrays, y, prep.train_rows, settings.batch_size, settings.seed, prep.weights

@@ -42,7 +42,6 @@ RECIPES = {
     "u1": {"unfreeze": 1},
     "u2": {"unfreeze": 2},
     "u5": {"unfreeze": 5},
-    "lr3e-4": {"lr": 3e-4},
     "lr1e-4": {"lr": 1e-4},
     "lr3e-3": {"lr": 3e-3},
     "no-decay": {"lr_decay": 1.0},
@@ -69,6 +68,11 @@ RECIPES = {
     "views4-plain": {"views": 4, "plain_view": True},
     "views4-plain-lr3e-5": {"views": 4, "plain_view": True, "lr": 3e-5},
     "views4-plain-p10": {"views": 4, "plain_view": True, "patience": 10},
+    # after the calibrated selection (tuning.calibrate) and the new defaults (lr 1e-3, 4 views)
+    "no-views": {"views": 0},
+    "lr3e-4": {"lr": 3e-4},
+    "lr1e-4-views4": {"lr": 1e-4, "views": 4},
+    "epochs12": {"epochs": 12},
 }
 VAL_FRACTION = {"lfw": 0.2}
 

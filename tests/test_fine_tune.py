@@ -123,6 +123,12 @@ def test_fine_tune_trains_only_the_unfrozen_top(weak_run, tmp_path):
     assert best < sel["start"]["val_loss"] and best == min(s["history"]["val_loss"])
     assert s["metrics"]["val"]["accuracy"] >= sel["start"]["val_accuracy"]
     assert lines[1].startswith("epoch 0 (the start): val loss") and any("(best)" in x for x in lines)
+    # The selection compares val losses after one temperature fitted on val (never worse than before it), and the
+    # kept epoch's temperature is folded into the head: the saved model's val loss is the calibrated one.
+    h = s["history"]
+    assert all(c <= u + 1e-9 for c, u in zip(h["val_loss"], h["val_loss_uncalibrated"], strict=True))
+    assert sel["temperature"] == h["temperature"][sel["best epoch"] - 1] and sel["temperature"] != 1.0
+    assert s["metrics"]["val"]["log_loss"] == pytest.approx(best, rel=2e-3)
     assert len(s["epoch_seconds"]) == 3 and s["mode"] == "whole network"
     for f in ("model.keras", "metrics.json", "report.md", "history.png", "confusion.png"):
         assert (tmp_path / "ft" / f).is_file(), f
@@ -169,7 +175,15 @@ def test_cached_activations_train_like_the_whole_network(frozen_run, tmp_path):
     from bottleneck.tuning import fine_tune
 
     run, _, _, _ = frozen_run
-    args = {"unfreeze_from": "block3_conv", "epochs": 1, "lr": 1e-2, "save": False, "cache_dir": tmp_path}
+    # views=0: the plain images on both sides (the default draws cached views where the cut allows)
+    args = {
+        "unfreeze_from": "block3_conv",
+        "epochs": 1,
+        "lr": 1e-2,
+        "save": False,
+        "cache_dir": tmp_path,
+        "views": 0,
+    }
     cached = fine_tune(run, prefix_cache="auto", **args)
     full = fine_tune(run, prefix_cache="off", **args)
     assert cached.summary["prefix_cache"] is not None and full.summary["prefix_cache"] is None
@@ -179,7 +193,7 @@ def test_cached_activations_train_like_the_whole_network(frozen_run, tmp_path):
     # Same start, same batches: the first epoch's loss differs only by float16 rounding of the activations.
     a, b = cached.summary["history"]["loss"][0], full.summary["history"]["loss"][0]
     assert a == pytest.approx(b, rel=2e-3)
-    # Augmentation changes the images every epoch, so it always runs the whole network.
+    # Augmentation on the fly (no views) changes the images every epoch, so it runs the whole network.
     augmented = fine_tune(run, augment="flip,contrast", **args)
     assert (
         augmented.summary["prefix_cache"] is None
@@ -219,7 +233,7 @@ def test_bad_input_is_one_clear_error(frozen_run, tmp_path):
         fine_tune(run, unfreeze=1, save=False)
     with pytest.raises(Exception, match="unknown augment='mirror'; choose one of: flip, crop"):
         fine_tune(run, unfreeze_from="block3_conv", augment="mirror", save=False)
-    with pytest.raises(TuneError, match=r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.0001"):
+    with pytest.raises(TuneError, match=r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.001"):
         fine_tune(run, unfreeze_from="block3_conv", lr=0, save=False)
     # The source moved: say so, and --source finds it.
     moved = tmp_path / "moved"
@@ -305,6 +319,7 @@ def test_one_step_on_cached_activations_equals_the_whole_network(frozen_run, tmp
         weight_decay=0.0,
         label_smoothing=0.1,  # the start is saturated on these easy images: smoothing gives it gradients
         batch_size=30,
+        views=0,  # the plain images on both sides
     )
     moved = {}
     with open_cache_images(cache) as images:

@@ -13,7 +13,7 @@ from bottleneck.tuning.recipe import VIEW_AUGMENT, TuneSettings, lr_at
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"lr": 0}, r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.0001"),
+        ({"lr": 0}, r"lr=0 is not allowed: a number in \(0, 1\]; e.g. lr=0.001"),
         ({"lr": float("nan")}, r"lr=nan is not allowed"),
         ({"lr_decay": 1.5}, r"lr_decay=1.5 is not allowed: a number in \(0, 1\]"),
         ({"momentum": 1}, r"momentum=1 is not allowed: a number in \[0, 1\)"),
@@ -24,7 +24,7 @@ from bottleneck.tuning.recipe import VIEW_AUGMENT, TuneSettings, lr_at
         ({"epochs": 2.5}, r"epochs=2.5 is not allowed: an integer of at least 1"),
         ({"batch_size": True}, r"batch_size=True is not allowed"),
         ({"patience": -1}, r"patience=-1 is not allowed: an integer of at least 0"),
-        ({"views": -2}, r"views=-2 is not allowed: an integer of at least 0"),
+        ({"views": -2}, r"views=-2 is not allowed: None or an integer of at least 0"),
         ({"unfreeze": 0}, r"unfreeze=0 is not allowed: a number of top blocks \(1 or more\) or 'all'"),
         ({"unfreeze": "most"}, r"unfreeze='most' is not allowed"),
         (
@@ -98,3 +98,92 @@ def test_an_epoch_must_beat_the_start_by_more_than_the_noise():
     noisy -= noisy.mean() - start.mean() + 0.005
     assert noisy.mean() < start.mean() and not beats_start(start, noisy)
     assert not beats_start(start, start)
+
+
+class _ScriptedTrainer:
+    """The loop's view of a trainer, with val results given per epoch: the selection and early stopping are
+    decisions on those numbers alone, so they are tested on numbers chosen to tell the rules apart."""
+
+    steps_per_epoch = 1
+    rates = [0.0]  # the history records no learning rate
+
+    def __init__(self, start, epochs):
+        self.results, self.weights, self.epoch = [start, *epochs], [0.0], 0
+
+    def evaluate(self, batches):
+        return dict(self.results[self.epoch])
+
+    def train_step(self, epoch, step, x, y, w):
+        self.epoch = epoch
+        self.weights = [float(epoch)]  # the weights are the epoch number: the kept ones say which epoch
+        return 0.1, 1.0
+
+    def reseed(self, epoch):
+        pass
+
+    def snapshot(self):
+        return list(self.weights)
+
+    def restore(self, values):
+        self.weights = list(values)
+
+
+class _OneBatch:
+    n_rows = 1
+
+    def epoch(self, epoch):
+        yield None, [0], None
+
+    def batches(self):
+        return []
+
+
+def _val(rows, accuracy=0.9, temperature=1.5):
+    import numpy as np
+
+    rows = np.asarray(rows, np.float64)
+    return {
+        "val_loss": float(rows.mean()),
+        "val_loss_uncalibrated": float(rows.mean()) + 0.05,
+        "temperature": temperature,
+        "val_accuracy": accuracy,
+        "rows": rows,
+    }
+
+
+def test_early_stopping_waits_for_a_run_that_comes_back_below_the_start():
+    """Epochs 1-2 above the start (a high learning rate's first epochs), 3-4 below it within the noise, 5 well
+    below: patience 2 counts from the lowest val loss so far, so the run reaches epoch 5 and keeps it with its
+    temperature (counting from the last epoch the selection would keep, it stopped after epoch 3)."""
+    import numpy as np
+
+    from bottleneck.tuning.loop import train
+    from bottleneck.tuning.recipe import TuneSettings
+
+    rng = np.random.default_rng(0)
+    start = rng.exponential(0.35, 400)
+
+    def noisy(shift):  # rows whose mean is the start's + shift, with noise far above the shift
+        rows = start + rng.normal(0, 0.4, len(start))
+        return rows - rows.mean() + start.mean() + shift
+
+    epochs = [
+        _val(start + 0.18),
+        _val(start + 0.09),
+        _val(noisy(-0.004)),  # the lowest so far, but within the noise: not kept
+        _val(noisy(-0.003)),
+        _val(start * 0.85, accuracy=0.92, temperature=1.9),
+        _val(start * 0.86, accuracy=0.92),
+    ]
+    trainer = _ScriptedTrainer(_val(start, accuracy=0.9, temperature=1.2), epochs)
+    settings = TuneSettings(epochs=6, patience=2)
+    out = train(trainer, _OneBatch(), _OneBatch(), settings)
+    assert out.best_epoch == 5 and out.temperature == 1.9 and trainer.weights == [5.0]
+    assert out.stopped_early is None and len(out.history["val_loss"]) == 6
+    assert out.history["temperature"][4] == 1.9 and out.start["temperature"] == 1.2
+    # Nothing below the start after the first epochs: patience 2 stops after epoch 3, and the start is kept.
+    trainer = _ScriptedTrainer(_val(start), [_val(start + 0.2 - 0.01 * e) for e in range(6)][::-1])
+    out = train(trainer, _OneBatch(), _OneBatch(), settings)
+    assert (
+        out.stopped_early == 3 and out.best_epoch == 0 and out.temperature == 1.0 and trainer.weights == [0.0]
+    )

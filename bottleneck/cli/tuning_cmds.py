@@ -13,18 +13,23 @@ FINE_TUNE_HELP = """Fine-tune a fit-head run: its backbone and trained head as o
 the cache's images.
 
 Starts from the run's own head (checked first: the rebuilt model must give the run's predictions on cached
-rows within 1e-4), which is epoch 0 of the selection: the kept weights are those of the epoch with the lowest
-val loss among epochs at least as accurate on val as the start, or the start itself ("kept the start
-weights"). An epoch must beat the start's val loss by more than one standard error of the per-row
-difference. The default recipe (measured on Fashion-MNIST, digits and faces; README) unfreezes the top 3 blocks
-with AdamW at lr 1e-4 for the head, halving per block downwards (--lr-decay), one epoch of warm-up then cosine,
-no label smoothing, BatchNorm frozen (--train-bn to train it), early stopping on val loss.
+rows within 1e-4), which is epoch 0 of the selection. Each epoch's val loss is measured after one temperature
+fitted on val (the start's too): fine-tuning makes a model confident faster than it makes it right, and the
+calibrated loss follows test accuracy where the plain one does not. The kept weights are those of the epoch with
+the lowest calibrated val loss among epochs at least as accurate on val as the start and better than the start
+by more than one standard error of the per-row difference, with its temperature folded into the head; else the
+start itself ("kept the start weights"). The default recipe (measured on Fashion-MNIST, digits and faces;
+README) unfreezes the top 3 blocks with AdamW at lr 1e-3 for the head, halving per block downwards
+(--lr-decay), one epoch of warm-up then cosine, 4 cached augmented views of each train image, no label
+smoothing, BatchNorm frozen (--train-bn to train it), early stopping when the val loss has not reached a new
+low (the start's included) for --patience epochs.
 
 When one tensor enters the unfrozen top (true at every block boundary of the known families), everything below
 it is computed once into keyed float16 caches and each epoch runs only the top: the plain images' activations
-(val, test, and train without --views), and with --views K, K seeded augmented views of each train image
-(--augment names them; default crop,rotate,zoom,contrast), one view drawn per image and epoch. --augment
-without --views, or --prefix-cache off, runs the whole network every epoch.
+(val, test, and train) and K seeded augmented views of each train image (--views K, default 4 there; --augment
+names them; default crop,rotate,zoom,contrast), the plain image or one view drawn per image and epoch. --views 0
+trains on the plain images only; --views 0 with --augment, or --prefix-cache off, runs the whole network every
+epoch.
 
 Prints one line per epoch (seconds, loss, val loss, val accuracy) and a line when it stops early. The run
 folder is built in a hidden sibling with a checkpoint after every epoch: after Ctrl-C, the same command
@@ -35,7 +40,7 @@ Examples:
 
   bottleneck fine-tune runs/efficientnet_lite0-3f9a2c1d-logreg
 
-  bottleneck fine-tune runs/efficientnet_lite0-3f9a2c1d-logreg --views 4 --epochs 15
+  bottleneck fine-tune runs/efficientnet_lite0-3f9a2c1d-logreg --views 8 --epochs 15
 
   bottleneck fine-tune runs/resnet50-0c1d2e3f-mlp --unfreeze 2 --optimizer sgd --lr 1e-3 --schedule onecycle
 
@@ -64,7 +69,7 @@ def _h(name: str, text: str) -> str:
     from bottleneck.tuning.recipe import TuneSettings
 
     default = getattr(TuneSettings(), name)
-    return f"{text} [default: {default}]"
+    return text if default is None else f"{text} [default: {default}]"
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +106,10 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(None, help=_h("epochs", "Maximum epochs.")),
         batch_size: int = typer.Option(None, help=_h("batch_size", "Images per step.")),
         patience: int = typer.Option(
-            None, help=_h("patience", "Epochs without a better val loss before stopping.")
+            None,
+            help=_h(
+                "patience", "Epochs without a new lowest val loss (the start's included) before stopping."
+            ),
         ),
         class_weight: str = typer.Option(None, help="balanced: weight classes by inverse frequency."),
         seed: int = typer.Option(
@@ -110,7 +118,12 @@ def register(app: typer.Typer) -> None:
         augment: str = typer.Option(
             None, help="Comma-separated: flip, crop, rotate, zoom, contrast (train only)."
         ),
-        views: int = typer.Option(None, help=_h("views", "Augmented views of each train image, cached.")),
+        views: int = typer.Option(
+            None,
+            help=_h(
+                "views", "Augmented views of each train image, cached (default: 4 where the cut allows)."
+            ),
+        ),
         plain_view: bool = typer.Option(
             None,
             "--plain-view/--no-plain-view",

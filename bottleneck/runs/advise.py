@@ -334,6 +334,14 @@ def _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes) -> d
         return None
     m = tuned.summary["metrics"]
     recipe = dict(tuned.summary.get("params") or {})
+    # The kept model's val loss before its temperature: the other candidates' losses are not calibrated, and a
+    # temperature fitted on val lowers this one by calibration alone. (A kept start is the head, unchanged.)
+    sel = tuned.summary["selection"]
+    val_loss = (
+        m["val"]["log_loss"]
+        if sel["kept start"]
+        else tuned.summary["history"]["val_loss_uncalibrated"][sel["best epoch"] - 1]
+    )
     return {
         "name": f"fine-tune from {start['name']}",
         "kind": "fine-tune",
@@ -343,7 +351,7 @@ def _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes) -> d
         "dims": start["dims"],
         "val_accuracy": m["val"]["accuracy"],
         "val_accuracy_se": None,
-        "val_loss": m["val"]["log_loss"],
+        "val_loss": val_loss,
         "val_loss_se": None,
         "test_accuracy": m.get("test", {}).get("accuracy"),
         "recipe": recipe,

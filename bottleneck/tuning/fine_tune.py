@@ -153,6 +153,8 @@ def prepare(run, cache, images, settings: TuneSettings, cache_dir, progress, not
         unfreeze=None if unfreeze_from else settings.unfreeze,
         unfreeze_from=unfreeze_from,
     )
+    auto_views = settings.views is None
+    settings = settings.resolve_views(cut.tensor_layer is not None)
     if settings.views and cut.tensor_layer is None:
         raise TuneError(
             f"views={settings.views} caches activations below the cut, but several tensors cross the cut "
@@ -173,7 +175,7 @@ def prepare(run, cache, images, settings: TuneSettings, cache_dir, progress, not
         prefix = cached.prefix_cache(cache, cut, images, cache_dir, progress, notify)
         difference = cached.prefix_difference(assembled, cut, images, prefix, settings.seed)
         if difference > PREFIX_TOLERANCE:
-            if settings.views:
+            if settings.views and not auto_views:
                 raise TuneError(
                     f"views={settings.views} needs cached activations of {cut.tensor_layer}, but they differ from "
                     f"the network's by {difference:.2g} of their scale (float16 cannot hold them); pass views=0."
@@ -181,8 +183,10 @@ def prepare(run, cache, images, settings: TuneSettings, cache_dir, progress, not
             notify(
                 f"the cached activations of {cut.tensor_layer} differ from the network's by {difference:.2g} of "
                 "their scale (float16 cannot hold them); training the whole network instead"
+                + (f", augmenting on the fly ({','.join(settings.augment)})" if settings.augment else "")
             )
             prefix = None
+            settings = settings.replace(views=0)
     depth = depth_groups(assembled.base, assembled.family, cut)
     groups = [list(assembled.head.trainable_variables)] + [[] for _ in range(max(depth.values(), default=0))]
     state = list(assembled.head.weights)
@@ -254,13 +258,18 @@ def _image_data(prep, images, settings) -> None:
 
 
 def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
-    """Train ``prep.model`` (``tuning.loop``); the kept weights end up in the model."""
+    """Train ``prep.model`` (``tuning.loop``); the kept weights end up in the model, a kept epoch's temperature
+    folded into the head's output layer (``tuning.calibrate``)."""
+    from bottleneck.tuning.calibrate import fold_temperature, output_layer
     from bottleneck.tuning.loop import Trainer
     from bottleneck.tuning.loop import train as run_loop
 
-    trainer = Trainer(prep.model, prep.groups, prep.state, settings, prep.train_data.steps)
+    output = output_layer(prep.assembled.head)
+    trainer = Trainer(
+        prep.model, prep.groups, prep.state, settings, prep.train_data.steps, calibrate=output is not None
+    )
     prep.trainer = trainer
-    return run_loop(
+    outcome = run_loop(
         trainer,
         prep.train_data,
         prep.val_data,
@@ -269,6 +278,9 @@ def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
         progress=progress,
         notify=notify,
     )
+    if outcome.best_epoch and outcome.temperature != 1.0:
+        fold_temperature(output, outcome.temperature)
+    return outcome
 
 
 def save_fine_tuned(run, path) -> Path:
@@ -314,7 +326,10 @@ def _unique_final(run, runs_dir) -> Path:
 def _resume_digest(run, cache, settings) -> str:
     import hashlib
 
-    blob = f"{settings.digest()}|{Path(str(run.path)).resolve()}|{cache.key}"
+    from bottleneck.tuning.loop import SELECTION
+
+    # SELECTION: a checkpoint written under another selection rule holds history it cannot continue
+    blob = f"{settings.digest()}|{Path(str(run.path)).resolve()}|{cache.key}|{SELECTION}"
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

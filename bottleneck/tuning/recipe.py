@@ -32,6 +32,9 @@ AUGMENTATIONS = (
 # (no flip: a mirrored digit is another glyph).
 VIEW_AUGMENT = ("crop", "rotate", "zoom", "contrast")
 ONECYCLE_START = 25.0  # one-cycle starts at lr / 25 (fastai's div)
+# What views=None (the default) becomes where the activations below the cut can be cached: 4 views measured
+# +0.6 points on Fashion-MNIST test over none at lr 1e-3 (README), and fewer epochs above the start.
+DEFAULT_VIEWS = 4
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class TuneSettings:
     unfreeze: int | str = _setting(3, UNFREEZE)  # the top N blocks train (names known per family), or "all"
     unfreeze_from: str | None = _setting(None, LAYER)  # or: this layer and every layer after it (any model)
     optimizer: str = _setting("adamw", choice(*OPTIMIZERS))  # AdamW (decoupled weight decay), Adam or SGD
-    lr: float = _setting(1e-4, number(0, 1, low_open=True, example=1e-4))  # peak learning rate of the head
+    lr: float = _setting(1e-3, number(0, 1, low_open=True, example=1e-3))  # peak learning rate of the head
     # discriminative learning rates: each unfrozen block learns at lr_decay x the block above it (the top block
     # at lr_decay x the head's); 1 = one rate for all
     lr_decay: float = _setting(0.5, number(0, 1, low_open=True, example=0.5))
@@ -136,13 +139,17 @@ class TuneSettings:
     train_bn: bool = _setting(False, BOOLEAN)  # BatchNorm of the unfrozen blocks trains (batch statistics)
     epochs: int = _setting(10, integer(1))  # at most; early stopping on val loss
     batch_size: int = _setting(32, integer(1))
-    patience: int = _setting(3, integer(0))  # epochs without a better val loss before stopping
+    patience: int = _setting(
+        3, integer(0)
+    )  # epochs without a new lowest val loss (start included) before stopping
     class_weight: str | dict | None = _setting(None, CLASS_WEIGHT)
     seed: int = _setting(0, integer(0))  # batch order, augmentation, views, held-out rows
-    # augmentations (names of AUGMENTATIONS): with views=0, applied on the fly (the whole network runs every
-    # epoch); with views=K, what the K cached views are made with (default VIEW_AUGMENT)
+    # augmentations (names of AUGMENTATIONS): what the cached views are made with (default VIEW_AUGMENT); with
+    # views=0, applied on the fly (the whole network runs every epoch)
     augment: tuple | str | None = _setting(None, Rule("names", lambda v: True, "crop,zoom"))
-    views: int = _setting(0, integer(0))  # K augmented views of each train image, cached below the cut
+    # K augmented views of each train image, cached below the cut; None: DEFAULT_VIEWS where the cut allows
+    # caching (one tensor crosses it, prefix_cache="auto"), else 0
+    views: int | None = _setting(None, optional(integer(0)))
     # with views: the plain image is one of the K + 1 drawn per image and epoch (val and test are plain images;
     # training on augmented views alone raised val loss in every run on Fashion-MNIST, README)
     plain_view: bool = _setting(True, BOOLEAN)
@@ -185,6 +192,13 @@ class TuneSettings:
                 )
         base = settings or cls()
         return dataclasses.replace(base, **overrides) if overrides else base
+
+    def resolve_views(self, cacheable: bool) -> TuneSettings:
+        """``views=None`` made a number: DEFAULT_VIEWS where activations below the cut can be cached, else 0 (what
+        the run records, so that a resume or a repeat trains the same)."""
+        if self.views is not None:
+            return self
+        return self.replace(views=DEFAULT_VIEWS if cacheable and self.prefix_cache == "auto" else 0)
 
     def replace(self, **changes) -> TuneSettings:
         return TuneSettings.build(self, **changes)

@@ -37,7 +37,6 @@ def prefix_cache(cache, cut, images, cache_dir, progress, notify):
     config = cache.config.replace(layer=cut.tensor_layer, pooling="none", dtype="float16")
     options = dict(cache.meta.get("source_options") or {})
     options.pop("max_image_pixels", None)
-    notify(f"caching the activations of {cut.tensor_layer} (below the unfrozen blocks) once")
     result = extract(
         images.source.manifest.source,
         config,
@@ -47,6 +46,10 @@ def prefix_cache(cache, cut, images, cache_dir, progress, notify):
         **options,
     )
     prefix = result.cache
+    notify(
+        f"{'reused' if result.hit else 'computed'} the activations of {cut.tensor_layer} (below the unfrozen "
+        f"blocks): cache {prefix.path.name}"
+    )
     for split in cache.splits:
         if prefix.n(split) != cache.n(split) or not np.array_equal(prefix.ids(split), cache.ids(split)):
             raise TuneError(

@@ -131,8 +131,12 @@ def check_export(runs: Runs, head: str, tuned: bool, fmt: str, tmp_path: Path) -
     want = predict_images(run, images, top=len(names))
     got = predict_images(out, images, top=len(names))
     for w, g in zip(want, got, strict=True):
-        assert [t["class"] for t in w["top"]] == [t["class"] for t in g["top"]]
-        np.testing.assert_allclose([t["prob"] for t in g["top"]], [t["prob"] for t in w["top"]], atol=1e-4)
+        # By class: two classes within 1e-4 of each other may rank either way (a calibrated model's are often close).
+        wp, gp = ({t["class"]: t["prob"] for t in x["top"]} for x in (w, g))
+        assert set(wp) == set(gp) == set(names)
+        np.testing.assert_allclose([gp[c] for c in names], [wp[c] for c in names], atol=1e-4)
+        if w["top"][0]["prob"] - w["top"][1]["prob"] > 1e-4:
+            assert g["top"][0]["class"] == w["top"][0]["class"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -2,7 +2,7 @@
 
 Fine-tuning makes a network confident faster than it makes it right: on Fashion-MNIST (README) the val accuracy
 of later epochs rose while their plain val loss rose too, so a selection on plain val loss kept the start although
-test accuracy had gained 1.7 points. Dividing the logits by one temperature fitted on val separates the two: the
+test accuracy had gained 1.7 points (lr 3e-4, 4 views, 12 epochs). Dividing the logits by one temperature fitted on val separates the two: the
 calibrated val loss measures how well the model ranks the classes, and it fell epoch after epoch with the test
 loss. The selection compares calibrated losses (the start's calibrated the same way), and the kept epoch's
 temperature is folded into the head's last Dense layer, so the saved and exported model gives the calibrated

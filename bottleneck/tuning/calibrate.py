@@ -2,8 +2,8 @@
 
 Fine-tuning makes a network confident faster than it makes it right: on Fashion-MNIST (README) the val accuracy
 of later epochs rose while their plain val loss rose too, so a selection on plain val loss kept the start although
-test accuracy had gained 1.7 points (lr 3e-4, 4 views, 12 epochs). Dividing the logits by one temperature fitted on val separates the two: the
-calibrated val loss measures how well the model ranks the classes, and it fell epoch after epoch with the test
+test accuracy had gained 1.7 points (lr 3e-4, 4 views, 12 epochs). Dividing the logits by one temperature fitted
+on val separates the two: the calibrated val loss measures how well the model ranks the classes, and it fell epoch after epoch with the test
 loss. The selection compares calibrated losses (the start's calibrated the same way), and the kept epoch's
 temperature is folded into the head's last Dense layer, so the saved and exported model gives the calibrated
 probabilities with no extra layer.
@@ -12,6 +12,8 @@ probabilities with no extra layer.
 from __future__ import annotations
 
 import numpy as np
+
+from bottleneck import _tf
 
 # The range searched, in temperature: wide enough for any sane network (a fitted T is ~0.7-3 in practice).
 T_LOW, T_HIGH = 0.05, 20.0
@@ -53,7 +55,7 @@ def fit_temperature(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -
 def output_layer(head):
     """The head's last Dense layer with a softmax or sigmoid activation (every built-in head ends in one), or None:
     the layer a temperature folds into."""
-    keras = _keras()
+    keras = _tf.keras()
     found = None
     for layer in head._flatten_layers(include_self=False, recursive=True):
         if layer.name == "head_two_class":  # the sigmoid head's fixed [1 - p, p]: not where the logits are
@@ -70,9 +72,3 @@ def fold_temperature(layer, temperature: float) -> None:
     layer.kernel.assign(layer.kernel.numpy() / np.float32(temperature))
     if layer.use_bias:
         layer.bias.assign(layer.bias.numpy() / np.float32(temperature))
-
-
-def _keras():
-    from bottleneck import _tf
-
-    return _tf.keras()

@@ -278,7 +278,7 @@ def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
         progress=progress,
         notify=notify,
     )
-    if outcome.best_epoch and outcome.temperature != 1.0:
+    if outcome.temperature != 1.0:  # 1 when the start was kept
         fold_temperature(output, outcome.temperature)
     return outcome
 

@@ -277,7 +277,7 @@ def train(
     # Early stopping counts epochs since the lowest calibrated val loss so far, the start's included (Keras'
     # EarlyStopping with the start as its baseline), not since the last epoch the selection would keep: a high
     # learning rate's first epochs are above the start and its best come at the end of the cosine (Fashion-MNIST at
-    # lr 1e-3: epochs 1-2 above the start, every later epoch but two a new lowest; README).
+    # lr 1e-3: epochs 1-3 above the start, every later epoch but one a new lowest; README).
     lowest = start["val_loss"]
     resumed = checkpoint.load() if checkpoint is not None else None
     if resumed is not None:
@@ -285,7 +285,7 @@ def train(
         history = state["history"]
         best = state["best"]
         bad = state["bad"]
-        lowest = state.get("lowest", best["val_loss"])
+        lowest = state["lowest"]
         first = state["epoch"] + 1
         trainer.restore([arrays[f"w{i}"] for i in range(len(trainer.state))])
         if best["epoch"]:
@@ -370,7 +370,7 @@ def train(
         best["epoch"],
         stopped,
         first - 1,
-        temperature=best.get("temperature", 1.0) if best["epoch"] else 1.0,
+        temperature=best["temperature"] if best["epoch"] else 1.0,
     )
     if best["epoch"] == 0:
         line = (

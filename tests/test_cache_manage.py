@@ -212,15 +212,18 @@ def test_gc_collects_incomplete_caches_and_leftovers_but_not_other_folders(tmp_p
     meta = read_meta(incomplete, check=False)
     meta.update(complete=False, key=r.cache.key[:8][::-1] + r.cache.key[8:])
     write_meta(incomplete, meta)
-    tmp_dir = root / f".{r.path.name}.123.tmp"
+    tmp_dir = root / f".{r.path.name}.123.tmp"  # a killed writer's: it carries the building mark
     tmp_dir.mkdir()
+    (tmp_dir / ".bottleneck-building").write_text("x")
+    theirs = root / f".{r.path.name}.124.tmp"  # the same name pattern, no mark: not ours
+    theirs.mkdir()
     aside = root / f".{r.path.name}.damaged-77"
     shutil.copytree(r.path, aside)
     foreign = root / "notes"
     foreign.mkdir()
     (foreign / "meta.json").write_text('{"complete": false}')
     old = time.time() - 7200
-    for path in (incomplete / "meta.json", tmp_dir, aside, foreign / "meta.json"):
+    for path in (incomplete / "meta.json", tmp_dir, theirs, aside, foreign / "meta.json"):
         os.utime(path, (old, old))
     removed = {Path(x["path"]).name: x["reason"] for x in gc_caches(root, older_than_s=3600)}
     assert removed == {
@@ -228,4 +231,4 @@ def test_gc_collects_incomplete_caches_and_leftovers_but_not_other_folders(tmp_p
         tmp_dir.name: "temp folder",
         aside.name: "damaged cache set aside",
     }
-    assert r.path.is_dir() and (foreign / "meta.json").exists()
+    assert r.path.is_dir() and (foreign / "meta.json").exists() and theirs.is_dir()

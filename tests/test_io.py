@@ -31,9 +31,9 @@ def test_every_file_written_is_atomic_or_inside_an_atomic_folder(tmp_path, monke
         replaced.append(Path(path))
         real_replace(tmp, path)
 
-    def record_dir(path, marker):
+    def record_dir(path, kind, **kw):
         folders.append(Path(path))
-        return real_dir(path, marker)
+        return real_dir(path, kind, **kw)
 
     import importlib
 
@@ -79,9 +79,11 @@ def test_an_out_folder_that_is_not_ours_is_never_replaced(tmp_path):
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not lose")
     res = CliRunner().invoke(app, ["fit-head", str(cache.path), "--head", "logreg", "--out", str(precious)])
-    assert (
-        res.exit_code == 2
-        and "exists and is a folder bottleneck did not write (no metrics.json)" in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and line == (
+        f"error: refusing to replace {precious}: it has no record of files bottleneck wrote "
+        "(.bottleneck-owned.json). Pass another --out FOLDER, or --force to move it aside "
+        "(to Desktop.replaced-<time>) and write a new one."
     )
     assert (precious / "thesis.txt").read_text() == "do not lose" and len(list(precious.iterdir())) == 1
     run = fit_head(cache, "logreg", out=tmp_path / "run")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bottleneck import _io
 from bottleneck.cache import integrity
 from bottleneck.cache.health import check_cache
 from bottleneck.cache.integrity import META, CacheDamaged
 from bottleneck.cache.lock import is_locked
-from bottleneck.cache.meta import manifest_source, progress_text, read_meta
+from bottleneck.cache.meta import LEGACY_MANIFEST, MANIFEST, manifest_source, progress_text, read_meta
 from bottleneck.cache.reader import Cache
+from bottleneck.cache.stores import STORES
+from bottleneck.cache.writer import COMMITS
 from bottleneck.errors import CacheError
 
 
@@ -112,16 +116,53 @@ def verify_cache(path, *, progress=None, then=None) -> VerifyReport:
     return report
 
 
-def check_removable(path) -> Path:
-    """``path`` when it is a cache folder `cache rm` may delete; CacheError (one line) otherwise."""
+# What a cache folder holds at its top level: its metadata, witness and manifest, each store's data, the commit
+# records of cluster tasks, and the hidden temp files of atomic writes (``_io.temp_path``). Anything else in it
+# was put there by someone else and is never deleted with the cache.
+_CACHE_ENTRIES = frozenset(
+    {integrity.META, integrity.WITNESS, MANIFEST, LEGACY_MANIFEST, COMMITS}
+    | {store.data_name for store in STORES.values()}
+)
+_TEMP = re.compile(
+    r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp(?:\..+)?$"
+)  # ``_io.temp_path``: .<name>.<pid>.tmp[.suffix]
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Top-level entries of the cache folder ``path`` that no cache writer makes (a user's notes, ...)."""
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if not (p.name in _CACHE_ENTRIES and not p.is_symlink()) and not _TEMP.match(p.name)
+    )
+
+
+def _sealed_problem(path: Path) -> str | None:
+    """Why ``path`` is not a cache by its own sealed record: a cache's meta.json, a seal that matches (caches of
+    format 1 have none), a folder named after the key."""
+    raw = _raw_meta(path)
+    problem = integrity.folder_problem(path, raw)
+    if problem:
+        return problem
+    try:
+        integrity.check_meta(path, raw)
+    except CacheDamaged:
+        return f"its {META} was changed after bottleneck wrote it (the seal does not match)"
+    return None
+
+
+def check_removable(path, *, force: bool = False) -> Path:
+    """``path`` when it is a cache folder `cache rm` may delete; CacheError (one line) otherwise. A cache folder
+    holding files no cache writer makes is refused unless ``force`` (which then deletes only the cache's own
+    entries and leaves those files)."""
     path = Path(path)
-    if not path.is_dir():
-        raise CacheError(f"no cache folder at {path}; pass a folder listed by `bottleneck cache ls`.")
     if path.is_symlink():
         raise CacheError(
             f"{path} is a symbolic link; remove the link itself, or pass the folder it points to."
         )
-    problem = integrity.folder_problem(path, _raw_meta(path))
+    if not path.is_dir():
+        raise CacheError(f"no cache folder at {path}; pass a folder listed by `bottleneck cache ls`.")
+    problem = _sealed_problem(path)
     if problem:
         raise CacheError(
             f"refusing to delete {path}: {problem}. Only folders made by `bottleneck extract` are removed; "
@@ -131,45 +172,88 @@ def check_removable(path) -> Path:
         raise CacheError(
             f"refusing to delete {path}: an extraction is writing it; wait for it or stop it first."
         )
+    foreign = foreign_entries(path)
+    if foreign and not force:
+        shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise CacheError(
+            f"refusing to delete {path}: it also holds files bottleneck did not write ({shown}). Move them out "
+            "first, or pass force=True to delete only the cache's own files and keep those."
+        )
     return path
 
 
-def remove_cache(path) -> int:
-    """Delete a cache folder; returns the bytes freed. Refuses folders that are not caches (see
-    ``integrity.folder_problem``) and caches an extraction is writing."""
-    path = check_removable(path)
-    size = dir_size(path)
-    shutil.rmtree(path)
+def remove_cache(path, *, force: bool = False) -> int:
+    """Delete a cache folder; returns the bytes freed. Refuses folders that are not caches by their sealed
+    metadata and caches an extraction is writing; files a user put in the folder are never deleted (the folder
+    is refused, or with ``force`` kept with only those files)."""
+    path = check_removable(path, force=force)
+    foreign = set(foreign_entries(path))
+    size = 0
+    for entry in path.iterdir():
+        if entry.name in foreign:
+            continue
+        size += dir_size(entry) if entry.is_dir() else entry.stat().st_size
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if not foreign:
+        path.rmdir()
     lock = path.parent / f".{path.name}.lock"
     lock.unlink(missing_ok=True)
     return size
 
 
-# Leftovers of interrupted writers, hidden beside the caches: temp files and folders (``_io.temp_path``) and caches
-# set aside as damaged while their good rows were reused (``integrity.DAMAGED``).
 _LEFTOVER_AGE_S = 3600
 
 
 def _leftover(d: Path) -> str | None:
+    """What the hidden entry ``d`` of a cache root is, when bottleneck's own record says bottleneck made it and
+    no living writer holds it: a killed writer's temp file or folder, or a damaged cache set aside."""
     name = d.name
-    if not name.startswith("."):
+    if not name.startswith(".") or d.is_symlink():
         return None
-    if ".tmp" in name:
-        return "temp file" if d.is_file() else "temp folder"
-    if integrity.DAMAGED in name and d.is_dir():
+    if d.is_dir() and _io.is_leftover_dir(d):
+        return "temp folder"
+    temp = _TEMP.match(name)
+    if temp and d.is_file() and not _io.is_alive(int(temp["pid"])):
+        return "temp file"
+    aside = re.fullmatch(rf"\.(?P<name>.+){re.escape(integrity.DAMAGED)}-\d+", name)
+    if aside and d.is_dir() and _set_aside_problem(d, aside["name"]) is None:
         return "damaged cache set aside"
     return None
 
 
+def _set_aside_problem(d: Path, original: str) -> str | None:
+    """Why the hidden folder ``d`` is not a cache set aside from the name ``original`` (sealed as a cache of it)."""
+    raw = _raw_meta(d)
+    problem = integrity.folder_problem(d.with_name(original), raw)
+    if problem:
+        return problem
+    try:
+        integrity.check_meta(d, raw)
+    except CacheDamaged:
+        return "its seal does not match"
+    return None
+
+
 def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bool = False) -> list[dict]:
-    """Remove incomplete caches older than a threshold and orphaned temp files, temp folders and caches set aside
-    as damaged (older than an hour). Only folders that are caches (see ``check_removable``) are ever removed;
-    folders holding a meta.json that is not a cache's are left alone. Returns what was removed."""
+    """Remove incomplete caches older than a threshold, and what killed writers left (temp files and folders,
+    caches set aside as damaged; older than an hour), in ``cache_dir`` only when it is a cache root by its own
+    record (``_io.mark_root``, written by extract). Only caches by their sealed metadata are removed, never with
+    a file no cache writer makes inside. Returns what was removed."""
     root = Path(cache_dir)
     removed = []
     now = time.time()
     if not root.is_dir():
+        if root.exists():
+            raise CacheError(
+                f"cache_dir={str(root)!r} is a file, not a folder; pass the folder of the caches."
+            )
         return removed
+    problem = _io.root_problem(root, integrity.CACHE_ROOT)
+    if problem:
+        raise CacheError(
+            f"refusing to collect anything in {root}: {problem}, so it is no cache folder by bottleneck's "
+            "record. Pass the cache_dir=... that `bottleneck extract` writes to."
+        )
 
     def drop(d: Path, reason: str) -> None:
         size = dir_size(d) if d.is_dir() else d.stat().st_size
@@ -185,16 +269,22 @@ def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bo
             continue
         if d.is_symlink() or not d.is_dir() or not (d / META).is_file():
             continue
-        if integrity.folder_problem(d, _raw_meta(d)) or is_locked(d):
-            continue  # not ours to delete, or a running extraction
-        try:
-            complete = bool(read_meta(d).get("complete"))
-        except CacheError:
-            complete = False  # a damaged cache: it is collected like an incomplete one
+        if _sealed_problem(d) or is_locked(d) or foreign_entries(d):
+            continue  # not ours to delete, a running extraction, or a user's files inside
+        complete = bool((_raw_meta(d) or {}).get("complete"))
         if complete or now - (d / META).stat().st_mtime < older_than_s:
             continue
         drop(d, "incomplete")
     for d in root.glob("*/.*.tmp*"):
-        if d.is_file() and now - d.stat().st_mtime > _LEFTOVER_AGE_S:
+        if d.parent.is_symlink() or _sealed_problem(d.parent):
+            continue  # only inside caches
+        temp = _TEMP.match(d.name)
+        if (
+            temp
+            and d.is_file()
+            and not d.is_symlink()
+            and now - d.stat().st_mtime > _LEFTOVER_AGE_S
+            and not _io.is_alive(int(temp["pid"]))
+        ):
             drop(d, "temp file")
     return removed

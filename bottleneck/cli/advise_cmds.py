@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.common import force_option, print_json, say, user_errors
 from bottleneck.cli.progress import progress_bar
 
 ADVISE_HELP = """Measure which configuration suits a dataset, on a small stratified pilot, and print the commands
@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             None, "--out", help="Advice folder (default runs/advise-<source>-<backbone>)."
         ),
+        force: bool = force_option(),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -72,8 +73,9 @@ def register(app: typer.Typer) -> None:
                 cache_dir=cache_dir,
                 runs_dir=runs_dir,
                 out=out,
+                force=force,
                 progress=bar,
-                notify=lambda line: typer.echo(line, err=True),
+                notify=say,
             )
         if json_out:
             print_json(advice.to_json())

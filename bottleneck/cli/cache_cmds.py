@@ -92,13 +92,21 @@ def verify_cmd(
     "cache.\n\nExample:\n\n  bottleneck cache rm cache/vgg16-3f9a2c1d",
 )
 @user_errors
-def rm_cmd(caches: list[Path] = typer.Argument(..., help="Cache folders to delete.")):
+def rm_cmd(
+    caches: list[Path] = typer.Argument(..., help="Cache folders to delete."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Also delete a cache whose folder holds files bottleneck did not write: the cache's own files go, "
+        "those files and the folder stay.",
+    ),
+):
     from bottleneck.cache.manage import check_removable, remove_cache
 
     for c in caches:
-        check_removable(c)
+        check_removable(c, force=force)
     for c in caches:
-        freed = remove_cache(c)
+        freed = remove_cache(c, force=force)
         typer.echo(f"removed {c} ({_mb(freed)})")
 
 

@@ -80,6 +80,21 @@ def user_errors(fn):
     return wrapper
 
 
+def force_option():
+    """``--force``: the one way a command may replace an output that bottleneck did not wholly write."""
+    return typer.Option(
+        False,
+        "--force",
+        help="Replace an output folder or file bottleneck did not wholly write: the old one is moved aside "
+        "(NAME.replaced-<time>), never deleted.",
+    )
+
+
+def say(line: str) -> None:
+    """A library notice (``notify``) as one line on stderr."""
+    typer.echo(line, err=True)
+
+
 def print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 

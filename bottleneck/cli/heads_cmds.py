@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from bottleneck.cli.common import print_json, user_errors
+from bottleneck._io import check_out
+from bottleneck.cli.common import force_option, print_json, say, user_errors
 from bottleneck.cli.progress import progress_bar
 from bottleneck.errors import BottleneckError
 from bottleneck.runs.params import parse_params
@@ -110,14 +111,14 @@ def _metric_line(metrics: dict) -> str:
     )
 
 
-def _run_page(run) -> Path:
+def _run_page(run, force: bool) -> Path:
     """RUN/report/index.html: the run on its cache's test split (val, else train, when there is none)."""
     from bottleneck.cache.reader import open_cache
     from bottleneck.inspection.run_page import write_run_page
 
     c = open_cache(run.summary["cache"]["path"])
     split = next(s for s in ("test", "val", "train") if s in c.splits)
-    return write_run_page(run, c, split=split)
+    return write_run_page(run, c, split=split, force=force, notify=say)
 
 
 def register(app: typer.Typer) -> None:
@@ -151,6 +152,7 @@ def register(app: typer.Typer) -> None:
         report: bool = typer.Option(
             False, "--report", help="Also write RUN/report/index.html (offline page)."
         ),
+        force: bool = force_option(),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -159,10 +161,19 @@ def register(app: typer.Typer) -> None:
         params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param)
         with progress_bar(None, quiet) as bar:  # "s/epoch", "C sweep/s": each stage's own unit
             run = fit_head(
-                cache, head, params=params, seed=seed, layers=layers, out=out, runs_dir=runs_dir, progress=bar
+                cache,
+                head,
+                params=params,
+                seed=seed,
+                layers=layers,
+                out=out,
+                runs_dir=runs_dir,
+                force=force,
+                progress=bar,
+                notify=say,
             )
         s = run.summary
-        page = _run_page(run) if report else None
+        page = _run_page(run, force) if report else None
         if json_out:
             print_json(
                 {k: s[k] for k in ("head", "path", "fit_seconds", "metrics")}
@@ -191,16 +202,20 @@ def register(app: typer.Typer) -> None:
         report: Path = typer.Option(
             None, "--report", help="Also write an offline page (index.html + thumbnails) into this folder."
         ),
+        force: bool = force_option(),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         from bottleneck.report import markdown_table
         from bottleneck.runs import evaluate_run
 
+        if report is not None:
+            check_out(report, force=force, param="report")  # before scoring, not after
         result = evaluate_run(run_dir, cache, split=split)
         if report is not None:
             from bottleneck.inspection.run_page import write_run_page
 
-            result["report"] = str(write_run_page(run_dir, cache, split=split, out=report))
+            page = write_run_page(run_dir, cache, split=split, out=report, force=force, notify=say)
+            result["report"] = str(page)
             typer.echo(f"page: {result['report']}", err=True)
         if json_out:
             print_json(result)
@@ -246,6 +261,7 @@ def register(app: typer.Typer) -> None:
             "--report",
             help="Also write OUT/report/index.html: the table and the best row's predictions.",
         ),
+        force: bool = force_option(),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -265,13 +281,16 @@ def register(app: typer.Typer) -> None:
                 layer_search=layer_search,
                 baseline=baseline,
                 out=out,
+                force=force,
                 progress=bar,
-                notify=lambda line: typer.echo(line, err=True),
+                notify=say,
             )
         if report:
             from bottleneck.inspection.run_page import write_compare_page
 
-            page = write_compare_page(result, caches, params=params, out=Path(out) / "report")
+            page = write_compare_page(
+                result, caches, params=params, out=Path(out) / "report", force=force, notify=say
+            )
             result.paths["report"] = str(page)
         if json_out:
             print_json(result.to_json())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.common import force_option, print_json, say, user_errors
 from bottleneck.cli.progress import progress_bar
 
 INSPECT_HELP = """Find exact and near duplicates, cross-split leaks and likely label errors in a cache, from its
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         folds: int = typer.Option(5, help="Folds of the out-of-fold logistic regression."),
         map_method: str = typer.Option("auto", help="auto (UMAP where installed, else PCA) | umap | pca."),
         page: bool = typer.Option(True, "--page/--no-page", help="Write index.html with thumbnails."),
+        force: bool = force_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -85,8 +86,9 @@ def register(app: typer.Typer) -> None:
                 folds=folds,
                 map_method=map_method,
                 page=page,
+                force=force,
                 progress=bar,
-                notify=lambda line: typer.echo(line, err=True),
+                notify=say,
             )
         s = result.summary
         if json_out:

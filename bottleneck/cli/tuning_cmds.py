@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.common import force_option, print_json, user_errors
 from bottleneck.cli.progress import progress_bar
 
 FINE_TUNE_HELP = """Fine-tune a fit-head run: its backbone and trained head as one model, the top blocks trained on
@@ -141,6 +141,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(None, "--out", help="Run folder (default: RUNS_DIR/<run>-fine-tuned)."),
         runs_dir: Path = typer.Option(Path("runs"), help="Where run folders go when --out is not given."),
+        force: bool = force_option(),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
@@ -159,6 +160,7 @@ def register(app: typer.Typer) -> None:
                 cache_dir=cache_dir,
                 out=out,
                 runs_dir=runs_dir,
+                force=force,
                 progress=bar,
                 notify=notes,
                 **given,
@@ -192,7 +194,7 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="A run folder (fit-head or fine-tune)."),
         format: str = typer.Option("keras", "--format", help="keras | onnx | savedmodel | tflite."),  # noqa: A002
         out: Path = typer.Option(None, "--out", help="Output file (default: RUN/export/model.<ext>)."),
-        force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+        force: bool = force_option(),
         source: Path = typer.Option(None, help="Where the run's images are now, if they moved."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ):

@@ -132,7 +132,7 @@ def _savedmodel(model, path: Path, meta: dict) -> Path:
         "class_names", [tf.Variable(meta["class_names"], trainable=False, name="class_names")]
     )
     # Built aside, every file fsynced, renamed into place (TensorFlow's own tmp+rename syncs nothing).
-    with atomic_dir(path, "saved_model.pb") as tmp:
+    with atomic_dir(path, "savedmodel", force=True) as tmp:  # export_run checked ``path`` before the work
         with _tf.environment_kept():
             archive.write_out(str(tmp), verbose=False)
         (tmp / "assets").mkdir(exist_ok=True)

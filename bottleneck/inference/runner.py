@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bottleneck._io import mark_root
 from bottleneck.cache import META, Cache, compute_key, open_cache
 from bottleneck.cache.health import Problem, hit_problems
+from bottleneck.cache.integrity import CACHE_ROOT
 from bottleneck.cache.lock import cache_lock
 from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
@@ -179,6 +181,12 @@ def run_extraction(
         raise CacheError(
             f"cache_dir={str(cache_dir)!r} is a file, not a folder; pass a folder for the caches."
         )
+    try:
+        mark_root(cache_dir, CACHE_ROOT)  # what lets `cache gc` collect leftovers here, and nowhere else
+    except OSError as exc:
+        raise CacheError(
+            f"cannot write into cache_dir={str(cache_dir)!r} ({exc.strerror or exc}); pass a writable folder."
+        ) from None
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
         config = resolved_config(config, src)

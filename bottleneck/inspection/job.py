@@ -59,11 +59,13 @@ def inspect_cache(
     map_method: str = "auto",
     page: bool = True,
     seed: int = 0,
+    force: bool = False,
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> Inspection:
     """Inspect a cache from its features alone (no backbone pass) and write the results into ``out``
-    (default ``runs/inspect-<cache>``; built in a hidden sibling and renamed when whole).
+    (default ``runs/inspect-<cache>``; built in a hidden sibling and renamed when whole). A given ``out`` that
+    bottleneck did not wholly write is refused before any work, unless ``force`` moves it aside.
 
     - exact duplicates (equal content hashes in the manifest) and near duplicates, within and across splits;
       cross-split pairs are leaks. Near duplicates: with ``pixel_check`` and the images readable, each image's
@@ -79,7 +81,7 @@ def inspect_cache(
     - CSVs of every list (ids to act on), ``summary.json`` and, with ``page``, ``index.html`` with thumbnails
       decoded from the cache's source (``source``: where its images are now, if they moved).
     """
-    from bottleneck._io import atomic_dir, write_json_atomic
+    from bottleneck._io import atomic_dir, check_out, write_json_atomic
     from bottleneck.cache.reader import as_cache
     from bottleneck.errors import InspectError
     from bottleneck.inspection.duplicates import check_neighbours, check_threshold
@@ -98,6 +100,8 @@ def inspect_cache(
 
         raise one_of("map_method", map_method, METHODS)
     cache = as_cache(cache)
+    out = Path(out) if out is not None else Path("runs") / f"inspect-{cache.name}"
+    check_out(out, force=force)  # before the scan, not after it
     rows = Rows(cache)
     if len(rows) == 0:
         raise InspectError(f"cache {cache.path.name} has no rows to inspect.")
@@ -155,8 +159,7 @@ def inspect_cache(
     summary = _summary(cache, rows, run, split, threshold, exact, near, issues, predictions, folds, method,
                        len(picked), label_method)  # fmt: skip
     summary["near_duplicates"] = near_rule
-    out = Path(out) if out is not None else Path("runs") / f"inspect-{cache.name}"
-    with atomic_dir(out, "summary.json") as tmp:
+    with atomic_dir(out, "inspection", force=force, notify=notify) as tmp:
         files = _write_csvs(tmp, rows, exact, near, issues, predictions, picked, xy)
         summary["files"] = files
         if page:

@@ -11,12 +11,23 @@ PAGE = "index.html"
 THUMBS = "thumbs"
 
 
-def write_run_page(run, cache, *, split: str = "test", out=None, source=None, comparison=None, progress=None):
+def write_run_page(
+    run,
+    cache,
+    *,
+    split: str = "test",
+    out=None,
+    source=None,
+    comparison=None,
+    progress=None,
+    force=False,
+    notify=None,
+):
     """Write ``out`` (default ``<run folder>/report``) holding index.html and thumbs/ for a saved ``run``'s
     predictions on ``split`` of ``cache``; returns the path of index.html. ``source``: where the cache's
     images are now, if they moved. ``comparison`` ({"headers", "rows", "note"}) adds a table on top (compare).
     The folder is built aside and renamed when whole."""
-    from bottleneck._io import atomic_dir
+    from bottleneck._io import atomic_dir, check_out
     from bottleneck.cache.reader import as_cache
     from bottleneck.inspection.rows import Rows
     from bottleneck.report.page import render_page
@@ -26,12 +37,6 @@ def write_run_page(run, cache, *, split: str = "test", out=None, source=None, co
     from bottleneck.runs.folders import Run, load_run
 
     run = run if isinstance(run, Run) else load_run(run)
-    cache = as_cache(cache)
-    cache._check(split)
-    proba, classes, scored = run_proba(run, cache, split)
-    rows = Rows(cache)
-    head = f"{run.head.name} head" + (f" of run {run.path}" if run.path else "")
-    pred = Predictions(rows, split, rows.of(split), proba, classes, head)
     if out is None:
         if run.path is None:
             from bottleneck.errors import BottleneckError
@@ -39,7 +44,14 @@ def write_run_page(run, cache, *, split: str = "test", out=None, source=None, co
             raise BottleneckError("the run is not saved; pass out=FOLDER for its page.")
         out = Path(run.path) / "report"
     out = Path(out)
-    with atomic_dir(out, "index.html") as tmp:
+    check_out(out, force=force)  # before the thumbnails are read
+    cache = as_cache(cache)
+    cache._check(split)
+    proba, classes, scored = run_proba(run, cache, split)
+    rows = Rows(cache)
+    head = f"{run.head.name} head" + (f" of run {run.path}" if run.path else "")
+    pred = Predictions(rows, split, rows.of(split), proba, classes, head)
+    with atomic_dir(out, "page", force=force, notify=notify) as tmp:
         thumbs = row_thumbnails(
             rows, pred.needs, tmp / THUMBS, source=source,
             source_options=cache.meta.get("source_options"), progress=progress,
@@ -65,7 +77,17 @@ def write_run_page(run, cache, *, split: str = "test", out=None, source=None, co
     return out / PAGE
 
 
-def write_compare_page(comparison, caches, *, params: dict | None = None, out, source=None, progress=None):
+def write_compare_page(
+    comparison,
+    caches,
+    *,
+    params: dict | None = None,
+    out,
+    source=None,
+    progress=None,
+    force=False,
+    notify=None,
+):
     """The page of a comparison (``out``/index.html): its table, then the predictions of its best row on a
     given cache (highest mean accuracy), that head fitted once more with the row's first seed."""
     from bottleneck.cache.reader import as_cache
@@ -92,6 +114,6 @@ def write_compare_page(comparison, caches, *, params: dict | None = None, out, s
     ]  # fmt: skip
     note = f"Below: the best row on a given cache, {name} on {cache.name}, fitted again with seed {seed}."
     return write_run_page(
-        run, cache, split=split, out=out, source=source, progress=progress,
+        run, cache, split=split, out=out, source=source, progress=progress, force=force, notify=notify,
         comparison={"headers": headers, "rows": table, "note": note},
     )  # fmt: skip

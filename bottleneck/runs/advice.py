@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottleneck._io import write_json_atomic
+from bottleneck._io import atomic_dir, write_json_atomic
 
 
 @dataclass
@@ -82,20 +82,21 @@ class Advice:
         lines += [f"\n{n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
-    def save(self, out) -> dict:
-        """advice.md, advice.json and layers.png (accuracy by layer depth, the other configurations as lines)."""
+    def save(self, out, *, force: bool = False, notify=None) -> dict:
+        """advice.md, advice.json and layers.png (accuracy by layer depth, the other configurations as lines), in
+        a folder built aside and renamed when whole; one bottleneck did not write is refused unless ``force``."""
         from bottleneck.report.plots import plot_layers
 
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         self.paths = {
             "md": str(out / "advice.md"),
             "json": str(out / "advice.json"),
             "png": str(out / "layers.png"),
         }
-        plot_layers(self.rows, out / "layers.png", title=f"{self.backbone} on {Path(self.source).name}")
-        (out / "advice.md").write_text(self.markdown())
-        write_json_atomic(out / "advice.json", self.to_json(), indent=2)
+        with atomic_dir(out, "advice", force=force, notify=notify) as tmp:
+            plot_layers(self.rows, tmp / "layers.png", title=f"{self.backbone} on {Path(self.source).name}")
+            (tmp / "advice.md").write_text(self.markdown())
+            write_json_atomic(tmp / "advice.json", self.to_json(), indent=2)
         return self.paths
 
 

@@ -13,6 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bottleneck._io import check_out
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import SourceError
 from bottleneck.runs.advice import Advice, commands, stem_of
@@ -142,6 +143,7 @@ def advise(
     cache_dir="cache",
     runs_dir="runs",
     out=None,
+    force: bool = False,
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> Advice:
@@ -173,6 +175,8 @@ def advise(
         train_per_class = check_source(src.manifest, per_class, notify)
         has_val = "val" in src.manifest.splits()
     pilot = {"per_class": per_class, "seed": seed, "holdout": PILOT_HOLDOUT}
+    out = Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}"
+    check_out(out, force=force)  # before the pilot's minutes of work, not after
     options = {"pilot": pilot, "seed": seed, "val_fraction": None if has_val else PILOT_VAL}
     family = None if is_model_path(backbone) else get_spec(backbone).family
     layer = f"{BLOCKS},{WIDE}" if family in WIDE_PATTERNS else BLOCKS
@@ -266,7 +270,7 @@ def advise(
     )
     advice.seconds = round(time.perf_counter() - t0, 3)
     advice.timings = timings
-    advice.save(Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}")
+    advice.save(out, force=force, notify=notify)
     return advice
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import atomic_dir, write_json_atomic
+from bottleneck._io import atomic_dir, check_out, write_json_atomic
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
 from bottleneck.errors import BottleneckError, HeadError
@@ -89,7 +89,7 @@ class Comparison:
             "paths": self.paths,
         }
 
-    def save(self, out) -> dict:
+    def save(self, out, *, force: bool = False, notify=None) -> dict:
         """Write comparison.md, comparison.csv, comparison.json and comparison.png into ``out``."""
         from bottleneck.report import plot_comparison
 
@@ -98,7 +98,7 @@ class Comparison:
         if not self.rows:
             self.paths.pop("png")
         # Built aside and renamed when whole: never a comparison.md beside the previous run's comparison.json.
-        with atomic_dir(out, "comparison.json") as tmp:
+        with atomic_dir(out, "comparison", force=force, notify=notify) as tmp:
             (tmp / "comparison.md").write_text(self.markdown())
             (tmp / "comparison.csv").write_text(self.csv())
             if self.rows:
@@ -193,6 +193,7 @@ def compare(
     layer_search: str | None = None,
     baseline: bool = False,
     out=None,
+    force: bool = False,
     progress: Progress | None = None,
     notify=None,
 ) -> Comparison:
@@ -205,7 +206,8 @@ def compare(
     ``layers`` lists layer subsets ("a,b", "top", "multiscale"): each is one row per head, read from the
     cache's columns (no extraction). ``layer_search="greedy"`` adds the set ``greedy_layers`` picks on val (its
     steps are in ``searches``). ``baseline`` adds a logreg row on the pixels of the same images (``pixels``).
-    With ``out``, saves the table (markdown, CSV, JSON) and a plot there.
+    With ``out``, saves the table (markdown, CSV, JSON) and a plot there: a folder bottleneck did not write is
+    refused before any fit, unless ``force`` (then it is moved aside; see ``_io.atomic_dir``).
     """
     from bottleneck.heads import HEADS, canonical_name, head_params, make_head
     from bottleneck.heads.feature_blocks import available_memory
@@ -221,6 +223,8 @@ def compare(
     for k in params:
         if not any(k in head_params(n) for n in names):
             raise HeadError(f"no compared head ({', '.join(names)}) has a parameter {k!r}.")
+    if out is not None:
+        check_out(out, force=force)
     caches = [as_cache(c) for c in caches]
     if not caches:
         raise BottleneckError("no caches given; pass one or more cache folders.")
@@ -289,5 +293,5 @@ def compare(
             rows.append(row)
     result = Comparison(rows, records, skipped, searches=searches)
     if out is not None:
-        result.save(out)
+        result.save(out, force=force, notify=notify)
     return result

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck._io import check_out
 from bottleneck.cache.reader import as_cache
-from bottleneck.callbacks import Progress
+from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import HeadError
 from bottleneck.heads.feature_blocks import take_rows
 from bottleneck.runs.folders import Run, cache_summary, load_run, matching_layers, save_run, unique_dir
@@ -46,7 +47,9 @@ def fit_head(
     out=None,
     runs_dir="runs",
     save: bool = True,
+    force: bool = False,
     progress: Progress | None = None,
+    notify: Notify | None = None,
 ) -> Run:
     """Fit a head on a cache's ``train`` split, select on ``val``, report ``val`` and ``test`` metrics.
 
@@ -55,10 +58,14 @@ def fit_head(
     reaches the head. When the cache has no val split, the head holds out a stratified part of train and
     the "val" metrics are on those rows. ``layers`` ("a,b", "top", "multiscale") fits on those layers of a
     multi-layer cache (read in place); the run then predicts with exactly those layers. With ``save``, writes ``out`` (default ``runs_dir/<cache>-<head>``,
-    made unique) holding head/, metrics.json, report.md, history.png and confusion.png.
+    made unique) holding head/, metrics.json, report.md, history.png and confusion.png. An existing ``out`` is
+    replaced only when bottleneck wrote all of it (``_io.replace_problem``; refused before fitting otherwise);
+    ``force`` moves such a folder aside instead (said through ``notify``).
     """
     from bottleneck.heads import Head, make_head
 
+    if save and out is not None:
+        check_out(out, force=force)
     cache = as_cache(cache)
     if layers is not None:
         cache = cache.select(layers)
@@ -112,7 +119,7 @@ def fit_head(
             if out is not None
             else unique_dir(Path(runs_dir) / f"{_folder_name(cache)}-{head.name}")
         )
-        save_run(run, path, cache=cache)
+        save_run(run, path, cache=cache, force=force, notify=notify)
     return run
 
 

@@ -63,13 +63,13 @@ def unique_dir(base: Path) -> Path:
     return path
 
 
-def save_run(run: Run, path, *, cache=None) -> Path:
+def save_run(run: Run, path, *, cache=None, force: bool = False, notify=None) -> Path:
     """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png. The folder is built aside
     and renamed into place when whole (``_io.atomic_dir``): a crash leaves the old folder or none, never a run
     folder with a head but no metrics, or metrics but a half-written head."""
     path = Path(path)
     run.summary["path"] = str(path)
-    with atomic_dir(path, METRICS_FILE) as tmp:
+    with atomic_dir(path, "run", force=force, notify=notify) as tmp:
         run.head.save(tmp / HEAD_DIR, cache=cache)
         write_reports(run, f"{run.summary['head']} on {run.summary['cache']['name']}", folder=tmp)
     run.path = path

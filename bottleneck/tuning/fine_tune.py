@@ -9,7 +9,6 @@ crosses the cut, everything below it is computed once (``tuning.views``): the pl
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck._io import check_out, put_in_place, write_record
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
 from bottleneck.tuning.recipe import TuneSettings
@@ -65,6 +65,7 @@ def fine_tune(
     out=None,
     runs_dir="runs",
     save: bool = True,
+    force: bool = False,
     progress: Progress | None = None,
     notify: Notify | None = None,
     **overrides,
@@ -91,7 +92,7 @@ def fine_tune(
             f"({run.summary.get('start_run')}) with other settings instead."
         )
     cache = _open_run_cache(run)
-    partial, final = _folders(run, settings, out, runs_dir) if save else (None, None)
+    partial, final = _folders(run, settings, out, runs_dir, force) if save else (None, None)
     workers = settings.workers or _tf.cpu_count()
     with open_cache_images(cache, source=source, workers=workers, progress=progress) as images:
         prep = prepare(run, cache, images, settings, cache_dir, progress, notify)
@@ -110,8 +111,9 @@ def fine_tune(
     if save:
         save_fine_tuned(result, partial)
         checkpoint.remove()
+        write_record(partial, "fine-tuned run")
         final = final or _unique_final(run, runs_dir)
-        os.replace(partial, final)
+        put_in_place(partial, final, force=force, notify=notify)
         result.path = final
         summary["path"] = str(final)
         _rewrite_summary(result)
@@ -300,18 +302,18 @@ def save_fine_tuned(run, path) -> Path:
 
 
 def _rewrite_summary(run) -> None:
-    from bottleneck._io import write_json_atomic
+    from bottleneck._io import reseal, write_json_atomic
     from bottleneck.runs.folders import METRICS_FILE
 
     write_json_atomic(run.path / METRICS_FILE, run.summary, indent=2)
+    reseal(run.path, [METRICS_FILE])
 
 
-def _folders(run, settings, out, runs_dir) -> tuple[Path, Path | None]:
+def _folders(run, settings, out, runs_dir, force) -> tuple[Path, Path | None]:
     """(the hidden folder the run is built in and checkpointed to, the final folder or None for a unique one)."""
     if out is not None:
         final = Path(out)
-        if final.exists() and (not final.is_dir() or any(final.iterdir())):
-            raise TuneError(f"out={str(final)!r} exists and is not an empty folder; pass another folder.")
+        check_out(final, force=force)  # before the epochs, not after them
         return final.parent / f".{final.name}.partial", final
     name = f"{Path(str(run.path)).name}-fine-tuned"
     return Path(runs_dir) / f".{name}-{settings.digest()[:8]}.partial", None

@@ -144,6 +144,9 @@ def test_a_writer_killed_mid_way_leaves_no_half_folder(tmp_path):
     assert not out.exists()  # only the hidden folder being built is left
     (left,) = [p.name for p in (tmp_path / "runs").iterdir()]
     assert left.startswith(".r.") and ".tmp" in left
+    # The next writer of that folder collects it (its building mark says whose it is; its process is gone).
+    fit_head(cache, "logreg", out=out)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["r"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):

@@ -27,7 +27,18 @@ def test_fit_head_writes_a_complete_run(tmp_path):
     run = fit_head(cache, "logreg", runs_dir=tmp_path / "runs")
     assert run.path == tmp_path / "runs" / "c-logreg"
     files = sorted(p.name for p in run.path.iterdir())
-    assert files == ["confusion.png", "head", "history.png", "metrics.json", "report.md"]
+    assert files == [
+        ".bottleneck-owned.json",
+        "confusion.png",
+        "head",
+        "history.png",
+        "metrics.json",
+        "report.md",
+    ]
+    record = json.loads((run.path / ".bottleneck-owned.json").read_text())  # every file, sealed (see _io)
+    assert record["kind"] == "run" and sorted(record["files"]) == [
+        "confusion.png", "head/head.json", "head/logreg.npz", "history.png", "metrics.json", "report.md",
+    ]  # fmt: skip
     saved = json.loads((run.path / "metrics.json").read_text())
     assert {"head", "path", "fit_seconds", "metrics"} <= set(saved)
     assert saved["head"] == "logreg" and saved["path"] == str(run.path) and saved["fit_seconds"] > 0
@@ -123,6 +134,7 @@ def test_compare_table_over_caches_heads_and_seeds(tmp_path):
         "balanced_accuracy_std,fit_seconds_mean,fit_seconds_std"
     )
     assert sorted(p.name for p in out.iterdir()) == [
+        ".bottleneck-owned.json",
         "comparison.csv",
         "comparison.json",
         "comparison.md",

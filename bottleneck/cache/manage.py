@@ -252,7 +252,7 @@ def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bo
     if problem:
         raise CacheError(
             f"refusing to collect anything in {root}: {problem}, so it is no cache folder by bottleneck's "
-            "record. Pass the cache_dir=... that `bottleneck extract` writes to."
+            "record. Pass cache_dir=FOLDER, the folder `bottleneck extract` writes caches to."
         )
 
     def drop(d: Path, reason: str) -> None:

@@ -171,12 +171,12 @@ def advise(
 
     t0 = time.perf_counter()
     backbone = backbone or ExtractConfig().backbone
+    out = Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}"
+    check_out(out, force=force)  # before the pilot's minutes of work, not after
     with open_source(source) as src:
         train_per_class = check_source(src.manifest, per_class, notify)
         has_val = "val" in src.manifest.splits()
     pilot = {"per_class": per_class, "seed": seed, "holdout": PILOT_HOLDOUT}
-    out = Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}"
-    check_out(out, force=force)  # before the pilot's minutes of work, not after
     options = {"pilot": pilot, "seed": seed, "val_fraction": None if has_val else PILOT_VAL}
     family = None if is_model_path(backbone) else get_spec(backbone).family
     layer = f"{BLOCKS},{WIDE}" if family in WIDE_PATTERNS else BLOCKS

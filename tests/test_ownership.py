@@ -288,3 +288,21 @@ def test_rm_refuses_a_cache_whose_sealed_metadata_was_edited(cache, tmp_path):
     with pytest.raises(CacheError, match="was changed after bottleneck wrote it"):
         remove_cache(folder)
     assert folder.is_dir()
+
+
+def test_extract_force_never_deletes_a_users_file_inside_the_cache(tmp_path):
+    src = make_image_folder(tmp_path / "data", {"a": 2, "b": 2})
+    cfg = ExtractConfig(weights="none", batch_size=4)
+    first = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: MeanColor()).cache
+    (first.path / "notes.txt").write_text("mine")
+    with pytest.raises(
+        CacheError, match=r"holds files bottleneck did not write \(notes.txt\); move them out"
+    ):
+        run_extraction(src, cfg, cache_dir=tmp_path / "c", force=True, engine_factory=lambda c: MeanColor())
+    assert (first.path / "notes.txt").read_text() == "mine"
+    (first.path / "notes.txt").unlink()
+    again = run_extraction(
+        src, cfg, cache_dir=tmp_path / "c", force=True, engine_factory=lambda c: MeanColor()
+    )
+    assert again.computed == 4 and again.cache.path == first.path
+    assert (tmp_path / "c" / _io.ROOT_RECORD).is_file()  # extract made it a cache root by its record

@@ -182,6 +182,19 @@ def check_removable(path, *, force: bool = False) -> Path:
     return path
 
 
+def clear_for_rewrite(path) -> None:
+    """Delete the folder of a cache this process is about to write again (its lock held: ``extract --force``, a
+    complete or unreadable folder of this key); refused in one line when someone put other files in it."""
+    path = Path(path)
+    foreign = foreign_entries(path)
+    if foreign:
+        raise CacheError(
+            f"{path} holds files bottleneck did not write ({', '.join(foreign[:5])}); move them out of the cache "
+            "folder and run again."
+        )
+    shutil.rmtree(path)
+
+
 def remove_cache(path, *, force: bool = False) -> int:
     """Delete a cache folder; returns the bytes freed. Refuses folders that are not caches by their sealed
     metadata and caches an extraction is writing; files a user put in the folder are never deleted (the folder

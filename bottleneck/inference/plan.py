@@ -3,7 +3,6 @@ what the cache folder already holds (a resumable run, a damaged cache to set asi
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from bottleneck.backbones.build import require_preprocess
 from bottleneck.backbones.model_file import is_model_path
 from bottleneck.cache import Cache, integrity, read_meta
 from bottleneck.cache.health import Problem, check_cache
+from bottleneck.cache.manage import clear_for_rewrite
 from bottleneck.config import ExtractConfig
 from bottleneck.data.manifest import Manifest
 from bottleneck.errors import BackboneError, CacheError
@@ -158,7 +158,7 @@ def resumable_meta(path: Path, notify=None) -> dict | None:
     except CacheError:
         meta = None
     if meta is None or meta.get("complete"):
-        shutil.rmtree(path)
+        clear_for_rewrite(path)
         return None
     cache = Cache(path, meta)
     try:

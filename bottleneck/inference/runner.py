@@ -20,6 +20,7 @@ from bottleneck.cache import META, Cache, compute_key, open_cache
 from bottleneck.cache.health import Problem, hit_problems
 from bottleneck.cache.integrity import CACHE_ROOT
 from bottleneck.cache.lock import cache_lock
+from bottleneck.cache.manage import clear_for_rewrite
 from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
@@ -226,7 +227,9 @@ def run_extraction(
             if found is not None:
                 return found
             if force and path.exists():
-                shutil.rmtree(path)  # find_cache_path gave a folder of this key (or none): ours to replace
+                clear_for_rewrite(
+                    path
+                )  # find_cache_path gave a folder of this key (or none): ours to replace
             aside = set_aside(path, damage, notify)
             with _connected(
                 cluster, notify

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 BAD = ("TRACEBACK", "HANG", "SILENT", "UNCLEAR")
+BASE = "(as is)"  # the case of a command's working line, unchanged
 # Values for an option by its declared Python type.
 INT_VALUES = ("-1", "0", "1000000000000", "1.5", "x", "")
 FLOAT_VALUES = ("-1", "0", "nan", "inf", "1e309", "x", "")
@@ -43,7 +44,9 @@ PATHISH = re.compile(
     r"^(out|out_dir|report|runs_dir|cache_dir|source|run|run_dir|cache|caches|images|weights|backbone|h5_keys)$"
 )
 # The last line of a clear refusal: ours, or the option parser's.
-CLEAR = re.compile(r"^(error: .+|.*(Invalid value|No such option|Missing (argument|option)|Got unexpected).*)$")
+CLEAR = re.compile(
+    r"^(error: .+|.*(Invalid value|No such option|Missing (argument|option)|Got unexpected).*)$"
+)
 
 
 @dataclass
@@ -83,6 +86,11 @@ class Workspace:
                     Image.fromarray(pixels).save(folder / f"{i}.png")
         cache = extract(images, backbone="pixels", image_size=16, cache_dir=root / "cache").cache
         run = fit_head(cache, "logreg", out=root / "run")
+        # Fine-tuning needs a network with blocks: EfficientNet-Lite0 at 32 px, random weights (offline).
+        lite = extract(
+            images, backbone="efficientnet_lite0", weights="none", image_size=32, cache_dir=root / "cache"
+        ).cache
+        tunable = fit_head(lite, "logreg", out=root / "run-lite")
         awkward = root / "awkward"
         awkward.mkdir()
         (awkward / "file.txt").write_text("not what you think")
@@ -94,6 +102,7 @@ class Workspace:
             "image": images / "test" / "ant" / "0.png",
             "cache": cache.path,
             "run": run.path,
+            "tunable": tunable.path,
             "file": awkward / "file.txt",
             "folder": awkward / "folder",
             "fifo": fifo,
@@ -120,7 +129,7 @@ class Workspace:
             "evaluate": [str(p["run"]), str(p["cache"])],
             "compare": [str(p["cache"]), "--heads", "logreg", "--no-baseline", "--out", out],
             "predict": [str(p["run"]), str(p["image"])],
-            "fine-tune": [str(p["run"]), "--epochs", "1", "--out", out],
+            "fine-tune": [str(p["tunable"]), "--epochs", "1", "--views", "0", "--unfreeze", "1", "--out", out],
             "export": [str(p["run"]), "--format", "keras", "--out", str(case_dir / "m.keras")],
             "advise": [str(p["images"]), "--no-fine-tune", "--weights", "none", "--image-size", "32",
                        "--per-class", "6", "--cache-dir", str(case_dir / "cache"), "--out", out],
@@ -128,7 +137,7 @@ class Workspace:
             "cache ls": ["--cache-dir", str(p["cache"].parent)],
             "cache verify": [str(p["cache"])],
             "cache rm": [str(_copy_cache(p["cache"], case_dir))],
-            "cache gc": ["--cache-dir", str(case_dir), "--dry-run"],
+            "cache gc": ["--cache-dir", str(p["cache"].parent), "--dry-run"],
             "datasets export fashion-mnist": [str(case_dir / "fm"), "--per-class", "1", "--no-download"],
         }  # fmt: skip
         return list(lines[command])
@@ -179,6 +188,9 @@ def cases(ws: Workspace, only: set[str] | None = None) -> list[tuple[str, list[s
     for name, cmd in commands():
         if only is not None and name not in only:
             continue
+        out.append(
+            (name, [], Case(name, BASE, ""))
+        )  # the line as it is: must be ok, or the sweep tests nothing
         for param in cmd.params:
             if param.param_type_name == "option" and (param.is_flag or param.name in ("help",)):
                 continue
@@ -233,7 +245,8 @@ def run_case(ws: Workspace, name: str, change: list[str], case: Case, bound: flo
     case_dir = ws.root / "cases" / str(ws.count)
     case_dir.mkdir(parents=True)
     positional = not case.option.startswith("-")
-    args = name.split() + _line(name, ws.base(name, case_dir), change, case.option, positional)
+    base = ws.base(name, case_dir)
+    args = name.split() + (_line(name, base, change, case.option, positional) if change else base)
     t0 = time.perf_counter()
     try:
         with _bounded(bound):
@@ -254,6 +267,8 @@ def run_case(ws: Workspace, name: str, change: list[str], case: Case, bound: flo
         case.outcome, case.detail = "TRACEBACK", (res.output or "")[-300:]
     elif res.exit_code == 0:
         case.outcome = "ok" if (out or err) else "SILENT"
+    elif case.option == BASE:
+        case.outcome, case.detail = "BASE FAILED", f"exit {res.exit_code}: {(res.output or '')[-300:]}"
     elif err and CLEAR.match(_plain(err[-1])) or _usage_error(res.output or ""):
         case.outcome, case.detail = "refused", _plain(err[-1]) if err else ""
     elif name in ("doctor", "cache verify") and (out or err):
@@ -269,7 +284,9 @@ def _plain(line: str) -> str:
 
 def _usage_error(output: str) -> bool:
     """The option parser's own refusal (typer draws it in a box): a usage line and its one-line reason."""
-    return "Usage:" in output and bool(re.search(r"Invalid value|No such option|Missing (argument|option)", output))
+    return "Usage:" in output and bool(
+        re.search(r"Invalid value|No such option|Missing (argument|option)", output)
+    )
 
 
 def sweep(root: Path, *, only: set[str] | None = None, bound: float = 120.0, progress=None) -> list[Case]:
@@ -294,25 +311,33 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated command names (default: every command)")
-    ap.add_argument("--bound", type=float, default=120.0, help="seconds a case may take before it counts as a hang")
+    ap.add_argument(
+        "--bound", type=float, default=120.0, help="seconds a case may take before it counts as a hang"
+    )
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--save", type=Path, default=None, help="write every case (JSON lines) to this file")
     args = ap.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     root = args.work or Path(tempfile.mkdtemp(prefix="cli-sweep-"))
 
     def show(i, n, case):
-        if case.outcome in BAD:
+        if case.outcome in BAD or case.option == BASE and case.outcome != "ok":
             print(f"{case.outcome:9} {case.command} {case.option} {case.value!r}: {case.detail}", flush=True)
 
     t0 = time.perf_counter()
     results = sweep(root, only=only, bound=args.bound, progress=show)
     counts = tally(results)
+    if args.save:
+        import json
+        from dataclasses import asdict
+
+        args.save.write_text("".join(json.dumps(asdict(c)) + "\n" for c in results))
     per = Counter(c.command for c in results)
     print(f"\n{len(results)} cases over {len(per)} commands in {time.perf_counter() - t0:.0f} s: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))  # fmt: skip
     slowest = sorted(results, key=lambda c: -c.seconds)[:5]
     print("slowest: " + "; ".join(f"{c.command} {c.option} {c.value!r} {c.seconds:.1f} s" for c in slowest))
-    return 1 if any(counts[b] for b in BAD) else 0
+    return 1 if any(counts[b] for b in (*BAD, "BASE FAILED")) else 0
 
 
 if __name__ == "__main__":

@@ -295,7 +295,7 @@ def _registry_backbone(spec: BackboneSpec, weights: str, size: int, include_top:
         return _construct(ctor, spec, None, shape, include_top)
     if weights == "imagenet":
         return _construct(ctor, spec, "imagenet", shape, include_top)
-    path = _weights_path(weights, spec.name)
+    path = weights_file(weights, spec.name)
     model = _construct(ctor, spec, None, shape, include_top)
     _load_weights(model, path, spec.name)
     if spec.family == "efficientnet":
@@ -323,7 +323,9 @@ def _construct(ctor, spec: BackboneSpec, weights, shape, include_top: bool = Fal
         ) from None
 
 
-def _weights_path(weights: str, name: str) -> Path:
+def weights_file(weights: str, name: str) -> Path:
+    """The weights file ``weights`` of backbone ``name``: a regular file with a Keras weights suffix (a folder,
+    FIFO or device is refused before anything opens it), else one BackboneError line."""
     path = Path(weights)
     if not path.is_file():
         raise BackboneError(

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bottleneck._io import file_hash
+from bottleneck.backbones.build import weights_file
 from bottleneck.backbones.model_file import is_model_path
 from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
 
@@ -38,7 +39,8 @@ def weights_identity(config: ExtractConfig) -> str:
     if config.weights == "none" or get_spec(config.backbone).weights == "none":
         return "none"  # random init, made deterministic by a fixed seed at build time
     if config.weights != "imagenet":
-        return "file:" + file_hash(Path(config.weights))
+        # weights_file: a regular file, checked before it is read (never a FIFO, a folder or /proc)
+        return "file:" + file_hash(weights_file(config.weights, config.backbone))
     spec = get_spec(config.backbone)
     if spec.weights.startswith("package:"):
         dist = spec.weights.split(":", 1)[1]

@@ -81,6 +81,8 @@ def export_fashion_mnist(
     if per_class is not None and per_class < 1:
         raise BottleneckError(f"per_class={per_class} must be at least 1, e.g. per_class=100.")
     marker = out_dir / EXPORT_MARKER
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise BottleneckError(f"{out_dir} exists and is not a folder; pass a new folder for the images.")
     if out_dir.exists() and any(out_dir.iterdir()):
         try:
             done = json.loads(marker.read_text())

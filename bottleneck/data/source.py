@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -230,6 +231,14 @@ def _detect(path: Path) -> str:
         raise SourceError(
             f"cannot tell what {path} is from its extension {suffix or '(none)'}; pass {SUPPORTED}."
         )
+    if not path.is_dir():  # a FIFO, a socket, a device: reading one could block forever
+        raise SourceError(f"source {path} is a special file, not a folder or a data file; pass {SUPPORTED}.")
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        raise SourceError(
+            f"source {path} cannot be read ({exc.strerror or exc}); pass {SUPPORTED}."
+        ) from None
     if arrays.idx_files(path):
         return "idx"
     if any(path.glob("*.npy")):

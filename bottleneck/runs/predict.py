@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ def list_images(paths: Sequence) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(_images_in(p, IMAGE_EXTENSIONS))
             if not found:
                 raise SourceError(f"folder {p} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
             out += found
@@ -31,6 +32,19 @@ def list_images(paths: Sequence) -> list[Path]:
             raise SourceError(f"{p} does not exist; pass image files or folders of images.")
     if not out:
         raise SourceError("no images given; pass image files or folders of images.")
+    return out
+
+
+def _images_in(folder: Path, extensions) -> list[Path]:
+    """Regular image files under ``folder``; unreadable subfolders are passed over (os.walk), hidden ones and
+    symbolic links to folders are not entered, so a folder such as /proc ends in one line, not a traceback."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            f = Path(dirpath) / name
+            if f.suffix.lower() in extensions and not name.startswith(".") and f.is_file():
+                out.append(f)
     return out
 
 

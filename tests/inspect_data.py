@@ -37,6 +37,27 @@ def make_source(root, train: int = 12, test: int = 5, seed: int = 0) -> Path:
     return root
 
 
+# Class folder and file names that once broke the page: "<!--<script>" in the inline JSON swallowed the page's
+# script; the others test escaping (HTML, JSON, markdown) and the display of bidirectional overrides.
+HOSTILE_CLASSES = ("<!--<script>", "x<script>alert(1)<", "a&b|c\u202e")
+HOSTILE_FILES = ("<!--<script>", "&amp;", "a|b`*_", "l\u2028s", "photo\u202egnp")  # "/" is not allowed
+
+
+def make_hostile_source(root, n: int = 8, seed: int = 1) -> Path:
+    """root/{train,test}/<hostile class>/<hostile name><k>.png, as ``make_source`` (no planted copies); every
+    name in ``HOSTILE_FILES`` appears in every folder."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    protos = {c: rng.integers(0, 256, (8, 8, 3)).astype(np.float64) for c in HOSTILE_CLASSES}
+    for split, count in (("train", n), ("test", len(HOSTILE_FILES))):
+        for c in HOSTILE_CLASSES:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                name = f"{HOSTILE_FILES[i % len(HOSTILE_FILES)]}{i}.png"
+                Image.fromarray(_image(rng, protos[c])).save(root / split / c / name)
+    return root
+
+
 def extract_source(root, cache_dir):
     """The source's cache, extracted for real with the features of ``conftest.PixelEngine`` (each image's 8x8
     resized pixels): no TensorFlow, no weights."""

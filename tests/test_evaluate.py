@@ -164,7 +164,7 @@ def test_render_report():
     text = render_report(summary)
     assert text.startswith("# logreg head on lite0-1234abcd\n")
     assert "- **fit time**: 1.23 s" in text and "- **selection**: C 0.1" in text
-    assert "efficientnet_lite0 (imagenet weights, pooling avg), shape (1280,)" in text
+    assert "efficientnet\\_lite0 (imagenet weights, pooling avg), shape (1280,)" in text
     assert "| test  | 6 |   0.5000 |            0.5000 |   0.7358 |" in text
     assert "## Per class (test)" in text and "| dog   |    0.5000 | 0.5000 | 0.5000 |       2 |" in text
     assert "- a note" in text and "![confusion matrix](confusion.png)" in text

@@ -14,7 +14,16 @@ import threading
 import chromium
 import numpy as np
 import pytest
-from inspect_data import MISLABELED, THRESHOLD, planted_cache, read_csv
+from inspect_data import (
+    HOSTILE_CLASSES,
+    HOSTILE_FILES,
+    MISLABELED,
+    THRESHOLD,
+    extract_source,
+    make_hostile_source,
+    planted_cache,
+    read_csv,
+)
 
 pytestmark = pytest.mark.skipif(chromium.missing() is not None, reason=str(chromium.missing()))
 
@@ -165,6 +174,72 @@ def test_thumbnails_render(browser, inspection):
         # The images are noise patterns: a blank (unloaded) area would be one flat colour.
         assert pixels.std() > 20, (img.get_attribute("src"), pixels.std())
     assert browser.errors() == []
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A cache whose class folders and file names are hostile (``inspect_data.HOSTILE_*``)."""
+    root = tmp_path_factory.mktemp("hostile")
+    return extract_source(make_hostile_source(root / "data"), root / "cache")
+
+
+def _texts(driver, selector) -> list[str]:
+    # textContent, not WebElement.text: the latter folds U+2028 and other white space.
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);", selector
+    )
+
+
+def _check_hostile_page(browser, page, cache, split, wrong: set):
+    """Every diagonal cell of ``page`` shows its images (the ids of ``split`` not in ``wrong``), named as shown."""
+    from bottleneck.report.page import shown
+
+    driver = _open(browser, page.as_uri())
+    names = list(cache.class_names)
+    assert sorted(names) == sorted(HOSTILE_CLASSES)
+    ids, y = [str(i) for i in cache.ids(split)], cache.labels(split)
+    assert all(any(f"/{f}" in i for i in ids) for f in HOSTILE_FILES)
+    assert _texts(driver, "table.confusion thead th")[1:] == [shown(n) for n in names]
+    # One data block, and the page's own script ran: the cells are buttons that open the panel.
+    assert len(driver.find_elements("css selector", "script")) == 2
+    assert not driver.find_element("id", "cell-panel").is_displayed()
+    for k, name in enumerate(names):
+        button = driver.find_element("css selector", f"button.cell[data-t='{k}'][data-p='{k}']")
+        want = sorted(i for i, label in zip(ids, y, strict=True) if label == k and i not in wrong)
+        assert int(button.text) == len(want) > 0
+        button.click()
+        assert driver.find_element("id", "cell-panel").is_displayed()
+        assert sorted(_texts(driver, "#cell-grid figcaption b")) == sorted(shown(i) for i in want)
+        alts = [
+            img.get_attribute("alt") for img in driver.find_elements("css selector", "#cell-grid img.thumb")
+        ]
+        assert sorted(alts) == sorted(shown(i) for i in want)
+        title = driver.find_element("id", "cell-title").get_attribute("textContent")
+        assert title.startswith(f"true {shown(name)}, predicted {shown(name)}: {len(want)} image")
+    # No override reached the page's text: every one is shown as its escape ("photo\u202egnp").
+    body = driver.execute_script("return document.body.innerText;")
+    assert "\u202e" not in body and "photo\\u202egnp" in body
+    assert browser.errors() == []
+
+
+def test_hostile_names_inspect_page_cells_show_their_images(browser, hostile, tmp_path):
+    from bottleneck.inspection import inspect_cache
+
+    result = inspect_cache(hostile, out=tmp_path / "inspect", split="test", map_method="pca")
+    wrong = {r["id"] for r in read_csv(result.path / "mistakes.csv")}
+    _check_hostile_page(browser, result.path / "index.html", hostile, "test", wrong)
+
+
+def test_hostile_names_run_page_cells_show_their_images(browser, hostile, tmp_path):
+    from bottleneck.inspection.run_page import write_run_page
+    from bottleneck.runs import fit_head
+
+    run = fit_head(hostile, "logreg", out=tmp_path / "run")
+    pred = run.head.predict(hostile.features("test"))
+    ids = [
+        str(i) for i, a, b in zip(hostile.ids("test"), hostile.labels("test"), pred, strict=True) if a != b
+    ]
+    _check_hostile_page(browser, write_run_page(run, hostile, split="test"), hostile, "test", set(ids))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, BottleneckError, CacheError, SourceError
 from bottleneck.inference.runner import extract
+from bottleneck.report import markdown_text
 
 runner = CliRunner()
 
@@ -316,7 +317,7 @@ def test_advise_scores_every_candidate_and_prints_every_row(advised):
     assert len(table) == len(rows)
     for line, row in zip(table, rows, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == row["name"] + (" <-" if row["chosen"] else "")
+        assert cells[0] == markdown_text(row["name"] + (" <-" if row["chosen"] else ""))  # as in any table
         assert cells[3] == f"{row['val_accuracy']:.4f} ± {row['val_accuracy_se']:.4f}"
         assert cells[4] == f"{row['val_loss']:.4f} ± {row['val_loss_se']:.4f}"
         assert cells[5] == f"{row['test_accuracy']:.4f}"

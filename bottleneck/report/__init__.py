@@ -2,12 +2,13 @@
 
 from bottleneck.report.metrics import classification_metrics
 from bottleneck.report.plots import plot_comparison, plot_confusion, plot_history
-from bottleneck.report.tables import csv_text, markdown_table, mean_std, render_report
+from bottleneck.report.tables import csv_text, markdown_table, markdown_text, mean_std, render_report
 
 __all__ = [
     "classification_metrics",
     "csv_text",
     "markdown_table",
+    "markdown_text",
     "mean_std",
     "plot_comparison",
     "plot_confusion",

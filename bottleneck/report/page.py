@@ -8,6 +8,7 @@ map) is embedded once as JSON and drawn by ``assets/page.js``.
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from importlib import resources
 
@@ -17,6 +18,13 @@ COLORS = (
     "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 )  # fmt: skip
 CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+# Bidirectional controls (embeddings, overrides, isolates, marks): in a name they can show "photo\u202egpj.exe"
+# as "photoexe.jpg". ``page.js`` has the same set (``shown``).
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# In an inline script, "<!--" and "<script" change how HTML parses the rest of the element (a class named
+# "<!--<script>" would swallow the page's script) and "</" ends it; U+2028/U+2029 end a line in older JS.
+# Their JSON escapes are the same strings to JSON.parse and mean nothing to HTML.
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def render_page(data: dict) -> str:
@@ -53,13 +61,29 @@ def render_page(data: dict) -> str:
     return _document(data["title"], "\n".join(parts), script_data)
 
 
+def inline_json(value) -> str:
+    """``value`` as JSON safe inside any HTML element (a ``<script>`` included): it parses back to ``value``."""
+    text = json.dumps(value, separators=(",", ":"))
+    # Outside strings JSON has none of these characters, so each one replaced is inside a string.
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def shown(text) -> str:
+    """``text`` as shown on a page: each bidirectional control replaced by its visible escape (``\\u202e``)."""
+    return BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+
+
+def _text(value) -> str:
+    """A user string (a class name, an id, a path) as HTML text or a quoted attribute's value."""
+    return escape(shown(value))
+
+
 def _asset(name: str) -> str:
     return resources.files("bottleneck.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def _document(title: str, body: str, script_data: dict) -> str:
-    # "</" inside a script element would end it early; JSON allows the escaped form.
-    blob = json.dumps(script_data, separators=(",", ":")).replace("</", "<\\/")
+    blob = inline_json(script_data)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -67,7 +91,7 @@ def _document(title: str, body: str, script_data: dict) -> str:
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<title>{escape(title)}</title>
+<title>{_text(title)}</title>
 <style>
 {_asset("page.css")}</style>
 </head>
@@ -82,12 +106,11 @@ def _document(title: str, body: str, script_data: dict) -> str:
 
 
 def _header(data: dict) -> str:
-    nav = "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in _sections(data))
-    facts = "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in data.get("facts", []))
-    sub = f'<p class="sub">{escape(data["subtitle"])}</p>' if data.get("subtitle") else ""
+    nav = "".join(f'<a href="#{k}">{_text(t)}</a>' for k, t in _sections(data))
+    facts = "".join(f"<dt>{_text(k)}</dt><dd>{_text(v)}</dd>" for k, v in data.get("facts", []))
+    sub = f'<p class="sub">{_text(data["subtitle"])}</p>' if data.get("subtitle") else ""
     return (
-        f"<header><h1>{escape(data['title'])}</h1>{sub}<nav>{nav}</nav>"
-        f'<dl class="facts">{facts}</dl></header>'
+        f'<header><h1>{_text(data["title"])}</h1>{sub}<nav>{nav}</nav><dl class="facts">{facts}</dl></header>'
     )
 
 
@@ -109,8 +132,8 @@ def _sections(data: dict) -> list[tuple[str, str]]:
 
 def _counts(data: dict) -> str:
     cards = "".join(
-        f'<div class="count"><span class="n" data-count="{escape(key)}">{value}</span>'
-        f'<span class="what">{escape(label)}</span></div>'
+        f'<div class="count"><span class="n" data-count="{escape(key)}">{_text(value)}</span>'
+        f'<span class="what">{_text(label)}</span></div>'
         for key, label, value in data.get("counts", [])
     )
     return f'<section id="counts"><h2>Counts</h2><div class="counts">{cards}</div></section>'
@@ -118,8 +141,8 @@ def _counts(data: dict) -> str:
 
 def _leaks(leaks: list) -> str:
     rows = "".join(
-        f'<tr><td class="l">{escape(name)}</td><td data-leak="{escape(name)}:exact">{exact}</td>'
-        f'<td data-leak="{escape(name)}:near">{near}</td></tr>'
+        f'<tr><td class="l">{_text(name)}</td><td data-leak="{escape(name)}:exact">{_text(exact)}</td>'
+        f'<td data-leak="{escape(name)}:near">{_text(near)}</td></tr>'
         for name, exact, near in leaks
     )
     return (
@@ -129,7 +152,7 @@ def _leaks(leaks: list) -> str:
 
 
 def _table(headers, rows) -> str:
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    head = "".join(f"<th>{_text(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -137,13 +160,13 @@ def _table(headers, rows) -> str:
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
-    return escape("-" if v is None else str(v))
+    return _text("-" if v is None else v)
 
 
 def _comparison(comp: dict) -> str:
     return (
         f'<section id="comparison"><h2>Comparison</h2>{_table(comp["headers"], comp["rows"])}'
-        f'<p class="note">{escape(comp.get("note", ""))}</p></section>'
+        f'<p class="note">{_text(comp.get("note", ""))}</p></section>'
     )
 
 
@@ -155,16 +178,16 @@ def _metrics(pred: dict) -> str:
     per_class = pred["metrics"][pred["split"]]["per_class"]
     pc_rows = [[n, v["precision"], v["recall"], v["f1"], v["support"]] for n, v in per_class.items()]
     return (
-        f'<section id="metrics"><h2>Metrics</h2><p class="note">{escape(pred["source"])}</p>'
+        f'<section id="metrics"><h2>Metrics</h2><p class="note">{_text(pred["source"])}</p>'
         f"{_table(['split', 'n', 'accuracy', 'balanced accuracy', 'top-5 accuracy', 'log loss'], rows)}"
-        f"<h3>Per class ({escape(pred['split'])})</h3>"
+        f"<h3>Per class ({_text(pred['split'])})</h3>"
         f"{_table(['class', 'precision', 'recall', 'f1', 'support'], pc_rows)}</section>"
     )
 
 
 def _confusion(pred: dict) -> str:
     labels, cm = pred["labels"], pred["confusion"]
-    head = '<th class="corner">true \\ predicted</th>' + "".join(f"<th>{escape(n)}</th>" for n in labels)
+    head = '<th class="corner">true \\ predicted</th>' + "".join(f"<th>{_text(n)}</th>" for n in labels)
     body = []
     for t, row in enumerate(cm):
         total = max(1, sum(row))
@@ -178,9 +201,9 @@ def _confusion(pred: dict) -> str:
             cells.append(
                 f'<td><button class="cell" data-t="{t}" data-p="{p}" style="{style}"{dis}>{count}</button></td>'
             )
-        body.append(f"<tr><th>{escape(labels[t])}</th>{''.join(cells)}</tr>")
+        body.append(f"<tr><th>{_text(labels[t])}</th>{''.join(cells)}</tr>")
     return (
-        f'<section id="confusion"><h2>Confusion matrix ({escape(pred["split"])})</h2>'
+        f'<section id="confusion"><h2>Confusion matrix ({_text(pred["split"])})</h2>'
         '<p class="note">Click a cell to see its images.</p>'
         f'<table class="confusion"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         '<div id="cell-panel" hidden><h3 id="cell-title"></h3><div class="grid" id="cell-grid"></div></div>'
@@ -191,27 +214,27 @@ def _confusion(pred: dict) -> str:
 def _figure(item: dict, thumbs: str = "thumbs") -> str:
     if item.get("thumb"):
         img = (
-            f'<img class="thumb" loading="lazy" decoding="async" src="{thumbs}/{escape(item["thumb"])}" '
-            f'alt="{escape(item["id"])}">'
+            f'<img class="thumb" loading="lazy" decoding="async" src="{escape(thumbs)}/{escape(item["thumb"])}" '
+            f'alt="{_text(item["id"])}">'
         )
     else:
         img = '<div class="nothumb">no image</div>'
-    lines = "".join(f"<br>{escape(line)}" for line in item.get("lines", []))
-    return f'<figure class="img">{img}<figcaption><b>{escape(item["id"])}</b>{lines}</figcaption></figure>'
+    lines = "".join(f"<br>{_text(line)}" for line in item.get("lines", []))
+    return f'<figure class="img">{img}<figcaption><b>{_text(item["id"])}</b>{lines}</figcaption></figure>'
 
 
-def _shown(block: dict) -> str:
+def _shown_note(block: dict) -> str:
     n, total = len(block["items"]), block["total"]
     more = f" The first {n} of {total} are shown; the CSV lists all." if n < total else ""
-    return f'<p class="note">{escape(block.get("note", ""))}{more}</p>'
+    return f'<p class="note">{_text(block.get("note", ""))}{more}</p>'
 
 
 def _items_section(key: str, title: str, block: dict) -> str:
     figs = "".join(_figure(it) for it in block["items"])
     empty = "" if block["items"] else '<p class="note">None found.</p>'
     return (
-        f'<section id="{key}"><h2>{escape(title)} <span class="sub">({block["total"]})</span></h2>'
-        f'{_shown(block)}{empty}<div class="grid" data-list="{key}">{figs}</div></section>'
+        f'<section id="{key}"><h2>{_text(title)} <span class="sub">({block["total"]})</span></h2>'
+        f'{_shown_note(block)}{empty}<div class="grid" data-list="{key}">{figs}</div></section>'
     )
 
 
@@ -222,18 +245,18 @@ def _pairs(key: str, title: str, block: dict) -> str:
     )
     empty = "" if block["items"] else '<p class="note">None found.</p>'
     return (
-        f'<section id="{key}"><h2>{escape(title)} <span class="sub">({block["total"]})</span></h2>'
-        f'{_shown(block)}{empty}<div class="grid" data-list="{key}">{pairs}</div></section>'
+        f'<section id="{key}"><h2>{_text(title)} <span class="sub">({block["total"]})</span></h2>'
+        f'{_shown_note(block)}{empty}<div class="grid" data-list="{key}">{pairs}</div></section>'
     )
 
 
 def _map(m: dict) -> str:
     legend = "".join(
-        f'<span><span class="swatch" style="background:{COLORS[i % len(COLORS)]}"></span>{escape(n)}</span>'
+        f'<span><span class="swatch" style="background:{COLORS[i % len(COLORS)]}"></span>{_text(n)}</span>'
         for i, n in enumerate(m["classes"])
     )
     return (
-        f'<section id="map-section"><h2>Map ({escape(m["method"])})</h2><p class="note">{escape(m["note"])}</p>'
+        f'<section id="map-section"><h2>Map ({_text(m["method"])})</h2><p class="note">{_text(m["note"])}</p>'
         f'<div class="legend">{legend}<span>× mistake</span><span class="bad">○ suspected label error</span></div>'
         '<div class="map-wrap"><canvas id="map" width="900" height="640"></canvas><div id="map-tip" hidden></div>'
         "</div></section>"
@@ -241,5 +264,5 @@ def _map(m: dict) -> str:
 
 
 def _files(files: list) -> str:
-    links = "".join(f'<li><a href="{escape(path)}">{escape(label)}</a></li>' for label, path in files)
+    links = "".join(f'<li><a href="{escape(path)}">{_text(label)}</a></li>' for label, path in files)
     return f'<section id="files"><h2>Files</h2><ul>{links}</ul></section>'

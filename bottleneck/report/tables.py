@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
+# Markdown's punctuation that can start markup (a code span, emphasis, a link, a cell border, an escape), backslash
+# escaped; "<", ">" and "&" as entities (raw HTML is allowed in markdown); every line break (str.splitlines')
+# as a space, so a name stays on its line and in its cell.
+_MD_PUNCT = re.compile(r"[\\|`*_\[\]]")
+_MD_HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_MD_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def markdown_text(value) -> str:
+    """``value`` (a class name, an id, a path) as markdown text that renders as itself: no markup, no HTML, one
+    line; a leading "#" is escaped too, so it never makes a heading."""
+    text = _MD_BREAKS.sub(" ", _MD_PUNCT.sub(lambda m: "\\" + m.group(), str(value)))
+    text = re.sub("[<>&]", lambda m: _MD_HTML[m.group()], text)
+    return "\\" + text if text.startswith("#") else text
+
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """A GitHub markdown table with padded columns (numbers right-aligned)."""
-    cells = [[str(h) for h in headers]] + [[_cell(v) for v in r] for r in rows]
+    """A GitHub markdown table with padded columns (numbers right-aligned); every text cell through
+    ``markdown_text``."""
+    cells = [[markdown_text(h) for h in headers]] + [[_cell(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [
         any(_is_number(r[i]) for r in rows) and all(_is_number(r[i]) or r[i] is None for r in rows)
@@ -54,7 +71,7 @@ def _cell(v) -> str:
         return "-"
     if isinstance(v, float | np.floating):
         return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
-    return str(v)
+    return markdown_text(v)
 
 
 def mean_std(values: Sequence[float], digits: int = 4) -> str:
@@ -70,7 +87,7 @@ def render_report(summary: dict) -> str:
     cache = summary.get("cache", {})
     tuned = summary.get("kind") == "fine-tune"
     title = f"fine-tuned {summary['head']} head" if tuned else f"{summary['head']} head"
-    lines = [f"# {title} on {cache.get('name', '?')}", ""]
+    lines = [f"# {markdown_text(title)} on {markdown_text(cache.get('name', '?'))}", ""]
     cfg = cache.get("config") or {}
     facts = [
         ("cache", cache.get("path")),
@@ -122,7 +139,8 @@ def render_report(summary: dict) -> str:
                 )
             )
             summary = {**summary, "_extra": "\n".join(extra)}
-    lines += [f"- **{k}**: {v}" for k, v in facts if v not in (None, "")] + ["", "## Metrics", ""]
+    lines += [f"- **{k}**: {markdown_text(v)}" for k, v in facts if v not in (None, "")]
+    lines += ["", "## Metrics", ""]
     metrics = summary["metrics"]
     top5 = any("top5_accuracy" in m for m in metrics.values())
     headers = [
@@ -150,7 +168,7 @@ def render_report(summary: dict) -> str:
     if metrics:
         split = "test" if "test" in metrics else next(iter(metrics))
         pc = metrics[split]["per_class"]
-        lines += [f"## Per class ({split})", ""]
+        lines += [f"## Per class ({markdown_text(split)})", ""]
         lines.append(
             markdown_table(
                 ["class", "precision", "recall", "f1", "support"],
@@ -159,7 +177,7 @@ def render_report(summary: dict) -> str:
         )
     notes = summary.get("notes") or []
     if notes:
-        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+        lines += ["## Notes", "", *[f"- {markdown_text(n)}" for n in notes], ""]
     lines += [
         "## Plots",
         "",

@@ -39,12 +39,12 @@ class Advice:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     def markdown(self) -> str:
-        from bottleneck.report import markdown_table
+        from bottleneck.report import markdown_table, markdown_text
 
         cell, rec = self.cell, self.recommendation
         tuned = " then fine-tuned" if rec["fine_tune"] else ""
         lines = [
-            f"# Advice for {self.source} with {self.backbone}",
+            f"# Advice for {markdown_text(self.source)} with {markdown_text(self.backbone)}",
             "",
             f"Pilot: {self.pilot['train']} train / {self.pilot['val']} val / {self.pilot['test']} test images "
             f"({self.per_class} per class at most); the whole source has ~{self.train_per_class} train images per "

@@ -41,7 +41,7 @@ class Comparison:
     METRICS = ("accuracy", "balanced_accuracy", "fit_seconds")
 
     def markdown(self) -> str:
-        from bottleneck.report import markdown_table, mean_std
+        from bottleneck.report import markdown_table, markdown_text, mean_std
 
         headers = ["cache", "backbone", "head", "split", "accuracy", "balanced accuracy", "fit s"]
         rows = []
@@ -69,9 +69,11 @@ class Comparison:
                 f"+{st['added']} ({st['val_accuracy']:.4f}, loss {st['val_loss']:.4f})"
                 for st in search["steps"]
             )
-            text += f"\ngreedy layers on {search['cache']} (val accuracy, val log loss): {path}"
+            text += (
+                f"\ngreedy layers on {markdown_text(search['cache'])} (val accuracy, val log loss): {path}"
+            )
         for s in self.skipped:
-            text += f"\nskipped {s['head']} on {s['cache']}: {s['reason']}"
+            text += f"\nskipped {s['head']} on {markdown_text(s['cache'])}: {markdown_text(s['reason'])}"
         return text + ("\n" if self.skipped or self.searches else "")
 
     def csv(self) -> str:

@@ -5,6 +5,15 @@
   if (!node) { return; }
   var data = JSON.parse(node.textContent);
 
+  // Names as shown: each bidirectional control (the set of page.py's BIDI) as its visible escape, so that
+  // "photo\u202egpj.exe" cannot display as "photoexe.jpg". Text goes in through textContent only.
+  var BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function shown(text) {
+    return String(text).replace(BIDI, function (c) {
+      return "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0");
+    });
+  }
+
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) { e.className = cls; }
@@ -18,15 +27,18 @@
       var img = el("img", "thumb");
       img.loading = "lazy";
       img.decoding = "async";
-      img.alt = id;
+      img.alt = shown(id);
       img.src = data.thumbs + "/" + thumb;
       f.appendChild(img);
     } else {
       f.appendChild(el("div", "nothumb", "no image"));
     }
     var cap = el("figcaption");
-    cap.appendChild(el("b", null, id));
-    lines.forEach(function (line) { cap.appendChild(el("br")); cap.appendChild(document.createTextNode(line)); });
+    cap.appendChild(el("b", null, shown(id)));
+    lines.forEach(function (line) {
+      cap.appendChild(el("br"));
+      cap.appendChild(document.createTextNode(shown(line)));
+    });
     f.appendChild(cap);
     return f;
   }
@@ -47,7 +59,7 @@
       if (cell.items.length < cell.total) {
         text += " (showing the " + cell.items.length + " least confident)";
       }
-      title.textContent = text;
+      title.textContent = shown(text);
       grid.replaceChildren.apply(grid, cell.items.map(function (r) {
         return figure(r[0], r[1], ["p(" + data.labels[p] + ") " + r[2].toFixed(3)]);
       }));
@@ -102,7 +114,7 @@
       }
       if (best < 0) { tip.hidden = true; return; }
       var flags = (m.f[best] & 1 ? ", mistake" : "") + (m.f[best] & 2 ? ", suspected label error" : "");
-      tip.textContent = m.id[best] + " (" + m.classes[m.c[best]] + flags + ")";
+      tip.textContent = shown(m.id[best] + " (" + m.classes[m.c[best]] + flags + ")");
       tip.style.left = (ev.clientX - r.left + 12) + "px";
       tip.style.top = (ev.clientY - r.top + 12) + "px";
       tip.hidden = false;

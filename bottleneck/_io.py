@@ -137,3 +137,25 @@ def atomic_dir(path, marker: str):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# -- read-back checks (sealed records of heads, run folders and exports) ------------------------------------------
+def json_plain(obj):
+    """``obj`` as JSON reads it back (tuples as lists, NumPy values as numbers, keys as strings): the form a
+    record is sealed in, so that the seal computed before writing still matches the record once it is read."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def file_problem(path, want, record: str) -> str | None:
+    """Why ``path`` (a file, or a folder: see ``file_hash``) is not the one whose ``file_hash`` the file ``record``
+    holds as ``want`` ("is missing ...", "cannot be read ...", "was changed or damaged ..."), or None when it is."""
+    path = Path(path)
+    if not path.exists():
+        return f"is missing ({record} lists it)"
+    try:
+        got = file_hash(path)
+    except OSError as exc:
+        return f"cannot be read ({type(exc).__name__}: {exc})"
+    return (
+        None if got == want else f"was changed or damaged (its sha256 differs from the one {record} records)"
+    )

@@ -168,7 +168,7 @@ class Head(ClassifierMixin, BaseEstimator):
             "learned": self._learned_json(),
         }
         self._save_model(path)
-        info["files"] = {self.model_file: file_hash(path / self.model_file)}
+        info["files"] = {self.model_file: file_hash(path / self.model_file)} if self.model_file else {}
         info = json_plain(info)
         info["seal"] = seal_of(info)
         write_json_atomic(path / HEAD_FILE, info)

@@ -125,9 +125,11 @@ _LEFTOVER_AGE_S = 3600.0
 
 
 def seal_of(body: dict) -> str:
-    """sha256 of everything in ``body`` but its ``seal`` (canonical JSON): what makes an edit to a record seen."""
+    """blake2b-128 of everything in ``body`` but its ``seal`` (canonical JSON): what makes an edit to a record
+    seen. The one seal of every record bottleneck writes: cache metadata, heads, runs, exports, ownership."""
     rest = {k: v for k, v in body.items() if k != "seal"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), default=json_default)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
 
 def _version() -> str:
@@ -419,3 +421,25 @@ def root_problem(folder, kind: str) -> str | None:
     if record.get("kind") != kind:
         return f"its {ROOT_RECORD} is of a {record.get('kind')!r}, not a {kind}"
     return None
+
+
+# -- read-back checks (sealed records of heads, run folders and exports) ------------------------------------------
+def json_plain(obj):
+    """``obj`` as JSON reads it back (tuples as lists, NumPy values as numbers, keys as strings): the form a
+    record is sealed in, so that the seal computed before writing still matches the record once it is read."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def file_problem(path, want, record: str) -> str | None:
+    """Why ``path`` (a file, or a folder: see ``file_hash``) is not the one whose ``file_hash`` the file ``record``
+    holds as ``want`` ("is missing ...", "cannot be read ...", "was changed or damaged ..."), or None when it is."""
+    path = Path(path)
+    if not path.exists():
+        return f"is missing ({record} lists it)"
+    try:
+        got = file_hash(path)
+    except OSError as exc:
+        return f"cannot be read ({type(exc).__name__}: {exc})"
+    return (
+        None if got == want else f"was changed or damaged (its sha256 differs from the one {record} records)"
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import json_default, write_json_atomic
+from bottleneck._io import seal_of, write_json_atomic
 from bottleneck.errors import CacheDamaged
 
 META = "meta.json"
@@ -52,12 +52,6 @@ def ids_digest(ids) -> str:
     # NUL cannot occur in a path or an array id; the count guards against an id appended empty.
     text = f"{len(ids)}\0" + "\0".join(str(i) for i in ids)
     return digest(text.encode("utf-8", "surrogatepass"))
-
-
-def seal_of(meta: dict) -> str:
-    """The checksum of everything in ``meta`` but the seal itself (canonical JSON)."""
-    body = {k: v for k, v in meta.items() if k != "seal"}
-    return digest(json.dumps(body, sort_keys=True, separators=(",", ":"), default=json_default).encode())
 
 
 def write_meta(path, meta: dict) -> None:

@@ -6,7 +6,8 @@ Formats: ``keras`` (a .keras file of built-in layers: ``keras.saving.load_model`
 archive, ONNX ``metadata_props``, a ``class_names`` variable and ``assets/bottleneck.json`` of the SavedModel;
 and every format, .tflite included, has the same metadata as JSON in ``<file>.json`` beside it (``class_names``
 a JSON list: any name survives). Every file is written under a temporary name and moved into place once
-complete.
+complete. The sidecar records the sha256 of the exported file (of every file of a SavedModel folder) and is
+sealed, so reading the export back (``export.loaded``) refuses an edited or damaged file or sidecar.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import atomic_dir, replace_atomic, temp_path, write_json_atomic
+from bottleneck._io import (
+    atomic_dir,
+    file_hash,
+    json_plain,
+    replace_atomic,
+    seal_of,
+    temp_path,
+    write_json_atomic,
+)
 from bottleneck._onnx import function_to_onnx
 from bottleneck.errors import ExportError, one_of
 
@@ -64,13 +73,25 @@ def _walk(model):
 
 
 def write(model, path: Path, fmt: str, meta: dict) -> Path:
-    """Write the uint8 ``model`` to ``path`` in ``fmt`` with ``meta`` (class names, image size, ...) inside."""
+    """Write the uint8 ``model`` to ``path`` in ``fmt`` with ``meta`` (class names, image size, ...) inside, and
+    ``meta`` with the file's sha256 in the sealed sidecar beside it."""
     if fmt not in FORMATS:
         raise one_of("format", fmt, FORMATS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return {"keras": _keras, "onnx": _onnx, "savedmodel": _savedmodel, "tflite": _tflite}[fmt](
+    written = {"keras": _keras, "onnx": _onnx, "savedmodel": _savedmodel, "tflite": _tflite}[fmt](
         model, path, meta
     )
+    write_sidecar(written, {**meta, "format": fmt})
+    return written
+
+
+def write_sidecar(path: Path, record: dict, sha256: str | None = None) -> dict:
+    """Write ``<path>.json``: ``record`` with the sha256 of the exported file or folder (``sha256``: given, or
+    computed here), sealed (``seal``: the checksum of the rest). Returns what was written."""
+    record = json_plain({**record, "sha256": sha256 or file_hash(path)})
+    record["seal"] = seal_of(record)
+    write_json_atomic(sidecar(path), record, indent=2)
+    return record
 
 
 def _keras(model, path: Path, meta: dict) -> Path:
@@ -157,11 +178,10 @@ def _tflite(model, path: Path, meta: dict) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     # A .tflite file has no place for metadata without the tflite-support package: the class names (a JSON list,
-    # so any name survives) and the rest of the metadata go in the sidecar that `export` completes with its
-    # verification. Earlier versions wrote one name per line to model.labels.txt, which names with a newline
-    # or spaces broke; one left beside a replaced file would describe the old model.
+    # so any name survives) and the rest of the metadata go in the sidecar (``write``) that `export` completes
+    # with its verification. Earlier versions wrote one name per line to model.labels.txt, which names with a
+    # newline or spaces broke; one left beside a replaced file would describe the old model.
     legacy_labels(path).unlink(missing_ok=True)
-    write_json_atomic(sidecar(path), meta, indent=2)
     return path
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import write_json_atomic
 from bottleneck.errors import ExportError, one_of
-from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write
+from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write, write_sidecar
 
 # Largest difference in probability between a float export and `bottleneck predict` on the same images.
 EXPORT_TOLERANCE = 1e-4
@@ -25,7 +24,8 @@ def export_run(
     scoring) on ``samples`` images of the cache's source (``source``: where they are now, if they moved);
     above ``EXPORT_TOLERANCE`` the file is removed and ExportError raised. ``out`` defaults to
     ``RUN/export/model.<ext>``; an existing ``out`` is replaced only with ``force``. Returns the record also
-    written beside the file (``<out>.json``): format, path, class names, image size, max difference.
+    written beside the file (``<out>.json``): format, path, class names, image size, max difference, the
+    file's sha256 (the one checked as the file was read back) and the record's seal.
     """
     from bottleneck.export.loaded import load_exported
     from bottleneck.runs.folders import Run, load_run
@@ -68,8 +68,8 @@ def export_run(
             "against": "bottleneck predict",
         },
     }
-    write_json_atomic(sidecar(written), record, indent=2)
-    return record
+    # The sha256 the read-back checked: the file verified is the file recorded.
+    return write_sidecar(written, record, sha256=exported.meta["sha256"])
 
 
 def _model_and_meta(run, scorer) -> tuple[object, dict]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck.errors import ExportError
+from bottleneck._io import file_problem, read_json, seal_of
+from bottleneck.errors import ExportError, first_line
 from bottleneck.export.formats import META_MEMBER, sidecar
 
 
@@ -41,73 +42,126 @@ class ExportedModel:
         return np.asarray(self._fn(np.ascontiguousarray(images, dtype=np.uint8)), np.float64)
 
 
+REDO = "export the run again with `bottleneck export`"
+# What a format's runtime raises on a file it cannot read is anything (Keras, ONNX Runtime, TensorFlow, TFLite).
+
+
 def load_exported(path) -> ExportedModel:
-    """Read an exported model back with its format's own runtime (Keras, ONNX Runtime, TensorFlow, TFLite)."""
+    """Read an exported model back with its format's own runtime (Keras, ONNX Runtime, TensorFlow, TFLite).
+
+    Its sidecar (``<file>.json``) is checked first: its seal, then the file's sha256 it records; the metadata
+    inside the file (where the format has room) must agree with it. ExportError in one line, naming the file and
+    the fix, when anything was edited or damaged."""
     p = Path(path)
     if not p.exists():
         raise ExportError(f"{p} does not exist; pass a file written by `bottleneck export`.")
+    loader = _LOADERS.get("savedmodel" if p.is_dir() else p.suffix.lower())
+    if loader is None:
+        raise ExportError(f"{p} is not an exported model (.keras, .onnx, .tflite or a SavedModel folder).")
+    record = read_sidecar(p)
     try:
-        if p.is_dir():
-            return _savedmodel(p)
-        suffix = p.suffix.lower()
-        if suffix == ".keras":
-            return _keras(p)
-        if suffix == ".onnx":
-            return _onnx(p)
-        if suffix == ".tflite":
-            return _tflite(p)
+        return loader(p, record)
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(
-            f"cannot read exported model {p} ({type(exc).__name__}: {str(exc)[:200]})."
+            f"cannot read exported model {p} ({first_line(exc, with_type=True)}); {REDO}."
         ) from None
-    raise ExportError(f"{p} is not an exported model (.keras, .onnx, .tflite or a SavedModel folder).")
+
+
+def read_sidecar(p: Path) -> dict:
+    """The checked sidecar of the export ``p``: its seal matches its content and ``p`` has the sha256 it records.
+
+    Sidecars written before they were sealed (no seal, no sha256) are accepted as they are: their metadata must
+    still agree with the file's own (``_agree``)."""
+    side = sidecar(p)
+    record = read_json(
+        side,
+        ExportError,
+        missing=f"{side} is missing: {p} cannot be checked for damage without the record `bottleneck export` "
+        f"wrote beside it; copy it along with the model, or {REDO}.",
+        redo=REDO,
+    )
+    if not isinstance(record, dict):
+        raise ExportError(f"{side} holds a JSON {type(record).__name__}, not an export's record; {REDO}.")
+    if ("seal" in record or "sha256" in record) and record.get("seal") != seal_of(record):
+        raise ExportError(
+            f"{side} was edited or damaged after the export was written (its seal does not match its content); "
+            f"{REDO}."
+        )
+    if "sha256" in record:
+        problem = file_problem(p, record["sha256"], side.name)
+        if problem:
+            raise ExportError(f"{p} {problem}; {REDO}.")
+    if (
+        not isinstance(record.get("class_names"), list)
+        or "classes" not in record
+        or "image_size" not in record
+    ):
+        raise ExportError(f"{side} has no class names or image size; {REDO}.")
+    return record
+
+
+def _agree(p: Path, inside: dict, record: dict) -> None:
+    """ExportError unless the metadata stored inside the file says what its checked sidecar says."""
+    for key, value in inside.items():
+        if key in record and record[key] != value:
+            raise ExportError(
+                f"the metadata inside {p} and {sidecar(p).name} disagree on {key} ({str(value)[:80]} inside, "
+                f"{str(record[key])[:80]} beside it): one of them was edited; {REDO}."
+            )
 
 
 def _meta(text: str | None, p: Path) -> dict:
     if not text:
-        raise ExportError(
-            f"{p} has no bottleneck metadata (class names); export it again with `bottleneck export`."
-        )
-    return json.loads(text)
+        raise ExportError(f"{p} has no bottleneck metadata (class names); {REDO}.")
+    meta = json.loads(text)
+    if not isinstance(meta, dict):
+        raise ExportError(f"{p} has damaged bottleneck metadata (a JSON {type(meta).__name__}); {REDO}.")
+    return meta
 
 
-def _keras(p: Path) -> ExportedModel:
+def _keras(p: Path, record: dict) -> ExportedModel:
     from bottleneck.backbones.model_file import load_keras
 
     with zipfile.ZipFile(p) as zf:
         text = zf.read(META_MEMBER).decode() if META_MEMBER in zf.namelist() else None
-    model = load_keras(p, ExportError, "export the run again with `bottleneck export`")
-    return ExportedModel(p, _meta(text, p), lambda x: model.predict_on_batch(x))
+    _agree(p, _meta(text, p), record)
+    model = load_keras(p, ExportError, REDO)
+    return ExportedModel(p, record, lambda x: model.predict_on_batch(x))
 
 
-def _onnx(p: Path) -> ExportedModel:
+def _onnx(p: Path, record: dict) -> ExportedModel:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     props = session.get_modelmeta().custom_metadata_map
+    _agree(p, _meta(props.get("bottleneck"), p), record)
+    if "class_names" in props:
+        _agree(p, {"class_names": json.loads(props["class_names"])}, record)
     name = session.get_inputs()[0].name
-    return ExportedModel(p, _meta(props.get("bottleneck"), p), lambda x: session.run(None, {name: x})[0])
+    return ExportedModel(p, record, lambda x: session.run(None, {name: x})[0])
 
 
-def _savedmodel(p: Path) -> ExportedModel:
+def _savedmodel(p: Path, record: dict) -> ExportedModel:
     tf = _tf.tensorflow()
     loaded = tf.saved_model.load(str(p))
     serve = loaded.signatures["serving_default"]
     meta_file = p / "assets" / META_MEMBER
-    text = meta_file.read_text() if meta_file.is_file() else None
+    _agree(p, _meta(meta_file.read_text() if meta_file.is_file() else None, p), record)
+    names = getattr(loaded, "class_names", None)
+    if names:  # the variable beside the serving signature
+        _agree(p, {"class_names": [n.decode() for n in names[0].numpy().tolist()]}, record)
 
     def fn(x):
         out = serve(images=tf.constant(x))
         return next(iter(out.values())).numpy()
 
-    return ExportedModel(p, _meta(text, p), fn)
+    return ExportedModel(p, record, fn)
 
 
-def _tflite(p: Path) -> ExportedModel:
-    side = sidecar(p)
-    meta = _meta(side.read_text() if side.is_file() else None, p)
+def _tflite(p: Path, record: dict) -> ExportedModel:
+    # A .tflite file has no room for metadata: the checked sidecar is its only copy.
     interpreter = _interpreter(str(p))
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
@@ -120,7 +174,10 @@ def _tflite(p: Path) -> ExportedModel:
         interpreter.invoke()
         return interpreter.get_tensor(out["index"]).copy()
 
-    return ExportedModel(p, meta, fn)
+    return ExportedModel(p, record, fn)
+
+
+_LOADERS = {"savedmodel": _savedmodel, ".keras": _keras, ".onnx": _onnx, ".tflite": _tflite}
 
 
 def _interpreter(path: str):

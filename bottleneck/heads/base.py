@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
-from bottleneck._io import read_json, write_json_atomic
+from bottleneck._io import file_hash, file_problem, json_plain, read_json, seal_of, write_json_atomic
 from bottleneck.cache.key import features_key, features_keys
 from bottleneck.config import FEATURE_SETTINGS
-from bottleneck.errors import HeadError
+from bottleneck.errors import HeadError, first_line
 from bottleneck.heads.checks import check_features, check_finite, check_labels, label_kind, plain_value
 from bottleneck.heads.feature_blocks import iter_blocks
 
@@ -19,6 +20,9 @@ HEAD_FILE = "head.json"
 
 
 HEAD_FORMAT_VERSION = 1
+# What reading a head's model file raises on a damaged or truncated one: NumPy's zip reader (BadZipFile, ValueError,
+# EOFError), a key gone from the archive (KeyError), the file system (OSError).
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 class NotFittedError(HeadError, _SkNotFittedError):
@@ -33,6 +37,7 @@ class Head(ClassifierMixin, BaseEstimator):
     """
 
     name = ""
+    model_file = ""  # the file ``_save_model`` writes beside head.json (its sha256 is recorded there)
     _fitted_attr = "classes_"  # set last by fit: its presence means the head is usable
 
     # --- fitting helpers -------------------------------------------------------------------------------
@@ -136,7 +141,9 @@ class Head(ClassifierMixin, BaseEstimator):
         """Save to a folder (no pickle): ``head.json`` plus ``model.keras`` or ``logreg.npz``.
 
         With ``cache`` (a Cache), records its key, feature key and class names so the head can refuse
-        features of another backbone setting later (``check_cache``).
+        features of another backbone setting later (``check_cache``). head.json records the sha256 of the model
+        file (``files``) and is sealed (``seal``: the checksum of the rest of it), so ``load_head`` refuses an
+        edited or damaged head before it reads it.
         """
         self._check_fitted()
         path = Path(path)
@@ -160,6 +167,9 @@ class Head(ClassifierMixin, BaseEstimator):
             "learned": self._learned_json(),
         }
         self._save_model(path)
+        info["files"] = {self.model_file: file_hash(path / self.model_file)} if self.model_file else {}
+        info = json_plain(info)
+        info["seal"] = seal_of(info)
         write_json_atomic(path / HEAD_FILE, info)
         self.trained_on_ = trained or None
         return path
@@ -286,7 +296,9 @@ def _params_from_json(params: dict) -> dict:
 
 
 def load_head(path) -> Head:
-    """Load a head saved with ``Head.save`` (a folder with head.json); HeadError when missing or foreign."""
+    """Load a head saved with ``Head.save`` (a folder with head.json); HeadError (one line naming the file and the
+    fix) when it is missing, foreign, edited or damaged: head.json's seal and the model file's sha256 are checked
+    before anything else is read."""
     from bottleneck.heads import HEADS
 
     path = Path(path)
@@ -297,20 +309,54 @@ def load_head(path) -> Head:
         missing=f"no saved head at {path} (no {HEAD_FILE}); pass the head/ folder of a `fit-head` run.",
         redo="fit the head again.",
     )
+    if not isinstance(info, dict):
+        raise HeadError(
+            f"{info_file} holds a JSON {type(info).__name__}, not a saved head; fit the head again."
+        )
+    _check_sealed(info, info_file)
     if info.get("format_version") != HEAD_FORMAT_VERSION or info.get("head") not in HEADS:
         raise HeadError(
             f"{info_file} is head format {info.get('format_version')!r} of head {info.get('head')!r}; this "
             f"bottleneck reads format {HEAD_FORMAT_VERSION} of {', '.join(HEADS)}. Fit the head again."
         )
-    head = HEADS[info["head"]](**_params_from_json(info["params"]))
-    head.classes_ = _classes_from_json(info["classes"])
-    head.feature_shape_ = tuple(info["feature_shape"])
-    head.n_features_in_ = int(np.prod(head.feature_shape_))
-    head.history_ = info.get("history") or {}
-    head.trained_on_ = info.get("trained_on")
-    head._load_model(path, info)
-    head._check_loaded()
+    for name, want in (info.get("files") or {}).items():
+        problem = file_problem(path / name, want, HEAD_FILE) if _plain_name(name) else "is no file of a head"
+        if problem:
+            raise HeadError(f"{path / name} {problem}; fit the head again.")
+    try:
+        head = HEADS[info["head"]](**_params_from_json(info["params"]))
+        head.classes_ = _classes_from_json(info["classes"])
+        head.feature_shape_ = tuple(info["feature_shape"])
+        head.n_features_in_ = int(np.prod(head.feature_shape_))
+        head.history_ = info.get("history") or {}
+        head.trained_on_ = info.get("trained_on")
+        head._load_model(path, info)
+        head._check_loaded()
+    except HeadError:
+        raise
+    except (*READ_ERRORS, TypeError) as exc:  # an old head (no digests) whose files were damaged or mixed up
+        raise HeadError(
+            f"the saved head at {path} is damaged ({first_line(exc, with_type=True)}); fit the head again."
+        ) from None
     return head
+
+
+def _check_sealed(info: dict, info_file: Path) -> None:
+    """HeadError unless head.json's seal matches its content. Heads saved before head.json was sealed have neither
+    a seal nor file digests and are accepted as they are (their files are still checked as they load); one with
+    digests but no seal was edited."""
+    if "seal" not in info and "files" not in info:
+        return
+    if info.get("seal") != seal_of(info):
+        raise HeadError(
+            f"{info_file} was edited or damaged after the head was saved (its seal does not match its content); "
+            "fit the head again."
+        )
+
+
+def _plain_name(name) -> bool:
+    """Whether ``name`` (from a checked head.json) names a file in the head's folder, never one outside it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _classes_from_json(values: list) -> np.ndarray:

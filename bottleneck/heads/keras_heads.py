@@ -40,6 +40,7 @@ class KerasHead(Head):
     """
 
     _fitted_attr = "model_"
+    model_file = MODEL_FILE
 
     def __init__(
         self,

@@ -9,8 +9,8 @@ from typing import NamedTuple
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.errors import HeadError
-from bottleneck.heads.base import Head
+from bottleneck.errors import HeadError, first_line
+from bottleneck.heads.base import READ_ERRORS, Head
 from bottleneck.heads.checks import check_class_weight, check_finite, class_weights, stratified_holdout
 from bottleneck.heads.feature_blocks import to_memory
 
@@ -49,6 +49,7 @@ class LogRegHead(Head):
     """
 
     name = "logreg"
+    model_file = "logreg.npz"
     _fitted_attr = "coef_"
 
     def __init__(
@@ -203,7 +204,7 @@ class LogRegHead(Head):
 
     def _save_model(self, path: Path) -> None:
         np.savez(
-            path / "logreg.npz",
+            path / self.model_file,
             coef=self.coef_,
             intercept=self.intercept_,
             mean=self.mean_,
@@ -212,7 +213,7 @@ class LogRegHead(Head):
         )
 
     def _load_model(self, path: Path, info: dict) -> None:
-        f = path / "logreg.npz"
+        f = path / self.model_file
         if not f.is_file():
             raise HeadError(f"{f} is missing; the saved logreg head is incomplete. Fit it again.")
         try:
@@ -220,13 +221,10 @@ class LogRegHead(Head):
                 self.coef_, self.intercept_ = z["coef"], z["intercept"]
                 self.mean_, self.scale_ = z["mean"], z["scale"]
                 self.holdout_ = z["holdout"] if len(z["holdout"]) else None
-        except (
-            OSError,
-            ValueError,
-            KeyError,
-            EOFError,
-        ) as exc:  # damaged, truncated, an object array, a key gone
-            raise HeadError(f"{f} is damaged ({type(exc).__name__}: {exc}); fit the head again.") from None
+        except READ_ERRORS as exc:  # damaged, truncated, an object array, a key gone (heads without digests)
+            raise HeadError(
+                f"{f} is damaged ({first_line(exc, with_type=True)}); fit the head again."
+            ) from None
         self.C_ = float(info.get("learned", {}).get("C", np.nan))
 
     def _check_loaded(self) -> None:

@@ -287,8 +287,8 @@ def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
 
 def save_fine_tuned(run, path) -> Path:
     """Write a fine-tuned run folder: model.keras (atomically), metrics.json, report.md and plots."""
-    from bottleneck._io import replace_atomic, temp_path
-    from bottleneck.runs.folders import write_reports
+    from bottleneck._io import file_hash, replace_atomic, temp_path
+    from bottleneck.runs.folders import FILES, write_reports
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -297,15 +297,16 @@ def save_fine_tuned(run, path) -> Path:
     tmp = temp_path(path / MODEL_FILE, suffix=".keras")
     run.head.model.save(tmp)
     replace_atomic(tmp, path / MODEL_FILE)
+    run.summary[FILES] = {MODEL_FILE: file_hash(path / MODEL_FILE)}  # checked by load_run before it is loaded
     write_reports(run, f"fine-tuned {run.summary['head']} on {run.summary['cache']['name']}")
     return path
 
 
 def _rewrite_summary(run) -> None:
-    from bottleneck._io import reseal, write_json_atomic
-    from bottleneck.runs.folders import METRICS_FILE
+    from bottleneck._io import reseal
+    from bottleneck.runs.folders import METRICS_FILE, write_metrics
 
-    write_json_atomic(run.path / METRICS_FILE, run.summary, indent=2)
+    write_metrics(run.path, run.summary)
     reseal(run.path, [METRICS_FILE])
 
 

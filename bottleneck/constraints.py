@@ -372,16 +372,16 @@ def _shown(value) -> str:
     return repr(value)
 
 
-def message(name: str, value, constraint) -> str:
-    """The one line for ``name=value`` outside ``constraint``."""
+def message(name: str, value, constraint, *, typed: bool = True) -> str:
+    """The one line for ``name=value`` outside ``constraint``; ``typed=False``: ``value`` is the command-line text
+    as typed (shown without quotes)."""
     c = make_constraint(constraint)
+    shown = _shown(value) if typed else str(value)
     options = _only_options(c)
     if options is not None and all(isinstance(o, str) for o in options.options):
         names = [str(o) for o in options.options]
-        return (
-            f"unknown {name}={_shown(value)}; choose one of: {', '.join(names)}.{suggest(str(value), names)}"
-        )
-    return f"{name}={_shown(value)} is not allowed: {c.words}; e.g. {name}={c.example!r}."
+        return f"unknown {name}={shown}; choose one of: {', '.join(names)}.{suggest(str(value), names)}"
+    return f"{name}={shown} is not allowed: {c.words}; e.g. {name}={c.example!r}."
 
 
 def check(name: str, value, constraint, error: type[BottleneckError] = BottleneckError) -> None:
@@ -409,7 +409,7 @@ def parse_value(raw: str, constraint, *, name: str = "value", error: type[Bottle
     try:
         value = c.parse(str(raw))
     except (ValueError, TypeError, json.JSONDecodeError):
-        raise error(message(name, raw, c)) from None
+        raise error(message(name, raw, c, typed=False)) from None
     check(name, value, c, error)
     return value
 
@@ -446,4 +446,11 @@ SEED = Interval(int, 0, MAX_SEED, example=0)
 OPTIONAL_SEED = [None, SEED]
 IMAGE_SIZE = [None, Interval(int, 16, 2048, example=224)]  # None: the backbone's default
 TOP = Interval(int, 1, None, example=3)
-FRACTION = Interval(float, 0, 1, closed="neither", example=0.1)
+FRACTION = Interval(float, 0, 1, closed="neither", example=0.1)  # a share of rows held out
+CLASS_WEIGHT = AnyOf(
+    None,
+    Options(("balanced",)),
+    DictOf(Interval(float, 0, None)),
+    words="None, 'balanced' or a dict {label: weight} of non-negative numbers",
+    example="balanced",
+)

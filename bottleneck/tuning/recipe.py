@@ -14,12 +14,12 @@ import math
 from dataclasses import dataclass, field
 
 from bottleneck.constraints import (
+    CLASS_WEIGHT,
     FRACTION,
     SEED,
     THREADS,
     AnyOf,
     Boolean,
-    DictOf,
     Interval,
     Options,
     Satisfies,
@@ -51,13 +51,6 @@ UNFREEZE = AnyOf(
     Interval(int, 1, None), Options(("all",)), words="a number of top blocks (1 or more) or 'all'"
 )
 LAYER = [None, String("a layer name", example="top_conv")]
-CLASS_WEIGHT = AnyOf(
-    None,
-    Options(("balanced",)),
-    DictOf(Interval(float, 0, None)),
-    words="None, 'balanced' or a dict {label: weight} of non-negative numbers",
-    example="balanced",
-)
 NAMES = Satisfies(lambda v: True, "names", "crop,zoom")  # checked by augment_names, which names the bad one
 
 

@@ -21,6 +21,7 @@ from bottleneck.cache.lock import cache_lock
 from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
+from bottleneck.constraints import SEED, Boolean, validate_params
 from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BottleneckError, CacheError
 from bottleneck.inference.compute import compute, write_errors
@@ -158,6 +159,10 @@ def run_extraction(
 
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
+    validate_params(
+        {"seed": seed, "force": force, "rehash": rehash},
+        {"seed": SEED, "force": Boolean(), "rehash": Boolean()},
+    )
     check_backbone(config)
     if cluster is not None:
         from bottleneck.inference.distributed import check_cluster

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from bottleneck.callbacks import Notify, Progress
+from bottleneck.constraints import IMAGE_SIZE, SEED, Boolean, Interval, validate_params
 from bottleneck.errors import SourceError
 from bottleneck.runs.advice import Advice, commands, stem_of
 
@@ -129,6 +130,15 @@ def _same(row: dict) -> tuple:
     return (TIERS.get(row["kind"], 1), tuple(row.get("layers") or (row["name"],)))
 
 
+# The numeric options of ``advise`` (``backbone``, ``weights`` and ``engine`` are ExtractConfig's own checks).
+ADVISE = {
+    "per_class": Interval(int, MIN_TRAIN_PER_CLASS, None, example=100),  # pilot train images per class
+    "seed": SEED,
+    "image_size": IMAGE_SIZE,
+    "fine_tune": Boolean(),
+}
+
+
 def advise(
     source,
     *,
@@ -168,6 +178,9 @@ def advise(
     from bottleneck.runs.layer_sets import LayerScorer, candidate_sets, greedy_layers
 
     t0 = time.perf_counter()
+    validate_params(
+        {"per_class": per_class, "seed": seed, "image_size": image_size, "fine_tune": fine_tune}, ADVISE
+    )
     backbone = backbone or ExtractConfig().backbone
     with open_source(source) as src:
         train_per_class = check_source(src.manifest, per_class, notify)

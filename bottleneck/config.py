@@ -6,7 +6,16 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from bottleneck.backbones.presets import LAYER_SETS, MULTISCALE_NAME, NETWORK_SETS, TOP, multiscale_layers
-from bottleneck.errors import BottleneckError, one_of
+from bottleneck.constraints import (
+    BATCH_SIZE,
+    IMAGE_SIZE,
+    THREADS,
+    Boolean,
+    Interval,
+    Options,
+    validate_params,
+)
+from bottleneck.errors import BottleneckError
 
 POOLINGS = ("avg", "max", "none")
 RESIZES = ("squash", "crop", "pad")
@@ -124,6 +133,7 @@ class ExtractConfig:
     shard_rows: int | None = _setting(None, STORAGE, added=True)
 
     def __post_init__(self):
+        validate_params(dataclasses.asdict(self), CONSTRAINTS)  # before any name is resolved or work starts
         if self.layer == MULTISCALE_NAME:
             object.__setattr__(self, "layer", multiscale_layers(self.backbone))
         if self.layer is not None and str(self.layer).strip() == TOP:
@@ -133,37 +143,8 @@ class ExtractConfig:
         if self.layer is not None:
             # One spelling per layer list, so "a, b" and "a,b" share a cache key.
             object.__setattr__(self, "layer", ",".join(layer_names(self.layer, self.pooling)))
-        for name, choices in (
-            ("pooling", POOLINGS),
-            ("resize", RESIZES),
-            ("dtype", DTYPES),
-            ("format", FORMATS),
-            ("on_bad_image", ON_BAD_IMAGE),
-            ("engine", ENGINES),
-            ("precision", PRECISIONS),
-            ("device", DEVICES),
-        ):
-            if getattr(self, name) not in choices:
-                raise one_of(name, getattr(self, name), choices)
-        if self.image_size is not None and not (16 <= int(self.image_size) <= 2048):
-            raise one_of("image_size", self.image_size, ["an integer from 16 to 2048"])
-        if self.batch_size < 1:
-            raise one_of("batch_size", self.batch_size, ["a positive integer"])
-        for name in ("workers", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise one_of(
-                    name, getattr(self, name), ["a positive integer, or None for the number of cores"]
-                )
         if self.precision == "fp32" and self.calibration != 256:
             object.__setattr__(self, "calibration", 256)  # meaningless without int8: one key per fp32 cache
-        if (
-            isinstance(self.calibration, bool)
-            or not isinstance(self.calibration, int)
-            or self.calibration < 1
-        ):
-            raise one_of("calibration", self.calibration, ["a positive number of images, e.g. 256"])
-        if self.max_image_pixels is not None and self.max_image_pixels < 0:
-            raise one_of("max_image_pixels", self.max_image_pixels, ["a pixel count, or 0 for no limit"])
         if self.shard_rows is not None:
             self._check_shard_rows()
         if self.xla and (self.engine == "onnx" or self.precision == "int8"):
@@ -231,6 +212,29 @@ class ExtractConfig:
     def replace(self, **changes) -> ExtractConfig:
         return dataclasses.replace(self, **changes)
 
+
+# Each setting's declared constraint (``bottleneck.constraints``), checked first by ``__post_init__``. ``layer``,
+# ``preprocess``, ``backbone`` and ``weights`` are names resolved (and refused) where they are known; ``shard_rows``
+# is checked with ``batch_size`` and ``format`` (``_check_shard_rows``).
+CONSTRAINTS = {
+    "image_size": IMAGE_SIZE,  # a square input side in pixels
+    "pooling": Options(POOLINGS),
+    "resize": Options(RESIZES),
+    "dtype": Options(DTYPES),
+    "format": Options(FORMATS),
+    "on_bad_image": Options(ON_BAD_IMAGE),
+    "max_image_pixels": [None, Interval(int, 0, None, example=89_478_485)],  # 0: no limit
+    "batch_size": BATCH_SIZE,
+    "workers": THREADS,  # None: the number of cores
+    "threads": THREADS,
+    "engine": Options(ENGINES),
+    "xla": Boolean(),
+    "precision": Options(PRECISIONS),
+    "calibration": Interval(int, 1, None, example=256),
+    "fast_decode": Boolean(),
+    "device": Options(DEVICES),
+    "accept_drift": Boolean(),
+}
 
 # The lists other modules check against, derived here so that they cannot disagree with the fields.
 FEATURE_SETTINGS = ExtractConfig.names(FEATURE)  # what a head compares between its cache and another

@@ -66,7 +66,7 @@ def test_bad_arguments(photos, tmp_path):
         classify([])
     with pytest.raises(SourceError, match=r"not found: .*missing.jpg"):
         classify([tmp_path / "missing.jpg"])
-    with pytest.raises(BottleneckError, match=r"top=0 must be at least 1"):
+    with pytest.raises(BottleneckError, match=r"top=0 is not allowed: an integer of at least 1"):
         classify(photos, top=0)
     with pytest.raises(BottleneckError, match=r"unknown resize='stretch'"):
         classify(photos, resize="stretch")

@@ -176,8 +176,12 @@ def test_make_head_unknown_names_and_params():
     ):
         make_head("mlp", epoch=3)
     assert make_head("pool_dense").name == "pool-dense"
-    with pytest.raises(HeadError, match="class_weight 'even' is not allowed"):
-        make_head("linear", class_weight="even").fit(*blobs())
+    with pytest.raises(HeadError, match=r"class_weight='even' is not allowed: None, 'balanced' or a dict"):
+        make_head("linear", class_weight="even")
+    head = make_head("linear")
+    head.class_weight = "even"  # set after make_head: fit checks the declared constraints again
+    with pytest.raises(HeadError, match=r"class_weight='even' is not allowed"):
+        head.fit(*blobs())
 
 
 def test_sklearn_contract():
@@ -243,8 +247,8 @@ def test_logreg_sweeps_on_a_subset_then_fits_all_train_rows():
     assert h["final_val_accuracy"] == pytest.approx((head.predict(Xv) == yv).mean())
     ref = LogisticRegression(C=head.C_, max_iter=1000).fit((X - head.mean_) / head.scale_, y)
     np.testing.assert_allclose(head.coef_, ref.coef_, atol=1e-2)  # the final fit saw all 120 rows
-    with pytest.raises(HeadError, match="sweep_rows 0 must be a positive integer or None"):
-        make_head("logreg", sweep_rows=0).fit(X, y)
+    with pytest.raises(HeadError, match=r"sweep_rows=0 is not allowed: None or an integer of at least 1"):
+        make_head("logreg", sweep_rows=0)
 
 
 def test_logreg_refit_uses_validation_rows():
@@ -420,8 +424,8 @@ def test_same_random_state_gives_identical_keras_heads(tmp_path, source):
 
 
 def test_random_state_must_be_an_integer():
-    with pytest.raises(HeadError, match=r"random_state 'a' is not allowed; use an integer seed"):
-        make_head("mlp", random_state="a").fit(*blobs())
+    with pytest.raises(HeadError, match=r"random_state='a' is not allowed: None or an integer of at least 0"):
+        make_head("mlp", random_state="a")
 
 
 @pytest.mark.parametrize("name", ["logreg", "linear", "sigmoid"])
@@ -486,8 +490,8 @@ def test_class_weight_dict_by_label_and_saved(tmp_path):
     assert loaded.get_params()["class_weight"] == {1: 5.0}  # an integer label stays an integer, not "1"
     with pytest.raises(HeadError, match=r"class_weight has label\(s\) \['bird'\] that do not occur in y"):
         make_head("logreg", class_weight={"bird": 2.0}).fit(X, y)
-    with pytest.raises(HeadError, match=r"class_weight \{'rare': -1\} is not allowed"):
-        make_head("linear", class_weight={"rare": -1}).fit(X, y)
+    with pytest.raises(HeadError, match=r"class_weight=\{'rare': -1\} is not allowed"):
+        make_head("linear", class_weight={"rare": -1})
 
 
 def test_class_weight_weighs_the_validation_loss_that_picks_the_best_epoch():

@@ -162,6 +162,61 @@ def test_predict_prints_one_line_per_image(tmp_path, monkeypatch):
     assert len(out) == 1 and out[0]["top"][0]["class"] == "bee" and len(out[0]["top"]) == 2
     res = invoke("predict", tmp_path / "run", tmp_path / "missing.jpg")
     assert res.exit_code == 2 and "does not exist" in res.stderr
+    # A batch size below 1 printed nothing and exited 0 (-1), or gave a traceback (0): now one line, exit 2.
+    for bad in ("-1", "0"):
+        res = invoke("predict", tmp_path / "run", src / "test", "--batch-size", bad)
+        assert res.exit_code == 2 and res.stdout == "" and "Traceback" not in res.output
+        assert res.stderr.strip().splitlines() == [
+            f"error: --batch-size {bad} is not allowed: an integer of at least 1; e.g. --batch-size 32."
+        ]
+
+
+def test_fit_head_params_are_read_as_declared(tmp_path):
+    cache = make_cache(tmp_path / "c")
+    res = invoke(
+        "fit-head", cache.path, "--out", tmp_path / "run", "-q",
+        "--param", "standardize=False", "--param", "refit=TRUE", "--param", "sweep_rows=none",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    params = json.loads((tmp_path / "run" / "metrics.json").read_text())["params"]
+    # 'False' used to be stored as the (truthy) string 'False'
+    assert params["standardize"] is False and params["refit"] is True and params["sweep_rows"] is None
+    from bottleneck.heads import load_head
+
+    head = load_head(tmp_path / "run" / "head")
+    assert head.get_params()["standardize"] is False and head.scale_.tolist() == [1.0] * 6
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("refit=maybe", "error: refit=maybe is not allowed: True or False; e.g. refit=True."),
+        ("max_iter=0", "error: max_iter=0 is not allowed: an integer of at least 1; e.g. max_iter=1000."),
+        ("max_iter=1.5", "error: max_iter=1.5 is not allowed: an integer of at least 1"),
+        ("standardize=nope", "error: standardize=nope is not allowed: True or False"),
+        ("tol=0", "error: tol=0.0 is not allowed: a number in (0, inf); e.g. tol=0.0001."),
+        ("blas_threads=99999", "error: blas_threads=99999 is not allowed: None or an integer of at least 1"),
+        ("standardise=false", "error: head logreg has no parameter 'standardise'; its parameters are: Cs,"),
+    ],
+)
+def test_fit_head_bad_params_are_refused_before_fitting(tmp_path, param, message):
+    cache = make_cache(tmp_path / "c")
+    res = invoke("fit-head", cache.path, "--out", tmp_path / "run", "--param", param)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_params_per_head_are_typed(tmp_path):
+    cache = make_cache(tmp_path / "c")
+    res = invoke(
+        "compare", cache.path, "--heads", "logreg,mlp", "--no-baseline", "--out", tmp_path / "cmp", "--json",
+        "--param", "logreg.standardize=false", "--param", "mlp.width=4", "--param", "epochs=2",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    bad = invoke("compare", cache.path, "--heads", "logreg,mlp", "--param", "logreg.refit=maybe")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: refit=maybe is not allowed: True or False")
 
 
 @pytest.mark.skipif(

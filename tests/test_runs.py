@@ -208,7 +208,7 @@ def test_predict_files_and_errors(image_run, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(BadImageError, match="cannot decode image .*bad.png"):
         predict_with_engine(run, [tmp_path / "bad.png"], engine_factory=fake_factory)
-    with pytest.raises(BottleneckError, match="top=0 must be at least 1"):
+    with pytest.raises(BottleneckError, match="top=0 is not allowed: an integer of at least 1"):
         predict_with_engine(run, [one], top=0, engine_factory=fake_factory)
 
 

@@ -14,6 +14,7 @@ from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
 from bottleneck.backbones.presets import NETWORK_SETS, TOP
 from bottleneck.config import POOLINGS, layer_names
+from bottleneck.constraints import IMAGE_SIZE, check
 from bottleneck.errors import BackboneError, BottleneckError, first_line, one_of, suggest
 
 # Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
@@ -281,6 +282,7 @@ def _check_size(spec: BackboneSpec, image_size: int | None) -> int:
             f"image_size={size} is too small for {spec.name}: it needs at least {spec.min_size} px "
             f"(default {spec.input_size}); pass image_size={spec.min_size} or more."
         )
+    check("image_size", size, IMAGE_SIZE, BackboneError)  # the upper bound every image size has
     return size
 
 

@@ -55,7 +55,7 @@ def ls_cmd(
 @user_errors
 def verify_cmd(
     cache: Path = typer.Argument(..., help="A cache folder."),
-    recompute: int = typer.Option(0, min=0, help="Re-extract this many random rows per split and compare."),
+    recompute: int = typer.Option(0, help="Re-extract this many random rows per split and compare."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -123,7 +123,9 @@ def gc_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     from bottleneck.cache.manage import gc_caches
+    from bottleneck.constraints import Interval, check
 
+    check("older_than_hours", older_than_hours, Interval(float, 0, None, example=24.0))
     removed = gc_caches(cache_dir, older_than_s=older_than_hours * 3600, dry_run=dry_run)
     if json_out:
         print_json(removed)

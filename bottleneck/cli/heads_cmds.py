@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
     ):
         from bottleneck.runs import fit_head
 
-        params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param)
+        params = _common(epochs, batch_size, lr, patience, class_weight) | parse_params(param, head=head)
         with progress_bar(None, quiet) as bar:  # "s/epoch", "C sweep/s": each stage's own unit
             run = fit_head(
                 cache,

@@ -9,6 +9,7 @@ import numpy as np
 
 from bottleneck._io import write_bytes_atomic, write_json_atomic
 from bottleneck.callbacks import Progress
+from bottleneck.constraints import Interval, check
 from bottleneck.data.array_sources import FASHION_MNIST_CLASSES, idx_files, read_idx
 from bottleneck.errors import BottleneckError
 
@@ -78,8 +79,7 @@ def export_fashion_mnist(
     from PIL import Image
 
     out_dir = Path(out_dir)
-    if per_class is not None and per_class < 1:
-        raise BottleneckError(f"per_class={per_class} must be at least 1, e.g. per_class=100.")
+    check("per_class", per_class, [None, Interval(int, 1, None, example=100)])
     marker = out_dir / EXPORT_MARKER
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise BottleneckError(f"{out_dir} exists and is not a folder; pass a new folder for the images.")

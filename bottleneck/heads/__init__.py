@@ -36,6 +36,7 @@ __all__ = [
     "SigmoidHead",
     "cache_identity",
     "canonical_name",
+    "head_constraints",
     "head_params",
     "load_head",
     "make_head",
@@ -50,6 +51,20 @@ def head_params(name: str) -> dict:
     }
 
 
+def head_constraints(name: str) -> dict:
+    """{parameter: declared constraint} of a head (``bottleneck.constraints``): what ``fit`` checks and what
+    ``--param NAME=VALUE`` is read as."""
+    return dict(HEADS[canonical_name(name)]._parameter_constraints)
+
+
+def unknown_parameter(key: str, name: str) -> HeadError:
+    """The error for a parameter ``name`` that head ``key`` does not have, naming close ones."""
+    valid = head_params(key)
+    return HeadError(
+        f"head {key} has no parameter {name!r}; its parameters are: {', '.join(valid)}.{suggest(name, valid)}"
+    )
+
+
 def canonical_name(name: str) -> str:
     """The registry name of a head ("pool_dense" -> "pool-dense"); HeadError listing the valid ones."""
     key = str(name).strip().lower().replace("_", "-")
@@ -60,13 +75,13 @@ def canonical_name(name: str) -> str:
 
 
 def make_head(name: str, **params) -> Head:
-    """A new, unfitted head by name; unknown names or parameters raise HeadError listing the valid ones."""
+    """A new, unfitted head by name; unknown names or parameters, or a value outside a parameter's declared
+    constraint, raise HeadError (before any data is read)."""
     key = canonical_name(name)
     valid = head_params(key)
     unknown = [p for p in params if p not in valid]
     if unknown:
-        raise HeadError(
-            f"head {key} has no parameter {unknown[0]!r}; its parameters are: {', '.join(valid)}."
-            f"{suggest(unknown[0], valid)}"
-        )
-    return HEADS[key](**params)
+        raise unknown_parameter(key, unknown[0])
+    head = HEADS[key](**params)
+    head._validate_params()
+    return head

@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError as _SkNotFittedError
 from bottleneck._io import file_hash, file_problem, json_plain, read_json, seal_of, write_json_atomic
 from bottleneck.cache.key import features_key, features_keys
 from bottleneck.config import FEATURE_SETTINGS
+from bottleneck.constraints import validate_params
 from bottleneck.errors import HeadError, first_line
 from bottleneck.heads.checks import check_features, check_finite, check_labels, label_kind, plain_value
 from bottleneck.heads.feature_blocks import iter_blocks
@@ -39,6 +40,13 @@ class Head(ClassifierMixin, BaseEstimator):
     name = ""
     model_file = ""  # the file ``_save_model`` writes beside head.json (its sha256 is recorded there)
     _fitted_attr = "classes_"  # set last by fit: its presence means the head is usable
+    # {parameter: constraint} (``bottleneck.constraints``), every parameter of ``__init__`` declared once: ``fit``
+    # checks them (``_validate_params``) and ``--param NAME=VALUE`` is read as the declared type.
+    _parameter_constraints: dict = {}
+
+    def _validate_params(self) -> None:
+        """HeadError naming the first parameter outside its declared constraint; before any data is read."""
+        validate_params(self.get_params(deep=False), self._parameter_constraints, HeadError)
 
     # --- fitting helpers -------------------------------------------------------------------------------
     def _start_fit(self, X, y, X_val=None, y_val=None):

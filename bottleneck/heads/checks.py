@@ -126,21 +126,6 @@ def label_kind(labels: np.ndarray) -> str:
     return "string" if labels.dtype.kind in "USO" else "number"
 
 
-def check_class_weight(class_weight) -> None:
-    """None, "balanced", or a dict {label: weight} of non-negative numbers; HeadError otherwise."""
-    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
-        return
-    if isinstance(class_weight, dict) and all(
-        isinstance(w, int | float | np.number) and not isinstance(w, bool) and np.isfinite(w) and w >= 0
-        for w in class_weight.values()
-    ):
-        return
-    raise HeadError(
-        f"class_weight {class_weight!r} is not allowed; use None, 'balanced' or a dict {{label: weight}} of "
-        "non-negative numbers."
-    )
-
-
 def class_weights(class_weight, classes: np.ndarray, y_index: np.ndarray) -> np.ndarray | None:
     """The weight of each class, in ``classes`` order, or None for unweighted. "balanced": rows / (classes *
     rows of the class) over ``y_index`` (label indices), as scikit-learn; a dict: its weight per label, and 1

@@ -11,9 +11,10 @@ import numpy as np
 
 from bottleneck import _tf
 from bottleneck.callbacks import Progress
+from bottleneck.constraints import CLASS_WEIGHT, FRACTION, OPTIONAL_SEED, Boolean, Interval, Options
 from bottleneck.errors import HeadError
 from bottleneck.heads.base import Head
-from bottleneck.heads.checks import check_class_weight, check_finite, class_weights, stratified_holdout
+from bottleneck.heads.checks import check_finite, class_weights, stratified_holdout
 from bottleneck.heads.feature_blocks import available_memory, iter_blocks, nbytes, to_memory
 
 MODEL_FILE = "model.keras"
@@ -41,6 +42,16 @@ class KerasHead(Head):
 
     _fitted_attr = "model_"
     model_file = MODEL_FILE
+    _parameter_constraints = {
+        "epochs": Interval(int, 1, None, example=50),
+        "batch_size": [Interval(int, 1, None, example=32), Options(("auto",))],
+        "lr": Interval(float, 0, None, closed="neither", example=1e-3),
+        "patience": Interval(int, 0, None, example=5),
+        "class_weight": CLASS_WEIGHT,
+        "val_fraction": FRACTION,
+        "in_memory": [Options(("auto",)), Boolean()],
+        "random_state": OPTIONAL_SEED,
+    }
 
     def __init__(
         self,
@@ -74,28 +85,10 @@ class KerasHead(Head):
     def _binary(self) -> bool:
         return False
 
-    def _check_params(self):
-        for name in ("epochs", "batch_size", "patience"):
-            v = getattr(self, name)
-            if name == "batch_size" and v == "auto":
-                continue
-            if not isinstance(v, int | np.integer) or v < (0 if name == "patience" else 1):
-                raise HeadError(f"{name} {v!r} must be a positive integer.")
-        if not self.lr > 0:
-            raise HeadError(f"lr {self.lr!r} must be a positive number, e.g. 1e-3.")
-        check_class_weight(self.class_weight)
-        if self.in_memory not in ("auto", True, False):
-            raise HeadError(f"in_memory {self.in_memory!r} is not allowed; use 'auto', True or False.")
-        rs = self.random_state
-        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int | np.integer)):
-            raise HeadError(
-                f"random_state {rs!r} is not allowed; use an integer seed such as 0, or None (seed 0)."
-            )
-
     def fit(self, X, y, X_val=None, y_val=None, progress: Progress | None = None):
         """Fit on X (N, *feature_shape) array-like and labels y (N,); early-stop on (X_val, y_val) or on a
         stratified part of train. Reports ("epoch", done, epochs) through ``progress``."""
-        self._check_params()
+        self._validate_params()
         X, yi, X_val, yvi = self._start_fit(X, y, X_val, y_val)
         n_classes = len(self.classes_)
         self._check_problem(n_classes)
@@ -216,6 +209,11 @@ class MLPHead(KerasHead):
     """The classic bottleneck-recipe head: [Dense(width, relu) -> Dropout(dropout)] x depth -> softmax."""
 
     name = "mlp"
+    _parameter_constraints = KerasHead._parameter_constraints | {
+        "width": Interval(int, 1, None, example=256),
+        "depth": Interval(int, 1, None, example=1),
+        "dropout": Interval(float, 0, 1, closed="left", example=0.5),
+    }
 
     def __init__(
         self,
@@ -237,14 +235,6 @@ class MLPHead(KerasHead):
         self.width = width
         self.depth = depth
         self.dropout = dropout
-
-    def _check_problem(self, n_classes):
-        if not (isinstance(self.width, int | np.integer) and self.width >= 1):
-            raise HeadError(f"width {self.width!r} must be a positive integer, e.g. 256.")
-        if not (isinstance(self.depth, int | np.integer) and self.depth >= 1):
-            raise HeadError(f"depth {self.depth!r} must be a positive integer, e.g. 1.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
 
     def _build_body(self, x, n_classes, seeds):
         keras = _tf.keras()
@@ -293,6 +283,11 @@ class PoolDenseHead(KerasHead):
     Dropout -> softmax (the hand-signs recipe)."""
 
     name = "pool-dense"
+    _parameter_constraints = KerasHead._parameter_constraints | {
+        "pool": Options(("max", "avg")),
+        "width": Interval(int, 1, None, example=128),
+        "dropout": Interval(float, 0, 1, closed="left", example=0.5),
+    }
 
     def __init__(
         self,
@@ -322,10 +317,6 @@ class PoolDenseHead(KerasHead):
                 f"(N, {', '.join(map(str, self.feature_shape_))}); extract with pooling='none', "
                 "or use head='mlp', 'linear' or 'logreg' on pooled features."
             )
-        if self.pool not in ("max", "avg"):
-            raise HeadError(f"pool {self.pool!r} is not allowed; use 'max' or 'avg'.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise HeadError(f"dropout {self.dropout!r} must be in [0, 1), e.g. 0.5.")
 
     def _build_body(self, x, n_classes, seeds):
         keras = _tf.keras()

@@ -9,9 +9,18 @@ from typing import NamedTuple
 import numpy as np
 
 from bottleneck.callbacks import Progress
+from bottleneck.constraints import (
+    CLASS_WEIGHT,
+    FRACTION,
+    OPTIONAL_SEED,
+    THREADS,
+    Boolean,
+    Interval,
+    ListOf,
+)
 from bottleneck.errors import HeadError, first_line
 from bottleneck.heads.base import READ_ERRORS, Head
-from bottleneck.heads.checks import check_class_weight, check_finite, class_weights, stratified_holdout
+from bottleneck.heads.checks import check_finite, class_weights, stratified_holdout
 from bottleneck.heads.feature_blocks import to_memory
 
 # Decades from strong to weak regularisation; on standardised features the best C of ImageNet features is
@@ -51,6 +60,26 @@ class LogRegHead(Head):
     name = "logreg"
     model_file = "logreg.npz"
     _fitted_attr = "coef_"
+    _parameter_constraints = {
+        "Cs": [
+            None,
+            ListOf(
+                Interval(float, 0, None, closed="neither"),
+                words="a non-empty list of positive numbers",
+                example=[0.01, 0.1, 1.0],
+            ),
+        ],
+        "refit": Boolean(),
+        "val_fraction": FRACTION,
+        "max_iter": Interval(int, 1, None, example=1000),
+        "tol": Interval(float, 0, None, closed="neither", example=1e-4),
+        "class_weight": CLASS_WEIGHT,
+        "standardize": Boolean(),
+        "patience": Interval(int, 1, None, example=2),
+        "sweep_rows": [None, Interval(int, 1, None, example=10000)],
+        "blas_threads": THREADS,
+        "random_state": OPTIONAL_SEED,
+    }
 
     def __init__(
         self,
@@ -86,6 +115,7 @@ class LogRegHead(Head):
         """
         from threadpoolctl import threadpool_limits
 
+        self._validate_params()  # before the thread pools are resized
         with threadpool_limits(self.blas_threads):
             return self._fit(X, y, X_val, y_val, progress)
 
@@ -119,15 +149,9 @@ class LogRegHead(Head):
 
     # --- the steps of fit ------------------------------------------------------------------------------
     def _check_params(self) -> list[float]:
-        """Refuse bad hyper-parameters before any data is read; the C grid to sweep."""
-        check_class_weight(self.class_weight)
-        explicit = self.Cs is not None
-        grid = [float(c) for c in (self.Cs if explicit else DEFAULT_CS)]
-        if not grid or any(not c > 0 for c in grid):
-            raise HeadError(f"Cs {self.Cs!r} must be positive numbers, e.g. [0.01, 0.1, 1].")
-        if self.sweep_rows is not None and self.sweep_rows < 1:
-            raise HeadError(f"sweep_rows {self.sweep_rows!r} must be a positive integer or None.")
-        return grid
+        """Refuse bad hyper-parameters before any data is read (the declared constraints); the C grid to sweep."""
+        self._validate_params()
+        return [float(c) for c in (self.Cs if self.Cs is not None else DEFAULT_CS)]
 
     def _holdout(self, X, yi, X_val, yvi, seed):
         """Flat in-memory train and validation features; without validation data, a stratified part of train

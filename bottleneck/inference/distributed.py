@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.constraints import max_threads
 from bottleneck.errors import BottleneckError, first_line, install_hint
 
 DASK_MISSING = f"cluster= needs Dask; install it with: {install_hint('dask')} (dask and distributed)."
@@ -54,8 +55,11 @@ class Cluster:
         local = _LOCAL.match(spec)
         if local:
             n = int(local.group(1) or os.cpu_count() or 1)
-            if n < 1:
-                raise ClusterError(f"cluster={spec!r} needs at least one worker; pass e.g. local:2.")
+            if not 1 <= n <= max_threads():
+                raise ClusterError(
+                    f"cluster={spec!r} asks for {n} worker processes; pass local:N with N from 1 to "
+                    f"{max_threads()}, e.g. local:2."
+                )
             self._cluster = distributed.LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,  # one task at a time per process: the engine uses the cores itself

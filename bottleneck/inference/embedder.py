@@ -92,8 +92,8 @@ class Embedder(TransformerMixin, BaseEstimator):
         from bottleneck import _tf
         from bottleneck.inference.pipeline import iter_batches
 
+        config = self.config()  # the settings (threads, batch size ...) refused before any image is read
         images, load = _image_reader(X)
-        config = self.config()
         engine = self._get_engine(config, images, load)
         out = np.empty((len(images), *engine.feature_shape), np.float32)
         workers = config.workers or _tf.cpu_count()

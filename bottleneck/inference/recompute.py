@@ -9,6 +9,7 @@ import numpy as np
 
 from bottleneck.cache.manage import VerifyReport
 from bottleneck.cache.manage import verify_cache as check_cache_folder
+from bottleneck.constraints import SEED, Interval, validate_params
 from bottleneck.errors import CacheError
 
 
@@ -23,10 +24,15 @@ def verify_cache(
     rounded to that dtype before the comparison and may differ from the stored one by one unit in the last place
     (eps of float16 is 9.8e-4).
     """
-    if isinstance(recompute, bool) or not isinstance(recompute, int) or recompute < 0:
-        raise CacheError(
-            f"recompute={recompute!r} must be a number of rows per split, 0 or more; e.g. recompute=8."
-        )
+    validate_params(
+        {"recompute": recompute, "tolerance": tolerance, "seed": seed},
+        {
+            "recompute": Interval(int, 0, None, example=8),  # rows per split
+            "tolerance": Interval(float, 0, None, example=1e-4),
+            "seed": SEED,
+        },
+        CacheError,
+    )
 
     def then(cache, report):
         recompute_rows(cache, report, recompute, tolerance, seed)

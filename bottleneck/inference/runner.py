@@ -24,6 +24,7 @@ from bottleneck.cache.manage import clear_for_rewrite
 from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
+from bottleneck.constraints import FRACTION, SEED, Boolean, validate_params
 from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BottleneckError, CacheError
 from bottleneck.inference.compute import compute, write_errors
@@ -161,6 +162,10 @@ def run_extraction(
 
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
+    validate_params(
+        {"val_fraction": val_fraction, "seed": seed, "force": force, "rehash": rehash},
+        {"val_fraction": [None, FRACTION], "seed": SEED, "force": Boolean(), "rehash": Boolean()},
+    )
     check_backbone(config)
     if cluster is not None:
         from bottleneck.inference.distributed import check_cluster

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.callbacks import Notify, Progress
+from bottleneck.constraints import Boolean, Interval, validate_params
 from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, Pairs, exact_duplicates
 from bottleneck.inspection.rows import Rows
 
@@ -41,6 +42,15 @@ def load_features(cache, rows: Rows, progress: Progress | None = None) -> np.nda
             if progress:
                 progress("features", start + int(r[-1]) + 1, len(rows))
     return X
+
+
+# Options of ``inspect_cache`` besides ``threshold`` and ``neighbours`` (``duplicates.check_threshold`` and
+# ``check_neighbours``, whose messages say what the numbers mean): checked before the cache is read.
+INSPECT = {
+    "folds": Interval(int, 2, None, example=5),  # of the out-of-fold logistic regression
+    "pixel_check": Boolean(),
+    "label_errors": Boolean(),
+}
 
 
 def inspect_cache(
@@ -89,6 +99,7 @@ def inspect_cache(
 
     check_threshold(threshold)
     check_neighbours(neighbours)
+    validate_params({"folds": folds, "pixel_check": pixel_check, "label_errors": label_errors}, INSPECT)
     from bottleneck.inspection.label_errors import METHODS as LABEL_METHODS
 
     if label_method not in LABEL_METHODS:

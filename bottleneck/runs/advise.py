@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bottleneck._io import check_out
 from bottleneck.callbacks import Notify, Progress
+from bottleneck.constraints import IMAGE_SIZE, SEED, Boolean, Interval, validate_params
 from bottleneck.errors import SourceError
 from bottleneck.runs.advice import Advice, commands, stem_of
 
@@ -130,6 +131,15 @@ def _same(row: dict) -> tuple:
     return (TIERS.get(row["kind"], 1), tuple(row.get("layers") or (row["name"],)))
 
 
+# The numeric options of ``advise`` (``backbone``, ``weights`` and ``engine`` are ExtractConfig's own checks).
+ADVISE = {
+    "per_class": Interval(int, MIN_TRAIN_PER_CLASS, None, example=100),  # pilot train images per class
+    "seed": SEED,
+    "image_size": IMAGE_SIZE,
+    "fine_tune": Boolean(),
+}
+
+
 def advise(
     source,
     *,
@@ -170,6 +180,9 @@ def advise(
     from bottleneck.runs.layer_sets import LayerScorer, candidate_sets, greedy_layers
 
     t0 = time.perf_counter()
+    validate_params(
+        {"per_class": per_class, "seed": seed, "image_size": image_size, "fine_tune": fine_tune}, ADVISE
+    )
     backbone = backbone or ExtractConfig().backbone
     out = Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}"
     check_out(out, force=force)  # before the pilot's minutes of work, not after

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.errors import BottleneckError, SourceError
+from bottleneck.constraints import BATCH_SIZE, IMAGE_SIZE, TOP, Options, validate_params
+from bottleneck.errors import SourceError
 
 Prediction = tuple[int, str, float]  # (class index, class name, probability)
 
@@ -32,18 +33,17 @@ def classify(
     returns logits is passed through a softmax. Names are ImageNet's for 1000-way outputs, else "class <i>".
     """
     from bottleneck.config import RESIZES
-    from bottleneck.errors import one_of
 
+    validate_params(
+        {"top": top, "image_size": image_size, "resize": resize, "batch_size": batch_size},
+        {"top": TOP, "image_size": IMAGE_SIZE, "resize": Options(RESIZES), "batch_size": BATCH_SIZE},
+    )
     paths = [Path(p) for p in images]
     if not paths:
         raise SourceError("no images given; pass one or more image files.")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise SourceError(f"image file(s) not found: {', '.join(missing[:5])}; check the paths.")
-    if resize not in RESIZES:
-        raise one_of("resize", resize, RESIZES)
-    if top < 1:
-        raise BottleneckError(f"top={top} must be at least 1; e.g. top=5.")
 
     from bottleneck.backbones.build import build_classifier
 

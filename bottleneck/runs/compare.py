@@ -12,6 +12,7 @@ import numpy as np
 from bottleneck._io import atomic_dir, check_out, write_json_atomic
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
+from bottleneck.constraints import SEED, check
 from bottleneck.errors import BottleneckError, HeadError
 from bottleneck.heads.feature_blocks import take_rows
 from bottleneck.runs.fit import selection_summary
@@ -217,6 +218,8 @@ def compare(
 
     names = [canonical_name(h) for h in heads]
     seeds = list(seeds) or [0]
+    for s in seeds:
+        check("seeds", s, SEED)
     params = dict(params or {})
     per_head = {k: params.pop(k) for k in list(params) if k in HEADS}
     for k in per_head:
@@ -225,6 +228,9 @@ def compare(
     for k in params:
         if not any(k in head_params(n) for n in names):
             raise HeadError(f"no compared head ({', '.join(names)}) has a parameter {k!r}.")
+    for name in names:  # every head's parameters checked before any cache is read
+        valid = head_params(name)
+        make_head(name, **({k: v for k, v in params.items() if k in valid} | per_head.get(name, {})))
     if out is not None:
         check_out(out, force=force)
     caches = [as_cache(c) for c in caches]

@@ -10,6 +10,7 @@ import numpy as np
 from bottleneck._io import check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Notify, Progress
+from bottleneck.constraints import SEED, check
 from bottleneck.errors import HeadError
 from bottleneck.heads.feature_blocks import take_rows
 from bottleneck.runs.folders import Run, cache_summary, load_run, matching_layers, save_run, unique_dir
@@ -64,18 +65,20 @@ def fit_head(
     """
     from bottleneck.heads import Head, make_head
 
+    check("seed", seed, SEED, HeadError)  # the seed and the head's parameters before the cache is opened
     if save and out is not None:
         check_out(out, force=force)
-    cache = as_cache(cache)
-    if layers is not None:
-        cache = cache.select(layers)
     if isinstance(head, Head):
         if params:
             raise HeadError("pass params only with a head name; set them on the Head instance instead.")
+        head._validate_params()
     else:
         params = dict(params or {})
         params.setdefault("random_state", seed)
         head = make_head(head, **params)
+    cache = as_cache(cache)
+    if layers is not None:
+        cache = cache.select(layers)
     if "train" not in cache.splits:
         raise HeadError(
             f"cache {cache.path.name} has no train split (it has {', '.join(cache.splits)}); heads fit on train."

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.errors import BottleneckError, HeadError
+from bottleneck.constraints import BATCH_SIZE, TOP, validate_params
+from bottleneck.errors import HeadError
 from bottleneck.runs.folders import Run, load_run
 
 
@@ -33,6 +34,10 @@ def list_images(paths: Sequence) -> list[Path]:
     if not out:
         raise SourceError("no images given; pass image files or folders of images.")
     return out
+
+
+# The options of ``predict`` (and ``bottleneck predict``): classes shown per image, images per forward pass.
+PREDICT = {"top": TOP, "batch_size": BATCH_SIZE}
 
 
 def _images_in(folder: Path, extensions) -> list[Path]:
@@ -143,8 +148,7 @@ def predict_with_engine(
     progress: Progress | None = None,
 ) -> list[dict]:
     """``predict_images`` with ``engine_factory(config)`` in place of ``create_engine`` (tests pass fakes)."""
-    if top < 1:
-        raise BottleneckError(f"top={top} must be at least 1; e.g. top=3.")
+    validate_params({"top": top, "batch_size": batch_size}, PREDICT)  # before any image or model is read
     paths = list_images(images)
     scorer = run_scorer(run, engine_factory)
     top = min(top, len(scorer.classes))

@@ -11,11 +11,21 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from bottleneck.constraints import (
+    CLASS_WEIGHT,
+    FRACTION,
+    SEED,
+    THREADS,
+    AnyOf,
+    Boolean,
+    Interval,
+    Options,
+    Satisfies,
+    String,
+    validate_params,
+)
 from bottleneck.errors import TuneError, one_of, suggest
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -37,80 +47,17 @@ ONECYCLE_START = 25.0  # one-cycle starts at lr / 25 (fastai's div)
 DEFAULT_VIEWS = 4
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A declared constraint: ``test(value)`` passes, else the message says ``allowed`` and gives ``example``."""
-
-    allowed: str  # what is allowed, in words ("a number in (0, 1]")
-    test: Callable[[object], bool]
-    example: object  # a valid value shown in the message
-    choices: tuple = ()  # for a fixed set of names: the standard "unknown x; choose one of" message
-
-    def check(self, name: str, value) -> None:
-        if self.test(value):
-            return
-        if self.choices:
-            raise one_of(name, value, self.choices)
-        raise TuneError(f"{name}={value!r} is not allowed: {self.allowed}; e.g. {name}={self.example!r}.")
-
-
-def _real(v) -> bool:
-    return (
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) and math.isfinite(v)
-    )
-
-
-def choice(*names: str) -> Rule:
-    return Rule(f"one of {', '.join(names)}", lambda v: v in names, names[0], names)
-
-
-def integer(low: int) -> Rule:
-    return Rule(
-        f"an integer of at least {low}",
-        lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= low,
-        max(low, 1),
-    )
-
-
-def number(low: float, high: float | None, *, low_open=False, high_open=False, example=None) -> Rule:
-    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-    words = f"a number in {lo}{low:g}, {'inf' if high is None else f'{high:g}'}{hi}"
-
-    def test(v):
-        if not _real(v):
-            return False
-        above = v > low if low_open else v >= low
-        below = high is None or (v < high if high_open else v <= high)
-        return above and below
-
-    return Rule(words, test, example if example is not None else low)
-
-
-def optional(rule: Rule) -> Rule:
-    return Rule(f"None or {rule.allowed}", lambda v: v is None or rule.test(v), rule.example, ())
-
-
-BOOLEAN = Rule("True or False", lambda v: isinstance(v, bool | np.bool_), True)
-UNFREEZE = Rule(
-    "a number of top blocks (1 or more) or 'all'",
-    lambda v: v == "all" or (isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1),
-    2,
+UNFREEZE = AnyOf(
+    Interval(int, 1, None), Options(("all",)), words="a number of top blocks (1 or more) or 'all'"
 )
-LAYER = Rule(
-    "None or a layer name", lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "top_conv"
-)
-CLASS_WEIGHT = Rule(
-    "None, 'balanced' or a dict {label: weight} of non-negative numbers",
-    lambda v: (
-        v is None or v == "balanced" or (isinstance(v, dict) and all(_real(w) and w >= 0 for w in v.values()))
-    ),
-    "balanced",
-)
+LAYER = [None, String("a layer name", example="top_conv")]
+NAMES = Satisfies(lambda v: True, "names", "crop,zoom")  # checked by augment_names, which names the bad one
 
 
-def _setting(default, rule: Rule, recipe: bool = True):
-    """A field with its constraint; ``recipe``: part of what the run records as its recipe (and resumes by)."""
-    return field(default=default, metadata={"rule": rule, "recipe": recipe})
+def _setting(default, constraint, recipe: bool = True):
+    """A field with its constraint (``bottleneck.constraints``); ``recipe``: part of what the run records as its
+    recipe (and resumes by)."""
+    return field(default=default, metadata={"constraint": constraint, "recipe": recipe})
 
 
 @dataclass(frozen=True)
@@ -120,49 +67,54 @@ class TuneSettings:
 
     unfreeze: int | str = _setting(3, UNFREEZE)  # the top N blocks train (names known per family), or "all"
     unfreeze_from: str | None = _setting(None, LAYER)  # or: this layer and every layer after it (any model)
-    optimizer: str = _setting("adamw", choice(*OPTIMIZERS))  # AdamW (decoupled weight decay), Adam or SGD
-    lr: float = _setting(1e-3, number(0, 1, low_open=True, example=1e-3))  # peak learning rate of the head
+    optimizer: str = _setting("adamw", Options(OPTIMIZERS))  # AdamW (decoupled weight decay), Adam or SGD
+    lr: float = _setting(
+        1e-3, Interval(float, 0, 1, closed="right", example=1e-3)
+    )  # peak learning rate of the head
     # discriminative learning rates: each unfrozen block learns at lr_decay x the block above it (the top block
     # at lr_decay x the head's); 1 = one rate for all
-    lr_decay: float = _setting(0.5, number(0, 1, low_open=True, example=0.5))
-    momentum: float = _setting(0.9, number(0, 1, high_open=True, example=0.9))  # SGD only
-    weight_decay: float = _setting(0.05, number(0, 1, example=0.05))  # decoupled, per step x lr
+    lr_decay: float = _setting(0.5, Interval(float, 0, 1, closed="right", example=0.5))
+    momentum: float = _setting(0.9, Interval(float, 0, 1, closed="left", example=0.9))  # SGD only
+    weight_decay: float = _setting(0.05, Interval(float, 0, 1, example=0.05))  # decoupled, per step x lr
     schedule: str = _setting(
-        "cosine", choice(*SCHEDULES)
+        "cosine", Options(SCHEDULES)
     )  # after the warm-up: cosine to 0, one-cycle, or flat
-    warmup: float = _setting(1.0, number(0, None, example=1.0))  # epochs of linear warm-up (cosine, constant)
+    warmup: float = _setting(
+        1.0, Interval(float, 0, None, example=1.0)
+    )  # epochs of linear warm-up (cosine, constant)
     # measured harmful: a smoothed model is less confident, so its val loss rarely beats the start's
-    label_smoothing: float = _setting(0.0, number(0, 1, high_open=True, example=0.1))
+    label_smoothing: float = _setting(0.0, Interval(float, 0, 1, closed="left", example=0.1))
     gradual: bool = _setting(
-        False, BOOLEAN
+        False, Boolean()
     )  # epoch 1 trains the head and top block, each epoch one block more
-    train_bn: bool = _setting(False, BOOLEAN)  # BatchNorm of the unfrozen blocks trains (batch statistics)
-    epochs: int = _setting(10, integer(1))  # at most; early stopping on val loss
-    batch_size: int = _setting(32, integer(1))
+    train_bn: bool = _setting(False, Boolean())  # BatchNorm of the unfrozen blocks trains (batch statistics)
+    epochs: int = _setting(10, Interval(int, 1, None))  # at most; early stopping on val loss
+    batch_size: int = _setting(32, Interval(int, 1, None))
     patience: int = _setting(
-        3, integer(0)
+        3, Interval(int, 0, None)
     )  # epochs without a new lowest val loss (start included) before stopping
     class_weight: str | dict | None = _setting(None, CLASS_WEIGHT)
-    seed: int = _setting(0, integer(0))  # batch order, augmentation, views, held-out rows
+    seed: int = _setting(0, SEED)  # batch order, augmentation, views, held-out rows
     # augmentations (names of AUGMENTATIONS): what the cached views are made with (default VIEW_AUGMENT); with
     # views=0, applied on the fly (the whole network runs every epoch)
-    augment: tuple | str | None = _setting(None, Rule("names", lambda v: True, "crop,zoom"))
+    augment: tuple | str | None = _setting(None, NAMES)
     # K augmented views of each train image, cached below the cut; None: DEFAULT_VIEWS where the cut allows
     # caching (one tensor crosses it, prefix_cache="auto"), else 0
-    views: int | None = _setting(None, optional(integer(0)))
+    views: int | None = _setting(None, [None, Interval(int, 0, None)])
     # with views: the plain image is one of the K + 1 drawn per image and epoch (val and test are plain images;
     # training on augmented views alone raised val loss in every run on Fashion-MNIST, README)
-    plain_view: bool = _setting(True, BOOLEAN)
-    prefix_cache: str = _setting("auto", choice(*PREFIX_CACHE))  # "off": always run the whole network
-    val_fraction: float = _setting(0.1, number(0, 1, low_open=True, high_open=True, example=0.1))
-    workers: int | None = _setting(None, optional(integer(1)), recipe=False)  # image decode threads
+    plain_view: bool = _setting(True, Boolean())
+    prefix_cache: str = _setting("auto", Options(PREFIX_CACHE))  # "off": always run the whole network
+    val_fraction: float = _setting(0.1, FRACTION)
+    workers: int | None = _setting(None, THREADS, recipe=False)  # image decode threads
 
     def __post_init__(self):
         unfreeze = self.unfreeze
         if isinstance(unfreeze, str) and unfreeze.strip().isdigit():
             object.__setattr__(self, "unfreeze", int(unfreeze))
-        for f in dataclasses.fields(self):
-            f.metadata["rule"].check(f.name, getattr(self, f.name))
+        validate_params(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, self.constraints(), TuneError
+        )
         object.__setattr__(self, "augment", augment_names(self.augment))
         if self.views and not self.augment:
             object.__setattr__(self, "augment", VIEW_AUGMENT)
@@ -176,6 +128,11 @@ class TuneSettings:
                 f"gradual=True unfreezes one block per epoch, but unfreeze_from={self.unfreeze_from!r} names a layer, "
                 "not blocks; pass unfreeze=N with gradual=True, or gradual=False."
             )
+
+    @classmethod
+    def constraints(cls) -> dict:
+        """{setting: its declared constraint}."""
+        return {f.name: f.metadata["constraint"] for f in dataclasses.fields(cls)}
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -210,8 +210,11 @@ def ownership_problem(folder) -> str | None:
             rel = full.relative_to(folder).as_posix()
             if rel == RECORD:
                 continue
-            if rel not in listed or full.is_symlink() or not full.is_file():
+            if full.is_symlink() or not full.is_file():
                 unknown.append(rel)
+            elif rel not in listed:
+                if not proven_by_sidecar(full):
+                    unknown.append(rel)
             elif file_hash(full) != listed[rel]:
                 changed.append(rel)
     if unknown:
@@ -220,6 +223,31 @@ def ownership_problem(folder) -> str | None:
     if changed:
         return f"files changed since bottleneck wrote them: {', '.join(sorted(changed)[:_SHOWN])}"
     return None
+
+
+def sidecar_record(path) -> dict | None:
+    """The sealed sidecar ``<path>.json`` of a file or folder bottleneck exported, when it is valid and records
+    ``path``'s sha256 as it is now; None otherwise."""
+    path = Path(path)
+    try:
+        record = json.loads(path.with_name(path.name + ".json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or "sha256" not in record or record.get("seal") != seal_of(record):
+        return None
+    try:
+        return record if file_hash(path) == record["sha256"] else None
+    except OSError:
+        return None
+
+
+def proven_by_sidecar(f: Path) -> bool:
+    """Whether the file ``f`` is an export of bottleneck's (its sealed sidecar records its digest) or such an
+    export's sidecar: what an export written later into a folder of ours (a run's export/) leaves there."""
+    if sidecar_record(f) is not None:
+        return True
+    model = f.with_name(f.name[: -len(".json")]) if f.name.endswith(".json") else None
+    return model is not None and model.exists() and sidecar_record(model) is not None
 
 
 def replace_problem(path) -> str | None:

@@ -306,3 +306,43 @@ def test_extract_force_never_deletes_a_users_file_inside_the_cache(tmp_path):
     )
     assert again.computed == 4 and again.cache.path == first.path
     assert (tmp_path / "c" / _io.ROOT_RECORD).is_file()  # extract made it a cache root by its record
+
+
+def test_export_replaces_only_its_own_file_and_force_moves_a_users_aside(tmp_path):
+    from bottleneck import extract
+    from bottleneck.export import export_run
+
+    src = make_image_folder(tmp_path / "data", {"a": 4, "b": 4}, splits=["train", "val", "test"])
+    real = extract(src, backbone="pixels", image_size=16, cache_dir=tmp_path / "c").cache  # exportable
+    run = fit_head(real, "logreg", out=tmp_path / "run")
+    target = tmp_path / "m.keras"
+    target.write_bytes(b"someone's model")
+    res = CliRunner().invoke(app, ["export", str(run.path), "--out", str(target)])
+    (line,) = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and line == (
+        f"error: refusing to replace {target}: no sealed m.keras.json beside it proves bottleneck exported it as "
+        "it is now. Pass another --out PATH, or --force to move it aside (to m.keras.replaced-<time>) and export anew."
+    )
+    assert target.read_bytes() == b"someone's model"
+    lone = tmp_path / "n.keras.json"  # a user's file where the record would go
+    lone.write_text("{}")
+    with pytest.raises(
+        BottleneckError, match=r"n.keras.json, where the export's record goes, is a file bottleneck"
+    ):
+        export_run(run, tmp_path / "n.keras")
+    assert lone.read_text() == "{}"
+
+    res = CliRunner().invoke(app, ["export", str(run.path), "--out", str(target), "--force"])
+    assert res.exit_code == 0, res.output
+    (aside,) = tmp_path.glob("m.keras.replaced-*")
+    assert aside.read_bytes() == b"someone's model" and f"aside to {aside}" in res.stderr
+    first = target.read_bytes()
+    record = export_run(run, target)  # its own export: replaced without force, nothing moved aside
+    assert "moved_aside" not in record and len(list(tmp_path.glob("m.keras.replaced-*"))) == 1
+    assert target.read_bytes() != b"someone's model" and len(first) > 1000
+
+    # An export into the run folder (its default place) keeps the run folder bottleneck's own.
+    export_run(run, format="keras")
+    assert (run.path / "export" / "model.keras").is_file() and _io.replace_problem(run.path) is None
+    (run.path / "export" / "model.keras").write_bytes(b"edited")
+    assert "export/model.keras" in _io.replace_problem(run.path)

@@ -204,6 +204,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(record)
             return
+        for aside in record.get("moved_aside", []):
+            typer.echo(f"moved the old {aside.split('.replaced-')[0]} aside to {aside}", err=True)
         v = record["verification"]
         typer.echo(
             f"verified on {v['images']} images: max difference {v['max_difference']:.2g} from `bottleneck predict`",

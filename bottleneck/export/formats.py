@@ -179,15 +179,9 @@ def _tflite(model, path: Path, meta: dict) -> Path:
         tmp.unlink(missing_ok=True)
     # A .tflite file has no place for metadata without the tflite-support package: the class names (a JSON list,
     # so any name survives) and the rest of the metadata go in the sidecar (``write``) that `export` completes
-    # with its verification. Earlier versions wrote one name per line to model.labels.txt, which names with a
-    # newline or spaces broke; one left beside a replaced file would describe the old model.
-    legacy_labels(path).unlink(missing_ok=True)
+    # with its verification. (A model.labels.txt that earlier versions wrote is left alone: nothing proves whose
+    # a file of that name is.)
     return path
-
-
-def legacy_labels(path: Path) -> Path:
-    """The one-name-per-line labels file earlier versions wrote beside a .tflite file (no longer written)."""
-    return path.with_suffix(".labels.txt")
 
 
 def sidecar(path: Path) -> Path:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bottleneck._io import ASIDE, aside_path, seal_of, sidecar_record
 from bottleneck.errors import ExportError, one_of
 from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write, write_sidecar
 
@@ -36,11 +39,16 @@ def export_run(
         raise one_of("format", fmt, FORMATS)
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out is not None else default_path(run.path, fmt)
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass force=True to replace it, or another out= path.")
+    problem = target_problem(out)
+    if problem and not force:
+        raise ExportError(
+            f"refusing to replace {out}: {problem}. Pass another out=PATH, or force=True to move it aside "
+            f"(to {out.name}{ASIDE}<time>) and export anew."
+        )
     scorer = run_scorer(run)
     model, meta = _model_and_meta(run, scorer)
     pixels = _sample_images(run, scorer, source, samples)
+    moved = _move_aside(out) if problem else []  # only now: a run that fails above moved nothing
     t0 = time.perf_counter()
     written = write(uint8_model(model), out, fmt, meta)
     seconds = time.perf_counter() - t0
@@ -69,7 +77,42 @@ def export_run(
         },
     }
     # The sha256 the read-back checked: the file verified is the file recorded.
-    return write_sidecar(written, record, sha256=exported.meta["sha256"])
+    written_record = write_sidecar(written, record, sha256=exported.meta["sha256"])
+    return written_record | ({"moved_aside": [str(p) for p in moved]} if moved else {})
+
+
+def target_problem(out: Path) -> str | None:
+    """Why ``out`` (and its sidecar ``<out>.json``) may not be replaced by an export, or None: nothing there, or
+    an export of bottleneck's proven by its sealed sidecar (the file's digest as written)."""
+    side = sidecar(out)
+    if out.is_symlink():
+        return "it is a symbolic link"
+    if out.exists():
+        if sidecar_record(out) is None:
+            return f"no sealed {side.name} beside it proves bottleneck exported it as it is now"
+        return None
+    if side.is_symlink() or (side.exists() and not _sealed(side)):
+        return f"{side.name}, where the export's record goes, is a file bottleneck did not write"
+    return None
+
+
+def _sealed(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and "sha256" in record and record.get("seal") == seal_of(record)
+
+
+def _move_aside(out: Path) -> list[Path]:
+    """``force``: the old file or folder and its sidecar moved to visible siblings (never deleted)."""
+    moved = []
+    for p in (out, sidecar(out)):
+        if p.exists() or p.is_symlink():
+            aside = aside_path(p)
+            os.replace(p, aside)
+            moved.append(aside)
+    return moved
 
 
 def _model_and_meta(run, scorer) -> tuple[object, dict]:

@@ -14,6 +14,12 @@ it is damaged and used the way users use a cache:
   python scripts/bench_faults.py [--work DIR] [--formats zarr,zarr-sharded,npy,h5]
 
 The test suite runs the same catalogue (tests/test_faults.py); this script prints the tally.
+
+  python scripts/bench_faults.py --cli [--only fit-head,inspect] [--bound 120]
+
+runs the fuzz sweep of every command instead (scripts/cli_sweep.py; tests/test_cli_sweep.py runs it too): every
+option and path argument given values a careless or hostile user would type, with user files planted where
+output paths point, and the tally of tracebacks, hangs, silent no-ops and user files lost (target: 0 of each).
 """
 
 from __future__ import annotations
@@ -226,7 +232,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
     p.add_argument("--formats", default=",".join(FORMATS), help="Comma-separated: " + ", ".join(FORMATS))
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--cli",
+        action="store_true",
+        help="Instead: the fuzz sweep of every command's options (scripts/cli_sweep.py), with user files planted "
+        "where output paths point; prints the tally of tracebacks, hangs, silent no-ops and files lost.",
+    )
+    args, rest = p.parse_known_args(argv)
+    if args.cli:
+        import cli_sweep
+
+        return cli_sweep.main(rest + (["--work", str(args.work)] if args.work else []))
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-faults-"))
     source = make_source(work / "source")
     outcomes = []

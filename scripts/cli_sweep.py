@@ -11,6 +11,8 @@ Each case runs the real CLI in this process (typer's runner) under a time bound 
   HANG       the case ran past its time bound
   SILENT     exit 0 with nothing printed (nothing done, nothing said)
   UNCLEAR    a non-zero exit without one clear line
+  LOST       a file of the user's (planted in the folder and beside the file every path option is pointed at)
+             changed or vanished
 
 The last four must never happen. ``sweep`` is what tests/test_cli_sweep.py runs; ``python scripts/bench_faults.py
 --cli`` prints the tally.
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-BAD = ("TRACEBACK", "HANG", "SILENT", "UNCLEAR")
+BAD = ("TRACEBACK", "HANG", "SILENT", "UNCLEAR", "LOST")
 BASE = "(as is)"  # the case of a command's working line, unchanged
 # Values for an option by its declared Python type.
 INT_VALUES = ("-1", "0", "1000000000000", "1.5", "x", "")
@@ -95,6 +97,10 @@ class Workspace:
         awkward.mkdir()
         (awkward / "file.txt").write_text("not what you think")
         (awkward / "folder").mkdir()
+        # A user's files where an output path may point: the sweep counts any that change or vanish.
+        (awkward / "folder" / "thesis.txt").write_text("years of work")
+        (awkward / "folder" / "metrics.json").write_text('{"mine": true}')
+        (awkward / "folder" / ".hidden.123.tmp").write_text("mine too")
         fifo = awkward / "fifo"
         os.mkfifo(fifo)
         ws.paths = {
@@ -109,6 +115,11 @@ class Workspace:
             "missing": awkward / "no" / "such" / "path",
         }
         return ws
+
+    def planted(self) -> dict[str, bytes]:
+        """The user's files of the awkward folder, as they are now."""
+        root = self.paths["file"].parent
+        return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "fifo"}
 
     def path_values(self) -> tuple[str, ...]:
         p = self.paths
@@ -293,9 +304,19 @@ def sweep(root: Path, *, only: set[str] | None = None, bound: float = 120.0, pro
     """Run every case of every command (``only``: those commands) in a workspace under ``root``."""
     ws = Workspace.make(root)
     todo = cases(ws, only)
+    planted = ws.planted()
     done = []
     for i, (name, change, case) in enumerate(todo):
         done.append(run_case(ws, name, change, case, bound))
+        now = ws.planted()
+        lost = sorted(set(planted) - set(now)) + sorted(
+            k for k in planted if k in now and now[k] != planted[k]
+        )
+        if lost:  # the case that touched a user's file: counted, and the files put back for the next case
+            done[-1].outcome, done[-1].detail = "LOST", ", ".join(lost)
+            for k, v in planted.items():
+                Path(k).parent.mkdir(parents=True, exist_ok=True)
+                Path(k).write_bytes(v)
         if progress:
             progress(i + 1, len(todo), done[-1])
     return done

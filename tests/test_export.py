@@ -211,15 +211,19 @@ def test_readme_recipe_runs_alone_and_maps_names_right(runs, exported, fmt):
 
 def test_tflite_names_survive_any_folder_name(runs, tmp_path):
     """The old labels file (one name per line) gave 4 lines and 5 words for these 3 names; the JSON beside the
-    file reads back in output order, and a stale labels file of an earlier export is not left behind."""
+    file reads back in output order. A labels file of that name is left alone: nothing proves it is ours."""
     from bottleneck.export import export_run, load_exported
     from bottleneck.runs import predict_images
 
     out = tmp_path / "model.tflite"
     (tmp_path / "model.labels.txt").write_text("".join(f"{n}\n" for n in ("x", "y", "z")))
     export_run(runs.run("logreg", False), out, format="tflite")
-    assert not (tmp_path / "model.labels.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model.tflite.json"]
+    assert (tmp_path / "model.labels.txt").read_text() == "x\ny\nz\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.labels.txt",
+        "model.tflite",
+        "model.tflite.json",
+    ]
     names = json.loads((tmp_path / "model.tflite.json").read_text())["class_names"]
     assert names == sorted(NAMES) == list(runs.cache("logreg").class_names)
     assert load_exported(out).class_names == names

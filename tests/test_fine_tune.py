@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import bottleneck
 from bottleneck import _tf
-from bottleneck.errors import BackboneError, TuneError
+from bottleneck.errors import BackboneError, BottleneckError, TuneError
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +264,14 @@ def test_cli_fine_tune_and_export_errors(frozen_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert "max difference" in res.output and out.is_file() and (tmp_path / "m.onnx.json").is_file()
     res = runner.invoke(app, ["export", str(run.path), "--format", "onnx", "--out", str(out)])
-    assert res.exit_code == 2 and "already exists; pass --force to replace it" in res.output
+    assert res.exit_code == 0  # its own export, proven by the sealed sidecar: replaced
+    out.write_bytes(out.read_bytes() + b"\0")  # edited since: no longer provably bottleneck's
+    res = runner.invoke(app, ["export", str(run.path), "--format", "onnx", "--out", str(out)])
+    assert (
+        res.exit_code == 2
+        and "no sealed m.onnx.json beside it proves" in res.output
+        and "--force" in res.output
+    )
     res = runner.invoke(app, ["export", str(run.path), "--format", "pickle"])
     assert (
         res.exit_code == 2
@@ -384,9 +391,15 @@ def test_interrupted_run_resumes_from_its_checkpoint(weak_run, tmp_path):
     np.testing.assert_allclose(s["history"]["val_loss"], whole.summary["history"]["val_loss"], rtol=1e-4)
     assert s["selection"]["best epoch"] == whole.summary["selection"]["best epoch"]
     assert (out / "model.keras").is_file() and not (tmp_path / ".ft.partial").exists()
-    # Another recipe does not resume from it: a different checkpoint digest.
-    with pytest.raises(TuneError, match="exists and is not an empty folder"):
+    # The finished run is bottleneck's own folder, sealed (metrics.json rewritten after the rename included);
+    # with a user's file added it is theirs: refused before any epoch.
+    from bottleneck._io import replace_problem
+
+    assert replace_problem(out) is None
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(BottleneckError, match=r"refusing to replace .*notes.txt\. Pass another out=FOLDER"):
         fine_tune(weak_run, out=out, **args)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_cli_new_options_and_their_errors(frozen_run, tmp_path):

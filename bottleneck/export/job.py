@@ -39,6 +39,8 @@ def export_run(
         raise one_of("format", fmt, FORMATS)
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out is not None else default_path(run.path, fmt)
+    if not out.name or out.name in (".", ".."):
+        raise ExportError(f"out={str(out)!r} names no file; pass a path such as out=model.{fmt}.")
     problem = target_problem(out)
     if problem and not force:
         raise ExportError(

@@ -10,8 +10,13 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
+import bottleneck
+from bottleneck import __version__, _tf
 from bottleneck.clash import find_clashes, pandas_warning_ignored
 from bottleneck.errors import DISTRIBUTION, first_line, install_hint
+from bottleneck.inference.engines import GPU_PROVIDERS
+from bottleneck.inference.quantize import VNNI_FLAGS, WEIGHTS_ENV, cpu_flags, int8_weights
+from bottleneck.storage import is_url
 
 # Distributions whose versions decide what the features are and how fast they come.
 STACK = (
@@ -49,7 +54,6 @@ def version_of(dist: str) -> str | None:
 def our_version() -> str:
     """This project's installed version (its metadata); ``bottleneck.__version__`` when run from a checkout
     that is not installed."""
-    from bottleneck import __version__
 
     return version_of(DISTRIBUTION) or __version__
 
@@ -58,8 +62,6 @@ def _onnx() -> dict:
     """ONNX Runtime: importable, with tf2onnx and onnx (the conversion); its providers; which GPU providers
     start a session here (a provider compiled in may still lack its CUDA libraries)."""
     import importlib.util
-
-    from bottleneck.inference.engines import GPU_PROVIDERS
 
     missing = [m for m in ("onnxruntime", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
     if "onnxruntime" in missing:
@@ -110,7 +112,6 @@ def _starts(ort, provider: str) -> bool:
 
 def _tensorflow() -> dict:
     """TensorFlow: importable (quietly, through ``bottleneck._tf``), built with CUDA, the GPUs it sees."""
-    from bottleneck import _tf
 
     try:
         tf = _tf.tensorflow()
@@ -122,7 +123,6 @@ def _tensorflow() -> dict:
 
 
 def _engines() -> dict:
-    from bottleneck.inference.quantize import int8_weights
 
     onnx = _onnx()
     tf = _tensorflow()
@@ -145,8 +145,6 @@ def _engines() -> dict:
 
 
 def _cpu() -> dict:
-    from bottleneck import _tf
-    from bottleneck.inference.quantize import VNNI_FLAGS, WEIGHTS_ENV, cpu_flags
 
     flags = cpu_flags()
 
@@ -204,7 +202,6 @@ def _pandas() -> dict | None:
 
 
 def _cache(cache_dir) -> dict:
-    from bottleneck.storage import is_url
 
     if is_url(cache_dir):
         return {
@@ -230,7 +227,6 @@ def _cache(cache_dir) -> dict:
 
 def _package() -> dict:
     """Which files `import bottleneck` gives: ours, or another distribution's that replaced them."""
-    import bottleneck
 
     version = getattr(bottleneck, "__version__", None)
     return {

@@ -24,6 +24,8 @@ def own_import(node: ast.AST, module: str, is_pkg: bool) -> str | None:
                 return alias.name
         return None
     if isinstance(node, ast.ImportFrom):
+        if node.level == 0 and node.module == "bottleneck":  # `from bottleneck import _tf` names a module
+            return ",".join(f"bottleneck.{a.name}" for a in node.names)
         if node.level == 0:
             return node.module if (node.module or "").split(".")[0] == "bottleneck" else None
         base = module.split(".") if is_pkg else module.split(".")[:-1]
@@ -49,7 +51,7 @@ def walk(verbose: bool = False):
                     long_funcs.append((length, f"{mod}.{node.name}"))
                 for inner in ast.walk(node):
                     target = own_import(inner, mod, is_pkg)
-                    if target and target != "bottleneck._tf":
+                    if target and target != "bottleneck._tf":  # TensorFlow/Keras are lazy by design
                         local.append((mod, node.name, target, inner.lineno))
     return local, long_funcs, big
 

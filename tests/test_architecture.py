@@ -69,8 +69,14 @@ def test_imports_point_down_the_flow():
 
 def test_modules_beside_the_stages_import_no_stage_at_module_level():
     """errors, config, callbacks, _io, _tf, storage ...: every stage may import them, so they import no stage at
-    module level (config names the layer presets, a leaf module of backbones; ``__main__`` is the CLI's door)."""
-    allowed = {("config.py", "bottleneck.backbones.presets"), ("__main__.py", "bottleneck.cli")}
+    module level (config names the layer presets, a leaf module of backbones; ``__main__`` is the CLI's door;
+    ``doctor`` reports on the engines and nothing but the CLI imports it)."""
+    allowed = {
+        ("config.py", "bottleneck.backbones.presets"),
+        ("__main__.py", "bottleneck.cli"),
+        ("doctor.py", "bottleneck.inference.engines"),
+        ("doctor.py", "bottleneck.inference.quantize"),
+    }
     found = []
     for path in sorted(PACKAGE.glob("*.py")):
         for name, module_level in _imports(path):
@@ -129,3 +135,73 @@ def test_no_two_modules_import_each_other():
         if a != b and a in imports.get(b, ()) and not (b.startswith(a + ".") or a.startswith(b + "."))
     }
     assert sorted(map(sorted, pairs - MUTUAL)) == []
+
+
+# Every function-local import of our own modules, with its reason (ARCHITECTURE.md lists the same). Anything else
+# goes at the top of its module: a local import hides a dependency and, when it breaks a cycle, a design problem.
+# (module, imported module) -> why it must wait until the function runs
+LOCAL_IMPORTS = {
+    # Modules that subclass Keras classes at import time are Keras itself: imported where Keras is needed anyway.
+    (
+        "bottleneck.heads.keras_heads",
+        "bottleneck.heads.streaming",
+    ): "subclasses keras.utils.PyDataset at import",
+    (
+        "bottleneck.tuning.fine_tune",
+        "bottleneck.tuning.batches",
+    ): "subclasses keras.utils.PyDataset at import",
+    ("bottleneck.tuning.results", "bottleneck.tuning.batches"): "subclasses keras.utils.PyDataset at import",
+    # The compositions that run back up the flow (COMPOSING above).
+    ("bottleneck.runs.advise", "bottleneck.tuning"): "advise runs a short fine-tune (a later stage)",
+    ("bottleneck.runs.fit", "bottleneck.tuning.images"): "evaluate scores a fine-tuned run on images",
+    ("bottleneck.runs.predict", "bottleneck.export.loaded"): "predict with an exported file (a later stage)",
+    # The CLI starts in half a second: what imports scikit-learn (and pandas through it) waits for the command.
+    ("bottleneck.runs.params", "bottleneck.heads"): "read by the CLI at start; heads import scikit-learn",
+}
+
+
+def _local_imports():
+    """(module, imported module) for every import of our own modules inside a function."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    yield module, f"(relative import at line {node.lineno})"
+                for name in _names_of(node):
+                    if name != "bottleneck._tf":
+                        yield module, name
+
+
+def _names_of(node):
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "bottleneck"]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "bottleneck":
+        return [f"bottleneck.{a.name}" for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] == "bottleneck":
+        return [node.module]
+    return []
+
+
+def test_own_modules_are_imported_at_the_top():
+    found = set(_local_imports())
+    unlisted = sorted(f"{m} -> {t}" for m, t in found - set(LOCAL_IMPORTS))
+    assert unlisted == [], "function-local imports of our own modules not in LOCAL_IMPORTS:\n" + "\n".join(
+        unlisted
+    )
+    assert sorted(set(LOCAL_IMPORTS) - found) == []  # a reason left behind for an import that moved
+    assert len(LOCAL_IMPORTS) <= 30
+
+
+def test_every_local_import_is_listed_in_architecture_md():
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    missing = [
+        f"{m} -> {t}"
+        for m, t in LOCAL_IMPORTS
+        if f"`{m.removeprefix('bottleneck.')}` -> `{t.removeprefix('bottleneck.')}`" not in text
+    ]
+    assert missing == []

@@ -147,11 +147,19 @@ def test_fingerprint_bytes_are_those_of_json_dumps():
     # Cache keys of earlier versions hashed json.dumps([split, id, label, hash]) per item: keep them valid.
     import hashlib
 
-    from bottleneck.data.manifest import Item, from_items
+    from bottleneck.data.manifest import build_manifest
 
     ids = ["a/1.png", 'q"uote\\back.png', "ünï/çødé ☃.jpg", "tab\there\n.png", "train/59999"]
-    items = tuple(Item(i, "train", x, i % 2, f"{i:032x}") for i, x in enumerate(ids))
-    m = from_items(items, ("cät", "dog"), "/src", "folders")
+    n = len(ids)
+    m = build_manifest(
+        ("cät", "dog"),
+        "/src",
+        "folders",
+        split=[0] * n,
+        label=[i % 2 for i in range(n)],
+        id=ids,
+        hash=[f"{i:032x}" for i in range(n)],
+    )
     items = tuple(m.items)  # in manifest order (label, then id)
     h = hashlib.sha256(json.dumps(["cät", "dog"]).encode())
     for it in items:

@@ -92,7 +92,7 @@ def test_an_out_folder_that_is_not_ours_is_never_replaced(tmp_path):
 
 
 def test_a_crash_mid_write_leaves_the_old_run_folder_whole(tmp_path, monkeypatch):
-    import bottleneck.report
+    import bottleneck.runs.folders
 
     cache = _cache(tmp_path)
     run = fit_head(cache, "logreg", out=tmp_path / "run")
@@ -101,7 +101,7 @@ def test_a_crash_mid_write_leaves_the_old_run_folder_whole(tmp_path, monkeypatch
     def disk_gone(*a, **kw):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(bottleneck.report, "plot_confusion", disk_gone)
+    monkeypatch.setattr(bottleneck.runs.folders, "plot_confusion", disk_gone)  # where the run writer finds it
     with pytest.raises(OSError, match="disk gone"):
         fit_head(cache, "logreg", out=run.path, params={"Cs": [1.0]})
     after = {f.name: f.read_bytes() for f in (tmp_path / "run").rglob("*") if f.is_file()}
@@ -114,14 +114,14 @@ def test_a_crash_mid_write_leaves_the_old_run_folder_whole(tmp_path, monkeypatch
 
 KILLED_WRITER = """
 import os, sys, time
-import bottleneck.report
+import bottleneck.runs.folders
 from bottleneck.runs import fit_head
 
 def block(*a, **kw):  # mid-write: the head and metrics are written, the plots are not
     open(sys.argv[3], "w").close()
     time.sleep(600)
 
-bottleneck.report.plot_confusion = block
+bottleneck.runs.folders.plot_confusion = block
 fit_head(sys.argv[1], "logreg", out=sys.argv[2])
 """
 

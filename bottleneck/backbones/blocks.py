@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from bottleneck import _tf
+from bottleneck.backbones.presets import BLOCKS, WIDE_PATTERNS, is_wide
 from bottleneck.errors import BackboneError, suggest
 
 # family -> pattern whose first group names a layer's block (re.search on the layer name).
@@ -155,7 +156,6 @@ def block_outputs(base, family: str | None, feature_layer: str | None = None) ->
 def wide_points(base, family: str | None, feature_layer: str | None = None) -> list[str]:
     """The family's widest layers that are not block outputs (``presets.WIDE_PATTERNS``: EfficientNet
     ``block6a_expand_activation``, ResNet ``conv5_block1_2_relu``), input to output, then ``feature_layer``."""
-    from bottleneck.backbones.presets import WIDE_PATTERNS, is_wide
 
     if family not in WIDE_PATTERNS:
         known = ", ".join(WIDE_PATTERNS)
@@ -172,7 +172,6 @@ def wide_points(base, family: str | None, feature_layer: str | None = None) -> l
 def network_sets(base, family: str | None, feature_layer: str | None, sets) -> list[str]:
     """The layers of one or more sets resolved on the network (``blocks``, ``wide``): their union in network
     order, the feature layer last (where every set puts it)."""
-    from bottleneck.backbones.presets import BLOCKS
 
     chosen: set[str] = set()
     for name in sets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from bottleneck import _tf
-from bottleneck.backbones import get_spec
+from bottleneck.backbones import build, get_spec
 
 
 def list_layers(backbone: str, *, image_size: int | None = None) -> list[tuple[str, tuple[int, ...] | None]]:
@@ -15,7 +15,6 @@ def list_layers(backbone: str, *, image_size: int | None = None) -> list[tuple[s
     random weights: shapes do not depend on them.
     """
     keras = _tf.keras()
-    from bottleneck.backbones import build
 
     spec = get_spec(backbone)
     base = build._registry_backbone(spec, "none", build._check_size(spec, image_size))

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from bottleneck import _tf
+from bottleneck.backbones.arch.alexnet import layer_classes
 from bottleneck.errors import BackboneError, first_line
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -61,7 +62,6 @@ def load_model_file(path):
 
 
 def _load_keras_file(path: Path):
-    from bottleneck.backbones.arch.alexnet import layer_classes
 
     layer_classes()  # a saved model that contains our AlexNet needs its custom layers registered first
     return load_keras(

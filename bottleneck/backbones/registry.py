@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
+from bottleneck.backbones import keras_apps, offline
 from bottleneck.backbones.spec import PREPROCESS_MODES, BackboneSpec
 from bottleneck.errors import BackboneError, suggest
 
@@ -58,7 +59,6 @@ def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    from bottleneck.backbones import keras_apps, offline
 
     for spec in (*keras_apps.SPECS, *offline.SPECS):
         register(spec)

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bottleneck.backbones.layers import feature_layer_name
+from bottleneck.backbones.model_file import is_model_path
+from bottleneck.backbones.presets import MULTISCALE_NAME, NETWORK_SETS, TOP, WIDE, is_wide, multiscale_layers
+from bottleneck.backbones.registry import get_spec
+from bottleneck.config import layer_names
 from bottleneck.errors import CacheError, suggest
 
 
@@ -28,7 +33,6 @@ def layer_columns(cache) -> list[tuple[str, int, int]]:
 def resolve_layers(cache, layers: str | Sequence[str]) -> tuple[str, ...]:
     """The layer names of a subset ("a,b", a list, or the presets "top", "multiscale", and on a cache extracted
     with them "blocks" and "wide"), in cache order. "top" is the backbone's feature layer, by name."""
-    from bottleneck.backbones.presets import MULTISCALE_NAME, NETWORK_SETS, TOP, multiscale_layers
 
     columns = layer_columns(cache)
     have = [name for name, _, _ in columns]
@@ -64,9 +68,6 @@ def top_layer(cache) -> str:
     Not "the last column": a list such as ``multiscale`` puts the feature layer first. Known without building
     the network when the cache holds only it, when sets put it last, or when the list named it ``top``.
     """
-    from bottleneck.backbones.model_file import is_model_path
-    from bottleneck.backbones.presets import NETWORK_SETS, TOP
-    from bottleneck.config import layer_names
 
     have = [name for name, _, _ in layer_columns(cache)]
     listed = layer_names(cache.config.layer)
@@ -79,8 +80,6 @@ def top_layer(cache) -> str:
     if is_model_path(cache.config.backbone):
         name = None
     else:
-        from bottleneck.backbones.layers import feature_layer_name
-
         name = feature_layer_name(cache.config.backbone)
     if name not in have:
         raise CacheError(
@@ -94,10 +93,6 @@ def top_layer(cache) -> str:
 def set_layers(cache, name: str) -> list[str]:
     """The columns of a cache extracted with the network set ``name`` ("blocks" or "wide"; also within
     "blocks,wide"): wide points are told by their names (``presets.is_wide``), block outputs are the others."""
-    from bottleneck.backbones.model_file import is_model_path
-    from bottleneck.backbones.presets import WIDE, is_wide
-    from bottleneck.backbones.registry import get_spec
-    from bottleneck.config import layer_names
 
     if name not in layer_names(cache.config.layer):
         raise CacheError(

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bottleneck._io import file_hash
+from bottleneck.backbones import get_spec
 from bottleneck.backbones.build import weights_file
 from bottleneck.backbones.model_file import is_model_path
 from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
@@ -32,7 +33,6 @@ def library_versions() -> dict[str, str]:
 
 def weights_identity(config: ExtractConfig) -> str:
     """What identifies the weights: a file hash, a package version, or 'imagenet' plus the Keras version."""
-    from bottleneck.backbones import get_spec
 
     if is_model_path(config.backbone):
         return "model-file:" + file_hash(Path(config.backbone))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import storage
 from bottleneck.cache import integrity
 from bottleneck.cache.columns import layer_columns, resolve_layers
 from bottleneck.cache.integrity import CacheDamaged, Regions, VerifiedArray
@@ -241,7 +242,6 @@ def open_cache(path, *, allow_incomplete: bool = False) -> Cache:
 
     ``path`` may be a URL (``s3://bucket/caches/<folder>``): the complete cache is copied into its local staging
     folder first (only what changed since the last copy) and read from there."""
-    from bottleneck import storage
 
     if storage.is_url(path):
         parent, name = str(path).rstrip("/").rsplit("/", 1)

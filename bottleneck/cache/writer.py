@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import write_bytes_atomic
+from bottleneck._io import write_bytes_atomic, write_json_atomic
 from bottleneck.cache import integrity
 from bottleneck.cache.integrity import FORMAT_VERSION, ids_digest, labels_digest, rows_digest, write_meta
 from bottleneck.cache.meta import MANIFEST
@@ -291,7 +291,6 @@ def write_arrays(
 def write_range_record(path, split: str, start: int, rows: np.ndarray, *, computed: int) -> dict:
     """A cluster task's commit record for rows it wrote (and made durable) at ``start`` of ``split``: what the
     client records in meta.json, and what a resumed run adopts when the client never saw the task land."""
-    from bottleneck._io import write_json_atomic
 
     record = {
         "start": int(start),

@@ -272,24 +272,6 @@ def _ordered(keys) -> bool:
     return bool(np.all(later | tied))
 
 
-def from_items(items: Iterable[Item], class_names, source: str, kind: str) -> Manifest:
-    """A manifest of Items (in any order; their indices are ignored), sorted like ``build_manifest``."""
-    items = list(items)
-    paths = [it.path for it in items]
-    rows = [it.row for it in items]
-    return build_manifest(
-        class_names,
-        source,
-        kind,
-        split=[SPLIT_ORDER.index(it.split) for it in items],
-        label=[it.label for it in items],
-        id=[it.id for it in items],
-        hash=[it.hash for it in items],
-        path=paths if items and all(p is not None for p in paths) else None,
-        row=[-1 if r is None else r for r in rows] if any(r is not None for r in rows) else None,
-    )
-
-
 def _ranked(manifest: Manifest, rows: np.ndarray, seed: int) -> np.ndarray:
     """``rows`` in a seeded order decided per item (a hash of its id): the choice does not depend on the other
     images, so adding images to a dataset moves few old ones between splits or samples."""

@@ -16,8 +16,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from bottleneck import _tf
 from bottleneck._io import (
     atomic_dir,
@@ -188,7 +186,3 @@ def sidecar(path: Path) -> Path:
     """Beside every export: its metadata (``class_names`` as a JSON list, in output column order) and the
     verification record (``model.onnx`` -> ``model.onnx.json``); a .tflite file's only metadata."""
     return path.with_name(path.name + ".json")
-
-
-def array_meta(classes: np.ndarray) -> list:
-    return [c.item() if isinstance(c, np.generic) else c for c in classes]

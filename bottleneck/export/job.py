@@ -11,8 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck._io import ASIDE, aside_path, seal_of, sidecar_record
-from bottleneck.errors import ExportError, one_of
+from bottleneck.errors import CacheError, ExportError, TuneError, one_of
 from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write, write_sidecar
+from bottleneck.export.loaded import load_exported
+from bottleneck.runs.folders import Run, load_run, run_cache
+from bottleneck.runs.predict import class_names_of, run_scorer
+from bottleneck.tuning.assemble import assemble
+from bottleneck.tuning.images import open_cache_images
 
 # Largest difference in probability between a float export and `bottleneck predict` on the same images.
 EXPORT_TOLERANCE = 1e-4
@@ -30,9 +35,6 @@ def export_run(
     written beside the file (``<out>.json``): format, path, class names, image size, max difference, the
     file's sha256 (the one checked as the file was read back) and the record's seal.
     """
-    from bottleneck.export.loaded import load_exported
-    from bottleneck.runs.folders import Run, load_run
-    from bottleneck.runs.predict import run_scorer
 
     fmt = format
     if fmt not in FORMATS:
@@ -122,11 +124,8 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
     if run.summary.get("kind") == "fine-tune":
         model = run.head.model
     else:
-        from bottleneck.tuning.assemble import assemble
-
         model = assemble(run).model
     cache = run.summary["cache"]
-    from bottleneck.runs.predict import class_names_of
 
     classes = np.asarray(run.head.classes_)
     meta = {
@@ -149,9 +148,6 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
 def _sample_images(run, scorer, source, samples: int) -> np.ndarray:
     """uint8 images of ``samples`` rows (all rows of a smaller cache): spread over the test split, topped up from
     val, then train, when test has fewer."""
-    from bottleneck.errors import CacheError, TuneError
-    from bottleneck.runs.folders import run_cache
-    from bottleneck.tuning.images import open_cache_images
 
     try:
         cache = run_cache(run.summary)

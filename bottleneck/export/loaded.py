@@ -10,6 +10,7 @@ import numpy as np
 
 from bottleneck import _tf
 from bottleneck._io import file_problem, read_json, seal_of
+from bottleneck.backbones.model_file import load_keras
 from bottleneck.errors import ExportError, first_line
 from bottleneck.export.formats import META_MEMBER, sidecar
 
@@ -122,7 +123,6 @@ def _meta(text: str | None, p: Path) -> dict:
 
 
 def _keras(p: Path, record: dict) -> ExportedModel:
-    from bottleneck.backbones.model_file import load_keras
 
     with zipfile.ZipFile(p) as zf:
         text = zf.read(META_MEMBER).decode() if META_MEMBER in zf.namelist() else None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck.backbones.model_file import load_keras
 from bottleneck.callbacks import Progress
 from bottleneck.constraints import CLASS_WEIGHT, FRACTION, OPTIONAL_SEED, Boolean, Interval, Options
 from bottleneck.errors import HeadError
@@ -170,7 +171,6 @@ class KerasHead(Head):
         self.model_.save(path / MODEL_FILE)
 
     def _load_model(self, path: Path, info: dict) -> None:
-        from bottleneck.backbones.model_file import load_keras
 
         self.model_ = load_keras(
             path / MODEL_FILE, HeadError, f"the saved {self.name} head is unusable: fit it again"

@@ -9,6 +9,7 @@ import numpy as np
 
 from bottleneck import _tf
 from bottleneck.config import ExtractConfig
+from bottleneck.data import ImageDecodeError, find_bad_images
 from bottleneck.errors import BadImageError
 
 MAX_BAD_LISTED = 20
@@ -39,7 +40,6 @@ def header_bad_files(src, config: ExtractConfig, progress) -> list[dict]:
 
 
 def _decode_check(src, config: ExtractConfig, items, progress) -> list:
-    from bottleneck.data import find_bad_images
 
     return find_bad_images(src, items, workers=config.workers or _tf.cpu_count(), progress=progress)
 
@@ -64,7 +64,6 @@ class LateBadImage(Exception):
 
 def load_or_late(src, item, size: int, config: ExtractConfig):
     """The image as the engine gets it; an image that fails to decode raises LateBadImage (see ``drop_late``)."""
-    from bottleneck.data import ImageDecodeError
 
     try:
         return src.load(item, size, config.resize, config.fast_decode)

@@ -19,6 +19,8 @@ from bottleneck.cache.key import features_key
 from bottleneck.cache.reuse import Donors
 from bottleneck.errors import CacheError, ExtractionInterrupted
 from bottleneck.inference.bad_files import LateBadImage, drop_late, load_or_late
+from bottleneck.inference.distributed import compute_on_cluster, job_of
+from bottleneck.inference.pipeline import iter_groups
 from bottleneck.inference.plan import Plan, chunk_rows_for
 from bottleneck.inference.ranges import batch_groups, compute_range
 
@@ -59,8 +61,6 @@ def compute(plan: Plan, src, engine, progress, t0: float, cluster=None, factory=
     donors = Donors(plan.path.parent, features_key(plan.material), exclude=plan.path)
     try:
         if cluster is not None:
-            from bottleneck.inference.distributed import compute_on_cluster, job_of
-
             for split in plan.manifest.splits():
                 open_split(plan, engine, writer, split)
             job = job_of(plan, engine, writer, factory)
@@ -126,7 +126,6 @@ def compute_split(plan: Plan, src, engine, writer, donors, split: str, counts: C
     """One split in this process: its uncommitted chunks as ranges, one decoding stream across them (decoding
     runs ahead across commits), each range committed in a background thread while the next computes (one commit
     in flight; they land in order)."""
-    from bottleneck.inference.pipeline import iter_groups
 
     config = plan.config
     items = plan.manifest.items_of(split)

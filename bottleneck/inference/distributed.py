@@ -23,12 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
+from bottleneck.cache.key import features_key
+from bottleneck.cache.reuse import Donors
+from bottleneck.cache.stores import open_store
+from bottleneck.cache.writer import range_records, write_range_record
 from bottleneck.constraints import max_threads
-from bottleneck.errors import BottleneckError, first_line, install_hint
+from bottleneck.data.source import open_reader
+from bottleneck.errors import BadImageError, BottleneckError, first_line, install_hint
+from bottleneck.inference.bad_files import LateBadImage, load_or_late
+from bottleneck.inference.engines import choose_engine
+from bottleneck.inference.pipeline import iter_groups
+from bottleneck.inference.ranges import batch_groups, compute_range
 
 DASK_MISSING = f"cluster= needs Dask; install it with: {install_hint('dask')} (dask and distributed)."
 CONNECT_TIMEOUT_S = 10  # an unreachable scheduler fails after this, never hangs
-ENV_SCHEDULER = "BOTTLENECK_DASK_SCHEDULER"
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
 
 
@@ -163,10 +172,6 @@ def _worker_state(job: Job):
                 old[2].close()
                 old[3].close()
         _STATE.clear()
-        from bottleneck.cache.key import features_key
-        from bottleneck.cache.reuse import Donors
-        from bottleneck.cache.stores import open_store
-        from bottleneck.data.source import open_reader
 
         try:
             engine = _build_engine(job)
@@ -185,7 +190,6 @@ def _build_engine(job: Job):
     config = job.config
     if job.factory is not None:
         return job.factory(config)
-    from bottleneck.inference.engines import choose_engine
 
     cache_dir = Path(job.path).parent
     if job.engine == "onnx-int8":
@@ -209,8 +213,6 @@ def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict
     except (
         Exception
     ) as exc:  # returned, not raised: a deterministic failure must not be retried on every worker
-        from bottleneck.inference.bad_files import LateBadImage
-
         if isinstance(exc, LateBadImage):
             return {"bad": [exc.item.id, exc.reason]}
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -220,11 +222,6 @@ def run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict
 
 
 def _run_range(job: Job, split: str, start: int, items: list, todo: list) -> dict:
-    from bottleneck import _tf
-    from bottleneck.cache.writer import write_range_record
-    from bottleneck.inference.bad_files import load_or_late
-    from bottleneck.inference.pipeline import iter_groups
-    from bottleneck.inference.ranges import batch_groups, compute_range
 
     engine, reader, store, donors = _worker_state(job)
     config = job.config
@@ -320,8 +317,6 @@ def _result(future, split: str, start: int, rows: int) -> dict:
             "Give the workers more memory or use a smaller --batch-size, then run the same command to resume."
         ) from None
     if "bad" in result:
-        from bottleneck.errors import BadImageError
-
         ident, reason = result["bad"]
         raise BadImageError(
             f"unreadable image {ident} ({reason}) found by a worker at {where}; fix or remove it and run the same "
@@ -337,7 +332,6 @@ def _result(future, split: str, start: int, rows: int) -> dict:
 def _adopt_records(writer, split: str, step: int) -> set[int]:
     """Starts of the ranges of ``split`` already durable: the committed prefix of a single-process run, and the
     ranges with a task's commit record (also when the client stopped before it saw them land)."""
-    from bottleneck.cache.writer import range_records
 
     n = writer.split(split)["n"]
     prefix = writer.committed(split)

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from bottleneck import _tf
+from bottleneck.config import ExtractConfig
+from bottleneck.data.decode import array_to_rgb, draft_size, resize_image
+from bottleneck.data.files import load_image
 from bottleneck.errors import BottleneckError
+from bottleneck.inference.engines import choose_engine
+from bottleneck.inference.pipeline import iter_batches
 
 
 class Embedder(TransformerMixin, BaseEstimator):
@@ -62,7 +68,6 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     def config(self):
         """These settings as an ExtractConfig (raises BottleneckError on a bad value)."""
-        from bottleneck.config import ExtractConfig
 
         return ExtractConfig(
             backbone=self.backbone,
@@ -89,8 +94,6 @@ class Embedder(TransformerMixin, BaseEstimator):
 
         Returns float32 (N, *feature_shape): (N, D) for pooled features.
         """
-        from bottleneck import _tf
-        from bottleneck.inference.pipeline import iter_batches
 
         config = self.config()  # the settings (threads, batch size ...) refused before any image is read
         images, load = _image_reader(X)
@@ -111,7 +114,6 @@ class Embedder(TransformerMixin, BaseEstimator):
         cached = self.__dict__.get("_engine")
         if cached is not None and cached[0] == key:
             return cached[1]
-        from bottleneck.inference.engines import choose_engine
 
         def probe(size: int) -> np.ndarray | None:
             if not len(images):
@@ -141,8 +143,6 @@ class Embedder(TransformerMixin, BaseEstimator):
 
 def _image_reader(X):
     """(a sequence of images, a function (image, config, input side) -> RGB uint8 (H, W, 3))."""
-    from bottleneck.data.decode import array_to_rgb, draft_size
-    from bottleneck.data.files import load_image
 
     def from_array(a, config, size):
         return array_to_rgb(a)
@@ -179,6 +179,5 @@ def _image_reader(X):
 
 
 def _resized(img: np.ndarray, size: int, policy: str) -> np.ndarray:
-    from bottleneck.data.decode import resize_image
 
     return resize_image(img, size, policy)

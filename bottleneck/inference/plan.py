@@ -15,9 +15,13 @@ from bottleneck.cache import Cache, integrity, read_meta
 from bottleneck.cache.health import Problem, check_cache
 from bottleneck.cache.manage import clear_for_rewrite
 from bottleneck.config import ExtractConfig
+from bottleneck.data import ImageDecodeError
 from bottleneck.data.manifest import Manifest
 from bottleneck.errors import BackboneError, CacheError
 from bottleneck.inference.bad_files import header_bad_files, rows_without
+from bottleneck.inference.engines import check_device, choose_engine
+from bottleneck.inference.int8 import int8_engine
+from bottleneck.inference.quantize import calibration_hash, calibration_items, int8_weights
 
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
 CHUNK_BYTES = 8 << 20
@@ -30,7 +34,6 @@ def chunk_rows_for(batch_size: int, feature_shape, dtype: str) -> int:
 
 def check_backbone(config: ExtractConfig) -> None:
     """Fail on a bad backbone name, weights path or device before reading any image."""
-    from bottleneck.inference.engines import check_device
 
     check_device(config)
     if is_model_path(config.backbone):
@@ -73,7 +76,6 @@ def calibration_material(config: ExtractConfig, src) -> dict:
     """int8 features depend on the calibration images: their identity joins the key (none for fp32)."""
     if config.precision != "int8":
         return {}
-    from bottleneck.inference.quantize import calibration_hash, calibration_items, int8_weights
 
     material = {"calibration_ids": calibration_hash(calibration_items(src.manifest, config.calibration))}
     weights = int8_weights()
@@ -173,8 +175,6 @@ def resumable_meta(path: Path, notify=None) -> dict | None:
 
 def plan_engine(plan: Plan, src, notify, engine_factory):
     """The engine of this run; building it before anything is written makes layer / weights errors come first."""
-    from bottleneck.data import ImageDecodeError
-    from bottleneck.inference.engines import choose_engine
 
     config = plan.config
     if engine_factory is not None:
@@ -194,7 +194,6 @@ def plan_engine(plan: Plan, src, notify, engine_factory):
         return np.stack(batch)
 
     def calibrate():
-        from bottleneck.inference.int8 import int8_engine
 
         return int8_engine(config, src, plan.manifest, plan.path.parent, notify)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import temp_path, write_json_atomic
+from bottleneck._io import replace_atomic, temp_path, write_json_atomic
+from bottleneck.data.manifest import content_hash
 from bottleneck.errors import BackboneError
 
 # Mean cosine similarity between int8 and fp32 features below which extraction stops (unless accept_drift).
@@ -74,7 +75,6 @@ def calibration_items(manifest, n: int, seed: int = 0) -> list:
 
     The same manifest gives the same sample (and so the same key); all train items when there are fewer.
     """
-    from bottleneck.data.manifest import content_hash
 
     by_class: dict[int, list] = {}
     for it in manifest.items_of("train"):
@@ -130,8 +130,6 @@ def quantize(fp32_path: Path, out: Path, input_name: str, batches, weights: str 
     ((N, S, S, 3) uint8 arrays), with ``weights`` s8 or u8 (``int8_weights``)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from bottleneck._io import replace_atomic
 
     tmp, prepared = temp_path(out), temp_path(out, ".pre.onnx")
     try:

@@ -10,7 +10,9 @@ import numpy as np
 from bottleneck.cache.manage import VerifyReport
 from bottleneck.cache.manage import verify_cache as check_cache_folder
 from bottleneck.constraints import SEED, Interval, validate_params
+from bottleneck.data import open_source
 from bottleneck.errors import CacheError
+from bottleneck.inference.engines import choose_engine
 
 
 def verify_cache(
@@ -42,8 +44,6 @@ def verify_cache(
 
 def recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed: int) -> None:
     """Re-extract ``k`` random rows per split of ``cache`` from its source and record rows that differ."""
-    from bottleneck.data import open_source
-    from bottleneck.inference.engines import choose_engine
 
     source = cache.meta.get("source")
     if not source or not Path(source).exists():

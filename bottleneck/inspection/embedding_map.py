@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 
-from bottleneck.errors import install_hint, one_of
+from bottleneck import _tf
+from bottleneck.errors import BottleneckError, install_hint, one_of
 
 METHODS = ("auto", "umap", "pca")
 MAX_POINTS = 20000  # points drawn on the page; a larger cache is sampled per class
@@ -67,16 +68,12 @@ def _umap(required: bool):
     """The umap module, imported quietly (it imports TensorFlow for its parametric variant); None when missing
     unless ``required``."""
     try:
-        from bottleneck import _tf
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _tf.tensorflow()  # umap imports it anyway: through the quiet import, not with its log lines
             import umap
     except ImportError:
         if required:
-            from bottleneck.errors import BottleneckError
-
             raise BottleneckError(
                 f"map_method='umap' needs umap-learn: {install_hint('inspect')}, or use map_method='pca'."
             ) from None

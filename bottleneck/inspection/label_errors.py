@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.errors import BottleneckError, install_hint
+from bottleneck.errors import BottleneckError, install_hint, one_of
+from bottleneck.heads import LogRegHead
 
 EXTRA = install_hint("inspect")
 # How many labels are wrong: "estimate" (estimated_error_counts, the default) or "cleanlab" (its find_label_issues).
@@ -43,8 +44,6 @@ def out_of_fold_proba(
     C is swept (on validation rows held out of train) in the first fold and kept for the others.
     """
     from sklearn.model_selection import StratifiedKFold
-
-    from bottleneck.heads import LogRegHead
 
     y = np.asarray(y, np.int64)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
@@ -123,8 +122,6 @@ def find_label_issues(y: np.ndarray, proba: np.ndarray, method: str = "estimate"
     (more flagged: lower precision, and higher recall where wrong labels come from look-alike classes).
     """
     if method not in METHODS:
-        from bottleneck.errors import one_of
-
         raise one_of("label_method", method, METHODS)
     y = np.asarray(y, np.int64)
     proba = np.asarray(proba, np.float64)

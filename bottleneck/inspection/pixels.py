@@ -7,6 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bottleneck.callbacks import Progress
+from bottleneck.data.decode import resize_image
+from bottleneck.data.source import open_reader
+from bottleneck.inspection.duplicates import FLOOR, candidate_pairs, near_duplicates, without
+from bottleneck.report.thumbnails import read_checked, rebased, source_problem
 
 SIDE = 8  # side of the small grey copy of each candidate image that is compared (an 8 x 8 "average hash")
 DRAFT = (
@@ -35,9 +39,6 @@ def tiny_images(
     """(len(rows), SIDE * SIDE) float32: the grey (luma) 8 x 8 copies of the images of manifest ``rows``, each
     less its mean, read as the page's thumbnails read them (from ``source`` where they moved, content hash
     checked) and resized as extraction resizes (``resize``)."""
-    from bottleneck.data.decode import resize_image
-    from bottleneck.data.source import open_reader
-    from bottleneck.report.thumbnails import read_checked, rebased
 
     rows = np.asarray(rows, np.int64)
     out = np.zeros((len(rows), SIDE * SIDE), np.float32)
@@ -98,7 +99,6 @@ def near_duplicates_by_pixels(
     ``threshold``), each kept when the two images are the same picture (8 x 8 grey copies within ``MAX_RMS``
     grey levels); only candidate images are read. Otherwise the features alone decide: cosine >= ``threshold``, and the rule says why.
     """
-    from bottleneck.inspection.duplicates import FLOOR, candidate_pairs, near_duplicates, without
 
     rule = {"rule": "features", "threshold": float(threshold)}
     why = None
@@ -108,7 +108,6 @@ def near_duplicates_by_pixels(
         why = "the cache records no source images"
     if why is not None:
         return without(near_duplicates(X, threshold, progress=progress), exact), rule | {"why": why}
-    from bottleneck.report.thumbnails import source_problem
 
     cand = without(candidate_pairs(X, neighbours=neighbours, threshold=threshold, progress=progress), exact)
     need = np.unique(np.concatenate([cand.a, cand.b]))

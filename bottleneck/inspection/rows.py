@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bottleneck.data.manifest import SPLIT_ORDER
 from bottleneck.errors import CacheError
 
 
@@ -54,7 +55,6 @@ def _aligned_manifest(cache, rows: Rows):
     skipped = {int(s["index"]) for s in cache.meta.get("skipped", [])}
     keep = np.ones(len(manifest), dtype=bool)
     keep[list(skipped)] = False
-    from bottleneck.data.manifest import SPLIT_ORDER
 
     found = []
     for s in rows.splits:

@@ -7,6 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck._io import atomic_dir, check_out
+from bottleneck.cache.reader import as_cache
+from bottleneck.errors import BottleneckError
+from bottleneck.heads import HEADS, head_params
+from bottleneck.inspection.rows import Rows
+from bottleneck.report.page import render_page
+from bottleneck.report.sections import Predictions
+from bottleneck.report.thumbnails import row_thumbnails
+from bottleneck.runs.fit import fit_head, run_proba
+from bottleneck.runs.folders import Run, load_run
+
 PAGE = "index.html"
 THUMBS = "thumbs"
 
@@ -27,20 +38,10 @@ def write_run_page(
     predictions on ``split`` of ``cache``; returns the path of index.html. ``source``: where the cache's
     images are now, if they moved. ``comparison`` ({"headers", "rows", "note"}) adds a table on top (compare).
     The folder is built aside and renamed when whole."""
-    from bottleneck._io import atomic_dir, check_out
-    from bottleneck.cache.reader import as_cache
-    from bottleneck.inspection.rows import Rows
-    from bottleneck.report.page import render_page
-    from bottleneck.report.sections import Predictions
-    from bottleneck.report.thumbnails import row_thumbnails
-    from bottleneck.runs.fit import run_proba
-    from bottleneck.runs.folders import Run, load_run
 
     run = run if isinstance(run, Run) else load_run(run)
     if out is None:
         if run.path is None:
-            from bottleneck.errors import BottleneckError
-
             raise BottleneckError("the run is not saved; pass out=FOLDER for its page.")
         out = Path(run.path) / "report"
     out = Path(out)
@@ -90,10 +91,6 @@ def write_compare_page(
 ):
     """The page of a comparison (``out``/index.html): its table, then the predictions of its best row on a
     given cache (highest mean accuracy), that head fitted once more with the row's first seed."""
-    from bottleneck.cache.reader import as_cache
-    from bottleneck.errors import BottleneckError
-    from bottleneck.heads import HEADS, head_params
-    from bottleneck.runs.fit import fit_head
 
     caches = {c.name: c for c in (as_cache(c) for c in caches)}
     rows = [r for r in comparison.rows if r["cache"] in caches]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bottleneck.report.metrics import classification_metrics
+
 CELL_LIMIT = 500  # images listed per confusion cell (the least confident first); counts stay exact
 MISTAKES_SHOWN = 100
 PAIRS_SHOWN = 200
@@ -37,7 +39,6 @@ class Predictions:
     metrics: dict | None = None  # {split: classification_metrics}; computed for ``split`` when None
 
     def __post_init__(self):
-        from bottleneck.report.metrics import classification_metrics
 
         y = self.rows.label[self.sel]
         self.classes = np.asarray(self.classes, np.int64)

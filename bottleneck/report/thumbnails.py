@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.errors import InspectError
+from bottleneck.data.decode import ImageDecodeError
+from bottleneck.data.manifest import Manifest
+from bottleneck.data.source import open_reader
+from bottleneck.errors import InspectError, SourceError
 
 SIDE = 96  # longest side of a thumbnail in pixels; smaller images are kept at their size (the page scales up)
 LISTED = 3  # missing or changed files named in an error
@@ -24,7 +27,6 @@ def write_thumbnails(
     is written once): PNG for images up to 64 x 64, JPEG otherwise. Nothing is written near the source.
     InspectError, before anything is decoded, when images are missing or changed.
     """
-    from bottleneck.data.source import open_reader
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,8 +67,6 @@ def write_thumbnails(
 def read_checked(reader, item, purpose: str, changed: str, draft: int | None = None):
     """The image of ``item`` as extraction decoded it, or one InspectError: undecodable (``purpose``: "for its
     thumbnail") or changed since extraction (``changed``: what a changed file would spoil)."""
-    from bottleneck.data.decode import ImageDecodeError
-    from bottleneck.errors import SourceError
 
     try:
         return reader.read(
@@ -106,7 +106,6 @@ def rebased(manifest, source):
     """The manifest with its files (or array file) where ``source`` says the same images are now."""
     if source is None:
         return manifest
-    from bottleneck.data.manifest import Manifest
 
     source = Path(source).expanduser().resolve()
     paths = None

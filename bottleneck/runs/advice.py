@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bottleneck._io import atomic_dir, write_json_atomic
+from bottleneck.report import markdown_table, markdown_text
+from bottleneck.report.plots import plot_layers
 
 
 @dataclass
@@ -39,7 +41,6 @@ class Advice:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     def markdown(self) -> str:
-        from bottleneck.report import markdown_table, markdown_text
 
         cell, rec = self.cell, self.recommendation
         tuned = " then fine-tuned" if rec["fine_tune"] else ""
@@ -85,7 +86,6 @@ class Advice:
     def save(self, out, *, force: bool = False, notify=None) -> dict:
         """advice.md, advice.json and layers.png (accuracy by layer depth, the other configurations as lines), in
         a folder built aside and renamed when whole; one bottleneck did not write is refused unless ``force``."""
-        from bottleneck.report.plots import plot_layers
 
         out = Path(out)
         self.paths = {

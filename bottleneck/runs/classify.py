@@ -8,7 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.backbones.build import build_classifier
+from bottleneck.backbones.imagenet import NUM_CLASSES, class_name
+from bottleneck.config import RESIZES
 from bottleneck.constraints import BATCH_SIZE, IMAGE_SIZE, TOP, Options, validate_params
+from bottleneck.data import load_image, resize_image
 from bottleneck.errors import SourceError
 
 Prediction = tuple[int, str, float]  # (class index, class name, probability)
@@ -32,7 +36,6 @@ def classify(
     ``extract`` does (``resize``: squash | crop | pad). Probabilities are softmax outputs; a model file that
     returns logits is passed through a softmax. Names are ImageNet's for 1000-way outputs, else "class <i>".
     """
-    from bottleneck.config import RESIZES
 
     validate_params(
         {"top": top, "image_size": image_size, "resize": resize, "batch_size": batch_size},
@@ -45,14 +48,10 @@ def classify(
     if missing:
         raise SourceError(f"image file(s) not found: {', '.join(missing[:5])}; check the paths.")
 
-    from bottleneck.backbones.build import build_classifier
-
     model = build_classifier(backbone, weights=weights, image_size=image_size, preprocess=preprocess)
     n_classes = int(model.output_shape[-1])
     top = min(top, n_classes)
     size = int(model.input_shape[1])
-
-    from bottleneck.data import load_image, resize_image
 
     results = []
     for start in range(0, len(paths), batch_size):
@@ -76,6 +75,5 @@ def _probabilities(out: np.ndarray) -> np.ndarray:
 
 
 def _name(index: int, n_classes: int) -> str:
-    from bottleneck.backbones.imagenet import NUM_CLASSES, class_name
 
     return class_name(index) if n_classes == NUM_CLASSES else f"class {index}"

@@ -15,7 +15,12 @@ from bottleneck._io import (
     write_json_atomic,
     write_text_atomic,
 )
+from bottleneck.cache.reader import open_cache
 from bottleneck.errors import HeadError
+from bottleneck.heads import load_head
+from bottleneck.heads.base import HEAD_FILE
+from bottleneck.report import plot_confusion, plot_history, render_report
+from bottleneck.runs.whole import WholeModel
 
 METRICS_FILE = "metrics.json"
 HEAD_DIR = "head"
@@ -49,7 +54,6 @@ def cache_summary(cache) -> dict:
 
 def run_cache(summary: dict):
     """The cache a run was fitted on, opened from its summary: the layer subset it used of a wider cache."""
-    from bottleneck.cache.reader import open_cache
 
     info = summary.get("cache") or {}
     return matching_layers(open_cache(info.get("path")), (info.get("config") or {}).get("layer"))
@@ -77,7 +81,6 @@ def save_run(run: Run, path, *, cache=None, force: bool = False, notify=None) ->
     """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png. The folder is built aside
     and renamed into place when whole (``_io.atomic_dir``): a crash leaves the old folder or none, never a run
     folder with a head but no metrics, or metrics but a half-written head."""
-    from bottleneck.heads.base import HEAD_FILE
 
     path = Path(path)
     run.summary["path"] = str(path)
@@ -95,7 +98,6 @@ def save_run(run: Run, path, *, cache=None, force: bool = False, notify=None) ->
 def write_reports(run: Run, title: str, folder=None) -> None:
     """metrics.json, report.md, history.png and confusion.png of a run (every kind) into ``folder`` (default: the
     run's ``path``)."""
-    from bottleneck.report import plot_confusion, plot_history, render_report
 
     path = Path(folder) if folder is not None else run.path
     write_metrics(path, run.summary)
@@ -120,7 +122,6 @@ def load_run(path) -> Run:
     """A run folder written by ``fit_head`` (its head scores cached features) or ``fine_tune`` (its head is a
     ``WholeModel`` that scores images); HeadError when it is not one, or when its metrics.json or the files it
     lists were edited or damaged since the run was written (one line naming the file and the fix)."""
-    from bottleneck.heads import load_head
 
     path = Path(path)
     metrics = path / METRICS_FILE
@@ -149,8 +150,6 @@ def load_run(path) -> Run:
         if problem:
             raise HeadError(f"{path / name} {problem}; {redo}.")
     if tuned:
-        from bottleneck.runs.whole import WholeModel
-
         return Run(path, WholeModel.load(path, summary), summary)
     head = load_head(path / HEAD_DIR)
     trained = (getattr(head, "trained_on_", None) or {}).get("class_names")

@@ -13,8 +13,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bottleneck._tf import cpu_count
+from bottleneck.backbones.presets import BLOCKS, MULTISCALE, MULTISCALE_NAME, NETWORK_SETS, WIDE, is_wide
+from bottleneck.backbones.registry import get_spec
+from bottleneck.cache.columns import layer_columns, resolve_layers, set_layers, top_layer
 from bottleneck.callbacks import Progress
+from bottleneck.config import layer_names
 from bottleneck.errors import HeadError
+from bottleneck.heads import head_params, make_head
+from bottleneck.heads.checks import stratified_holdout
+from bottleneck.report import markdown_table
 
 # Greedy selection adds a layer while it lowers the val log loss by at least this fraction. Loss, not accuracy:
 # on a pilot's few hundred val rows accuracy moves in steps of 1/n and its noise picked the wrong layers
@@ -41,8 +49,6 @@ class _Splits:
 
 
 def _load(cache, seed: int, with_test: bool) -> _Splits:
-    from bottleneck.cache.columns import layer_columns
-    from bottleneck.heads.checks import stratified_holdout
 
     columns = layer_columns(cache)
     if "train" not in cache.splits:
@@ -85,8 +91,6 @@ class LayerScorer:
     def check(self, names) -> None:
         unknown = sorted(set(names) - set(self.data.columns))
         if unknown:
-            from bottleneck.cache.columns import resolve_layers
-
             resolve_layers(self.cache, unknown)  # raises the did-you-mean error
 
     def _key(self, layers: Sequence[str]) -> tuple[str, ...]:
@@ -94,7 +98,6 @@ class LayerScorer:
 
     def _fit(self, key: tuple[str, ...], threaded: bool):
         """Fit one set (no shared state touched, so sets can be fitted in threads): (head, losses, row)."""
-        from bottleneck.heads import head_params, make_head
 
         data = self.data
         params = dict(self.params)
@@ -137,8 +140,6 @@ class LayerScorer:
         from concurrent.futures import ThreadPoolExecutor
 
         from threadpoolctl import threadpool_limits
-
-        from bottleneck._tf import cpu_count
 
         keys = [self._key(s) for s in sets]
         todo = list(dict.fromkeys(k for k in keys if k not in self._rows))
@@ -248,7 +249,6 @@ class LayerSearch:
         }
 
     def markdown(self) -> str:
-        from bottleneck.report import markdown_table
 
         rows = [
             [
@@ -323,10 +323,6 @@ def candidate_sets(cache) -> list[dict]:
     the presets the cache holds (``multiscale`` where measured, ``blocks``: all block outputs, ``wide``: all wide
     points). Each: name, kind ("top" | "block" | "wide" | "preset"), layers, depth (single layers: position in
     the cache), layer (the ``--layer`` value that extracts exactly it: None for the top layer)."""
-    from bottleneck.backbones.presets import BLOCKS, MULTISCALE, MULTISCALE_NAME, NETWORK_SETS, WIDE, is_wide
-    from bottleneck.backbones.registry import get_spec
-    from bottleneck.cache.columns import layer_columns, set_layers, top_layer
-    from bottleneck.config import layer_names
 
     order = [n for n, _, _ in layer_columns(cache)]
     top = top_layer(cache)

@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.callbacks import Progress
+from bottleneck.config import ExtractConfig
 from bottleneck.constraints import BATCH_SIZE, TOP, validate_params
-from bottleneck.errors import HeadError
-from bottleneck.runs.folders import Run, load_run
+from bottleneck.data import load_image, resize_image
+from bottleneck.data.decode import IMAGE_EXTENSIONS, draft_size
+from bottleneck.errors import HeadError, SourceError
+from bottleneck.inference.engines import choose_engine
+from bottleneck.runs.folders import Run, load_run, run_cache
 
 
 def list_images(paths: Sequence) -> list[Path]:
     """Image files from files and folders (folders searched recursively, sorted); SourceError when none."""
-    from bottleneck.data.decode import IMAGE_EXTENSIONS
-    from bottleneck.errors import SourceError
 
     out = []
     for p in map(Path, paths):
@@ -83,8 +85,6 @@ class Scorer:
     fast_decode: bool = False  # JPEGs decoded at a reduced scale, as the run's cache was
 
     def load(self, path) -> np.ndarray:
-        from bottleneck.data import load_image, resize_image
-        from bottleneck.data.decode import draft_size
 
         return resize_image(
             load_image(path, draft_size(self.image_size, self.fast_decode)), self.image_size, self.resize
@@ -94,7 +94,6 @@ class Scorer:
 def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     """The scoring of a saved run: the cache's backbone settings then the head (frozen-head runs), or the
     fine-tuned model; or of an exported model file. ``engine_factory(config)`` replaces ``create_engine``."""
-    from bottleneck.config import ExtractConfig
     from bottleneck.export.loaded import is_exported, load_exported
 
     if not isinstance(run, Run) and is_exported(run):
@@ -118,12 +117,8 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     if engine_factory is not None:
         engine = engine_factory(config)
     else:
-        from bottleneck.inference.engines import choose_engine
-
         int8_meta = None
         if config.precision == "int8":  # the int8 model the cache was computed with (its meta names it)
-            from bottleneck.runs.folders import run_cache
-
             int8_meta = run_cache(run.summary).meta
         engine = choose_engine(config, Path(run.summary["cache"]["path"]).parent, int8_meta=int8_meta)
     if tuple(engine.feature_shape) != tuple(head.feature_shape_):

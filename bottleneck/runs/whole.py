@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.backbones.model_file import load_keras
+from bottleneck.errors import HeadError
+from bottleneck.heads.saved import classes_from_json
+
 
 class WholeModel:
     """A keras model from float32 (N, S, S, 3) 0..255 RGB pixels to (N, classes) probabilities."""
@@ -18,9 +22,8 @@ class WholeModel:
 
     def __init__(self, model, summary: dict):
         self.model = model
-        from bottleneck.heads.base import _classes_from_json
 
-        self.classes_ = _classes_from_json(summary["classes"])
+        self.classes_ = classes_from_json(summary["classes"])
         self.class_names = list(summary["class_names"])
         self.image_size = int(summary["image_size"])
         self.resize = (summary.get("cache") or {}).get("config", {}).get("resize", "squash")
@@ -29,8 +32,6 @@ class WholeModel:
 
     @classmethod
     def load(cls, path, summary: dict) -> WholeModel:
-        from bottleneck.backbones.model_file import load_keras
-        from bottleneck.errors import HeadError
 
         fix = f"the fine-tuned run {path} is unusable: fine-tune it again"
         return cls(load_keras(Path(path) / "model.keras", HeadError, fix), summary)

@@ -12,8 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck.backbones import get_spec
+from bottleneck.backbones.build import feature_model_of
+from bottleneck.backbones.model_file import is_model_path
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import TuneError
+from bottleneck.heads.feature_blocks import take_rows
+from bottleneck.runs.predict import class_names_of
 
 # Largest difference in probability between the assembled model and the run's head on cached rows.
 START_TOLERANCE = 1e-4
@@ -98,10 +103,6 @@ def assemble(run) -> Assembled:
     """The run's whole model: its cache's backbone (same weights, image size, layers, pooling, preprocessing)
     and its head on top. Nothing is trainable yet (fine-tuning chooses what to unfreeze)."""
     keras = _tf.keras()
-    from bottleneck.backbones import get_spec
-    from bottleneck.backbones.build import feature_model_of
-    from bottleneck.backbones.model_file import is_model_path
-    from bottleneck.runs.predict import class_names_of
 
     cache = run.summary["cache"]
     config = ExtractConfig.from_dict(cache["config"])
@@ -132,7 +133,6 @@ def check_start(assembled: Assembled, run, cache, images, *, rows: int = 32, see
     checked exactly (the head network against the head on the model's own features) and the features
     against the cache within float16 rounding.
     """
-    from bottleneck.heads.feature_blocks import take_rows
 
     split = "val" if "val" in cache.splits else "train"
     n = cache.n(split)

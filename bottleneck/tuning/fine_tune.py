@@ -16,9 +16,28 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import check_out, put_in_place, write_record
+from bottleneck._io import check_out, file_hash, put_in_place, replace_atomic, reseal, temp_path, write_record
+from bottleneck.backbones.blocks import BLOCK_PATTERNS, apply_cut, blocks, depth_groups, plan_cut
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
+from bottleneck.heads.checks import class_weights, stratified_holdout
+from bottleneck.runs.folders import (
+    FILES,
+    METRICS_FILE,
+    Run,
+    load_run,
+    run_cache,
+    unique_dir,
+    write_metrics,
+    write_reports,
+)
+from bottleneck.runs.whole import WholeModel
+from bottleneck.tuning import views as cached
+from bottleneck.tuning.assemble import assemble, check_start
+from bottleneck.tuning.calibrate import fold_temperature, output_layer
+from bottleneck.tuning.images import augmentation, open_cache_images
+from bottleneck.tuning.loop import SELECTION, Checkpoint, Trainer
+from bottleneck.tuning.loop import train as run_loop
 from bottleneck.tuning.recipe import TuneSettings
 from bottleneck.tuning.results import KIND, evaluate, summarise
 from bottleneck.tuning.views import PREFIX_TOLERANCE
@@ -79,8 +98,6 @@ def fine_tune(
     ``history.png``, ``confusion.png``) unless ``save`` is False; it is built in a hidden sibling folder that
     holds a checkpoint after every epoch, so an interrupted run resumes there when started again.
     """
-    from bottleneck.runs.folders import Run, load_run
-    from bottleneck.tuning.images import open_cache_images
 
     settings = TuneSettings.build(settings, **overrides)
     notify = notify or (lambda line: None)
@@ -99,13 +116,10 @@ def fine_tune(
         settings = prep.settings
         checkpoint = None
         if partial is not None:
-            from bottleneck.tuning.loop import Checkpoint
-
             checkpoint = Checkpoint(partial, _resume_digest(run, cache, settings))
         outcome = train(prep, settings, checkpoint, progress, notify)
         metrics, evaluation = evaluate(prep, images, cache, settings, progress)
     summary = summarise(run, cache, images, prep, settings, outcome, metrics, evaluation, t0)
-    from bottleneck.runs.whole import WholeModel
 
     result = Run(None, WholeModel(prep.assembled.model, summary), summary)
     if save:
@@ -123,7 +137,6 @@ def fine_tune(
 def _fit_default_unfreeze(assembled, settings: TuneSettings, notify) -> TuneSettings:
     """The default ``unfreeze`` (top 3 blocks) on a network with fewer blocks: all of them, said in one line, and
     recorded so (a run's recipe repeats what trained). Any other count beyond the blocks stays an error."""
-    from bottleneck.backbones.blocks import BLOCK_PATTERNS, blocks
 
     default = TuneSettings().unfreeze
     if settings.unfreeze_from or settings.unfreeze != default or assembled.family not in BLOCK_PATTERNS:
@@ -137,9 +150,6 @@ def _fit_default_unfreeze(assembled, settings: TuneSettings, notify) -> TuneSett
 
 def prepare(run, cache, images, settings: TuneSettings, cache_dir, progress, notify) -> Prepared:
     """The start model checked against the run, the cut, labels and val rows, and the data of the chosen mode."""
-    from bottleneck.backbones.blocks import apply_cut, depth_groups, plan_cut
-    from bottleneck.tuning import views as cached
-    from bottleneck.tuning.assemble import assemble, check_start
 
     assembled = assemble(run)
     start = check_start(assembled, run, cache, images, seed=settings.seed)
@@ -208,7 +218,6 @@ def prepare(run, cache, images, settings: TuneSettings, cache_dir, progress, not
 
 
 def _cached_data(prep, prefix, images, settings, cache_dir, progress, notify) -> None:
-    from bottleneck.tuning import views as cached
 
     prep.prefix = prefix
     prep.model = cached.suffix_model(prep.assembled, prep.cut)
@@ -231,9 +240,7 @@ def _cached_data(prep, prefix, images, settings, cache_dir, progress, notify) ->
 
 
 def _image_data(prep, images, settings) -> None:
-    from bottleneck.tuning import views as cached
     from bottleneck.tuning.batches import ImageBatches, ImageData
-    from bottleneck.tuning.images import augmentation
 
     prep.model = cached.whole_training_model(prep.assembled, prep.cut)
     train = ImageBatches(
@@ -262,9 +269,6 @@ def _image_data(prep, images, settings) -> None:
 def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
     """Train ``prep.model`` (``tuning.loop``); the kept weights end up in the model, a kept epoch's temperature
     folded into the head's output layer (``tuning.calibrate``)."""
-    from bottleneck.tuning.calibrate import fold_temperature, output_layer
-    from bottleneck.tuning.loop import Trainer
-    from bottleneck.tuning.loop import train as run_loop
 
     output = output_layer(prep.assembled.head)
     trainer = Trainer(
@@ -287,8 +291,6 @@ def train(prep: Prepared, settings: TuneSettings, checkpoint, progress, notify):
 
 def save_fine_tuned(run, path) -> Path:
     """Write a fine-tuned run folder: model.keras (atomically), metrics.json, report.md and plots."""
-    from bottleneck._io import file_hash, replace_atomic, temp_path
-    from bottleneck.runs.folders import FILES, write_reports
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -303,8 +305,6 @@ def save_fine_tuned(run, path) -> Path:
 
 
 def _rewrite_summary(run) -> None:
-    from bottleneck._io import reseal
-    from bottleneck.runs.folders import METRICS_FILE, write_metrics
 
     write_metrics(run.path, run.summary)
     reseal(run.path, [METRICS_FILE])
@@ -321,7 +321,6 @@ def _folders(run, settings, out, runs_dir, force) -> tuple[Path, Path | None]:
 
 
 def _unique_final(run, runs_dir) -> Path:
-    from bottleneck.runs.folders import unique_dir
 
     return unique_dir(Path(runs_dir) / f"{Path(str(run.path)).name}-fine-tuned")
 
@@ -329,15 +328,12 @@ def _unique_final(run, runs_dir) -> Path:
 def _resume_digest(run, cache, settings) -> str:
     import hashlib
 
-    from bottleneck.tuning.loop import SELECTION
-
     # SELECTION: a checkpoint written under another selection rule holds history it cannot continue
     blob = f"{settings.digest()}|{Path(str(run.path)).resolve()}|{cache.key}|{SELECTION}"
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _open_run_cache(run):
-    from bottleneck.runs.folders import run_cache
 
     path = (run.summary.get("cache") or {}).get("path")
     try:
@@ -376,7 +372,6 @@ def _label_index(classes: np.ndarray, labels: np.ndarray, split: str) -> np.ndar
 
 def _validation(cache, yi, val_fraction, seed):
     """(train rows, split the selection watches, its rows): val, or a stratified part of train."""
-    from bottleneck.heads.checks import stratified_holdout
 
     n = cache.n("train")
     if "val" in cache.splits:
@@ -386,6 +381,5 @@ def _validation(cache, yi, val_fraction, seed):
 
 
 def _class_weights(class_weight, classes, yi):
-    from bottleneck.heads.checks import class_weights
 
     return class_weights(class_weight, classes, yi)

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck import _tf
+from bottleneck.backbones import get_spec
+from bottleneck.backbones.model_file import input_size, is_model_path, load_model_file
+from bottleneck.data import open_source
 from bottleneck.errors import TuneError
 from bottleneck.tuning.recipe import AUGMENTATIONS, augment_names
 
@@ -65,7 +69,6 @@ def open_cache_images(
     Every row's file must still be there with the content it had: otherwise one TuneError says how many
     differ and names the first few.
     """
-    from bottleneck.data import open_source
 
     recorded = cache.meta.get("source")
     path = Path(source) if source is not None else Path(recorded or "")
@@ -89,15 +92,11 @@ def open_cache_images(
 
 
 def _input_size(cache) -> int:
-    from bottleneck.backbones import get_spec
-    from bottleneck.backbones.model_file import is_model_path
 
     config = cache.config
     if config.image_size:
         return int(config.image_size)
     if is_model_path(config.backbone):
-        from bottleneck.backbones.model_file import input_size, load_model_file
-
         return int(input_size(load_model_file(config.backbone)))
     return get_spec(config.backbone).input_size
 
@@ -142,7 +141,6 @@ def _match(cache, manifest) -> tuple[dict, dict]:
 def augmentation(names, seed: int = 0):
     """A keras.Sequential of random layers for ``names`` (a subset of AUGMENTATIONS), each seeded; applied
     to float 0..255 batches with training=True. None for no augmentation."""
-    from bottleneck import _tf
 
     names = augment_names(names)
     if not names:

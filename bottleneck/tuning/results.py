@@ -7,6 +7,10 @@ import time
 
 import numpy as np
 
+from bottleneck.heads.feature_blocks import take_rows
+from bottleneck.report import classification_metrics
+from bottleneck.tuning import views as cached
+
 KIND = "fine-tune"
 CHECK_ROWS = 16  # test rows on which the whole model is compared with the cached-activation scores
 
@@ -15,8 +19,6 @@ def evaluate(prep, images, cache, settings, progress) -> tuple[dict, dict]:
     """Metrics of val (or the held-out train rows) and test of a trained ``fine_tune.Prepared``: from the cached
     activations in cached mode (checked against the whole model on images of CHECK_ROWS test rows), else from
     images through the whole model."""
-    from bottleneck.report import classification_metrics
-    from bottleneck.tuning import views as cached
     from bottleneck.tuning.batches import ImageBatches, ImageData
 
     out, evaluation = {}, {}
@@ -45,7 +47,6 @@ def evaluate(prep, images, cache, settings, progress) -> tuple[dict, dict]:
         pick = np.sort(
             np.random.default_rng(settings.seed).choice(pool, min(CHECK_ROWS, len(pool)), replace=False)
         )
-        from bottleneck.heads.feature_blocks import take_rows
 
         whole = np.asarray(prep.assembled.model.predict_on_batch(images.pixels(split, pick)), np.float64)
         part = np.asarray(

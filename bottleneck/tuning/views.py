@@ -17,7 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck.backbones.build import pool_outputs
+from bottleneck.cache import CacheWriter, open_cache
+from bottleneck.cache.health import hit_problems
+from bottleneck.cache.integrity import set_aside
+from bottleneck.cache.key import key_of
+from bottleneck.cache.lock import cache_lock
+from bottleneck.cache.meta import find_cache_path
 from bottleneck.errors import TuneError
+from bottleneck.heads.feature_blocks import available_memory, iter_blocks, nbytes, take_rows, to_memory
+from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
+from bottleneck.inference.plan import chunk_rows_for, resumable_meta
+from bottleneck.inference.runner import extract, is_complete
+from bottleneck.tuning.images import augmentation
 
 # Cached float16 activations against the network's own, relative to their scale: float16 rounding (2**-11) and
 # an ONNX engine's differences pass, activations float16 cannot represent do not.
@@ -32,7 +44,6 @@ VIEW_CHUNK_ROWS: int | None = None
 
 def prefix_cache(cache, cut, images, cache_dir, progress, notify):
     """The activations of the cut tensor for every row, as a keyed float16 cache (a hit when it exists)."""
-    from bottleneck.inference.runner import extract
 
     config = cache.config.replace(layer=cut.tensor_layer, pooling="none", dtype="float16")
     options = dict(cache.meta.get("source_options") or {})
@@ -73,7 +84,6 @@ def suffix_model(assembled, cut):
     """The trainable top alone: cut activations -> unfrozen blocks -> pooling -> head (layers shared with the
     whole model, so training it trains the whole model). The training flag reaches the unfrozen layers."""
     keras = _tf.keras()
-    from bottleneck.backbones.build import pool_outputs
 
     base = assembled.base
     tensor = base.get_layer(cut.tensor_layer).output
@@ -97,7 +107,6 @@ def whole_training_model(assembled, cut):
 def prefix_difference(assembled, cut, images, prefix, seed: int, rows: int = 16) -> float:
     """Max |cached - computed| activation on a sample of train rows, relative to the computed scale: float16
     cannot hold activations far below its smallest normal number (random-weight networks) or above 65504."""
-    from bottleneck.heads.feature_blocks import take_rows
 
     n = images.n("train")
     pick = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
@@ -114,7 +123,6 @@ class Augmenter:
     whenever it is computed: a resumed cache continues exactly, a recomputed chunk equals the lost one)."""
 
     def __init__(self, names):
-        from bottleneck.tuning.images import augmentation
 
         self.names = tuple(names)
         self.layers = list(augmentation(self.names, 0).layers)
@@ -162,7 +170,6 @@ def view_caches(prefix, images, settings, cache_dir, progress, notify) -> tuple[
 
 
 def _engine(config, images, cache_dir, notify, n_images):
-    from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
 
     engine = verified_onnx_engine(config, cache_dir)
     if engine is not None:
@@ -174,14 +181,6 @@ def _engine(config, images, cache_dir, notify, n_images):
 
 def _view_cache(prefix, images, index, settings, cache_dir, engine, progress, notify):
     """(cache, engine, computed) of view ``index``: a complete cache of its key, or one computed (resumed)."""
-    from bottleneck.cache import CacheWriter, open_cache
-    from bottleneck.cache.health import hit_problems
-    from bottleneck.cache.integrity import set_aside
-    from bottleneck.cache.key import key_of
-    from bottleneck.cache.lock import cache_lock
-    from bottleneck.cache.meta import find_cache_path
-    from bottleneck.inference.plan import chunk_rows_for, resumable_meta
-    from bottleneck.inference.runner import is_complete
 
     config = prefix.config
     material = view_material(prefix, index, settings.seed, settings.augment)
@@ -299,7 +298,6 @@ class CachedTrain:
         return len(self.rows)
 
     def epoch(self, epoch: int):
-        from bottleneck.heads.feature_blocks import take_rows
 
         order = np.random.default_rng([self.seed, epoch - 1]).permutation(self.rows)
         k = len(self.arrays)
@@ -342,7 +340,6 @@ class CachedEval:
         self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float32)
 
     def batches(self):
-        from bottleneck.heads.feature_blocks import iter_blocks
 
         for rows, x in iter_blocks(self.X, self.rows):
             for b in range(0, len(rows), self.batch_size):
@@ -353,6 +350,5 @@ class CachedEval:
 
 def in_memory(X):
     """A cached split in RAM when it fits in half the free memory (true per-row shuffles), else on disk."""
-    from bottleneck.heads.feature_blocks import available_memory, nbytes, to_memory
 
     return to_memory(X) if nbytes(X) < available_memory() // 2 else X

@@ -19,6 +19,7 @@ import numpy as np
 
 from bottleneck import _tf
 from bottleneck._io import write_bytes_atomic
+from bottleneck.backbones.weights.torch_pth import load_state_dict
 from bottleneck.errors import BackboneError, install_hint
 
 BN_EPSILON = 1e-3  # TF's EfficientNet-Lite value; PyTorch's default 1e-5 shifts the logits noticeably
@@ -269,7 +270,6 @@ def converted_weights(pth: Path, variant: LiteVariant) -> dict[str, list[np.ndar
         except Exception:  # noqa: BLE001 - a cache that cannot be read is rebuilt, whatever the reason
             pass
         # unreadable, partial or mismatched cache: convert again and overwrite it
-    from bottleneck.backbones.weights.torch_pth import load_state_dict
 
     out = convert_state_dict(load_state_dict(pth), variant, source=str(pth))
     try:

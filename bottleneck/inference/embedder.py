@@ -142,7 +142,7 @@ class Embedder(TransformerMixin, BaseEstimator):
 def _image_reader(X):
     """(a sequence of images, a function (image, config, input side) -> RGB uint8 (H, W, 3))."""
     from bottleneck.data.decode import array_to_rgb, draft_size
-    from bottleneck.data.files import load_image
+    from bottleneck.data.reads import load_image
 
     def from_array(a, config, size):
         return array_to_rgb(a)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottleneck._io import mark_root
+from bottleneck._ownership import mark_root
 from bottleneck.cache import META, Cache, compute_key, open_cache
 from bottleneck.cache.health import Problem, hit_problems
 from bottleneck.cache.integrity import CACHE_ROOT

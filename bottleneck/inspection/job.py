@@ -91,7 +91,8 @@ def inspect_cache(
     - CSVs of every list (ids to act on), ``summary.json`` and, with ``page``, ``index.html`` with thumbnails
       decoded from the cache's source (``source``: where its images are now, if they moved).
     """
-    from bottleneck._io import atomic_dir, check_out, write_json_atomic
+    from bottleneck._io import write_json_atomic
+    from bottleneck._ownership import atomic_dir, check_out
     from bottleneck.cache.reader import as_cache
     from bottleneck.errors import InspectError
     from bottleneck.inspection.duplicates import check_neighbours, check_threshold

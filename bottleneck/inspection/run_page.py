@@ -27,7 +27,7 @@ def write_run_page(
     predictions on ``split`` of ``cache``; returns the path of index.html. ``source``: where the cache's
     images are now, if they moved. ``comparison`` ({"headers", "rows", "note"}) adds a table on top (compare).
     The folder is built aside and renamed when whole."""
-    from bottleneck._io import atomic_dir, check_out
+    from bottleneck._ownership import atomic_dir, check_out
     from bottleneck.cache.reader import as_cache
     from bottleneck.inspection.rows import Rows
     from bottleneck.report.page import render_page

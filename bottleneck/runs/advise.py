@@ -13,7 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bottleneck._io import check_out
+from bottleneck._ownership import check_out
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.constraints import IMAGE_SIZE, SEED, Boolean, Interval, validate_params
 from bottleneck.errors import SourceError

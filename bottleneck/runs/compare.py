@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import atomic_dir, check_out, write_json_atomic
+from bottleneck._io import write_json_atomic
+from bottleneck._ownership import atomic_dir, check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
 from bottleneck.constraints import SEED, check
@@ -210,7 +211,7 @@ def compare(
     cache's columns (no extraction). ``layer_search="greedy"`` adds the set ``greedy_layers`` picks on val (its
     steps are in ``searches``). ``baseline`` adds a logreg row on the pixels of the same images (``pixels``).
     With ``out``, saves the table (markdown, CSV, JSON) and a plot there: a folder bottleneck did not write is
-    refused before any fit, unless ``force`` (then it is moved aside; see ``_io.atomic_dir``).
+    refused before any fit, unless ``force`` (then it is moved aside; see ``_ownership.atomic_dir``).
     """
     from bottleneck.heads import HEADS, canonical_name, head_params, make_head
     from bottleneck.heads.feature_blocks import available_memory

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import check_out
+from bottleneck._ownership import check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.constraints import SEED, check
@@ -60,7 +60,7 @@ def fit_head(
     the "val" metrics are on those rows. ``layers`` ("a,b", "top", "multiscale") fits on those layers of a
     multi-layer cache (read in place); the run then predicts with exactly those layers. With ``save``, writes ``out`` (default ``runs_dir/<cache>-<head>``,
     made unique) holding head/, metrics.json, report.md, history.png and confusion.png. An existing ``out`` is
-    replaced only when bottleneck wrote all of it (``_io.replace_problem``; refused before fitting otherwise);
+    replaced only when bottleneck wrote all of it (``_ownership.replace_problem``; refused before fitting otherwise);
     ``force`` moves such a folder aside instead (said through ``notify``).
     """
     from bottleneck.heads import Head, make_head

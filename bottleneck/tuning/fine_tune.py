@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import check_out, put_in_place, write_record
+from bottleneck._ownership import check_out, put_in_place, write_record
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
 from bottleneck.tuning.recipe import TuneSettings
@@ -303,7 +303,7 @@ def save_fine_tuned(run, path) -> Path:
 
 
 def _rewrite_summary(run) -> None:
-    from bottleneck._io import reseal
+    from bottleneck._ownership import reseal
     from bottleneck.runs.folders import METRICS_FILE, write_metrics
 
     write_metrics(run.path, run.summary)

@@ -185,7 +185,7 @@ def _build_engine(job: Job):
     config = job.config
     if job.factory is not None:
         return job.factory(config)
-    from bottleneck.inference.engines import choose_engine
+    from bottleneck.inference.chooser import choose_engine
 
     cache_dir = Path(job.path).parent
     if job.engine == "onnx-int8":

@@ -111,7 +111,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         cached = self.__dict__.get("_engine")
         if cached is not None and cached[0] == key:
             return cached[1]
-        from bottleneck.inference.engines import choose_engine
+        from bottleneck.inference.chooser import choose_engine
 
         def probe(size: int) -> np.ndarray | None:
             if not len(images):

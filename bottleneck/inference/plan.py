@@ -174,7 +174,7 @@ def resumable_meta(path: Path, notify=None) -> dict | None:
 def plan_engine(plan: Plan, src, notify, engine_factory):
     """The engine of this run; building it before anything is written makes layer / weights errors come first."""
     from bottleneck.data import ImageDecodeError
-    from bottleneck.inference.engines import choose_engine
+    from bottleneck.inference.chooser import choose_engine
 
     config = plan.config
     if engine_factory is not None:
@@ -193,16 +193,11 @@ def plan_engine(plan: Plan, src, notify, engine_factory):
             batch.append(image)
         return np.stack(batch)
 
-    def calibrate():
-        from bottleneck.inference.int8 import int8_engine
-
-        return int8_engine(config, src, plan.manifest, plan.path.parent, notify)
-
     return choose_engine(
         config,
         plan.path.parent,
         probe=probe,
         n_images=len(plan.manifest),
         notify=notify,
-        calibrate=calibrate,
+        calibration=(src, plan.manifest),
     )

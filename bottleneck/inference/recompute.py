@@ -43,7 +43,7 @@ def verify_cache(
 def recompute_rows(cache, report: VerifyReport, k: int, tolerance: float, seed: int) -> None:
     """Re-extract ``k`` random rows per split of ``cache`` from its source and record rows that differ."""
     from bottleneck.data import open_source
-    from bottleneck.inference.engines import choose_engine
+    from bottleneck.inference.chooser import choose_engine
 
     source = cache.meta.get("source")
     if not source or not Path(source).exists():

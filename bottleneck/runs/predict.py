@@ -118,7 +118,7 @@ def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     if engine_factory is not None:
         engine = engine_factory(config)
     else:
-        from bottleneck.inference.engines import choose_engine
+        from bottleneck.inference.chooser import choose_engine
 
         int8_meta = None
         if config.precision == "int8":  # the int8 model the cache was computed with (its meta names it)

@@ -99,7 +99,7 @@ def fine_tune(
         settings = prep.settings
         checkpoint = None
         if partial is not None:
-            from bottleneck.tuning.loop import Checkpoint
+            from bottleneck.tuning.selection import Checkpoint
 
             checkpoint = Checkpoint(partial, _resume_digest(run, cache, settings))
         outcome = train(prep, settings, checkpoint, progress, notify)
@@ -329,7 +329,7 @@ def _unique_final(run, runs_dir) -> Path:
 def _resume_digest(run, cache, settings) -> str:
     import hashlib
 
-    from bottleneck.tuning.loop import SELECTION
+    from bottleneck.tuning.selection import SELECTION
 
     # SELECTION: a checkpoint written under another selection rule holds history it cannot continue
     blob = f"{settings.digest()}|{Path(str(run.path)).resolve()}|{cache.key}|{SELECTION}"

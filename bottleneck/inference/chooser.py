@@ -179,13 +179,14 @@ def choose_engine(
     verified_only: bool = False,
 ):
     """The one way an engine is chosen: extraction, int8 quantization, the Embedder, prediction, `cache verify
-    --recompute` and cluster workers all come here, so they cannot disagree.
+    --recompute`, fine-tuning views and cluster workers all come here, so they cannot disagree.
 
-    int8: the saved int8 model that ``int8_meta`` (a cache's meta.json) records, else a new one quantized from
-    the images of ``calibration`` (a source and its manifest), on the verified fp32 ONNX model. fp32: the ONNX model an earlier run converted and verified under
-    ``cache_dir`` (no TensorFlow is imported), else TensorFlow, swapped for ONNX when ``probe(input_size)`` gives a
-    real batch to verify a conversion on (``_select_engine``; ``n_images`` tells ``auto`` whether converting pays).
-    ``verified_only``: the verified ONNX model or None (cluster workers must compute what the client verified).
+    int8: the saved int8 model that ``int8_meta`` (a cache's meta.json) records, else a new one quantized on the
+    verified fp32 ONNX model from the images of ``calibration`` (a source and its manifest). fp32: the ONNX model
+    an earlier run converted and verified under ``cache_dir`` (no TensorFlow is imported), else TensorFlow,
+    swapped for ONNX when ``probe(input_size)`` gives a real batch to verify a conversion on (``_select_engine``;
+    ``n_images`` tells ``auto`` whether converting pays). ``verified_only``: the verified ONNX model or None
+    (cluster workers must compute what the client verified).
     """
     if config.precision == "int8":
         if int8_meta is not None:

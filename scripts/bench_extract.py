@@ -222,12 +222,8 @@ def main(argv=None) -> int:
 
     import bottleneck
     from bottleneck import _tf
-    from bottleneck.inference.engines import (
-        OnnxEngine,
-        convert_to_onnx,
-        create_engine,
-        onnx_model_path,
-    )
+    from bottleneck.inference.chooser import choose_engine
+    from bottleneck.inference.engines import OnnxEngine, convert_to_onnx, onnx_model_path
 
     _tf.configure_threads()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-"))
@@ -245,7 +241,7 @@ def main(argv=None) -> int:
     print(header)
     for name in [b for b in args.backbones.split(",") if b]:
         cfg = bottleneck.ExtractConfig(backbone=name, weights="none", batch_size=args.batch_size)
-        tf_engine = create_engine(cfg)
+        tf_engine = choose_engine(cfg.replace(engine="tensorflow"), work / "cache")
         size = tf_engine.input_size
         gflop = model_gflop(tf_engine.model)
         onnx_path = onnx_model_path(cfg, size, work / "cache")
@@ -261,14 +257,14 @@ def main(argv=None) -> int:
         int8_run = {"wall": float("nan"), "steady": float("nan")}
         int8_pure = float("nan")
         if args.int8:
-            from bottleneck.inference.int8 import saved_int8_engine
-
             # Quantized once before the timed run, as a user's second run finds it.
             bottleneck.extract(data, backbone=name, weights="none", cache_dir=work / "cache", **int8)
             int8_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache", **int8)
             int8_cache = int8_run["cache"]
             int8_pure = bench_pure(
-                saved_int8_engine(int8_cache.config, int8_cache.meta, work / "cache"), size, args.batch_size
+                choose_engine(int8_cache.config, work / "cache", int8_meta=int8_cache.meta),
+                size,
+                args.batch_size,
             )
         best = max(tf_run["wall"], onnx_run["wall"])
         row = {

@@ -102,7 +102,7 @@ def _flagged_cross(rows, pairs, exact) -> set:
 def bench_planted(args) -> dict:
     from bottleneck.inspection import exact_duplicates, near_duplicates
     from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, candidate_pairs, without
-    from bottleneck.inspection.job import load_features
+    from bottleneck.inspection.findings import load_features
     from bottleneck.inspection.pixels import MAX_RMS, near_duplicates_by_pixels, pixel_distances, tiny_images
     from bottleneck.inspection.rows import Rows
 
@@ -184,7 +184,7 @@ LOOK_ALIKE = {"fm": [6, 3, 4, 4, 2, 7, 0, 5, 2, 7], "digits": [7, 7, 3, 8, 9, 6,
 
 def _noise_features(args):
     """(X (N, D) unit-norm, y (N,)) of the train rows of --dataset, extracted at --image-size."""
-    from bottleneck.inspection.job import load_features
+    from bottleneck.inspection.findings import load_features
     from bottleneck.inspection.rows import Rows
 
     if args.dataset == "digits":
@@ -276,7 +276,7 @@ def bench_ranks(args) -> dict:
 
     from bottleneck.data.array_sources import read_idx
     from bottleneck.data.datasets import FASHION_MNIST_DIR
-    from bottleneck.inspection.job import load_features
+    from bottleneck.inspection.findings import load_features
     from bottleneck.inspection.pixels import pixel_distances, tiny_images
     from bottleneck.inspection.rows import Rows
 
@@ -340,7 +340,7 @@ def bench_scan(args) -> dict:
 
     from bottleneck.inspection import DEFAULT_THRESHOLD, exact_duplicates, near_duplicates
     from bottleneck.inspection.duplicates import NEIGHBOURS, without
-    from bottleneck.inspection.job import load_features
+    from bottleneck.inspection.findings import load_features
     from bottleneck.inspection.pixels import near_duplicates_by_pixels
     from bottleneck.inspection.rows import Rows
 

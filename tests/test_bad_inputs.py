@@ -71,7 +71,7 @@ def test_special_files_are_bad_images_never_a_hang(tmp_path, make, reason):
 
 
 def test_a_file_without_read_permission_is_a_bad_image_and_skip_skips_it(tmp_path, monkeypatch):
-    import bottleneck.data.files as files
+    import bottleneck.data.reads as reads
 
     src = make_image_folder(tmp_path / "d", {"a": 3, "b": 3})
     locked = str(src / "b" / "001.png")
@@ -82,7 +82,7 @@ def test_a_file_without_read_permission_is_a_bad_image_and_skip_skips_it(tmp_pat
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(files.os, "open", no_access)
+    monkeypatch.setattr(reads.os, "open", no_access)
     with pytest.raises(BadImageError, match=r"b/001.png \(unreadable file: Permission denied\)"):
         run_extraction(src, CFG, cache_dir=tmp_path / "c", engine_factory=mean_color)
     r = run_extraction(

@@ -73,7 +73,7 @@ class Constant(MeanColor):
 def test_recompute_allows_one_float16_ulp_but_not_more(tmp_path, monkeypatch):
     # 1 + 2**-11 is halfway between the float16 values 1 and 1 + 2**-10: values 2e-6 apart on either side of it
     # round one float16 ulp (9.8e-4) apart, though they agree to 2e-6, well inside the 1e-4 tolerance.
-    import bottleneck.inference.engines as engines
+    import bottleneck.inference.chooser as chooser
 
     half = 1 + 2**-11
     src = make_image_folder(tmp_path / "data")
@@ -81,13 +81,13 @@ def test_recompute_allows_one_float16_ulp_but_not_more(tmp_path, monkeypatch):
     r = run_extraction(src, cfg, cache_dir=tmp_path / "c", engine_factory=lambda c: Constant(half - 1e-6))
     assert np.all(r.cache.load("train")[0] == np.float16(1))
 
-    monkeypatch.setattr(engines, "create_engine", lambda config: Constant(half + 1e-6))
+    monkeypatch.setattr(chooser, "_tensorflow_engine", lambda config: Constant(half + 1e-6))
     report = verify_cache(r.path, recompute=5)
     assert report.ok and report.recomputed == 5
     # One float16 ulp at 1.0 (what rounding alone can do), relative to the larger row (1 + 2**-10).
     assert report.max_abs_diff == pytest.approx(2**-10 / (1 + 2**-10))
 
-    monkeypatch.setattr(engines, "create_engine", lambda config: Constant(1 + 3 * 2**-10))
+    monkeypatch.setattr(chooser, "_tensorflow_engine", lambda config: Constant(1 + 3 * 2**-10))
     report = verify_cache(r.path, recompute=5)
     assert len(report.bad) == 5 and report.bad[0]["reason"] == "recomputed differs (2.92e-03)"
 

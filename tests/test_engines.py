@@ -12,16 +12,13 @@ from typer.testing import CliRunner
 
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
-from bottleneck.inference import engines
-from bottleneck.inference.engines import (
-    ONNX_TOLERANCE,
-    OnnxEngine,
-    TensorFlowEngine,
-    create_engine,
-    relative_difference,
-    select_engine,
-)
+from bottleneck.inference import chooser
+from bottleneck.inference.engines import ONNX_TOLERANCE, OnnxEngine, TensorFlowEngine, relative_difference
 from bottleneck.inference.runner import extract
+
+# The steps of the one chooser (``choose_engine``), tested one by one.
+create_engine = chooser._tensorflow_engine
+select_engine = chooser._select_engine
 
 
 def probe_batch(size: int, n: int = 4, seed: int = 0) -> np.ndarray:
@@ -80,7 +77,7 @@ def test_conversion_is_cached_and_failures_fall_back_to_tensorflow(tmp_path, mon
     def no_conversion(*a, **k):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(engines, "convert_to_onnx", no_conversion)
+    monkeypatch.setattr(chooser, "convert_to_onnx", no_conversion)
     notes = []
     again = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
     assert isinstance(again, OnnxEngine) and notes == []  # cached model reused, still verified
@@ -91,7 +88,7 @@ def test_conversion_is_cached_and_failures_fall_back_to_tensorflow(tmp_path, mon
     def broken(*a, **k):
         raise RuntimeError("unsupported op Foo\nwith a long trace")
 
-    monkeypatch.setattr(engines, "convert_to_onnx", broken)
+    monkeypatch.setattr(chooser, "convert_to_onnx", broken)
     notes = []
     chosen = select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, notify=notes.append)
     assert chosen is tf_engine
@@ -156,23 +153,23 @@ def test_a_verified_model_is_reused_without_tensorflow(tmp_path):
         <= ONNX_TOLERANCE
     )
     # auto trusts the record only once it has timed ONNX as the faster engine.
-    assert engines.verified_onnx_engine(cfg.replace(engine="auto"), tmp_path / "c") is None
+    assert chooser._verified_onnx_engine(cfg.replace(engine="auto"), tmp_path / "c") is None
     record.write_text(json.dumps(saved | {"faster": True}))
-    assert isinstance(engines.verified_onnx_engine(cfg.replace(engine="auto"), tmp_path / "c"), OnnxEngine)
-    assert engines.verified_onnx_engine(cfg.replace(engine="tensorflow"), tmp_path / "c") is None
+    assert isinstance(chooser._verified_onnx_engine(cfg.replace(engine="auto"), tmp_path / "c"), OnnxEngine)
+    assert chooser._verified_onnx_engine(cfg.replace(engine="tensorflow"), tmp_path / "c") is None
     # Without its model file a record means nothing: the next run converts and verifies again.
     next(iter((tmp_path / "c" / "engines").glob("*.onnx"))).unlink()
-    assert engines.verified_onnx_engine(cfg, tmp_path / "c") is None
+    assert chooser._verified_onnx_engine(cfg, tmp_path / "c") is None
 
 
 def test_auto_skips_conversion_on_small_runs_and_tensorflow_is_never_converted(tmp_path, monkeypatch):
     def no_conversion(*a, **k):
         raise AssertionError("should not convert")
 
-    monkeypatch.setattr(engines, "convert_to_onnx", no_conversion)
+    monkeypatch.setattr(chooser, "convert_to_onnx", no_conversion)
     tf_engine = create_engine(config("efficientnet_lite0", 64))
     probe = probe_batch(64)
-    for engine, n in (("auto", engines.AUTO_ONNX_MIN_IMAGES - 1), ("tensorflow", 10**6)):
+    for engine, n in (("auto", chooser.AUTO_ONNX_MIN_IMAGES - 1), ("tensorflow", 10**6)):
         cfg = config("efficientnet_lite0", 64, engine=engine)
         assert select_engine(tf_engine, cfg, probe, cache_dir=tmp_path, n_images=n) is tf_engine
     assert isinstance(tf_engine, TensorFlowEngine)
@@ -235,7 +232,7 @@ def test_compute_threads_and_decode_workers_are_separate_settings(tmp_path):
     chosen = select_engine(tf_engine, cfg, probe_batch(64), cache_dir=tmp_path)
     assert isinstance(chosen, OnnxEngine) and chosen.threads == 1
     assert chosen.session.get_session_options().intra_op_num_threads == 1
-    reused = engines.verified_onnx_engine(cfg.replace(threads=2, workers=1), tmp_path)
+    reused = chooser._verified_onnx_engine(cfg.replace(threads=2, workers=1), tmp_path)
     assert reused.threads == 2 and reused.verification == chosen.verification
     # Every engine answers the protocol's fields, so callers never guess with getattr.
     for engine in (tf_engine, chosen, reused):

@@ -393,7 +393,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(weak_run, tmp_path):
     assert (out / "model.keras").is_file() and not (tmp_path / ".ft.partial").exists()
     # The finished run is bottleneck's own folder, sealed (metrics.json rewritten after the rename included);
     # with a user's file added it is theirs: refused before any epoch.
-    from bottleneck._io import replace_problem
+    from bottleneck._ownership import replace_problem
 
     assert replace_problem(out) is None
     (out / "notes.txt").write_text("mine")

@@ -140,11 +140,11 @@ def test_parse_params_and_seeds():
 
 
 def test_predict_prints_one_line_per_image(tmp_path, monkeypatch):
-    import bottleneck.inference.engines
+    import bottleneck.inference.chooser
     from bottleneck.inference.runner import run_extraction
 
     monkeypatch.setattr(
-        bottleneck.inference.engines, "create_engine", lambda config: MeanColor(scale=1 / 255)
+        bottleneck.inference.chooser, "_tensorflow_engine", lambda config: MeanColor(scale=1 / 255)
     )
     src = make_image_folder(tmp_path / "data", {"ant": 6, "bee": 6}, splits=["train", "test"])
     cfg = ExtractConfig(backbone="efficientnet_lite0", weights="none", batch_size=4)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import MeanColor, make_image_folder
 
-from bottleneck import _io
+from bottleneck import _io, _ownership
 from bottleneck.config import ExtractConfig
 from bottleneck.inference.runner import run_extraction
 from bottleneck.runs import compare, fit_head
@@ -25,7 +25,7 @@ def test_every_file_written_is_atomic_or_inside_an_atomic_folder(tmp_path, monke
     from bottleneck.export import export_run
 
     replaced, folders = [], []
-    real_replace, real_dir = _io.replace_atomic, _io.atomic_dir
+    real_replace, real_dir = _io.replace_atomic, _ownership.atomic_dir
 
     def record_replace(tmp, path):
         replaced.append(Path(path))
@@ -37,16 +37,18 @@ def test_every_file_written_is_atomic_or_inside_an_atomic_folder(tmp_path, monke
 
     import importlib
 
-    # The helpers as every writer sees them: in _io (functions importing them when called) and where a module
-    # imported them by name.
+    # The helpers as every writer sees them: in _io and _ownership (functions importing them when called) and
+    # where a module imported them by name.
     for module in (
         "bottleneck._io",
+        "bottleneck._ownership",
         "bottleneck.runs.folders",
         "bottleneck.runs.compare",
         "bottleneck.export.formats",
     ):
         mod = importlib.import_module(module)
-        monkeypatch.setattr(mod, "atomic_dir", record_dir)
+        if hasattr(mod, "atomic_dir"):
+            monkeypatch.setattr(mod, "atomic_dir", record_dir)
         if hasattr(mod, "replace_atomic"):
             monkeypatch.setattr(mod, "replace_atomic", record_replace)
     src = make_image_folder(tmp_path / "data", {"a": 4, "b": 4}, splits=["train", "val", "test"])

@@ -13,7 +13,7 @@ import pytest
 from conftest import MeanColor, make_image_folder
 from typer.testing import CliRunner
 
-from bottleneck import _io
+from bottleneck import _io, _ownership
 from bottleneck.cache.manage import gc_caches, remove_cache
 from bottleneck.cli import app
 from bottleneck.config import ExtractConfig
@@ -31,7 +31,7 @@ def cache(tmp_path_factory):
 
 
 def _built(path: Path, files: dict[str, str], kind: str = "run") -> Path:
-    with _io.atomic_dir(path, kind) as tmp:
+    with _ownership.atomic_dir(path, kind) as tmp:
         for name, text in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(text)
@@ -45,14 +45,14 @@ def _tree(path: Path) -> dict[str, bytes]:
 # -- the record ------------------------------------------------------------------------------------------------------
 def test_a_folder_built_by_atomic_dir_is_recorded_and_replaceable(tmp_path):
     out = _built(tmp_path / "out", {"metrics.json": "{}", "head/w.npz": "x"})
-    record = json.loads((out / _io.RECORD).read_text())
+    record = json.loads((out / _ownership.RECORD).read_text())
     assert record["kind"] == "run" and record["writer"] == "bottleneck" and len(record["id"]) == 32
     assert set(record["files"]) == {"metrics.json", "head/w.npz"}
     assert record["files"]["head/w.npz"] == _io.file_hash(out / "head" / "w.npz")
-    assert not (out / _io.BUILDING).exists()
-    assert _io.replace_problem(out) is None
+    assert not (out / _ownership.BUILDING).exists()
+    assert _ownership.replace_problem(out) is None
     _built(out, {"metrics.json": "{2}"})  # ours: replaced whole, no leftovers beside it
-    assert _tree(out).keys() == {"metrics.json", _io.RECORD}
+    assert _tree(out).keys() == {"metrics.json", _ownership.RECORD}
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -62,16 +62,16 @@ def test_a_folder_built_by_atomic_dir_is_recorded_and_replaceable(tmp_path):
         (lambda p: (p / "notes.txt").write_text("mine"), "it holds files bottleneck did not write: notes.txt"),
         (lambda p: (p / "head" / "mine.py").write_text("x"), "did not write: head/mine.py"),
         (lambda p: (p / "metrics.json").write_text("edited"), "files changed since bottleneck wrote them: metrics.json"),
-        (lambda p: (p / _io.RECORD).unlink(), "it has no record of files bottleneck wrote"),
-        (lambda p: (p / _io.RECORD).write_text((p / _io.RECORD).read_text().replace("run", "rum")), "was edited"),
-        (lambda p: (p / _io.RECORD).write_text("[]"), "was edited or damaged"),
+        (lambda p: (p / _ownership.RECORD).unlink(), "it has no record of files bottleneck wrote"),
+        (lambda p: (p / _ownership.RECORD).write_text((p / _ownership.RECORD).read_text().replace("run", "rum")), "was edited"),
+        (lambda p: (p / _ownership.RECORD).write_text("[]"), "was edited or damaged"),
         (lambda p: os.symlink("/etc", p / "link"), "did not write: link/"),
     ],
 )  # fmt: skip
 def test_any_file_not_ours_makes_the_folder_the_users(tmp_path, change, problem):
     out = _built(tmp_path / "out", {"metrics.json": "{}", "head/w.npz": "x"})
     change(out)
-    assert problem in _io.replace_problem(out)
+    assert problem in _ownership.replace_problem(out)
     before = _tree(out)
     with pytest.raises(
         BottleneckError, match=r"refusing to replace .*out: .* or force=True to move it aside"
@@ -87,7 +87,7 @@ def test_a_marker_file_is_no_proof(tmp_path):
         folder.mkdir()
         (folder / marker).write_text("{}")
         (folder / "thesis.tex").write_text("years of work")
-        assert "no record" in _io.replace_problem(folder)
+        assert "no record" in _ownership.replace_problem(folder)
 
 
 def test_force_moves_the_users_folder_aside_whole(tmp_path):
@@ -97,35 +97,35 @@ def test_force_moves_the_users_folder_aside_whole(tmp_path):
     (user / "metrics.json").write_text("theirs")
     before = _tree(user)
     lines = []
-    with _io.atomic_dir(user, "run", force=True, notify=lines.append) as tmp:
+    with _ownership.atomic_dir(user, "run", force=True, notify=lines.append) as tmp:
         (tmp / "metrics.json").write_text("ours")
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("project.replaced-")]
     assert _tree(aside) == before
-    assert (user / "metrics.json").read_text() == "ours" and _io.replace_problem(user) is None
-    assert lines == [f"{user} was not bottleneck's (it has no record of files bottleneck wrote ({_io.RECORD})): "
+    assert (user / "metrics.json").read_text() == "ours" and _ownership.replace_problem(user) is None
+    assert lines == [f"{user} was not bottleneck's (it has no record of files bottleneck wrote ({_ownership.RECORD})): "
                      f"moved it aside to {aside}."]  # fmt: skip
 
 
 def test_a_nested_folder_of_ours_counts_as_ours(tmp_path):
     run = _built(tmp_path / "run", {"metrics.json": "{}"})
     _built(run / "report", {"index.html": "<html>"}, kind="page")
-    assert _io.replace_problem(run) is None
+    assert _ownership.replace_problem(run) is None
     (run / "report" / "mine.txt").write_text("x")  # the inner record no longer covers it: the whole is theirs
-    assert "report/mine.txt" in _io.replace_problem(run)
+    assert "report/mine.txt" in _ownership.replace_problem(run)
 
 
 def test_reseal_records_only_the_files_named(tmp_path):
     run = _built(tmp_path / "run", {"metrics.json": "{}"})
     (run / "metrics.json").write_text('{"path": 1}')
     (run / "notes.txt").write_text("theirs")
-    _io.reseal(run, ["metrics.json"])
-    assert _io.replace_problem(run) == "it holds files bottleneck did not write: notes.txt"
+    _ownership.reseal(run, ["metrics.json"])
+    assert _ownership.replace_problem(run) == "it holds files bottleneck did not write: notes.txt"
 
 
 def test_a_killed_writers_folder_is_collected_and_a_users_lookalike_is_not(tmp_path):
     dead = tmp_path / ".out.999999.tmp"  # no such process
     dead.mkdir()
-    (dead / _io.BUILDING).write_text("x")
+    (dead / _ownership.BUILDING).write_text("x")
     (dead / "metrics.json").write_text("{}")
     lookalike = tmp_path / ".out.999998.tmp"
     lookalike.mkdir()
@@ -168,7 +168,7 @@ def test_every_writer_refuses_a_users_folder_before_the_work_and_force_keeps_it(
         assert res.exit_code == 0, (name, res.output)
         (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(f"{folder.name}.replaced-")]
         assert _tree(aside) == before, name
-        assert (folder / made).is_file() and _io.replace_problem(folder) is None, name
+        assert (folder / made).is_file() and _ownership.replace_problem(folder) is None, name
         assert f"moved it aside to {aside}" in res.stderr, name
         # ... and the same command again replaces its own folder, with nothing moved aside this time.
         res = CliRunner().invoke(app, [a.format(folder) for a in args])
@@ -305,7 +305,7 @@ def test_extract_force_never_deletes_a_users_file_inside_the_cache(tmp_path):
         src, cfg, cache_dir=tmp_path / "c", force=True, engine_factory=lambda c: MeanColor()
     )
     assert again.computed == 4 and again.cache.path == first.path
-    assert (tmp_path / "c" / _io.ROOT_RECORD).is_file()  # extract made it a cache root by its record
+    assert (tmp_path / "c" / _ownership.ROOT_RECORD).is_file()  # extract made it a cache root by its record
 
 
 def test_export_replaces_only_its_own_file_and_force_moves_a_users_aside(tmp_path):
@@ -343,6 +343,6 @@ def test_export_replaces_only_its_own_file_and_force_moves_a_users_aside(tmp_pat
 
     # An export into the run folder (its default place) keeps the run folder bottleneck's own.
     export_run(run, format="keras")
-    assert (run.path / "export" / "model.keras").is_file() and _io.replace_problem(run.path) is None
+    assert (run.path / "export" / "model.keras").is_file() and _ownership.replace_problem(run.path) is None
     (run.path / "export" / "model.keras").write_bytes(b"edited")
-    assert "export/model.keras" in _io.replace_problem(run.path)
+    assert "export/model.keras" in _ownership.replace_problem(run.path)

@@ -89,7 +89,7 @@ def test_schedules():
 def test_an_epoch_must_beat_the_start_by_more_than_the_noise():
     import numpy as np
 
-    from bottleneck.tuning.loop import beats_start
+    from bottleneck.tuning.selection import beats_start
 
     rng = np.random.default_rng(0)
     start = rng.exponential(0.4, 500)

@@ -5,24 +5,18 @@ from __future__ import annotations
 import importlib
 import operator
 import random
-import re
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 from bottleneck import _tf
 from bottleneck.backbones import PREPROCESS_MODES, BackboneSpec, get_spec
+from bottleneck.backbones.blocks import network_sets
+from bottleneck.backbones.keras_weights import fold_efficientnet_rescaling, load_weights, weights_file
+from bottleneck.backbones.model_file import input_size, is_model_path, load_model_file
 from bottleneck.backbones.presets import NETWORK_SETS, TOP
 from bottleneck.config import POOLINGS, layer_names
 from bottleneck.constraints import IMAGE_SIZE, check
 from bottleneck.errors import BackboneError, BottleneckError, first_line, one_of, suggest
-
-# Keras weights files: Keras 3 `save_weights` (.weights.h5), legacy Keras 2 / hand-downloaded `*_notop.h5`,
-# and a whole-model .keras archive (load_weights reads the weights from it).
-WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5", ".keras")
-
-# keras.applications.efficientnet.IMAGENET_STDDEV_RGB (copied so this module can be read without Keras).
-_EFFICIENTNET_STDDEV_RGB = (0.229, 0.224, 0.225)
 
 
 @contextmanager
@@ -70,8 +64,6 @@ def build_backbone(
     the headless network (for features). ``weights``: "imagenet", "none" (random) or a path to a weights file
     of this backbone.
     """
-    from bottleneck.backbones.model_file import is_model_path
-
     if is_model_path(backbone):
         model, mode, size = _custom_backbone(backbone, weights, image_size, preprocess)
         return model, mode, size, Path(backbone).stem or "custom"
@@ -125,8 +117,6 @@ def build_feature_model(
         layer = spec.feature_layer
     names = layer_names(layer, pooling)
     if names and all(n in NETWORK_SETS for n in names):
-        from bottleneck.backbones.blocks import network_sets
-
         names = tuple(network_sets(base, spec and spec.family, spec and spec.feature_layer, names))
     elif TOP in names:
         top = (spec and spec.feature_layer) or base.layers[-1].name
@@ -211,6 +201,7 @@ def pool_outputs(outputs, pooling: str, layer: str | None = None):
 
 def _pixels_in(keras, size: int, mode: str, portable: bool = False):
     """(input of 0..255 RGB pixels, those pixels preprocessed as ``mode``): how every built model starts."""
+    # preprocess subclasses a Keras layer at import: it is imported with Keras, lazily (as bottleneck._tf is).
     from bottleneck.backbones.preprocess import Preprocess, portable_preprocess
 
     inputs = keras.Input((size, size, 3), dtype="float32", name="pixels")
@@ -219,8 +210,6 @@ def _pixels_in(keras, size: int, mode: str, portable: bool = False):
 
 
 def _is_file(backbone: str) -> bool:
-    from bottleneck.backbones.model_file import is_model_path
-
     return is_model_path(backbone)
 
 
@@ -233,8 +222,6 @@ def feature_shape(
     preprocess: str | None = None,
 ) -> tuple[int, ...]:
     """Per-image feature shape; from the spec when it is the default configuration, else by building the model."""
-    from bottleneck.backbones.model_file import is_model_path
-
     if pooling not in POOLINGS:
         raise one_of("pooling", pooling, POOLINGS)
     if not is_model_path(backbone):
@@ -254,12 +241,8 @@ def feature_shape(
 
 def count_params(backbone: str) -> int:
     """Parameters of the headless network: the spec's number, or counted from a model file."""
-    from bottleneck.backbones.model_file import is_model_path
-
     if not is_model_path(backbone):
         return get_spec(backbone).params
-    from bottleneck.backbones.model_file import load_model_file
-
     return int(load_model_file(backbone).count_params())
 
 
@@ -299,9 +282,9 @@ def _registry_backbone(spec: BackboneSpec, weights: str, size: int, include_top:
         return _construct(ctor, spec, "imagenet", shape, include_top)
     path = weights_file(weights, spec.name)
     model = _construct(ctor, spec, None, shape, include_top)
-    _load_weights(model, path, spec.name)
+    load_weights(model, path, spec.name)
     if spec.family == "efficientnet":
-        _fold_efficientnet_rescaling(model)
+        fold_efficientnet_rescaling(model)
     return model
 
 
@@ -325,75 +308,6 @@ def _construct(ctor, spec: BackboneSpec, weights, shape, include_top: bool = Fal
         ) from None
 
 
-def weights_file(weights: str, name: str) -> Path:
-    """The weights file ``weights`` of backbone ``name``: a regular file with a Keras weights suffix (a folder,
-    FIFO or device is refused before anything opens it), else one BackboneError line."""
-    path = Path(weights)
-    if not path.is_file():
-        raise BackboneError(
-            f"weights file {weights} does not exist; pass weights='imagenet', 'none', or the path of a Keras "
-            f"weights file of {name} ({', '.join(WEIGHTS_SUFFIXES)})."
-        )
-    if not path.name.lower().endswith(WEIGHTS_SUFFIXES):
-        raise BackboneError(
-            f"weights file {weights} is not a Keras weights file; pass a {' / '.join(WEIGHTS_SUFFIXES)} file "
-            f"saved from {name} (e.g. the *_notop.h5 file of keras.applications)."
-        )
-    return path
-
-
-def _load_weights(model, path: Path, name: str) -> None:
-    """Load a weights file into ``model``; anything short of a full, exact fit is a one-line BackboneError."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(str(path))
-        except Exception as exc:
-            raise BackboneError(
-                f"weights file {path} does not fit {name}: {_mismatch(exc)}; pass a weights file saved from "
-                f"{name} (its *_notop.h5 for include_top=False), weights='imagenet', or weights='none'."
-            ) from None
-    # Keras 3 leaves unmatched parts of a model at their random init with only a warning.
-    partial = [w for w in caught if "could not be loaded" in str(w.message) or "retain" in str(w.message)]
-    if partial:
-        raise BackboneError(
-            f"weights file {path} does not fit {name}: {first_line(partial[0].message)}; pass a weights file "
-            f"saved from {name}, weights='imagenet', or weights='none'."
-        )
-
-
-def _mismatch(exc: Exception) -> str:
-    """The useful part of a Keras weight-loading error, as one short clause (Keras embeds whole arrays)."""
-    text = str(exc)
-    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
-    if shapes:
-        where = re.search(r"path=([\w./-]+)", text)
-        at = f"{where.group(1)} " if where else ""
-        return f"{at}has shape {shapes.group(1)} in the model but {shapes.group(2)} in the file"
-    count = re.search(r"A total of (\d+) objects could not be loaded", text)
-    detail = re.search(r"^(Layer '[^']*' expected .*?variables.*?)$", text, re.M)
-    if count:
-        return f"{count.group(1)} layers could not be loaded" + (f" ({detail.group(1)})" if detail else "")
-    return first_line(exc)
-
-
-def _fold_efficientnet_rescaling(model) -> None:
-    """Make a weights-file EfficientNet compute what Keras' weights="imagenet" EfficientNet computes.
-
-    With weights="imagenet" Keras inserts a Rescaling by 1/sqrt(stddev) after the stem Normalization (whose
-    stored "variance" is really the stddev: keras-team/keras#49930); it leaves that layer out for any other
-    weights value. Both are per-channel affine maps, so multiplying the loaded variance by the stddev gives
-    the same arithmetic without changing the layer graph.
-    """
-    keras = _tf.keras()
-    import numpy as np
-
-    norm = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
-    mean, variance, *rest = norm.get_weights()
-    norm.set_weights([mean, variance * np.array(_EFFICIENTNET_STDDEV_RGB, variance.dtype), *rest])
-    norm.finalize_state()  # the layer computes with tensors derived from its variables; refresh them
-
-
 def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess: str | None):
     """(user's keras.Model, preprocess mode, input side) for a saved model file."""
     require_preprocess(path, preprocess)
@@ -403,8 +317,6 @@ def _custom_backbone(path: str, weights: str, image_size: int | None, preprocess
             f"weights={weights!r} does not apply to a model file ({path}): it carries its own weights; "
             "leave weights out, or save the model with the weights you want."
         )
-    from bottleneck.backbones.model_file import input_size, load_model_file
-
     model = load_model_file(path)
     channels = model.inputs[0].shape[-1]
     if channels not in (3, None):

@@ -22,9 +22,7 @@ META = "meta.json"
 WITNESS = "verified.json"
 DAMAGED = ".damaged"  # a complete cache found damaged is renamed to the hidden ".<name>.damaged-<pid>"  # data files' (size, mtime) when the cache was last known whole; see ``changed_files``
 DIGEST_BYTES = 16
-CACHE_ROOT = (
-    "cache root"  # the kind of the sealed record (``_io.mark_root``) of a folder extract writes caches in
-)
+CACHE_ROOT = "cache root"  # the kind of the sealed record (``_ownership.mark_root``) of a folder extract writes caches in
 # 2: sealed meta.json, digests of labels, ids and the manifest, every chunk stored (none left to the fill value).
 FORMAT_VERSION = 2
 _KEY_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bottleneck._io import file_hash
 from bottleneck.backbones import get_spec
-from bottleneck.backbones.build import weights_file
+from bottleneck.backbones.keras_weights import weights_file
 from bottleneck.backbones.model_file import is_model_path
 from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottleneck import _io
+from bottleneck import _ownership
 from bottleneck.cache import integrity
 from bottleneck.cache.health import check_cache
 from bottleneck.cache.integrity import META, CacheDamaged
@@ -223,10 +223,10 @@ def _leftover(d: Path) -> str | None:
     name = d.name
     if not name.startswith(".") or d.is_symlink():
         return None
-    if d.is_dir() and _io.is_leftover_dir(d):
+    if d.is_dir() and _ownership.is_leftover_dir(d):
         return "temp folder"
     temp = _TEMP.match(name)
-    if temp and d.is_file() and not _io.is_alive(int(temp["pid"])):
+    if temp and d.is_file() and not _ownership.is_alive(int(temp["pid"])):
         return "temp file"
     aside = re.fullmatch(rf"\.(?P<name>.+){re.escape(integrity.DAMAGED)}-\d+", name)
     if aside and d.is_dir() and _set_aside_problem(d, aside["name"]) is None:
@@ -250,7 +250,7 @@ def _set_aside_problem(d: Path, original: str) -> str | None:
 def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bool = False) -> list[dict]:
     """Remove incomplete caches older than a threshold, and what killed writers left (temp files and folders,
     caches set aside as damaged; older than an hour), in ``cache_dir`` only when it is a cache root by its own
-    record (``_io.mark_root``, written by extract). Only caches by their sealed metadata are removed, never with
+    record (``_ownership.mark_root``, written by extract). Only caches by their sealed metadata are removed, never with
     a file no cache writer makes inside. Returns what was removed."""
     root = Path(cache_dir)
     removed = []
@@ -261,7 +261,7 @@ def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bo
                 f"cache_dir={str(root)!r} is a file, not a folder; pass the folder of the caches."
             )
         return removed
-    problem = _io.root_problem(root, integrity.CACHE_ROOT)
+    problem = _ownership.root_problem(root, integrity.CACHE_ROOT)
     if problem:
         raise CacheError(
             f"refusing to collect anything in {root}: {problem}, so it is no cache folder by bottleneck's "
@@ -297,7 +297,7 @@ def gc_caches(cache_dir="cache", *, older_than_s: float = 24 * 3600, dry_run: bo
             and d.is_file()
             and not d.is_symlink()
             and now - d.stat().st_mtime > _LEFTOVER_AGE_S
-            and not _io.is_alive(int(temp["pid"]))
+            and not _ownership.is_alive(int(temp["pid"]))
         ):
             drop(d, "temp file")
     return removed

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bottleneck._io import check_out
+from bottleneck._ownership import check_out
 from bottleneck.cli.common import force_option, print_json, say, user_errors
 from bottleneck.cli.progress import progress_bar
 from bottleneck.errors import BottleneckError

@@ -6,8 +6,8 @@ No TensorFlow here: the cache-hit path imports this package.
 """
 
 from bottleneck.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, resize_image
-from bottleneck.data.files import load_image
 from bottleneck.data.manifest import SPLIT_ORDER, Item, Manifest
+from bottleneck.data.reads import load_image
 from bottleneck.data.source import Source, find_bad_images, open_source
 
 __all__ = [

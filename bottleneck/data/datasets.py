@@ -76,24 +76,47 @@ def export_fashion_mnist(
     "splits": {split: n}, "classes", "hit"}; the same export into the same folder again is a hit that writes
     nothing (a marker file records what a finished export holds).
     """
-    from PIL import Image
-
     out_dir = Path(out_dir)
     check("per_class", per_class, [None, Interval(int, 1, None, example=100)])
     marker = out_dir / EXPORT_MARKER
+    done = _finished_export(out_dir, marker, per_class)
+    if done is not None:
+        return done["result"] | {"hit": True}
+    source = _fashion_mnist_source(source, download)
+    arrays = _read_fashion_mnist(source, per_class)
+    counts = _write_pngs(out_dir, arrays, progress)
+    result = {
+        "path": str(out_dir),
+        "source": str(source),
+        "splits": counts,
+        "classes": [class_folder(c) for c in FASHION_MNIST_CLASSES],
+    }
+    # Written last: an interrupted export has no marker, so it is never mistaken for a finished one.
+    write_json_atomic(marker, {"dataset": "fashion-mnist", "per_class": per_class, "result": result})
+    return result | {"hit": False}
+
+
+def _finished_export(out_dir: Path, marker: Path, per_class: int | None) -> dict | None:
+    """The marker of the same export already finished in ``out_dir``, None for an absent or empty folder;
+    BottleneckError for anything else (a file, or a folder holding other images)."""
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise BottleneckError(f"{out_dir} exists and is not a folder; pass a new folder for the images.")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        try:
-            done = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            done = None
-        if done and done.get("dataset") == "fashion-mnist" and done.get("per_class") == per_class:
-            return done["result"] | {"hit": True}
-        raise BottleneckError(
-            f"{out_dir} is not empty and holds no finished export with per_class={per_class}; pass a new "
-            "folder (or remove this one) so no other images mix in."
-        )
+    if not (out_dir.exists() and any(out_dir.iterdir())):
+        return None
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        done = None
+    if done and done.get("dataset") == "fashion-mnist" and done.get("per_class") == per_class:
+        return done
+    raise BottleneckError(
+        f"{out_dir} is not empty and holds no finished export with per_class={per_class}; pass a new "
+        "folder (or remove this one) so no other images mix in."
+    )
+
+
+def _fashion_mnist_source(source, download: bool) -> Path:
+    """The folder of the four IDX files: ``source``, else Debian's, else (with ``download``) the download."""
     if source is None:
         source = FASHION_MNIST_DIR
         if len(_idx(source)) < 4:
@@ -103,7 +126,11 @@ def export_fashion_mnist(
                     "or pass source=FOLDER."
                 )
             source = _download_fashion_mnist(Path.home() / ".cache" / "bottleneck" / "fashion-mnist")
-    source = Path(source)
+    return Path(source)
+
+
+def _read_fashion_mnist(source: Path, per_class: int | None) -> dict:
+    """split -> (images (N, 28, 28) uint8, labels (N,), the rows kept), each split checked against its size."""
     arrays = {}
     found = _idx(source)
     for split, (img_stem, lbl_stem, n_expected) in FASHION_MNIST_FILES.items():
@@ -122,6 +149,13 @@ def export_fashion_mnist(
         if per_class is not None:
             keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)]))
         arrays[split] = (x, y, keep)
+    return arrays
+
+
+def _write_pngs(out_dir: Path, arrays: dict, progress) -> dict:
+    """The kept rows as ``out_dir/<split>/<class>/<index>.png``; split -> images written."""
+    from PIL import Image
+
     total = sum(len(k) for _, _, k in arrays.values())
     done = 0
     counts = {}
@@ -135,12 +169,4 @@ def export_fashion_mnist(
             if progress and (done % 1000 == 0 or done == total):
                 progress("export", done, total)
         counts[split] = int(len(keep))
-    result = {
-        "path": str(out_dir),
-        "source": str(source),
-        "splits": counts,
-        "classes": folders,
-    }
-    # Written last: an interrupted export has no marker, so it is never mistaken for a finished one.
-    write_json_atomic(marker, {"dataset": "fashion-mnist", "per_class": per_class, "result": result})
-    return result | {"hit": False}
+    return counts

@@ -32,6 +32,7 @@ from bottleneck.data.manifest import (
     split_val,
 )
 from bottleneck.data.manifest import pilot as pilot_sample
+from bottleneck.data.reads import FileReads, read_regular_file
 from bottleneck.errors import SourceError
 
 _HASH_BLOCK = 4096  # array rows hashed per read: one h5 / memmap read per block, not per row
@@ -81,12 +82,10 @@ class FileSource(Source):
     ``read`` uses instead of reading the file again.
     """
 
-    def __init__(
-        self, manifest: Manifest, max_pixels: int | None = None, reads: files.FileReads | None = None
-    ):
+    def __init__(self, manifest: Manifest, max_pixels: int | None = None, reads: FileReads | None = None):
         super().__init__(manifest)
         self.max_pixels = max_pixels
-        self.reads = reads or files.FileReads(max_pixels)
+        self.reads = reads or FileReads(max_pixels)
 
     def read(self, item: Item, draft: int | None = None) -> np.ndarray:
         return decode_image(self._bytes(item), self.max_pixels, draft)
@@ -101,7 +100,7 @@ class FileSource(Source):
 
     def _read_checked(self, item: Item) -> bytes:
         try:
-            data = files.read_regular_file(item.path)
+            data = read_regular_file(item.path)
         except FileNotFoundError:
             raise SourceError(
                 f"{item.path} was removed after the source was opened; run again to rebuild the manifest."
@@ -278,7 +277,7 @@ def open_source(
             f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
         )
     if kind in ("folders", "csv"):
-        reads = files.FileReads(max_image_pixels, keep_bytes, hash_index)
+        reads = FileReads(max_image_pixels, keep_bytes, hash_index)
         build = files.folder_manifest if kind == "folders" else files.csv_manifest
         src: Source = FileSource(build(path, progress, reads), max_image_pixels, reads)
     else:

@@ -17,16 +17,9 @@ import zipfile
 from pathlib import Path
 
 from bottleneck import _tf
-from bottleneck._io import (
-    atomic_dir,
-    file_hash,
-    json_plain,
-    replace_atomic,
-    seal_of,
-    temp_path,
-    write_json_atomic,
-)
+from bottleneck._io import file_hash, json_plain, replace_atomic, seal_of, temp_path, write_json_atomic
 from bottleneck._onnx import function_to_onnx
+from bottleneck._ownership import atomic_dir
 from bottleneck.errors import ExportError, one_of
 
 FORMATS = ("keras", "onnx", "savedmodel", "tflite")

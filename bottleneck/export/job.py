@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import ASIDE, aside_path, seal_of, sidecar_record
+from bottleneck._io import seal_of
+from bottleneck._ownership import ASIDE, aside_path, sidecar_record
 from bottleneck.errors import CacheError, ExportError, TuneError, one_of
 from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write, write_sidecar
 from bottleneck.export.loaded import load_exported

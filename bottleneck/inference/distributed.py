@@ -32,7 +32,7 @@ from bottleneck.constraints import max_threads
 from bottleneck.data.source import open_reader
 from bottleneck.errors import BadImageError, BottleneckError, first_line, install_hint
 from bottleneck.inference.bad_files import LateBadImage, load_or_late
-from bottleneck.inference.engines import choose_engine
+from bottleneck.inference.chooser import choose_engine
 from bottleneck.inference.pipeline import iter_groups
 from bottleneck.inference.ranges import batch_groups, compute_range
 

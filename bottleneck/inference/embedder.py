@@ -12,9 +12,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from bottleneck import _tf
 from bottleneck.config import ExtractConfig
 from bottleneck.data.decode import array_to_rgb, draft_size, resize_image
-from bottleneck.data.files import load_image
+from bottleneck.data.reads import load_image
 from bottleneck.errors import BottleneckError
-from bottleneck.inference.engines import choose_engine
+from bottleneck.inference.chooser import choose_engine
 from bottleneck.inference.pipeline import iter_batches
 
 

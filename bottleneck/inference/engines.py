@@ -6,18 +6,22 @@ only use those fields.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import temp_path, write_json_atomic
+from bottleneck._io import replace_atomic, temp_path
+from bottleneck._onnx import function_to_onnx
+from bottleneck.cache.key import library_versions, weights_identity
 from bottleneck.config import ExtractConfig
-from bottleneck.errors import BackboneError, first_line
+from bottleneck.errors import BackboneError
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,6 @@ class TensorFlowEngine:
 # ONNX Runtime and TensorFlow sum in different orders; features agreeing within this fraction of the output
 # scale (max |x| of the TF features) on a real batch are treated as the same features (see README).
 ONNX_TOLERANCE = 1e-4
-
-
-# Below this many images, `auto` does not pay for a first ONNX conversion.
-AUTO_ONNX_MIN_IMAGES = 512
 
 
 def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -171,19 +171,11 @@ def onnx_providers(device: str, available) -> list[str]:
 
 
 def onnx_available() -> bool:
-    import importlib.util
-
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx", "onnx"))
 
 
 def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
     """Where the converted model of a config lives: keyed by everything that changes the graph or its weights."""
-    import hashlib
-    import json
-    from importlib import metadata
-
-    from bottleneck.cache.key import library_versions, weights_identity
-
     material = {
         "backbone": config.backbone,
         "weights": weights_identity(config),
@@ -204,9 +196,6 @@ def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     become part of the graph, not inputs the model would ask for at run time."""
     import onnx
 
-    from bottleneck._io import replace_atomic
-    from bottleneck._onnx import function_to_onnx
-
     tf = _tf.tensorflow()
     path.parent.mkdir(parents=True, exist_ok=True)
     s = tf_engine.model.input_shape
@@ -222,192 +211,10 @@ def convert_to_onnx(tf_engine: TensorFlowEngine, path: Path) -> Path:
     return path
 
 
-def _time_per_image(engine, batch: np.ndarray, repeats: int = 1) -> float:
-    engine(batch)  # warm-up: first calls allocate and specialise
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        engine(batch)
-        best = min(best, time.perf_counter() - t)
-    return best / len(batch)
-
-
-def select_engine(
-    tf_engine: TensorFlowEngine,
-    config: ExtractConfig,
-    probe: np.ndarray,
-    *,
-    cache_dir="cache",
-    notify=None,
-    n_images: int = 0,
-):
-    """Pick the engine for a run: TensorFlow, or ONNX once it is converted and verified on ``probe`` (a real batch).
-
-    ``auto`` prefers ONNX when it is verified and faster on the probe batch. A failed conversion or check falls
-    back to TensorFlow with a one-line warning through ``notify``; it never fails the run.
-    """
-    if config.engine == "tensorflow":
-        return tf_engine
-    path = onnx_model_path(config, tf_engine.input_size, cache_dir) if onnx_available() else None
-    if config.engine == "auto" and n_images < AUTO_ONNX_MIN_IMAGES and not (path and path.exists()):
-        return tf_engine  # a first conversion costs more than it saves on a small run
-    if not onnx_available():
-        if config.engine == "onnx" and notify:
-            notify(
-                "warning: onnxruntime/tf2onnx not installed; using the tensorflow engine (pip install onnxruntime tf2onnx onnx)"
-            )
-        return tf_engine
-    try:
-        if not path.exists():
-            if notify:
-                notify(f"converting {config.backbone} to ONNX (once; cached in {path.parent})")
-            convert_to_onnx(tf_engine, path)
-        onnx_engine = OnnxEngine(
-            path,
-            tf_engine.input_size,
-            tf_engine.feature_shape,
-            config.threads,
-            columns=tf_engine.columns,
-            device=config.device,
-        )
-        diff = relative_difference(onnx_engine(probe), tf_engine(probe))
-    except BackboneError:
-        raise  # device='gpu' and ONNX Runtime cannot run on one: falling back to the CPU would hide it
-    except Exception as exc:  # any converter/runtime failure: TF still gives correct features
-        if notify:
-            notify(
-                f"warning: ONNX engine unavailable ({first_line(exc, with_type=True, limit=120)}); using tensorflow"
-            )
-        return tf_engine
-    if not diff <= ONNX_TOLERANCE:
-        if notify:
-            notify(
-                f"warning: ONNX features differ from TensorFlow by {diff:.1e} (> {ONNX_TOLERANCE:.0e}); using tensorflow"
-            )
-        path.unlink(missing_ok=True)
-        _record_path(path).unlink(missing_ok=True)
-        return tf_engine
-    faster = (
-        None
-        if config.engine == "onnx"
-        else _time_per_image(onnx_engine, probe) <= _time_per_image(tf_engine, probe)
-    )
-    if faster is None:  # a forced --engine onnx run did not time TensorFlow: keep what an auto run measured
-        faster = (_read_record(path) or Verification(diff, ())).faster
-    onnx_engine.verification = Verification(diff, tuple(tf_engine.feature_shape), faster, tf_engine.columns)
-    _write_record(path, onnx_engine.verification)
-    return tf_engine if faster is False else onnx_engine
-
-
-def _record_path(onnx_path: Path) -> Path:
-    return onnx_path.with_suffix(".verified.json")
-
-
-def _write_record(onnx_path: Path, verification: Verification) -> None:
-    """Note next to a converted model that it matched TensorFlow (and whether it was faster), atomically."""
-    try:
-        write_json_atomic(_record_path(onnx_path), asdict(verification))
-    except OSError:  # only a shortcut for later runs: a read-only engines folder must not fail this one
-        pass
-
-
-def _read_record(onnx_path: Path) -> Verification | None:
-    try:
-        d = json.loads(_record_path(onnx_path).read_text())
-        columns = tuple(tuple(c) for c in d["columns"]) if "columns" in d else None
-        return Verification(float(d["difference"]), tuple(d["feature_shape"]), d.get("faster"), columns)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def verified_onnx_engine(config: ExtractConfig, cache_dir="cache") -> OnnxEngine | None:
-    """The ONNX engine of a config when an earlier run converted and verified it, built without TensorFlow.
-
-    Importing TensorFlow, building the Keras model and verifying a probe batch cost about 6 s (Lite0, 2 cores),
-    which dominates small runs. The model file is keyed by everything that changes its graph and weights
-    (library versions included), and it matched TensorFlow within ONNX_TOLERANCE when it was recorded, so it is
-    reused as is. None (build TensorFlow, then ``select_engine``) for ``--engine tensorflow``, model files
-    (their input size needs the model), no record, or when ``auto`` found TensorFlow faster.
-    """
-    from bottleneck.backbones import get_spec
-    from bottleneck.backbones.model_file import is_model_path
-
-    if config.engine == "tensorflow" or is_model_path(config.backbone) or not onnx_available():
-        return None
-    if config.precision != "fp32":  # the fp32 model computes other features (inference.int8 has its own)
-        return None
-    size = config.image_size or get_spec(config.backbone).input_size
-    path = onnx_model_path(config, size, cache_dir)
-    record = _read_record(path)
-    if not record or not path.exists() or (config.engine == "auto" and record.faster is not True):
-        return None
-    if record.columns is None:  # recorded before layer columns were: verify once more to record them
-        return None
-    try:
-        return OnnxEngine(
-            path, size, record.feature_shape, config.threads, record, record.columns, device=config.device
-        )
-    except BackboneError:
-        raise  # device='gpu' without a usable GPU
-    except Exception:  # a damaged file: the slow path converts it again
-        return None
-
-
-def choose_engine(
-    config: ExtractConfig,
-    cache_dir,
-    *,
-    probe=None,
-    n_images: int = 0,
-    notify=None,
-    int8_meta: dict | None = None,
-    calibrate=None,
-    verified_only: bool = False,
-):
-    """The one way an engine is chosen: extraction, int8 quantization, the Embedder, prediction, `cache verify
-    --recompute` and cluster workers all come here, so they cannot disagree.
-
-    int8: the saved int8 model that ``int8_meta`` (a cache's meta.json) records, else ``calibrate()`` (which
-    quantizes a new one from calibration images). fp32: the ONNX model an earlier run converted and verified under
-    ``cache_dir`` (no TensorFlow is imported), else TensorFlow, swapped for ONNX when ``probe(input_size)`` gives a
-    real batch to verify a conversion on (``select_engine``; ``n_images`` tells ``auto`` whether converting pays).
-    ``verified_only``: the verified ONNX model or None (cluster workers must compute what the client verified).
-    """
-    if config.precision == "int8":
-        from bottleneck.inference.int8 import saved_int8_engine
-
-        if int8_meta is not None:
-            return saved_int8_engine(config, int8_meta, cache_dir)
-        if calibrate is None:
-            raise ValueError("an int8 engine needs the cache's meta (int8_meta=) or calibrate=")
-        return calibrate()
-    engine = verified_onnx_engine(config, cache_dir)
-    if engine is not None or verified_only:
-        return engine
-    tf_engine = create_engine(config)
-    batch = probe(tf_engine.input_size) if probe is not None and config.engine != "tensorflow" else None
-    if batch is None or not len(batch):
-        return tf_engine
-    return select_engine(tf_engine, config, batch, cache_dir=cache_dir, notify=notify, n_images=n_images)
-
-
-_NO_TF_GPU = (
+NO_TF_GPU = (
     "device='gpu', but TensorFlow sees no GPU; install a CUDA build of TensorFlow "
     "(pip install 'tensorflow[and-cuda]'), use engine='onnx' with onnxruntime-gpu, or use device='cpu'."
 )
-
-
-def create_engine(config: ExtractConfig) -> TensorFlowEngine:
-    """Build the feature model for a config as a compiled TensorFlow engine (``select_engine`` may swap it)."""
-    _tf.configure_threads(config.threads)
-    from bottleneck.backbones.build import feature_model_of
-
-    engine = TensorFlowEngine(
-        feature_model_of(config), jit_compile=config.xla, threads=config.threads, device=config.device
-    )
-    if config.device == "gpu" and config.engine == "tensorflow" and engine.device != "gpu":
-        raise BackboneError(_NO_TF_GPU)
-    return engine
 
 
 def check_device(config: ExtractConfig) -> None:
@@ -425,7 +232,7 @@ def check_device(config: ExtractConfig) -> None:
     if config.engine == "tensorflow" or not onnx_available():
         # Checked here too, not only when the engine is built: a cache hit must not pass where a run would fail.
         if not _tf.tensorflow().config.list_physical_devices("GPU"):
-            raise BackboneError(_NO_TF_GPU)
+            raise BackboneError(NO_TF_GPU)
         return
     import onnxruntime as ort
 

@@ -1,4 +1,5 @@
-"""The int8 engine of a config: the verified fp32 ONNX model, quantized once per calibration sample and reused."""
+"""The int8 engine of a config: the verified fp32 ONNX model (chosen by ``inference.chooser``), quantized once per
+calibration sample and reused; and the int8 engine a saved int8 cache was extracted with."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bottleneck.backbones import get_spec
 from bottleneck.errors import BackboneError
+from bottleneck.inference.engines import OnnxEngine, onnx_model_path
 from bottleneck.inference.quantize import (
     AGREEMENT_IMAGES,
     MIN_COSINE,
@@ -24,49 +27,18 @@ from bottleneck.inference.quantize import (
 BATCH = 32
 
 
-def _fp32_engine(config, src, manifest, cache_dir, notify):
-    """The verified fp32 ONNX engine of ``config`` (converted now if no earlier run did)."""
-    from bottleneck.inference.engines import choose_engine, onnx_available
-
-    if config.engine == "tensorflow":
-        raise BackboneError(
-            "precision='int8' runs a quantized ONNX model; drop engine='tensorflow' (or use precision='fp32')."
-        )
-    if not onnx_available():
-        raise BackboneError(
-            "precision='int8' needs ONNX Runtime and tf2onnx: pip install onnxruntime tf2onnx onnx (or use "
-            "precision='fp32')."
-        )
-    fp32_config = config.replace(precision="fp32", engine="onnx")
-
-    def probe(size: int) -> np.ndarray:
-        items = manifest.items[: config.batch_size]
-        return np.stack([src.load(it, size, config.resize, config.fast_decode) for it in items])
-
-    engine = choose_engine(fp32_config, cache_dir, probe=probe, notify=notify)
-    if engine.name != "onnx":
-        raise BackboneError(
-            f"precision='int8' needs the ONNX model of {config.backbone}, and it could not be converted or "
-            "verified (see the warning above); use precision='fp32'."
-        )
-    return engine
-
-
 def _pixels(src, items, size: int, config):
     for a in range(0, len(items), BATCH):
         yield np.stack([src.load(it, size, config.resize, config.fast_decode) for it in items[a : a + BATCH]])
 
 
-def int8_engine(config, src, manifest, cache_dir, notify=None):
-    """An OnnxEngine running the int8 model of ``config``, calibrated on ``config.calibration`` stratified train
-    images of ``manifest``; quantized and checked against fp32 once, then reused from its record.
+def int8_engine(config, fp32: OnnxEngine, src, manifest, notify=None):
+    """An OnnxEngine running the int8 model of ``config`` (quantized from ``fp32``, its verified fp32 ONNX engine),
+    calibrated on ``config.calibration`` stratified train images of ``manifest``; quantized and checked against fp32 once, then reused from its record.
 
     BackboneError when the int8 features agree with fp32 ones below MIN_COSINE (mean cosine on held-out train
     images), unless ``config.accept_drift``.
     """
-    from bottleneck.inference.engines import OnnxEngine
-
-    fp32 = _fp32_engine(config, src, manifest, Path(cache_dir), notify)
     calib = calibration_items(manifest, config.calibration)
     train = len(manifest.items_of("train"))
     if config.calibration > train and notify:
@@ -115,10 +87,6 @@ def int8_engine(config, src, manifest, cache_dir, notify=None):
 def saved_int8_engine(config, meta: dict, cache_dir):
     """The int8 engine an int8 cache was extracted with (``meta``: its metadata), read from the engines folder
     under ``cache_dir``: what ``predict`` and ``cache verify`` must run to get the cache's features again."""
-    from bottleneck.backbones import get_spec
-    from bottleneck.inference.engines import OnnxEngine, onnx_model_path
-    from bottleneck.inference.quantize import Int8Record
-
     info = meta.get("int8") or {}
     size = config.image_size or get_spec(config.backbone).input_size
     fp32 = onnx_model_path(config.replace(precision="fp32"), size, cache_dir)

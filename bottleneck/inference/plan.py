@@ -19,8 +19,8 @@ from bottleneck.data import ImageDecodeError
 from bottleneck.data.manifest import Manifest
 from bottleneck.errors import BackboneError, CacheError
 from bottleneck.inference.bad_files import header_bad_files, rows_without
-from bottleneck.inference.engines import check_device, choose_engine
-from bottleneck.inference.int8 import int8_engine
+from bottleneck.inference.chooser import choose_engine
+from bottleneck.inference.engines import check_device
 from bottleneck.inference.quantize import calibration_hash, calibration_items, int8_weights
 
 # Aim for chunks of a few MB: big enough to compress well, small enough that a crash loses little.
@@ -193,15 +193,11 @@ def plan_engine(plan: Plan, src, notify, engine_factory):
             batch.append(image)
         return np.stack(batch)
 
-    def calibrate():
-
-        return int8_engine(config, src, plan.manifest, plan.path.parent, notify)
-
     return choose_engine(
         config,
         plan.path.parent,
         probe=probe,
         n_images=len(plan.manifest),
         notify=notify,
-        calibrate=calibrate,
+        calibration=(src, plan.manifest),
     )

@@ -12,7 +12,7 @@ from bottleneck.cache.manage import verify_cache as check_cache_folder
 from bottleneck.constraints import SEED, Interval, validate_params
 from bottleneck.data import open_source
 from bottleneck.errors import CacheError
-from bottleneck.inference.engines import choose_engine
+from bottleneck.inference.chooser import choose_engine
 
 
 def verify_cache(

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottleneck._io import mark_root
+from bottleneck import storage
+from bottleneck._ownership import mark_root
 from bottleneck.cache import META, Cache, compute_key, open_cache
 from bottleneck.cache.health import Problem, hit_problems
 from bottleneck.cache.integrity import CACHE_ROOT
@@ -25,9 +26,11 @@ from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
 from bottleneck.constraints import FRACTION, SEED, Boolean, validate_params
+from bottleneck.data import open_source
 from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BottleneckError, CacheError
 from bottleneck.inference.compute import compute, write_errors
+from bottleneck.inference.distributed import Cluster, check_cluster
 from bottleneck.inference.plan import (
     calibration_material,
     check_backbone,
@@ -158,71 +161,16 @@ def run_extraction(
     """``extract`` with the hooks tests and benchmarks need: ``engine_factory(config)`` returns the Engine to use
     (default: the verified ONNX model or TensorFlow), ``chunk_rows`` (a multiple of the batch size) sets the
     commit granularity, otherwise a few MB of features."""
-    from bottleneck.data import open_source
-
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
-    validate_params(
-        {"val_fraction": val_fraction, "seed": seed, "force": force, "rehash": rehash},
-        {"val_fraction": [None, FRACTION], "seed": SEED, "force": Boolean(), "rehash": Boolean()},
-    )
-    check_backbone(config)
-    if cluster is not None:
-        from bottleneck.inference.distributed import check_cluster
-
-        check_cluster(config)
-    if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
-        raise BottleneckError(
-            f"chunk_rows={chunk_rows} must be a positive multiple of batch_size={config.batch_size}."
-        )
-    options = {"h5_keys": h5_keys, "val_fraction": val_fraction, "seed": seed}
-    if pilot is not None:
-        options["pilot"] = dict(pilot)
-    if config.max_image_pixels is not None:
-        options["max_image_pixels"] = config.max_image_pixels
-    from bottleneck import storage
-
-    source, remote, cache_dir = storage.stage(source, cache_dir, progress)
-    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-        raise CacheError(
-            f"cache_dir={str(cache_dir)!r} is a file, not a folder; pass a folder for the caches."
-        )
-    try:
-        mark_root(cache_dir, CACHE_ROOT)  # what lets `cache gc` collect leftovers here, and nowhere else
-    except OSError as exc:
-        raise CacheError(
-            f"cannot write into cache_dir={str(cache_dir)!r} ({exc.strerror or exc}); pass a writable folder."
-        ) from None
+    options = _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot)
+    source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
         config = resolved_config(config, src)
         key, material = compute_key(config, src.manifest.fingerprint(), calibration_material(config, src))
         path = find_cache_path(cache_dir, config, key)
-
-        damage: list[Problem] = []
-
-        def hit() -> ExtractResult | None:
-            """The complete cache of this key, here or (fetched) from a cache_dir URL; published when missing. A
-            complete cache whose data changed since it was last found whole is checked first: damage is no hit."""
-            if force:
-                return None
-            if remote is not None and not is_complete(path):
-                remote.fetch(path.name, progress)
-            if not is_complete(path):
-                return None
-            damage[:] = hit_problems(path)
-            if damage:
-                return None
-            _save_index(index)
-            if remote is not None and not remote.is_complete(path.name):
-                remote.publish(path.name, progress)
-            return ExtractResult(
-                open_cache(path),
-                hit=True,
-                seconds=time.perf_counter() - t0,
-                url=remote and remote.url_of(path.name),
-            )
-
+        hit = _Hit(path, force=force, remote=remote, index=index, t0=t0, progress=progress)
         found = hit()
         if found is not None:
             return found
@@ -232,10 +180,9 @@ def run_extraction(
             if found is not None:
                 return found
             if force and path.exists():
-                clear_for_rewrite(
-                    path
-                )  # find_cache_path gave a folder of this key (or none): ours to replace
-            aside = set_aside(path, damage, notify)
+                # find_cache_path gave a folder of this key (or none): ours to replace
+                clear_for_rewrite(path)
+            aside = set_aside(path, hit.damage, notify)
             with _connected(
                 cluster, notify
             ) as dask:  # first: an unreachable scheduler fails before any compute
@@ -263,14 +210,81 @@ def run_extraction(
             return result
 
 
+def _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot) -> dict:
+    """Every setting checked before the source is read; the source's options (``open_source`` keywords)."""
+    validate_params(
+        {"val_fraction": val_fraction, "seed": seed, "force": force, "rehash": rehash},
+        {"val_fraction": [None, FRACTION], "seed": SEED, "force": Boolean(), "rehash": Boolean()},
+    )
+    check_backbone(config)
+    if cluster is not None:
+        check_cluster(config)
+    if chunk_rows is not None and (chunk_rows < 1 or chunk_rows % config.batch_size):
+        raise BottleneckError(
+            f"chunk_rows={chunk_rows} must be a positive multiple of batch_size={config.batch_size}."
+        )
+    options = {"h5_keys": h5_keys, "val_fraction": val_fraction, "seed": seed}
+    if pilot is not None:
+        options["pilot"] = dict(pilot)
+    if config.max_image_pixels is not None:
+        options["max_image_pixels"] = config.max_image_pixels
+    return options
+
+
+def _staged(source, cache_dir, progress):
+    """(local source, the cache_dir URL's remote or None, local cache folder), the folder marked as a cache root."""
+    source, remote, cache_dir = storage.stage(source, cache_dir, progress)
+    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise CacheError(
+            f"cache_dir={str(cache_dir)!r} is a file, not a folder; pass a folder for the caches."
+        )
+    try:
+        mark_root(cache_dir, CACHE_ROOT)  # what lets `cache gc` collect leftovers here, and nowhere else
+    except OSError as exc:
+        raise CacheError(
+            f"cannot write into cache_dir={str(cache_dir)!r} ({exc.strerror or exc}); pass a writable folder."
+        ) from None
+    return source, remote, cache_dir
+
+
+class _Hit:
+    """The complete cache of this key, here or (fetched) from a cache_dir URL; published when missing. A complete
+    cache whose data changed since it was last found whole is checked first: damage is no hit (``damage`` says
+    what was found, for setting it aside)."""
+
+    def __init__(self, path: Path, *, force: bool, remote, index: HashIndex, t0: float, progress):
+        self.path, self.force, self.remote, self.index, self.t0 = path, force, remote, index, t0
+        self.progress = progress
+        self.damage: list[Problem] = []
+
+    def __call__(self) -> ExtractResult | None:
+        path, remote = self.path, self.remote
+        if self.force:
+            return None
+        if remote is not None and not is_complete(path):
+            remote.fetch(path.name, self.progress)
+        if not is_complete(path):
+            return None
+        self.damage[:] = hit_problems(path)
+        if self.damage:
+            return None
+        _save_index(self.index)
+        if remote is not None and not remote.is_complete(path.name):
+            remote.publish(path.name, self.progress)
+        return ExtractResult(
+            open_cache(path),
+            hit=True,
+            seconds=time.perf_counter() - self.t0,
+            url=remote and remote.url_of(path.name),
+        )
+
+
 @contextlib.contextmanager
 def _connected(cluster: str | None, notify):
     """The Dask cluster of ``cluster`` while the block runs (None: this process computes)."""
     if cluster is None:
         yield None
         return
-    from bottleneck.inference.distributed import Cluster
-
     with Cluster(cluster) as dask:
         if notify:
             notify(f"computing on {dask.workers} Dask worker(s) at {cluster}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import atomic_dir, check_out
+from bottleneck._ownership import atomic_dir, check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.errors import BottleneckError
 from bottleneck.heads import HEADS, head_params

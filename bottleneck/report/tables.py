@@ -88,83 +88,14 @@ def render_report(summary: dict) -> str:
     tuned = summary.get("kind") == "fine-tune"
     title = f"fine-tuned {summary['head']} head" if tuned else f"{summary['head']} head"
     lines = [f"# {markdown_text(title)} on {markdown_text(cache.get('name', '?'))}", ""]
-    cfg = cache.get("config") or {}
-    facts = [
-        ("cache", cache.get("path")),
-        (
-            "features",
-            f"{cfg.get('backbone')} ({cfg.get('weights')} weights, pooling {cfg.get('pooling')}), "
-            f"shape {tuple(cache.get('feature_shape', ()))}",
-        ),
-        ("rows", ", ".join(f"{k} {v}" for k, v in cache.get("splits", {}).items())),
-        ("parameters", ", ".join(f"{k}={v}" for k, v in summary.get("params", {}).items())),
-        ("fit time", f"{summary['fit_seconds']:.2f} s"),
-    ]
-    sel = summary.get("selection") or {}
-    if sel:
-        facts.append(("selection", ", ".join(f"{k} {v}" for k, v in sel.items())))
-    if tuned:
-        start = summary.get("start_check") or {}
-        facts += [
-            ("started from", summary.get("start_run")),
-            (
-                "unfrozen",
-                f"{summary['unfrozen']['description']} ({summary['unfrozen']['layers']} layers, "
-                f"{summary['unfrozen']['trainable_parameters']:,} trainable parameters)",
-            ),
-            (
-                "start check",
-                f"max difference {start.get('difference', float('nan')):.2g} from the run on "
-                f"{start.get('rows')} cached {start.get('split')} rows",
-            ),
-            (
-                "trained on",
-                f"cached activations ({summary['prefix_cache']})"
-                if summary.get("prefix_cache")
-                else "images through the whole network",
-            ),
-            ("seconds per epoch", ", ".join(f"{x:.1f}" for x in summary.get("epoch_seconds", []))),
-        ]
-        frozen = summary.get("frozen_metrics") or {}
-        if frozen:
-            extra = ["", "## Frozen head vs fine-tuned", ""]
-            extra.append(
-                markdown_table(
-                    ["split", "frozen accuracy", "fine-tuned accuracy"],
-                    [
-                        [s, frozen[s]["accuracy"], m["accuracy"]]
-                        for s, m in summary["metrics"].items()
-                        if s in frozen
-                    ],
-                )
-            )
-            summary = {**summary, "_extra": "\n".join(extra)}
+    facts = _run_facts(summary) + (_tuning_facts(summary) if tuned else [])
     lines += [f"- **{k}**: {markdown_text(v)}" for k, v in facts if v not in (None, "")]
     lines += ["", "## Metrics", ""]
     metrics = summary["metrics"]
-    top5 = any("top5_accuracy" in m for m in metrics.values())
-    headers = [
-        "split",
-        "n",
-        "accuracy",
-        "balanced accuracy",
-        *(["top-5 accuracy"] if top5 else []),
-        "log loss",
-    ]
-    rows = [
-        [
-            s,
-            m["n"],
-            m["accuracy"],
-            m["balanced_accuracy"],
-            *([m.get("top5_accuracy")] if top5 else []),
-            m["log_loss"],
-        ]
-        for s, m in metrics.items()
-    ]
-    lines.append(markdown_table(headers, rows))
-    if summary.get("_extra"):
-        lines.append(summary["_extra"])
+    lines.append(_metrics_table(metrics))
+    frozen = (summary.get("frozen_metrics") or {}) if tuned else {}
+    if frozen:
+        lines.append(_frozen_vs_tuned(frozen, metrics))
     if metrics:
         split = "test" if "test" in metrics else next(iter(metrics))
         pc = metrics[split]["per_class"]
@@ -187,3 +118,84 @@ def render_report(summary: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _run_facts(summary: dict) -> list[tuple]:
+    """(name, value) facts of every run: its cache, features, rows, parameters, fit time and selection."""
+    cache = summary.get("cache", {})
+    cfg = cache.get("config") or {}
+    facts = [
+        ("cache", cache.get("path")),
+        (
+            "features",
+            f"{cfg.get('backbone')} ({cfg.get('weights')} weights, pooling {cfg.get('pooling')}), "
+            f"shape {tuple(cache.get('feature_shape', ()))}",
+        ),
+        ("rows", ", ".join(f"{k} {v}" for k, v in cache.get("splits", {}).items())),
+        ("parameters", ", ".join(f"{k}={v}" for k, v in summary.get("params", {}).items())),
+        ("fit time", f"{summary['fit_seconds']:.2f} s"),
+    ]
+    sel = summary.get("selection") or {}
+    if sel:
+        facts.append(("selection", ", ".join(f"{k} {v}" for k, v in sel.items())))
+    return facts
+
+
+def _tuning_facts(summary: dict) -> list[tuple]:
+    """The facts a fine-tuned run adds: where it started, what was unfrozen, the start check, what it trained on."""
+    start = summary.get("start_check") or {}
+    return [
+        ("started from", summary.get("start_run")),
+        (
+            "unfrozen",
+            f"{summary['unfrozen']['description']} ({summary['unfrozen']['layers']} layers, "
+            f"{summary['unfrozen']['trainable_parameters']:,} trainable parameters)",
+        ),
+        (
+            "start check",
+            f"max difference {start.get('difference', float('nan')):.2g} from the run on "
+            f"{start.get('rows')} cached {start.get('split')} rows",
+        ),
+        (
+            "trained on",
+            f"cached activations ({summary['prefix_cache']})"
+            if summary.get("prefix_cache")
+            else "images through the whole network",
+        ),
+        ("seconds per epoch", ", ".join(f"{x:.1f}" for x in summary.get("epoch_seconds", []))),
+    ]
+
+
+def _metrics_table(metrics: dict) -> str:
+    top5 = any("top5_accuracy" in m for m in metrics.values())
+    headers = [
+        "split",
+        "n",
+        "accuracy",
+        "balanced accuracy",
+        *(["top-5 accuracy"] if top5 else []),
+        "log loss",
+    ]
+    rows = [
+        [
+            s,
+            m["n"],
+            m["accuracy"],
+            m["balanced_accuracy"],
+            *([m.get("top5_accuracy")] if top5 else []),
+            m["log_loss"],
+        ]
+        for s, m in metrics.items()
+    ]
+    return markdown_table(headers, rows)
+
+
+def _frozen_vs_tuned(frozen: dict, metrics: dict) -> str:
+    extra = ["", "## Frozen head vs fine-tuned", ""]
+    extra.append(
+        markdown_table(
+            ["split", "frozen accuracy", "fine-tuned accuracy"],
+            [[s, frozen[s]["accuracy"], m["accuracy"]] for s, m in metrics.items() if s in frozen],
+        )
+    )
+    return "\n".join(extra)

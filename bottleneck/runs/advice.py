@@ -7,7 +7,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bottleneck._io import atomic_dir, write_json_atomic
+from bottleneck._io import write_json_atomic
+from bottleneck._ownership import atomic_dir
 from bottleneck.report import markdown_table, markdown_text
 from bottleneck.report.plots import plot_layers
 

@@ -11,30 +11,33 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bottleneck._io import check_out
+from bottleneck._ownership import check_out
+from bottleneck.backbones.model_file import is_model_path
+from bottleneck.backbones.presets import BLOCKS, WIDE, WIDE_PATTERNS
+from bottleneck.backbones.registry import get_spec
+from bottleneck.cache.reader import Cache
 from bottleneck.callbacks import Notify, Progress
+from bottleneck.config import ExtractConfig
 from bottleneck.constraints import IMAGE_SIZE, SEED, Boolean, Interval, validate_params
-from bottleneck.errors import SourceError
+from bottleneck.data import open_source
+from bottleneck.errors import BottleneckError, SourceError
+from bottleneck.inference.runner import extract
 from bottleneck.runs.advice import Advice, commands, stem_of
+from bottleneck.runs.choice import choose, se_function, table_cell
+from bottleneck.runs.compare import baseline_cache
+from bottleneck.runs.fit import fit_head
+from bottleneck.runs.layer_sets import LayerScorer, candidate_sets, greedy_layers
 
-# Train images per class from which a dataset counts as "much data" (enough to fine-tune more than the top).
-MUCH_DATA_PER_CLASS = 1000
-# Similar to ImageNet or not is decided with the choice rule's own noise criterion: the data is "different" when
-# the top layer's val log loss is more than one standard error above the best configuration's (earlier layers,
-# or the raw pixels, measurably beat the most ImageNet-specific features). It replaced fixed margins of 1 point
-# (best single earlier layer vs top) and 2 points (features vs pixels) of val accuracy, which called
-# Fashion-MNIST "similar" although its multi-layer sets beat the top layer by 1.2-1.7 points of test accuracy
-# (README, "Which strategy?").
 MIN_TRAIN_PER_CLASS = 5
 PILOT_HOLDOUT = 0.2  # share of each class held out as test when the source has no test split
 PILOT_VAL = 0.2  # share of the pilot's train carved out as val when the source has no val split
 # The greedy search in advise starts from the layers best alone (by val log loss): its later steps fit
 # (pool - 1) + (pool - 2) + ... heads, and a layer weak alone rarely helps a set (README, "Which strategy?").
 GREEDY_POOL = 12
-# What a configuration costs, cheapest first: no backbone, a frozen backbone, a fine-tuned one.
-TIERS = {"pixels": 0, "fine-tune": 2}
 
 
 def check_source(manifest, per_class: int, notify: Notify | None) -> int:
@@ -59,76 +62,6 @@ def check_source(manifest, per_class: int, notify: Notify | None) -> int:
     if per_class > smallest and notify:
         notify(f"per_class={per_class} is more than the smallest class has ({smallest}); using what there is")
     return int(statistics.median(counts.values()))
-
-
-def _cell(rows: list[dict], train_per_class: int, se_of) -> dict:
-    """The classic table's cell: much or little data (train images per class), similar or different (is the
-    top layer within one standard error of the best configuration's val log loss)."""
-    top = next(r for r in rows if r["kind"] == "top")
-    best = min(rows, key=lambda r: r["val_loss"])
-    gap, se = top["val_loss"] - best["val_loss"], se_of(top, best)
-    different = gap > se
-    if best is top:
-        evidence = ["The top layer has the lowest val log loss of every configuration."]
-    else:
-        verdict = "more than" if different else "within"
-        evidence = [
-            f"The top layer's val log loss is {gap:+.4f} against the best configuration ({best['name']}), "
-            f"{verdict} one standard error ({se:.4f})."
-        ]
-    singles = [r for r in rows if r["kind"] in ("block", "wide")]
-    if singles:
-        mid = max(singles, key=lambda r: r["val_accuracy"])
-        evidence.append(
-            f"The best earlier layer alone ({mid['name']}) scores {(mid['val_accuracy'] - top['val_accuracy']) * 100:+.1f} "
-            "points of val accuracy against the top layer."
-        )
-    pixels = next((r for r in rows if r["kind"] == "pixels"), None)
-    if pixels is not None:
-        features = max(r["val_accuracy"] for r in rows if r["kind"] not in ("pixels", "fine-tune"))
-        evidence.append(
-            f"The best backbone features beat the raw pixels by {(features - pixels['val_accuracy']) * 100:+.1f} points."
-        )
-    data = "much" if train_per_class >= MUCH_DATA_PER_CLASS else "little"
-    evidence.append(
-        f"~{train_per_class} train images per class is {'at least' if data == 'much' else 'under'} "
-        f"{MUCH_DATA_PER_CLASS}."
-    )
-    return {"data": data, "similarity": "different" if different else "similar", "evidence": evidence}
-
-
-def cost(row: dict) -> tuple:
-    """How much a configuration costs to run, for ordering: no backbone < frozen backbone < fine-tuned, then dims."""
-    return (TIERS.get(row["kind"], 1), row["dims"])
-
-
-def choose(rows: list[dict], se_of) -> tuple[dict, str]:
-    """The one-standard-error rule: the configuration with the lowest val log loss, unless a cheaper one
-    (``cost``) is within one standard error of it; then the cheapest such. ``se_of(a, b)`` is the standard error
-    of the difference of two rows' val log losses. Returns (the chosen row, the reason in one line)."""
-    best = min(rows, key=lambda r: (r["val_loss"], cost(r)))
-    close = [r for r in rows if r["val_loss"] - best["val_loss"] <= se_of(r, best)]
-    chosen = min(close, key=lambda r: (cost(r), r["val_loss"]))
-    lead = f"lowest val log loss: {best['name']} ({best['val_loss']:.4f})"
-    if chosen is best:
-        others = [r for r in rows if r is not best and _same(r) != _same(best)]  # not the same set again
-        runner = min(others, key=lambda r: r["val_loss"], default=None)
-        if runner is None:
-            return chosen, f"{lead}, the only configuration scored."
-        return chosen, (
-            f"{lead}; no cheaper configuration is within one standard error of it (the next, {runner['name']}, "
-            f"is {runner['val_loss'] - best['val_loss']:+.4f}, standard error {se_of(runner, best):.4f})."
-        )
-    why = "no backbone" if chosen["kind"] == "pixels" else f"{chosen['dims']} dims against {best['dims']}"
-    return chosen, (
-        f"{lead}; {chosen['name']} is within one standard error of it ({chosen['val_loss'] - best['val_loss']:+.4f}, "
-        f"standard error {se_of(chosen, best):.4f}) and cheaper ({why}), so it is chosen."
-    )
-
-
-def _same(row: dict) -> tuple:
-    """What makes two rows the same configuration (the greedy set may be a single layer scored already)."""
-    return (TIERS.get(row["kind"], 1), tuple(row.get("layers") or (row["name"],)))
 
 
 # The numeric options of ``advise`` (``backbone``, ``weights`` and ``engine`` are ExtractConfig's own checks).
@@ -170,15 +103,6 @@ def advise(
     advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The caches are
     keyed like any other: asking again, or ``compare`` on them, is a cache hit.
     """
-    from bottleneck.backbones.model_file import is_model_path
-    from bottleneck.backbones.presets import BLOCKS, WIDE, WIDE_PATTERNS
-    from bottleneck.backbones.registry import get_spec
-    from bottleneck.config import ExtractConfig
-    from bottleneck.data import open_source
-    from bottleneck.inference.runner import extract
-    from bottleneck.runs.compare import baseline_cache
-    from bottleneck.runs.layer_sets import LayerScorer, candidate_sets, greedy_layers
-
     t0 = time.perf_counter()
     validate_params(
         {"per_class": per_class, "seed": seed, "image_size": image_size, "fine_tune": fine_tune}, ADVISE
@@ -189,26 +113,140 @@ def advise(
     with open_source(source) as src:
         train_per_class = check_source(src.manifest, per_class, notify)
         has_val = "val" in src.manifest.splits()
-    pilot = {"per_class": per_class, "seed": seed, "holdout": PILOT_HOLDOUT}
-    options = {"pilot": pilot, "seed": seed, "val_fraction": None if has_val else PILOT_VAL}
+    laps = _Laps(t0)
+    config = {"backbone": backbone, "weights": weights, "image_size": image_size, "engine": engine}
+    pilot_sample = {"per_class": per_class, "seed": seed, "holdout": PILOT_HOLDOUT}
+    options = {"pilot": pilot_sample, "seed": seed, "val_fraction": None if has_val else PILOT_VAL}
+    pilot = _pilot(source, config, options, cache_dir, laps=laps, progress=progress, notify=notify)
+    scoring = _score(pilot, seed=seed, laps=laps, progress=progress)
+    rows, notes = scoring.rows, list(scoring.search.notes)
+    chosen, reason = choose(rows, scoring.se_of)
+    frozen, _ = choose([r for r in rows if r["kind"] != "pixels"], scoring.se_of)
+    for r in rows:  # test only now, after the choice
+        r["test_accuracy"] = scoring.scorer_of(r).test(r["layers"])
+    cell = table_cell(rows, train_per_class, scoring.se_of)
+    if fine_tune:
+        start = chosen if chosen["kind"] != "pixels" else frozen
+        tuned = _short_fine_tune(pilot.cache, start, seed, runs_dir, progress, notify, notes)
+        laps.lap("fine_tune")
+        chosen, reason = _weigh_fine_tune(rows, chosen, reason, start, tuned, notes)
+    for r in rows:
+        r["chosen"] = r is chosen
+    advice = _advice(
+        source,
+        chosen,
+        reason,
+        pilot=pilot,
+        scoring=scoring,
+        cell=cell,
+        notes=notes,
+        names={"backbone": backbone, "weights": weights, "image_size": image_size},
+        per_class=per_class,
+        train_per_class=train_per_class,
+        cache_dir=cache_dir,
+        runs_dir=runs_dir,
+    )
+    advice.seconds = round(time.perf_counter() - t0, 3)
+    advice.timings = laps.timings
+    advice.save(out, force=force, notify=notify)
+    return advice
+
+
+def _advice(
+    source,
+    chosen,
+    reason,
+    *,
+    pilot,
+    scoring,
+    cell,
+    notes,
+    names,
+    per_class,
+    train_per_class,
+    cache_dir,
+    runs_dir,
+) -> Advice:
+    """The advice of the chosen row: the recommendation, its commands, and a note when the pixels won."""
+    backbone = names["backbone"]
+    pix = next((r for r in scoring.rows if r["kind"] == "pixels"), None)
+    if pix is not None and chosen is pix:
+        notes.append(
+            f"The raw pixels score as well as the best {backbone} configuration within the noise: the backbone is "
+            "not worth its cost here. Other options: another backbone, fine-tuning most of the network, or a "
+            "model trained from scratch."
+        )
+    recommendation = _recommendation(chosen, backbone)
+    cache, pixels = pilot.cache, pilot.pixels
+    return Advice(
+        source=str(Path(source)),
+        backbone=backbone,
+        per_class=per_class,
+        pilot={s: cache.n(s) for s in ("train", "val", "test") if s in cache.splits},
+        train_per_class=train_per_class,
+        rows=scoring.rows,
+        search=scoring.search.to_json(),
+        cell=cell,
+        recommendation=recommendation,
+        reason=reason,
+        commands=commands(source, recommendation, names, cache_dir=cache_dir, runs_dir=runs_dir),
+        notes=notes,
+        caches={"pilot": str(cache.path), "pixels": str(pixels.path) if pixels is not None else None},
+    )
+
+
+class _Laps:
+    """Seconds per stage of ``advise`` (``check`` from the start, then each stage since the previous one)."""
+
+    def __init__(self, t0: float):
+        self.timings = {"check": round(time.perf_counter() - t0, 3)}
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        self.timings[stage] = round(time.perf_counter() - self._clock, 3)
+        self._clock = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _Pilot:
+    """The pilot's caches: the backbone's blocks (and wide points) and the pixels (None when it cannot be built)."""
+
+    cache: Cache
+    pixels: Cache | None
+
+
+def _pilot(source, config: dict, options: dict, cache_dir, *, laps: _Laps, progress, notify) -> _Pilot:
+    """One backbone pass over the stratified pilot (``options``: the pilot sample, seed, val fraction) reading
+    ``blocks`` (and ``wide`` where the family has wide points), and the pixels baseline beside it."""
+    backbone = config["backbone"]
     family = None if is_model_path(backbone) else get_spec(backbone).family
     layer = f"{BLOCKS},{WIDE}" if family in WIDE_PATTERNS else BLOCKS
-    config = {"backbone": backbone, "weights": weights, "image_size": image_size, "engine": engine}
-    timings = {"check": round(time.perf_counter() - t0, 3)}
-    clock = time.perf_counter()
-
-    def lap(stage):
-        nonlocal clock
-        timings[stage] = round(time.perf_counter() - clock, 3)
-        clock = time.perf_counter()
-
     cache = extract(
         source, cache_dir=cache_dir, layer=layer, progress=progress, notify=notify, **config, **options
     ).cache
-    lap("extract")
+    laps.lap("extract")
     pixels, _ = baseline_cache(cache, progress=progress, notify=notify)
-    lap("pixels")
+    laps.lap("pixels")
+    return _Pilot(cache, pixels)
 
+
+@dataclass(frozen=True)
+class _Scoring:
+    """Every candidate configuration scored on val (``rows``: pixels, the top layer, each layer, the presets, the
+    greedy set), the greedy search, and the standard error of two rows' val loss difference (``se_of``)."""
+
+    rows: list[dict]
+    search: object  # runs.layer_sets' greedy search result (layers, notes, to_json)
+    scorer: LayerScorer
+    pix_scorer: LayerScorer | None
+    se_of: Callable[[dict, dict], float]
+
+    def scorer_of(self, row: dict) -> LayerScorer:
+        return self.pix_scorer if row["kind"] == "pixels" else self.scorer
+
+
+def _score(pilot: _Pilot, *, seed: int, laps: _Laps, progress) -> _Scoring:
+    cache, pixels = pilot.cache, pilot.pixels
     scorer = LayerScorer(cache, seed=seed)
     rows = []
     pix_scorer = None
@@ -219,7 +257,7 @@ def advise(
     sets = candidate_sets(cache)
     for c, scored in zip(sets, scorer.val_many([c["layers"] for c in sets], progress=progress), strict=True):
         rows.append({**c, **scored})
-    lap("score")
+    laps.lap("score")
     singles = sorted((r for r in rows if r["kind"] in ("top", "block", "wide")), key=lambda r: r["val_loss"])
     pool = [r["layers"][0] for r in singles[:GREEDY_POOL]]
     search = greedy_layers(cache, scorer=scorer, candidates=pool, progress=progress)
@@ -227,87 +265,32 @@ def advise(
     rows.append(
         {"name": "greedy set", "kind": "greedy", "depth": None, "layer": ",".join(search.layers), **greedy}
     )
-    lap("greedy")
+    laps.lap("greedy")
 
     def losses(row):
         return pix_scorer.losses(row["layers"]) if row["kind"] == "pixels" else scorer.losses(row["layers"])
 
-    se_of = _se_function(cache, pixels, losses)
-    chosen, reason = choose(rows, se_of)
-    frozen, _ = choose([r for r in rows if r["kind"] != "pixels"], se_of)
-    for r in rows:  # test only now, after the choice
-        r["test_accuracy"] = (pix_scorer if r["kind"] == "pixels" else scorer).test(r["layers"])
-    cell = _cell(rows, train_per_class, se_of)
-    notes = list(search.notes)
-    tuned = None
-    if fine_tune:
-        start = chosen if chosen["kind"] != "pixels" else frozen
-        tuned = _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes)
-        lap("fine_tune")
-        if tuned is not None:
-            rows.append(tuned)
-            gain = chosen["val_loss"] - tuned["val_loss"]
-            need = chosen["val_loss_se"]
-            verdict = "recommended" if gain > need else "not recommended"
-            notes.append(
-                f"The short fine-tune from {start['name']} changed the val log loss by {-gain:+.4f} against "
-                f"{chosen['name']} (it must lower it by more than one standard error, {need:.4f}): {verdict}."
-            )
-            if gain > need:
-                chosen, reason = tuned, reason + f" The short fine-tune lowered it by {gain:.4f} more."
-    for r in rows:
-        r["chosen"] = r is chosen
-    pix = next((r for r in rows if r["kind"] == "pixels"), None)
-    if pix is not None and chosen is pix:
-        notes.append(
-            f"The raw pixels score as well as the best {backbone} configuration within the noise: the backbone is "
-            "not worth its cost here. Other options: another backbone, fine-tuning most of the network, or a "
-            "model trained from scratch."
-        )
-    recommendation = _recommendation(chosen, backbone)
-    names = {"backbone": backbone, "weights": weights, "image_size": image_size}
-    advice = Advice(
-        source=str(Path(source)),
-        backbone=backbone,
-        per_class=per_class,
-        pilot={s: cache.n(s) for s in ("train", "val", "test") if s in cache.splits},
-        train_per_class=train_per_class,
-        rows=rows,
-        search=search.to_json(),
-        cell=cell,
-        recommendation=recommendation,
-        reason=reason,
-        commands=commands(source, recommendation, names, cache_dir=cache_dir, runs_dir=runs_dir),
-        notes=notes,
-        caches={"pilot": str(cache.path), "pixels": str(pixels.path) if pixels is not None else None},
+    return _Scoring(rows, search, scorer, pix_scorer, se_function(cache, pixels, losses))
+
+
+def _weigh_fine_tune(
+    rows: list, chosen: dict, reason: str, start: dict, tuned: dict | None, notes: list
+) -> tuple[dict, str]:
+    """The short fine-tune (a row added to ``rows``; None when it did not run) is chosen only when it lowers the
+    chosen row's val log loss by more than one standard error; the note says which way it went."""
+    if tuned is None:
+        return chosen, reason
+    rows.append(tuned)
+    gain = chosen["val_loss"] - tuned["val_loss"]
+    need = chosen["val_loss_se"]
+    verdict = "recommended" if gain > need else "not recommended"
+    notes.append(
+        f"The short fine-tune from {start['name']} changed the val log loss by {-gain:+.4f} against "
+        f"{chosen['name']} (it must lower it by more than one standard error, {need:.4f}): {verdict}."
     )
-    advice.seconds = round(time.perf_counter() - t0, 3)
-    advice.timings = timings
-    advice.save(out, force=force, notify=notify)
-    return advice
-
-
-def _se_function(cache, pixels, losses):
-    """se_of(a, b): the paired standard error of two rows' val loss difference when both were scored on the
-    same val images (the pixels cache has the pilot's rows), else the two standard errors combined."""
-    import numpy as np
-
-    from bottleneck.runs.layer_sets import paired_se
-
-    same = pixels is None or (
-        "val" in cache.splits
-        and "val" in pixels.splits
-        and np.array_equal(np.asarray(cache.ids("val")), np.asarray(pixels.ids("val")))
-    )
-
-    def se_of(a: dict, b: dict) -> float:
-        if a is b:
-            return 0.0
-        if same or (a["kind"] != "pixels") == (b["kind"] != "pixels"):
-            return paired_se(losses(a), losses(b))
-        return float(np.hypot(a["val_loss_se"], b["val_loss_se"]))
-
-    return se_of
+    if gain > need:
+        return tuned, reason + f" The short fine-tune lowered it by {gain:.4f} more."
+    return chosen, reason
 
 
 def _recommendation(row: dict, backbone: str) -> dict:
@@ -338,9 +321,7 @@ def _recommendation(row: dict, backbone: str) -> dict:
 def _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes) -> dict | None:
     """``tuning.fine_tune`` with its default recipe from a logreg head on ``start``'s layers; a row like the
     others (val and test from the fine-tuned model), or None if it cannot run."""
-    from bottleneck.errors import BottleneckError
-    from bottleneck.runs.fit import fit_head
-    from bottleneck.tuning import fine_tune
+    from bottleneck.tuning import fine_tune  # a later stage, composed lazily (ARCHITECTURE.md)
 
     run = fit_head(cache.select(start["layers"]), "logreg", seed=seed, save=False)
     t0 = time.perf_counter()

@@ -9,13 +9,26 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import atomic_dir, check_out, write_json_atomic
+from bottleneck._io import write_json_atomic
+from bottleneck._ownership import atomic_dir, check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Progress
+from bottleneck.config import layer_names
 from bottleneck.constraints import SEED, check
-from bottleneck.errors import BottleneckError, HeadError
-from bottleneck.heads.feature_blocks import take_rows
+from bottleneck.errors import BottleneckError, HeadError, one_of
+from bottleneck.heads import HEADS, canonical_name, head_params, make_head
+from bottleneck.heads.feature_blocks import available_memory, nbytes, take_rows, to_memory
+from bottleneck.inference.runner import extract
+from bottleneck.report import (
+    classification_metrics,
+    csv_text,
+    markdown_table,
+    markdown_text,
+    mean_std,
+    plot_comparison,
+)
 from bottleneck.runs.fit import selection_summary
+from bottleneck.runs.layer_sets import greedy_layers
 
 
 def head_applies(name: str, cache) -> str | None:
@@ -42,8 +55,6 @@ class Comparison:
     METRICS = ("accuracy", "balanced_accuracy", "fit_seconds")
 
     def markdown(self) -> str:
-        from bottleneck.report import markdown_table, markdown_text, mean_std
-
         headers = ["cache", "backbone", "head", "split", "accuracy", "balanced accuracy", "fit s"]
         rows = []
         for r in self.rows:
@@ -78,8 +89,6 @@ class Comparison:
         return text + ("\n" if self.skipped or self.searches else "")
 
     def csv(self) -> str:
-        from bottleneck.report import csv_text
-
         headers = [*self.COLUMNS, *(f"{m}_{s}" for m in self.METRICS for s in ("mean", "std"))]
         return csv_text(headers, [[r.get(h) for h in headers] for r in self.rows])
 
@@ -94,8 +103,6 @@ class Comparison:
 
     def save(self, out, *, force: bool = False, notify=None) -> dict:
         """Write comparison.md, comparison.csv, comparison.json and comparison.png into ``out``."""
-        from bottleneck.report import plot_comparison
-
         out = Path(out)
         self.paths = {k: str(out / f"comparison.{k}") for k in ("md", "csv", "json", "png")}
         if not self.rows:
@@ -112,8 +119,6 @@ class Comparison:
 
 def _backbone_label(config) -> str:
     """The backbone plus whatever else sets its caches apart: "efficientnet_lite0@288[3 layers]/max"."""
-    from bottleneck.config import layer_names
-
     names = layer_names(config.layer)
     label = config.backbone + (f"@{config.image_size}" if config.image_size else "")
     if names:
@@ -123,8 +128,6 @@ def _backbone_label(config) -> str:
 
 def _load_for_compare(cache, split: str, budget: int):
     """A split in RAM when it fits the budget (every head reuses it), else the on-disk array."""
-    from bottleneck.heads.feature_blocks import nbytes, to_memory
-
     X = cache.features(split)
     return (to_memory(X) if nbytes(X) <= budget else X), cache.labels(split)
 
@@ -135,8 +138,6 @@ def baseline_cache(cache, *, progress: Progress | None = None, notify=None):
     Extracted once next to ``cache`` with the same source options (splits, pilot sample, val split), so its
     rows are the same images; later calls are cache hits.
     """
-    from bottleneck.inference.runner import extract
-
     source = cache.meta.get("source")
     if cache.config.backbone == "pixels":
         return None, "it is the pixel baseline"
@@ -158,11 +159,7 @@ def baseline_cache(cache, *, progress: Progress | None = None, notify=None):
 
 def _expand(caches, layers, layer_search, baseline, heads, progress, notify):
     """(cache, heads) pairs to fit: each cache or its layer subsets, greedy sets, then pixel baselines."""
-    from bottleneck.runs.layer_sets import greedy_layers
-
     if layer_search not in (None, "greedy"):
-        from bottleneck.errors import one_of
-
         raise one_of("layer_search", layer_search, ["greedy", "None"])
     todo, searches, skipped, sources = [], [], [], set()
     for cache in caches:
@@ -210,83 +207,121 @@ def compare(
     cache's columns (no extraction). ``layer_search="greedy"`` adds the set ``greedy_layers`` picks on val (its
     steps are in ``searches``). ``baseline`` adds a logreg row on the pixels of the same images (``pixels``).
     With ``out``, saves the table (markdown, CSV, JSON) and a plot there: a folder bottleneck did not write is
-    refused before any fit, unless ``force`` (then it is moved aside; see ``_io.atomic_dir``).
+    refused before any fit, unless ``force`` (then it is moved aside; see ``_ownership.atomic_dir``).
     """
-    from bottleneck.heads import HEADS, canonical_name, head_params, make_head
-    from bottleneck.heads.feature_blocks import available_memory
-    from bottleneck.report import classification_metrics
-
-    names = [canonical_name(h) for h in heads]
-    seeds = list(seeds) or [0]
-    for s in seeds:
-        check("seeds", s, SEED)
-    params = dict(params or {})
-    per_head = {k: params.pop(k) for k in list(params) if k in HEADS}
-    for k in per_head:
-        if k not in names:
-            raise HeadError(f"parameters given for head {k}, which is not compared ({', '.join(names)}).")
-    for k in params:
-        if not any(k in head_params(n) for n in names):
-            raise HeadError(f"no compared head ({', '.join(names)}) has a parameter {k!r}.")
-    for name in names:  # every head's parameters checked before any cache is read
-        valid = head_params(name)
-        make_head(name, **({k: v for k, v in params.items() if k in valid} | per_head.get(name, {})))
+    heads_plan = _HeadPlan.of(heads, seeds, params)
     if out is not None:
         check_out(out, force=force)
     caches = [as_cache(c) for c in caches]
     if not caches:
         raise BottleneckError("no caches given; pass one or more cache folders.")
     todo, searches, skipped = _expand(
-        caches, list(layers or ()), layer_search, baseline, names, progress, notify
+        caches, list(layers or ()), layer_search, baseline, heads_plan.names, progress, notify
     )
     records = []
-    total = sum(len(h) for _, h in todo) * len(seeds)
-    done = 0
+    fits = _Count(sum(len(h) for _, h in todo) * len(heads_plan.seeds), progress)
     for cache, cache_heads in todo:
-        split = "test" if "test" in cache.splits else "val" if "val" in cache.splits else None
-        budget = available_memory() // 3
-        data = {s: _load_for_compare(cache, s, budget) for s in ("train", "val", split) if s in cache.splits}
-        backbone = _backbone_label(cache.config) + (
-            " (baseline)" if cache.config.backbone == "pixels" else ""
-        )
-        for name in cache_heads:
-            reason = head_applies(name, cache)
-            if reason:
-                skipped.append({"cache": cache.name, "head": name, "reason": reason})
-                done += len(seeds)
-                continue
-            valid = head_params(name)
-            kw = {k: v for k, v in params.items() if k in valid} | per_head.get(name, {})
-            for seed in seeds:
-                head = make_head(name, **(kw | {"random_state": seed}))
-                fit_args = {"X_val": data["val"][0], "y_val": data["val"][1]} if "val" in data else {}
-                t0 = time.perf_counter()
-                head.fit(*data["train"], **fit_args)
-                seconds = time.perf_counter() - t0
-                if split is None:  # neither val nor test: score the rows the head held out of train
-                    eval_split = "train (held out)"
-                    X = take_rows(data["train"][0], head.holdout_)
-                    y = data["train"][1][head.holdout_]
-                else:
-                    eval_split = split
-                    X, y = data[split]
-                m = classification_metrics(y, head.predict_proba(X), classes=head.classes_)
-                records.append(
-                    {
-                        "cache": cache.name,
-                        "backbone": backbone,
-                        "head": name,
-                        "seed": seed,
-                        "split": eval_split,
-                        "accuracy": m["accuracy"],
-                        "balanced_accuracy": m["balanced_accuracy"],
-                        "fit_seconds": seconds,
-                        "selection": selection_summary(head),
-                    }
-                )
-                done += 1
-                if progress:
-                    progress("fits", done, total)
+        records += _fit_on(cache, cache_heads, heads_plan, skipped=skipped, fits=fits)
+    result = Comparison(_rows(todo, records), records, skipped, searches=searches)
+    if out is not None:
+        result.save(out, force=force, notify=notify)
+    return result
+
+
+@dataclass(frozen=True)
+class _HeadPlan:
+    """The compared heads (canonical names), the seeds, and the parameters for all heads and for one head,
+    every head's parameters checked before any cache is read."""
+
+    names: list[str]
+    seeds: list[int]
+    params: dict  # for every head that has the parameter
+    per_head: dict  # head name -> parameters for that head alone
+
+    @classmethod
+    def of(cls, heads, seeds, params) -> _HeadPlan:
+        names = [canonical_name(h) for h in heads]
+        seeds = list(seeds) or [0]
+        for s in seeds:
+            check("seeds", s, SEED)
+        params = dict(params or {})
+        per_head = {k: params.pop(k) for k in list(params) if k in HEADS}
+        for k in per_head:
+            if k not in names:
+                raise HeadError(f"parameters given for head {k}, which is not compared ({', '.join(names)}).")
+        for k in params:
+            if not any(k in head_params(n) for n in names):
+                raise HeadError(f"no compared head ({', '.join(names)}) has a parameter {k!r}.")
+        plan = cls(names, seeds, params, per_head)
+        for name in names:  # every head's parameters checked before any cache is read
+            make_head(name, **plan.kwargs(name))
+        return plan
+
+    def kwargs(self, name: str) -> dict:
+        valid = head_params(name)
+        return {k: v for k, v in self.params.items() if k in valid} | self.per_head.get(name, {})
+
+
+class _Count:
+    """Fits done out of ``total``, told to ``progress``."""
+
+    def __init__(self, total: int, progress):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, n: int = 1, *, tell: bool = True) -> None:
+        self.done += n
+        if tell and self.progress:
+            self.progress("fits", self.done, self.total)
+
+
+def _fit_on(cache, cache_heads, plan: _HeadPlan, *, skipped: list, fits: _Count) -> list[dict]:
+    """One record per head and seed fitted on ``cache`` (heads that do not apply go to ``skipped``), scored on
+    test, else val, else the rows a head held out of train."""
+    split = "test" if "test" in cache.splits else "val" if "val" in cache.splits else None
+    budget = available_memory() // 3
+    data = {s: _load_for_compare(cache, s, budget) for s in ("train", "val", split) if s in cache.splits}
+    backbone = _backbone_label(cache.config) + (" (baseline)" if cache.config.backbone == "pixels" else "")
+    records = []
+    for name in cache_heads:
+        reason = head_applies(name, cache)
+        if reason:
+            skipped.append({"cache": cache.name, "head": name, "reason": reason})
+            fits.add(len(plan.seeds), tell=False)
+            continue
+        kw = plan.kwargs(name)
+        for seed in plan.seeds:
+            head = make_head(name, **(kw | {"random_state": seed}))
+            fit_args = {"X_val": data["val"][0], "y_val": data["val"][1]} if "val" in data else {}
+            t0 = time.perf_counter()
+            head.fit(*data["train"], **fit_args)
+            seconds = time.perf_counter() - t0
+            if split is None:  # neither val nor test: score the rows the head held out of train
+                eval_split = "train (held out)"
+                X = take_rows(data["train"][0], head.holdout_)
+                y = data["train"][1][head.holdout_]
+            else:
+                eval_split = split
+                X, y = data[split]
+            m = classification_metrics(y, head.predict_proba(X), classes=head.classes_)
+            records.append(
+                {
+                    "cache": cache.name,
+                    "backbone": backbone,
+                    "head": name,
+                    "seed": seed,
+                    "split": eval_split,
+                    "accuracy": m["accuracy"],
+                    "balanced_accuracy": m["balanced_accuracy"],
+                    "fit_seconds": seconds,
+                    "selection": selection_summary(head),
+                }
+            )
+            fits.add()
+    return records
+
+
+def _rows(todo, records: list[dict]) -> list[dict]:
+    """One row per cache x head: mean and std over seeds of each metric."""
     rows = []
     for cache, cache_heads in todo:
         for name in cache_heads:
@@ -299,7 +334,4 @@ def compare(
                 row[f"{m}_mean"] = float(v.mean())
                 row[f"{m}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
             rows.append(row)
-    result = Comparison(rows, records, skipped, searches=searches)
-    if out is not None:
-        result.save(out, force=force, notify=notify)
-    return result
+    return rows

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck._io import check_out
+from bottleneck._ownership import check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.constraints import SEED, check
 from bottleneck.errors import HeadError
+from bottleneck.heads import Head, make_head
 from bottleneck.heads.feature_blocks import take_rows
+from bottleneck.report import classification_metrics
 from bottleneck.runs.folders import Run, cache_summary, load_run, matching_layers, save_run, unique_dir
 
 
 def split_metrics(head, cache, split: str, rows: np.ndarray | None = None, X=None) -> dict:
     """Metrics of a fitted head on a split of a cache (or on ``rows`` of it), with the cache's class names."""
-    from bottleneck.report import classification_metrics
-
     X = cache.features(split) if X is None else X
     y = cache.labels(split)
     if rows is not None:
@@ -60,22 +60,13 @@ def fit_head(
     the "val" metrics are on those rows. ``layers`` ("a,b", "top", "multiscale") fits on those layers of a
     multi-layer cache (read in place); the run then predicts with exactly those layers. With ``save``, writes ``out`` (default ``runs_dir/<cache>-<head>``,
     made unique) holding head/, metrics.json, report.md, history.png and confusion.png. An existing ``out`` is
-    replaced only when bottleneck wrote all of it (``_io.replace_problem``; refused before fitting otherwise);
+    replaced only when bottleneck wrote all of it (``_ownership.replace_problem``; refused before fitting otherwise);
     ``force`` moves such a folder aside instead (said through ``notify``).
     """
-    from bottleneck.heads import Head, make_head
-
     check("seed", seed, SEED, HeadError)  # the seed and the head's parameters before the cache is opened
     if save and out is not None:
         check_out(out, force=force)
-    if isinstance(head, Head):
-        if params:
-            raise HeadError("pass params only with a head name; set them on the Head instance instead.")
-        head._validate_params()
-    else:
-        params = dict(params or {})
-        params.setdefault("random_state", seed)
-        head = make_head(head, **params)
+    head = _head_of(head, params, seed)
     cache = as_cache(cache)
     if layers is not None:
         cache = cache.select(layers)
@@ -83,26 +74,13 @@ def fit_head(
         raise HeadError(
             f"cache {cache.path.name} has no train split (it has {', '.join(cache.splits)}); heads fit on train."
         )
-    val = ("val",) if "val" in cache.splits else ()
     fit_args = {}
-    if val:
+    if "val" in cache.splits:
         fit_args = {"X_val": cache.features("val"), "y_val": cache.labels("val")}
     t0 = time.perf_counter()
     head.fit(cache.features("train"), cache.labels("train"), progress=progress, **fit_args)
     fit_seconds = time.perf_counter() - t0
-
-    metrics, notes = {}, []
-    if val:
-        metrics["val"] = split_metrics(head, cache, "val")
-        if getattr(head, "refit", False):
-            notes.append("refit on train + val: val metrics are on rows the head was trained on.")
-    elif getattr(head, "holdout_", None) is not None:
-        metrics["val"] = split_metrics(head, cache, "train", rows=head.holdout_)
-        notes.append(
-            f"no val split: val metrics are on {len(head.holdout_)} train rows held out from fitting."
-        )
-    if "test" in cache.splits:
-        metrics["test"] = split_metrics(head, cache, "test")
+    metrics, notes = _fitted_metrics(head, cache)
     summary = {
         "head": head.name,
         "path": None,
@@ -126,6 +104,35 @@ def fit_head(
     return run
 
 
+def _head_of(head, params: dict | None, seed: int):
+    """The unfitted head to fit: a Head as given (its parameters checked), or one made by name."""
+    if isinstance(head, Head):
+        if params:
+            raise HeadError("pass params only with a head name; set them on the Head instance instead.")
+        head._validate_params()
+        return head
+    params = dict(params or {})
+    params.setdefault("random_state", seed)
+    return make_head(head, **params)
+
+
+def _fitted_metrics(head, cache) -> tuple[dict, list[str]]:
+    """(metrics on val (or the train rows the head held out) and test, notes on what val means here)."""
+    metrics, notes = {}, []
+    if "val" in cache.splits:
+        metrics["val"] = split_metrics(head, cache, "val")
+        if getattr(head, "refit", False):
+            notes.append("refit on train + val: val metrics are on rows the head was trained on.")
+    elif getattr(head, "holdout_", None) is not None:
+        metrics["val"] = split_metrics(head, cache, "train", rows=head.holdout_)
+        notes.append(
+            f"no val split: val metrics are on {len(head.holdout_)} train rows held out from fitting."
+        )
+    if "test" in cache.splits:
+        metrics["test"] = split_metrics(head, cache, "test")
+    return metrics, notes
+
+
 def _folder_name(cache) -> str:
     """A cache's name for a run folder: a layer subset adds its layer (one) or its layer count."""
     layers = getattr(cache, "layers", None)
@@ -143,8 +150,6 @@ def evaluate_run(run, cache, split: str = "test") -> dict:
     Returns ``{"run", "head", "cache", "split", "metrics": {split: {...}}}``; a cache of other features or
     classes raises HeadError before anything is predicted.
     """
-    from bottleneck.report import classification_metrics
-
     run = run if isinstance(run, Run) else load_run(run)
     cache = as_cache(cache)
     proba, classes, cache = run_proba(run, cache, split)
@@ -174,7 +179,7 @@ def run_proba(run, cache, split: str = "test") -> tuple[np.ndarray, np.ndarray, 
 
 
 def _image_proba(run, cache, split: str) -> np.ndarray:
-    from bottleneck.tuning.images import open_cache_images
+    from bottleneck.tuning.images import open_cache_images  # a later stage, composed lazily (ARCHITECTURE.md)
 
     names = list(run.summary["cache"]["class_names"])
     if list(cache.class_names) != names:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bottleneck._io import (
-    atomic_dir,
     file_hash,
     file_problem,
     json_plain,
@@ -15,6 +14,7 @@ from bottleneck._io import (
     write_json_atomic,
     write_text_atomic,
 )
+from bottleneck._ownership import atomic_dir
 from bottleneck.cache.reader import open_cache
 from bottleneck.errors import HeadError
 from bottleneck.heads import load_head
@@ -79,7 +79,7 @@ def unique_dir(base: Path) -> Path:
 
 def save_run(run: Run, path, *, cache=None, force: bool = False, notify=None) -> Path:
     """Write a run folder: head/, metrics.json, report.md, history.png, confusion.png. The folder is built aside
-    and renamed into place when whole (``_io.atomic_dir``): a crash leaves the old folder or none, never a run
+    and renamed into place when whole (``_ownership.atomic_dir``): a crash leaves the old folder or none, never a run
     folder with a head but no metrics, or metrics but a half-written head."""
 
     path = Path(path)

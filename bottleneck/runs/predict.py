@@ -15,7 +15,7 @@ from bottleneck.constraints import BATCH_SIZE, TOP, validate_params
 from bottleneck.data import load_image, resize_image
 from bottleneck.data.decode import IMAGE_EXTENSIONS, draft_size
 from bottleneck.errors import HeadError, SourceError
-from bottleneck.inference.engines import choose_engine
+from bottleneck.inference.chooser import choose_engine
 from bottleneck.runs.folders import Run, load_run, run_cache
 
 
@@ -67,7 +67,7 @@ def predict_images(
     "label", "prob"}, ...]}`` most probable first.
 
     Images go through exactly what the cache was built with: the same backbone, weights, image size, layer,
-    pooling, preprocessing (``create_engine`` of the cache's config) and resize policy. The verified ONNX model
+    pooling, preprocessing (``choose_engine`` of the cache's config) and resize policy. The verified ONNX model
     next to the cache is used when there is one (no TensorFlow import).
     """
     return predict_with_engine(run, images, top=top, batch_size=batch_size, progress=progress)
@@ -93,7 +93,7 @@ class Scorer:
 
 def run_scorer(run, engine_factory: Callable | None = None) -> Scorer:
     """The scoring of a saved run: the cache's backbone settings then the head (frozen-head runs), or the
-    fine-tuned model; or of an exported model file. ``engine_factory(config)`` replaces ``create_engine``."""
+    fine-tuned model; or of an exported model file. ``engine_factory(config)`` replaces ``choose_engine``."""
     from bottleneck.export.loaded import is_exported, load_exported
 
     if not isinstance(run, Run) and is_exported(run):
@@ -142,7 +142,7 @@ def predict_with_engine(
     engine_factory: Callable | None = None,
     progress: Progress | None = None,
 ) -> list[dict]:
-    """``predict_images`` with ``engine_factory(config)`` in place of ``create_engine`` (tests pass fakes)."""
+    """``predict_images`` with ``engine_factory(config)`` in place of ``choose_engine`` (tests pass fakes)."""
     validate_params({"top": top, "batch_size": batch_size}, PREDICT)  # before any image or model is read
     paths = list_images(images)
     scorer = run_scorer(run, engine_factory)

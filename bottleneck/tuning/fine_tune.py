@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck import _tf
-from bottleneck._io import check_out, file_hash, put_in_place, replace_atomic, reseal, temp_path, write_record
+from bottleneck._io import file_hash, replace_atomic, temp_path
+from bottleneck._ownership import check_out, put_in_place, reseal, write_record
 from bottleneck.backbones.blocks import BLOCK_PATTERNS, apply_cut, blocks, depth_groups, plan_cut
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
@@ -36,10 +37,11 @@ from bottleneck.tuning import views as cached
 from bottleneck.tuning.assemble import assemble, check_start
 from bottleneck.tuning.calibrate import fold_temperature, output_layer
 from bottleneck.tuning.images import augmentation, open_cache_images
-from bottleneck.tuning.loop import SELECTION, Checkpoint, Trainer
+from bottleneck.tuning.loop import Trainer
 from bottleneck.tuning.loop import train as run_loop
 from bottleneck.tuning.recipe import TuneSettings
 from bottleneck.tuning.results import KIND, evaluate, summarise
+from bottleneck.tuning.selection import SELECTION, Checkpoint
 from bottleneck.tuning.views import PREFIX_TOLERANCE
 
 MODEL_FILE = "model.keras"

@@ -6,24 +6,22 @@ Selection: an epoch is a candidate when its val accuracy is at least the start's
 calibrated the same way, by more than one standard error of the per-row difference; the kept weights are those of
 the candidate with the lowest calibrated val loss, with its temperature folded into the head, or the start's
 unchanged when there is none. So the result is never below the start on val, and a gain within the noise of the
-val set is not taken for one.
+val set is not taken for one. The selection, early stopping and the checkpoint are objects of
+``tuning.selection``; an epoch is trained, recorded, weighed and saved as steps of ``train``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from bottleneck import _tf
+from bottleneck.tuning.calibrate import fit_temperature, log_probs, tempered_losses
 from bottleneck.tuning.recipe import TuneSettings, group_rates, lr_at
+from bottleneck.tuning.selection import Checkpoint, EarlyStopping, Selection
 
-CHECKPOINT = "checkpoint.npz"
-CHECKPOINT_STATE = "checkpoint.json"
-SELECTION = "calibrated-1se"  # the selection rule (part of a checkpoint's identity)
 EPSILON = 1e-7  # probabilities are clipped here before the log (Keras' own epsilon)
 
 
@@ -44,37 +42,6 @@ class Outcome:
     resumed_from: int = 0  # epochs taken from a checkpoint
     notes: list = field(default_factory=list)
     temperature: float = 1.0  # folded into the kept epoch's head (1 when the start is kept)
-
-
-class Checkpoint:
-    """The state after the last whole epoch, in a folder (the run's partial folder): resumed by the same recipe."""
-
-    def __init__(self, folder: Path, digest: str):
-        self.folder, self.digest = Path(folder), digest
-
-    def load(self) -> tuple[dict, dict] | None:
-        try:
-            state = json.loads((self.folder / CHECKPOINT_STATE).read_text())
-            if state.get("digest") != self.digest:
-                return None
-            with np.load(self.folder / CHECKPOINT) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError):
-            return None
-        return state, arrays
-
-    def save(self, state: dict, arrays: dict) -> None:
-        from bottleneck._io import replace_atomic, temp_path, write_json_atomic
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(self.folder / CHECKPOINT, suffix=".npz")
-        np.savez(tmp, **arrays)
-        replace_atomic(tmp, self.folder / CHECKPOINT)
-        write_json_atomic(self.folder / CHECKPOINT_STATE, {**state, "digest": self.digest})
-
-    def remove(self) -> None:
-        for name in (CHECKPOINT, CHECKPOINT_STATE):
-            (self.folder / name).unlink(missing_ok=True)
 
 
 def make_optimizer(settings: TuneSettings, lr: float):
@@ -179,8 +146,6 @@ class Trainer:
         """{"val_loss", "val_loss_uncalibrated", "temperature", "val_accuracy", "rows"}: the (row-weighted)
         cross-entropy after the temperature fitted on these rows (1 without calibration), before it, accuracy,
         and each row's calibrated loss."""
-        from bottleneck.tuning.calibrate import fit_temperature, log_probs, tempered_losses
-
         probs, labels, weights = [], [], []
         for x, y, w in batches:
             probs.append(np.asarray(self._forward(self.tf.constant(x, self.tf.float32)), np.float64))
@@ -232,13 +197,105 @@ class Trainer:
                 v.assign(arrays[f"o{g}_{j}"])
 
 
-def beats_start(start_rows: np.ndarray, rows: np.ndarray) -> bool:
-    """Whether per-row val losses ``rows`` are lower than the start's by more than one standard error of the paired
-    difference: a lower mean on a few hundred rows is often noise, and keeping noise costs test accuracy."""
-    d = np.asarray(start_rows, np.float64) - np.asarray(rows, np.float64)
-    if len(d) < 2:
-        return bool(d.sum() > 0)
-    return bool(d.mean() > d.std(ddof=1) / np.sqrt(len(d)))
+# One entry per epoch run in Outcome.history, in this order.
+HISTORY_KEYS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_loss_uncalibrated",
+    "temperature",
+    "val_accuracy",
+    "seconds",
+    "lr",
+)
+
+
+@dataclass(frozen=True)
+class EpochFit:
+    """One epoch of training: mean loss and accuracy over its rows, and its time."""
+
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+def _fit_epoch(trainer: Trainer, train_data, epoch: int, epochs: int, progress) -> EpochFit:
+    t0 = time.perf_counter()
+    loss = correct = seen = 0.0
+    step0 = (epoch - 1) * trainer.steps_per_epoch
+    trainer.reseed(epoch)
+    for i, (x, y, w) in enumerate(train_data.epoch(epoch)):
+        step_loss, step_correct = trainer.train_step(epoch, step0 + i, x, y, w)
+        loss += step_loss * len(y)
+        correct += step_correct
+        seen += len(y)
+        if progress:
+            progress(f"epoch {epoch}/{epochs}", int(seen), train_data.n_rows)
+    return EpochFit(loss / max(seen, 1), correct / max(seen, 1), time.perf_counter() - t0)
+
+
+def _record(history: dict, fit: EpochFit, val: dict, trainer: Trainer) -> None:
+    history["loss"].append(fit.loss)
+    history["accuracy"].append(fit.accuracy)
+    for k in ("val_loss", "val_loss_uncalibrated", "temperature", "val_accuracy"):
+        history[k].append(val[k])
+    history["seconds"].append(round(fit.seconds, 3))
+    history["lr"].append(trainer.rates[0] and float(trainer.optimizers[0].learning_rate))
+
+
+def _save_epoch(
+    checkpoint: Checkpoint,
+    epoch: int,
+    trainer: Trainer,
+    selection: Selection,
+    stopping: EarlyStopping,
+    history,
+) -> None:
+    arrays = {f"w{i}": a for i, a in enumerate(trainer.snapshot())}
+    if selection.weights is not None:
+        arrays |= {f"b{i}": a for i, a in enumerate(selection.weights)}
+    arrays |= trainer.optimizer_arrays()
+    state = {
+        "epoch": epoch,
+        "history": history,
+        "best": selection.best,
+        "bad": stopping.bad,
+        "lowest": stopping.lowest,
+    }
+    checkpoint.save(state, arrays)
+
+
+def _resume(
+    saved: tuple[dict, dict], trainer: Trainer, selection: Selection, stopping: EarlyStopping
+) -> dict:
+    """Restore the state a checkpoint saved after its last whole epoch; returns the history so far."""
+    state, arrays = saved
+    selection.best = state["best"]
+    stopping.bad, stopping.lowest = state["bad"], state["lowest"]
+    trainer.restore([arrays[f"w{i}"] for i in range(len(trainer.state))])
+    if selection.epoch:
+        selection.weights = [arrays[f"b{i}"] for i in range(len(trainer.state))]
+    trainer.load_optimizers(arrays)
+    return state["history"]
+
+
+def _epoch_line(epoch: int, epochs: int, fit: EpochFit, val: dict, better: bool) -> str:
+    return (
+        f"epoch {epoch}/{epochs}: {fit.seconds:.1f} s, loss {fit.loss:.4f}, "
+        f"val loss {val['val_loss']:.4f} (calibrated, T={val['temperature']:.2f}; "
+        f"{val['val_loss_uncalibrated']:.4f} before), val accuracy {val['val_accuracy']:.4f}"
+        + (" (best)" if better else "")
+    )
+
+
+def _interrupted(epoch: int, epochs: int, checkpoint: Checkpoint | None) -> TuneInterrupted:
+    done = epoch - 1
+    where = (
+        f"epochs 1-{done} are saved in {checkpoint.folder}; run the same command to resume"
+        if checkpoint is not None and done >= 1
+        else "nothing was saved"
+    )
+    return TuneInterrupted(f"fine-tuning stopped in epoch {epoch} of {epochs}; {where}.")
 
 
 def train(
@@ -257,43 +314,17 @@ def train(
     ``val_data.batches()`` yields the val batches in a fixed order.
     """
     notify = notify or (lambda line: None)
-    keys = (
-        "loss",
-        "accuracy",
-        "val_loss",
-        "val_loss_uncalibrated",
-        "temperature",
-        "val_accuracy",
-        "seconds",
-        "lr",
-    )
-    history = {k: [] for k in keys}
-    start = trainer.evaluate(val_data.batches())
-    start_rows = start.pop("rows")
-    best = {"epoch": 0, **start}
-    best_weights = None  # None: the start's (kept in ``start_weights``)
+    history = {k: [] for k in HISTORY_KEYS}
+    selection = Selection.of_start(trainer.evaluate(val_data.batches()))
+    start = selection.start
     start_weights = trainer.snapshot()
-    first, bad = 1, 0
-    # Early stopping counts epochs since the lowest calibrated val loss so far, the start's included (Keras'
-    # EarlyStopping with the start as its baseline), not since the last epoch the selection would keep: a high
-    # learning rate's first epochs are above the start and its best come at the end of the cosine (Fashion-MNIST at
-    # lr 1e-3: epochs 1-3 above the start, every later epoch but one a new lowest; README).
-    lowest = start["val_loss"]
+    stopping = EarlyStopping(start["val_loss"], settings.patience)
+    first = 1
     resumed = checkpoint.load() if checkpoint is not None else None
     if resumed is not None:
-        state, arrays = resumed
-        history = state["history"]
-        best = state["best"]
-        bad = state["bad"]
-        lowest = state["lowest"]
-        first = state["epoch"] + 1
-        trainer.restore([arrays[f"w{i}"] for i in range(len(trainer.state))])
-        if best["epoch"]:
-            best_weights = [arrays[f"b{i}"] for i in range(len(trainer.state))]
-        trainer.load_optimizers(arrays)
-        notify(
-            f"resuming after epoch {state['epoch']} of {settings.epochs} (checkpoint in {checkpoint.folder})"
-        )
+        history = _resume(resumed, trainer, selection, stopping)
+        first = resumed[0]["epoch"] + 1
+        notify(f"resuming after epoch {first - 1} of {settings.epochs} (checkpoint in {checkpoint.folder})")
     else:
         notify(
             f"epoch 0 (the start): val loss {start['val_loss']:.4f} (calibrated, T={start['temperature']:.2f}; "
@@ -303,73 +334,39 @@ def train(
     epoch = first - 1
     try:
         for epoch in range(first, settings.epochs + 1):
-            t0 = time.perf_counter()
-            loss = correct = seen = 0.0
-            step0 = (epoch - 1) * trainer.steps_per_epoch
-            trainer.reseed(epoch)
-            for i, (x, y, w) in enumerate(train_data.epoch(epoch)):
-                step_loss, step_correct = trainer.train_step(epoch, step0 + i, x, y, w)
-                loss += step_loss * len(y)
-                correct += step_correct
-                seen += len(y)
-                if progress:
-                    progress(f"epoch {epoch}/{settings.epochs}", int(seen), train_data.n_rows)
-            seconds = time.perf_counter() - t0
+            fit = _fit_epoch(trainer, train_data, epoch, settings.epochs, progress)
             val = trainer.evaluate(val_data.batches())
-            margin = beats_start(start_rows, val.pop("rows"))
-            history["loss"].append(loss / max(seen, 1))
-            history["accuracy"].append(correct / max(seen, 1))
-            for k in ("val_loss", "val_loss_uncalibrated", "temperature", "val_accuracy"):
-                history[k].append(val[k])
-            history["seconds"].append(round(seconds, 3))
-            history["lr"].append(trainer.rates[0] and float(trainer.optimizers[0].learning_rate))
-            better = (
-                margin and val["val_accuracy"] >= start["val_accuracy"] and val["val_loss"] < best["val_loss"]
-            )
-            if better:
-                best = {"epoch": epoch, **val}
-                best_weights = trainer.snapshot()
-            if val["val_loss"] < lowest:
-                lowest, bad = val["val_loss"], 0
-            else:
-                bad += 1
-            notify(
-                f"epoch {epoch}/{settings.epochs}: {seconds:.1f} s, loss {history['loss'][-1]:.4f}, "
-                f"val loss {val['val_loss']:.4f} (calibrated, T={val['temperature']:.2f}; "
-                f"{val['val_loss_uncalibrated']:.4f} before), val accuracy {val['val_accuracy']:.4f}"
-                + (" (best)" if better else "")
-            )
+            rows = val.pop("rows")
+            _record(history, fit, val, trainer)
+            better = selection.consider(epoch, val, rows, trainer.snapshot)
+            stopping.update(val["val_loss"])
+            notify(_epoch_line(epoch, settings.epochs, fit, val, better))
             if checkpoint is not None:
-                arrays = {f"w{i}": a for i, a in enumerate(trainer.snapshot())}
-                if best_weights is not None:
-                    arrays |= {f"b{i}": a for i, a in enumerate(best_weights)}
-                arrays |= trainer.optimizer_arrays()
-                state = {"epoch": epoch, "history": history, "best": best, "bad": bad, "lowest": lowest}
-                checkpoint.save(state, arrays)
-            if bad > settings.patience and epoch < settings.epochs:
+                _save_epoch(checkpoint, epoch, trainer, selection, stopping, history)
+            if stopping.stops(epoch, settings.epochs):
                 stopped = epoch
                 notify(
-                    f"stopping early after epoch {epoch}: no better val loss for {bad} epoch(s) "
-                    f"(patience {settings.patience}); keeping epoch {best['epoch']}"
+                    f"stopping early after epoch {epoch}: no better val loss for {stopping.bad} epoch(s) "
+                    f"(patience {settings.patience}); keeping epoch {selection.epoch}"
                 )
                 break
     except KeyboardInterrupt:
-        done = epoch - 1
-        where = (
-            f"epochs 1-{done} are saved in {checkpoint.folder}; run the same command to resume"
-            if checkpoint is not None and done >= 1
-            else "nothing was saved"
-        )
-        raise TuneInterrupted(
-            f"fine-tuning stopped in epoch {epoch} of {settings.epochs}; {where}."
-        ) from None
-    trainer.restore(best_weights if best["epoch"] else start_weights)
+        raise _interrupted(epoch, settings.epochs, checkpoint) from None
+    return _outcome(trainer, selection, start_weights, history, stopped, first - 1, notify)
+
+
+def _outcome(
+    trainer, selection: Selection, start_weights, history, stopped, resumed_from: int, notify
+) -> Outcome:
+    """The kept weights restored in the model, and what training did."""
+    trainer.restore(selection.weights if selection.epoch else start_weights)
+    start, best = selection.start, selection.best
     out = Outcome(
         history,
         start,
         best["epoch"],
         stopped,
-        first - 1,
+        resumed_from,
         temperature=best["temperature"] if best["epoch"] else 1.0,
     )
     if best["epoch"] == 0:

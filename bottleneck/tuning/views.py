@@ -26,7 +26,7 @@ from bottleneck.cache.lock import cache_lock
 from bottleneck.cache.meta import find_cache_path
 from bottleneck.errors import TuneError
 from bottleneck.heads.feature_blocks import available_memory, iter_blocks, nbytes, take_rows, to_memory
-from bottleneck.inference.engines import create_engine, select_engine, verified_onnx_engine
+from bottleneck.inference.chooser import choose_engine
 from bottleneck.inference.plan import chunk_rows_for, resumable_meta
 from bottleneck.inference.runner import extract, is_complete
 from bottleneck.tuning.images import augmentation
@@ -171,12 +171,12 @@ def view_caches(prefix, images, settings, cache_dir, progress, notify) -> tuple[
 
 def _engine(config, images, cache_dir, notify, n_images):
 
-    engine = verified_onnx_engine(config, cache_dir)
-    if engine is not None:
-        return engine
-    tf_engine = create_engine(config)
-    probe = images.pixels("train", np.arange(min(VIEW_BATCH, images.n("train")))).astype(np.uint8)
-    return select_engine(tf_engine, config, probe, cache_dir=cache_dir, notify=notify, n_images=n_images)
+    def probe(size: int) -> np.ndarray:
+        return images.pixels("train", np.arange(min(VIEW_BATCH, images.n("train")))).astype(np.uint8)
+
+    # The cut's activations come from the fp32 model, also under an int8 cache (its cut is not quantized).
+    fp32 = config.replace(precision="fp32")
+    return choose_engine(fp32, cache_dir, probe=probe, n_images=n_images, notify=notify)
 
 
 def _view_cache(prefix, images, index, settings, cache_dir, engine, progress, notify):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bottleneck.constraints import (
     BATCH_SIZE,
+    CLASS_WEIGHT,
     IMAGE_SIZE,
     SEED,
     THREADS,
@@ -172,6 +173,9 @@ THREADS_SETTING = Setting(
 WORKERS_SETTING = Setting("workers", None, THREADS, "Decode threads (default: number of cores).", type=int)
 IMAGE_SIZE_SETTING = Setting(
     "image_size", None, IMAGE_SIZE, "Square input side in pixels (default: the backbone's).", type=int
+)
+CLASS_WEIGHT_SETTING = Setting(
+    "class_weight", None, CLASS_WEIGHT, "balanced: weight classes by inverse frequency.", type=str
 )
 FORCE = Setting(
     "force",

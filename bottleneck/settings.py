@@ -155,6 +155,10 @@ class Settings:
         """{name: constraint} of the settings that declare one, in declaration order."""
         return {s.name: s.constraint for s in self if s.checked}
 
+    def items(self):
+        """(name, constraint) of the settings that declare one: a table is what ``validate_params`` reads."""
+        return self.constraints().items()
+
     def validate(self, values, error: type[BottleneckError] = BottleneckError) -> None:
         """``error`` for the first of ``values`` outside its declared constraint (``validate_params``)."""
         validate_params(values, self.constraints(), error)

@@ -15,9 +15,20 @@ from pathlib import Path
 
 from bottleneck._io import check_out
 from bottleneck.callbacks import Notify, Progress
-from bottleneck.constraints import IMAGE_SIZE, SEED, Boolean, Interval, validate_params
+from bottleneck.config import SETTINGS as EXTRACT
+from bottleneck.constraints import Boolean, Interval, validate_params
 from bottleneck.errors import SourceError
 from bottleneck.runs.advice import Advice, commands, stem_of
+from bottleneck.settings import (
+    CACHE_DIR,
+    FORCE,
+    IMAGE_SIZE_SETTING,
+    OUT,
+    RUNS_DIR,
+    SEED_SETTING,
+    Setting,
+    Settings,
+)
 
 # Train images per class from which a dataset counts as "much data" (enough to fine-tune more than the top).
 MUCH_DATA_PER_CLASS = 1000
@@ -132,12 +143,26 @@ def _same(row: dict) -> tuple:
 
 
 # The numeric options of ``advise`` (``backbone``, ``weights`` and ``engine`` are ExtractConfig's own checks).
-ADVISE = {
-    "per_class": Interval(int, MIN_TRAIN_PER_CLASS, None, example=100),  # pilot train images per class
-    "seed": SEED,
-    "image_size": IMAGE_SIZE,
-    "fine_tune": Boolean(),
-}
+ADVISE = Settings(
+    EXTRACT["backbone"].but(default=None, help="Backbone to measure (default: efficientnet_lite0)."),
+    Setting(
+        "per_class",
+        100,
+        Interval(int, MIN_TRAIN_PER_CLASS, None, example=100),
+        "Pilot train images per class (at most).",
+    ),
+    IMAGE_SIZE_SETTING.but(help="Input side in pixels (default: the backbone's)."),
+    EXTRACT["weights"].but(help="imagenet | none | path to a weights file."),
+    EXTRACT["engine"].but(help="auto | tensorflow | onnx."),
+    Setting(
+        "fine_tune", True, Boolean(), "Also fine-tune the top block.", flags=("--fine-tune/--no-fine-tune",)
+    ),
+    SEED_SETTING.but(help="Seed of the pilot sample and the heads."),
+    CACHE_DIR.but(help="Where the pilot caches go."),
+    RUNS_DIR.but(help="Where the advice folder goes when --out is not given."),
+    OUT.but(help="Advice folder (default runs/advise-<source>-<backbone>)."),
+    FORCE,
+)
 
 
 def advise(

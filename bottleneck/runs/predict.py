@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.constraints import BATCH_SIZE, TOP, validate_params
+from bottleneck.constraints import TOP, validate_params
 from bottleneck.errors import HeadError
 from bottleneck.runs.folders import Run, load_run
+from bottleneck.settings import BATCH_SIZE_SETTING, Setting, Settings
 
 
 def list_images(paths: Sequence) -> list[Path]:
@@ -37,7 +38,7 @@ def list_images(paths: Sequence) -> list[Path]:
 
 
 # The options of ``predict`` (and ``bottleneck predict``): classes shown per image, images per forward pass.
-PREDICT = {"top": TOP, "batch_size": BATCH_SIZE}
+PREDICT = Settings(Setting("top", 3, TOP, "How many classes to show per image."), BATCH_SIZE_SETTING)
 
 
 def _images_in(folder: Path, extensions) -> list[Path]:

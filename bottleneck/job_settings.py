@@ -202,7 +202,7 @@ CLASSIFY = Settings(
     Setting("images", ..., help="Image files.", argument=True, type=list[Path]),
     EXTRACT["backbone"].but(help="Registry name (see `bottleneck backbones`) or a saved Keras classifier."),
     Setting("top", 5, help="How many classes to show per image."),
-    EXTRACT["weights"],
+    EXTRACT["weights"].but(help="imagenet | none | PATH to a local weights file."),
     EXTRACT["image_size"],
     EXTRACT["resize"],
     EXTRACT["preprocess"],

@@ -69,17 +69,17 @@ def command(
     name: str,
     help: str,
     *settings: Setting | Iterable[Setting],
-    given_only: Iterable[Setting] = (),
+    given_only: Iterable[str] = (),
 ):
-    """Register the decorated function as ``name`` of ``app``, taking ``settings`` (arguments first, in order)
-    and ``given_only`` (options that default to "not given", e.g. every fine-tuning setting: the library's
-    default applies). The function is called with every option by its Python name."""
-    only = Settings(given_only)
-    table = Settings(*settings, only)
+    """Register the decorated function as ``name`` of ``app``, taking ``settings`` as its arguments and options,
+    in order. The options named in ``given_only`` default to "not given" (every fine-tuning setting: the
+    library's default applies). The function is called with every option by its Python name."""
+    only = frozenset(given_only)
+    table = Settings(*settings)
 
     def decorate(fn: Callable) -> Callable:
         params = [parameter(s, given_only=s.name in only) for s in table if s.cli]
-        runner = _checked(fn, table, frozenset(only.names()))
+        runner = _checked(fn, table, only)
         runner.__signature__ = inspect.Signature(params)
         runner.__annotations__ = {p.name: p.annotation for p in params}
         runner.__doc__, runner.__name__ = fn.__doc__, fn.__name__

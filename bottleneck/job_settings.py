@@ -13,6 +13,7 @@ from pathlib import Path
 from bottleneck.config import SETTINGS as EXTRACT
 from bottleneck.constraints import FRACTION, Boolean, Interval
 from bottleneck.settings import (
+    CACHE_ARG,
     CACHE_DIR,
     CLASS_WEIGHT_SETTING,
     FORCE,
@@ -33,6 +34,7 @@ SOURCE_ARG = Setting(
     argument=True,
     type=str,
 )
+CACHE_URL_ARG = CACHE_ARG.but(help="A cache folder made by `bottleneck extract` (or its URL).")
 URL_CACHE_DIR = CACHE_DIR.but(
     default="cache",
     type=str,

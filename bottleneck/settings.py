@@ -45,7 +45,7 @@ class _Unchecked:
 UNCHECKED = _Unchecked()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Setting:
     """One setting. ``flags``: the command line's spellings (default ``--name-with-dashes``; ``--x/--no-x`` for a
     switch pair); ``type``: the command line's type (default: the default's type, else str); ``cli=False``: a

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bottleneck.cli import app
-from bottleneck.config import CONSTRAINTS as EXTRACT
+from bottleneck.config import SETTINGS as EXTRACT_SETTINGS
 from bottleneck.config import ExtractConfig
 from bottleneck.constraints import (
     BATCH_SIZE,
@@ -45,6 +45,8 @@ from bottleneck.runs.advise import ADVISE
 from bottleneck.runs.params import parse_params
 from bottleneck.runs.predict import PREDICT
 from bottleneck.tuning.recipe import TuneSettings
+
+EXTRACT = EXTRACT_SETTINGS.constraints()
 
 # --- the checker -------------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from bottleneck.cache import open_cache
 from bottleneck.cli.common import print_json
 from bottleneck.cli.options import JSON, command
 from bottleneck.cli.root import app
-from bottleneck.settings import CACHE_ARG
+from bottleneck.job_settings import CACHE_URL_ARG
 
 INFO_HELP = """Describe a cache: splits, rows, feature shape, config, status.
 
@@ -22,7 +22,7 @@ Example:
     app,
     "info",
     INFO_HELP,
-    CACHE_ARG.but(help="A cache folder made by `bottleneck extract` (or its URL)."),
+    CACHE_URL_ARG,
     JSON,
 )
 def info(cache: str, json_out: bool) -> None:

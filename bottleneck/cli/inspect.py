@@ -10,7 +10,7 @@ from bottleneck.cli.progress import progress_bar
 from bottleneck.cli.root import app
 from bottleneck.inspection import inspect_cache
 from bottleneck.inspection.job import INSPECT
-from bottleneck.settings import CACHE_ARG
+from bottleneck.job_settings import CACHE_URL_ARG
 
 INSPECT_HELP = """Find exact and near duplicates, cross-split leaks and likely label errors in a cache, from its
 features alone (no backbone pass), and write CSVs, summary.json and one offline page (index.html).
@@ -39,9 +39,9 @@ Examples:
     app,
     "inspect",
     INSPECT_HELP,
-    CACHE_ARG.but(help="A cache folder made by `bottleneck extract` (or its URL)."),
+    CACHE_URL_ARG,
     INSPECT,
-    JSON,
+    JSON.but(help="Print the summary as JSON."),
     QUIET,
 )
 def inspect(cache: str, json_out: bool, quiet: bool, **options) -> None:

@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from bottleneck.cli import app
 from bottleneck.cli.compare import seed_list as _seeds
-from bottleneck.runs.params import parse_params
 from bottleneck.config import ExtractConfig
 from bottleneck.data.datasets import FASHION_MNIST_DIR
 from bottleneck.errors import BottleneckError
+from bottleneck.runs.params import parse_params
 
 runner = CliRunner()
 

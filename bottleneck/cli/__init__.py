@@ -7,12 +7,16 @@ the order ``--help`` lists them.
 
 from __future__ import annotations
 
-# isort: off
-from bottleneck.cli import extract, info, backbones, doctor, classify  # noqa: F401
-from bottleneck.cli import fit, compare, predict, fine_tune, export, advise, inspect  # noqa: F401
-from bottleneck.cli import cache, datasets  # noqa: F401
+from bottleneck.clash import pandas_warning_ignored
 
-# isort: on
-from bottleneck.cli.root import app, main
+# pandas (imported by scikit-learn) warns that "bottleneck" is too old to be its accelerator: it found us, and
+# falls back to NumPy as it should. The commands' modules import it; not the user's problem to read about.
+with pandas_warning_ignored():
+    # isort: off
+    from bottleneck.cli import extract, info, backbones, doctor, classify  # noqa: F401
+    from bottleneck.cli import fit, compare, predict, fine_tune, export, advise, inspect  # noqa: F401
+    from bottleneck.cli import cache, datasets  # noqa: F401
+    # isort: on
+    from bottleneck.cli.root import app, main
 
 __all__ = ["app", "main"]

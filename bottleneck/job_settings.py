@@ -23,6 +23,7 @@ from bottleneck.settings import (
     RUN_ARG,
     RUNS_DIR,
     SEED_SETTING,
+    TOP_SETTING,
     Setting,
     Settings,
 )
@@ -203,7 +204,7 @@ EXPORT = Settings(
 CLASSIFY = Settings(
     Setting("images", ..., help="Image files.", argument=True, type=list[Path]),
     EXTRACT["backbone"].but(help="Registry name (see `bottleneck backbones`) or a saved Keras classifier."),
-    Setting("top", 5, help="How many classes to show per image."),
+    TOP_SETTING.but(default=5),
     EXTRACT["weights"].but(help="imagenet | none | PATH to a local weights file."),
     EXTRACT["image_size"],
     EXTRACT["resize"],

@@ -20,6 +20,7 @@ from bottleneck.constraints import (
     IMAGE_SIZE,
     SEED,
     THREADS,
+    TOP,
     Boolean,
     PathLike,
     make_constraint,
@@ -178,6 +179,7 @@ WORKERS_SETTING = Setting("workers", None, THREADS, "Decode threads (default: nu
 IMAGE_SIZE_SETTING = Setting(
     "image_size", None, IMAGE_SIZE, "Square input side in pixels (default: the backbone's).", type=int
 )
+TOP_SETTING = Setting("top", 3, TOP, "How many classes to show per image.")
 CLASS_WEIGHT_SETTING = Setting(
     "class_weight", None, CLASS_WEIGHT, "balanced: weight classes by inverse frequency.", type=str
 )

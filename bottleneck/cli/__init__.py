@@ -16,6 +16,7 @@ with pandas_warning_ignored():
     from bottleneck.cli import extract, info, backbones, doctor, classify  # noqa: F401
     from bottleneck.cli import fit, compare, predict, fine_tune, export, advise, inspect  # noqa: F401
     from bottleneck.cli import cache, datasets  # noqa: F401
+
     # isort: on
     from bottleneck.cli.root import app, main
 

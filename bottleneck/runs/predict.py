@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck.callbacks import Progress
-from bottleneck.constraints import TOP, validate_params
+from bottleneck.constraints import validate_params
 from bottleneck.errors import HeadError
 from bottleneck.runs.folders import Run, load_run
-from bottleneck.settings import BATCH_SIZE_SETTING, Setting, Settings
+from bottleneck.settings import BATCH_SIZE_SETTING, TOP_SETTING, Settings
 
 
 def list_images(paths: Sequence) -> list[Path]:
@@ -38,7 +38,7 @@ def list_images(paths: Sequence) -> list[Path]:
 
 
 # The options of ``predict`` (and ``bottleneck predict``): classes shown per image, images per forward pass.
-PREDICT = Settings(Setting("top", 3, TOP, "How many classes to show per image."), BATCH_SIZE_SETTING)
+PREDICT = Settings(TOP_SETTING, BATCH_SIZE_SETTING)
 
 
 def _images_in(folder: Path, extensions) -> list[Path]:

@@ -1,0 +1,79 @@
+"""Every option of every command is derived from one declaration (``bottleneck.settings``): none is written by hand,
+none is declared twice, every default is allowed by its own constraint, and the reference lists them all."""
+
+from __future__ import annotations
+
+import inspect
+
+import typer.main
+
+from bottleneck.cli import app
+from bottleneck.cli.reference import commands, render
+from bottleneck.config import SETTINGS as EXTRACT
+from bottleneck.constraints import make_constraint
+from bottleneck.tuning.recipe import SETTINGS as RECIPE
+
+
+def _click(path):
+    cmd = typer.main.get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return cmd
+
+
+def _all_settings():
+    for path, _, callback in commands(app):
+        for s in callback.settings:
+            yield path, s
+
+
+def test_every_option_is_derived_from_a_declaration():
+    hand_written = []
+    for path, _, callback in commands(app):
+        declared = {s.name: s for s in callback.settings}
+        for p in inspect.signature(callback).parameters.values():
+            setting = getattr(p.default, "setting", None)
+            if setting is None or declared.get(p.name) is not setting:
+                hand_written.append(f"{' '.join(path)} {p.name}")
+        params = {p.name for p in _click(path).params if p.name != "help"}
+        assert params == set(declared), path
+    root = inspect.signature(app.registered_callback.callback).parameters
+    hand_written += [
+        f"(root) {n}" for n, p in root.items() if n != "ctx" and not hasattr(p.default, "setting")
+    ]
+    assert hand_written == []
+
+
+def test_no_setting_is_declared_twice():
+    """Two declarations saying the same (name, help) are one setting written twice; a command that means a shared
+    setting in its own words derives it (``Setting.but``), which keeps one root."""
+    seen = {}
+    for path, s in _all_settings():
+        key = (s.name, s.help)
+        root = seen.setdefault(key, s.root)
+        assert root is s.root, f"{' '.join(path)}: {s.name} declared again, not derived from the first"
+
+
+def test_every_default_is_allowed_by_its_constraint():
+    for path, s in _all_settings():
+        if s.checked and s.default is not ... and s.default is not None:
+            assert make_constraint(s.constraint).is_satisfied_by(s.default), (path, s.name)
+
+
+def test_every_extraction_and_fine_tuning_setting_is_an_option_of_its_command():
+    extract = next(cb for path, _, cb in commands(app) if path == ("extract",))
+    assert set(EXTRACT.names()) <= set(extract.settings.names())
+    fine_tune = next(cb for path, _, cb in commands(app) if path == ("fine-tune",))
+    assert {s.name for s in RECIPE if s.cli} <= set(fine_tune.settings.names())
+
+
+def test_the_reference_lists_every_option_of_every_command():
+    text = render(app)
+    for path, _, _ in commands(app):
+        section = text.split(f"## `bottleneck {' '.join(path)}`", 1)[1].split("\n## ", 1)[0]
+        for p in _click(path).params:
+            if p.name == "help":
+                continue
+            shown = p.name.upper() if p.param_type_name == "argument" else f"`{p.opts[0]}"
+            assert shown in section, (path, p.name)
+    assert "| `--fast-decode` | `False` | True or False | cache key, per-row key |" in text

@@ -120,7 +120,7 @@ def declared(cls) -> Settings:
     for f in dataclasses.fields(cls):
         s = f.metadata.get("setting")
         if s is not None:
-            out.append(dataclasses.replace(s, name=f.name, base=s.base))
+            out.append(s if s.name == f.name else dataclasses.replace(s, name=f.name))
     return Settings(*out)
 
 

@@ -39,7 +39,7 @@ from bottleneck.constraints import (
 )
 from bottleneck.errors import BottleneckError, HeadError, TuneError
 from bottleneck.heads import HEADS, head_constraints, head_params
-from bottleneck.inspection.job import INSPECT
+from bottleneck.inspection.options import INSPECT
 from bottleneck.runs import compare as _compare  # noqa: F401  (the function, before anything imports its module)
 from bottleneck.runs.advise import ADVISE
 from bottleneck.runs.params import parse_params

@@ -9,7 +9,7 @@ from bottleneck.cli.options import JSON, QUIET, command
 from bottleneck.cli.progress import progress_bar
 from bottleneck.cli.root import app
 from bottleneck.inspection import inspect_cache
-from bottleneck.inspection.job import INSPECT
+from bottleneck.inspection.options import INSPECT
 from bottleneck.job_settings import CACHE_URL_ARG
 
 INSPECT_HELP = """Find exact and near duplicates, cross-split leaks and likely label errors in a cache, from its

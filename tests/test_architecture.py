@@ -108,8 +108,8 @@ def test_only_the_cache_package_writes_cache_metadata():
     assert offenders == []
 
 
-# Modules that import each other, each inside a function: the CLI's error helper reads the option names of the app
-# that uses it, and the engine chooser builds int8 engines whose module builds on the fp32 engines.
+# Modules that import each other, each inside a function: the engine chooser builds int8 engines whose module builds
+# on the fp32 engines.
 MUTUAL = {
     frozenset({"bottleneck.inference.engines", "bottleneck.inference.int8"}),
 }

@@ -91,9 +91,9 @@ class Setting:
     def cli_type(self):
         if self.type is not None:
             return self.type
-        if self.default is not None and not isinstance(self.default, Path):
-            return type(self.default)
-        return Path if isinstance(self.default, Path) else str
+        if isinstance(self.default, Path):
+            return Path
+        return str if self.default is None or self.default is ... else type(self.default)
 
     def spellings(self) -> tuple[str, ...]:
         return self.flags or ("--" + self.name.replace("_", "-"),)

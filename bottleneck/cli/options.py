@@ -18,14 +18,15 @@ QUIET = Setting("quiet", False, Boolean(), "No progress bar.", flags=("--quiet",
 VERSION = Setting("version", False, Boolean(), "Print the version and exit.", flags=("--version",))
 
 
-def _flags(s: Setting, given_only: bool) -> tuple[str, ...]:
+def spelled(s: Setting, given_only: bool = False) -> tuple[str, ...]:
+    """The option's spellings on the command line (typer's own ``--name-with-dashes`` where none is declared)."""
     if s.flags:
         return s.flags
     dashed = "--" + s.name.replace("_", "-")
     if s.cli_type() is bool:
         # a switch: --x when it is off by default; --x/--no-x when it is on, or when not giving it means "default"
         return (f"{dashed}/--no-{dashed[2:]}",) if given_only or s.default else (dashed,)
-    return ()
+    return s.spellings()
 
 
 def parameter(s: Setting, *, given_only: bool = False, **extra) -> inspect.Parameter:
@@ -38,7 +39,7 @@ def parameter(s: Setting, *, given_only: bool = False, **extra) -> inspect.Param
         if given_only and s.default is not None:
             text = f"{text} [default: {s.default}]"
         default = None if given_only else s.default
-        info = typer.Option(default, *_flags(s, given_only), help=reflow(text), envvar=s.envvar, **extra)
+        info = typer.Option(default, *spelled(s, given_only), help=reflow(text), envvar=s.envvar, **extra)
         OPTION_NAMES.add(s.name)
     info.setting = (
         s  # what the option was derived from (tests/test_cli_options.py checks every option has one)
@@ -84,6 +85,7 @@ def command(
         runner.__annotations__ = {p.name: p.annotation for p in params}
         runner.__doc__, runner.__name__ = fn.__doc__, fn.__name__
         runner.settings = Settings(*(s for s in table if s.cli))
+        runner.given_only = only
         app.command(name, help=reflow(help))(user_errors(runner))
         return fn
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import typer
 
 from bottleneck.cli.common import reflow
+from bottleneck.cli.options import spelled
 from bottleneck.settings import FEATURE, ROWS, RUN, STORAGE, Setting
 
 KEY_ROLES = {
@@ -34,9 +35,9 @@ def _default(s: Setting) -> str:
     return f"`{s.default}`"
 
 
-def _row(s: Setting) -> str:
-    spelled = s.name.upper() if s.argument else ", ".join(f"`{f}`" for f in s.spellings())
-    cells = [spelled, _default(s), s.words(), KEY_ROLES.get(s.role, ""), reflow(s.help) or ""]
+def _row(s: Setting, given_only: frozenset) -> str:
+    shown = s.name.upper() if s.argument else ", ".join(f"`{f}`" for f in spelled(s, s.name in given_only))
+    cells = [shown, _default(s), s.words(), KEY_ROLES.get(s.role, ""), reflow(s.help) or ""]
     return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
@@ -47,6 +48,6 @@ def render(app: typer.Typer, program: str = "bottleneck") -> str:
     for path, text, callback in commands(app):
         out += [f"## `{program} {' '.join(path)}`", "", (reflow(text) or "").split("\n\n")[0], ""]
         out += ["| option | default | allowed | key | help |", "|---|---|---|---|---|"]
-        out += [_row(s) for s in callback.settings]
+        out += [_row(s, getattr(callback, "given_only", frozenset())) for s in callback.settings]
         out.append("")
     return "\n".join(out)

@@ -4,13 +4,16 @@ none is declared twice, every default is allowed by its own constraint, and the 
 from __future__ import annotations
 
 import inspect
+import math
 
+import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from bottleneck.cli import app
 from bottleneck.cli.reference import commands, render
 from bottleneck.config import SETTINGS as EXTRACT
-from bottleneck.constraints import make_constraint
+from bottleneck.constraints import invalid_values, make_constraint
 from bottleneck.tuning.recipe import SETTINGS as RECIPE
 
 
@@ -77,3 +80,42 @@ def test_the_reference_lists_every_option_of_every_command():
             shown = p.name.upper() if p.param_type_name == "argument" else f"`{p.opts[0]}"
             assert shown in section, (path, p.name)
     assert "| `--fast-decode` | `False` | True or False | cache key, per-row key |" in text
+
+
+def _typed_invalid(s):
+    """The first value the setting's constraint refuses that its option's type can carry on the command line."""
+    typ = s.cli_type()
+    for v in invalid_values(s.constraint):
+        if isinstance(v, bool) or v is None:
+            continue
+        if typ is int and isinstance(v, int):
+            return str(v)
+        if typ is float and isinstance(v, int | float) and math.isfinite(v):
+            return str(v)
+        if typ is str and isinstance(v, str) and v.strip():
+            return v
+    return None
+
+
+def _refusals():
+    for path, _, callback in commands(app):
+        args = [f"nowhere-{s.name}" for s in callback.settings if s.argument]
+        for s in callback.settings:
+            if s.argument or not s.checked or s.cli_type() is bool:
+                continue
+            value = _typed_invalid(s)
+            if value is not None:
+                yield pytest.param([*path, *args, s.spellings()[0], value], id=f"{' '.join(path)} {s.name}")
+
+
+@pytest.mark.parametrize("argv", list(_refusals()))
+def test_every_declared_constraint_refuses_on_the_command_line_before_work(tmp_path, monkeypatch, argv):
+    """Generated from the declarations: each option's refused value is one line naming the option, exit 2, before
+    anything is read or written."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, argv)
+    option = argv[-2]
+    assert res.exit_code == 2, res.output
+    [line] = res.output.strip().splitlines()
+    assert line.startswith("error: ") and option in line, line
+    assert list(tmp_path.iterdir()) == []

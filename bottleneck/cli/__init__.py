@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from bottleneck.clash import pandas_warning_ignored
 
-# pandas (imported by scikit-learn) warns that "bottleneck" is too old to be its accelerator: it found us, and
-# falls back to NumPy as it should. The commands' modules import it; not the user's problem to read about.
+# pandas (imported by scikit-learn) warns that "bottleneck" is too old to be its accelerator: it found us, and falls
+# back to NumPy as it should. The command modules keep scikit-learn out of start-up (lazy packages), but should one
+# of their imports bring pandas in, its warning is not the user's problem to read about.
 with pandas_warning_ignored():
     # isort: off
     from bottleneck.cli import extract, info, backbones, doctor, classify  # noqa: F401

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from bottleneck import runs  # a lazy package: scikit-learn loads when a command fits, not at start-up
 from bottleneck.cli.common import print_json, say
 from bottleneck.cli.fit import training_params
 from bottleneck.cli.options import JSON, QUIET, command
@@ -14,7 +15,6 @@ from bottleneck.cli.root import app
 from bottleneck.errors import BottleneckError
 from bottleneck.inspection.run_page import write_compare_page
 from bottleneck.job_settings import COMPARE
-from bottleneck.runs import compare as run_compare
 from bottleneck.runs.params import parse_params
 
 COMPARE_HELP = """Fit several heads on one or more caches (e.g. one per backbone) and print one table.
@@ -72,7 +72,7 @@ def compare(
         raise BottleneckError("--heads is empty; pass e.g. --heads logreg,linear,mlp.")
     params = training_params(options) | parse_params(param, names)
     with progress_bar("fit", quiet) as bar:
-        result = run_compare(
+        result = runs.compare(
             caches,
             names,
             seeds=seed_list(seeds),

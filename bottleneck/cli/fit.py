@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from bottleneck import runs  # a lazy package: scikit-learn loads when a command fits, not at start-up
 from bottleneck._io import check_out
 from bottleneck.cache.reader import open_cache
 from bottleneck.cli.common import print_json, say
@@ -15,7 +16,6 @@ from bottleneck.cli.root import app
 from bottleneck.inspection.run_page import write_run_page
 from bottleneck.job_settings import EVALUATE, FIT, HEAD_TRAINING
 from bottleneck.report import markdown_table
-from bottleneck.runs import evaluate_run, fit_head
 from bottleneck.runs.params import parse_params
 from bottleneck.settings import CACHE_ARG
 
@@ -66,7 +66,7 @@ def _run_page(run, force: bool) -> Path:
 def fit(cache: str, head: str, param: list[str] | None, report: bool, json_out: bool, quiet: bool, **options):
     params = training_params(options) | parse_params(param, head=head)
     with progress_bar(None, quiet) as bar:  # "s/epoch", "C sweep/s": each stage's own unit
-        run = fit_head(cache, head, params=params, progress=bar, notify=say, **options)
+        run = runs.fit_head(cache, head, params=params, progress=bar, notify=say, **options)
     s = run.summary
     page = _run_page(run, options["force"]) if report else None
     if json_out:
@@ -90,7 +90,7 @@ def fit(cache: str, head: str, param: list[str] | None, report: bool, json_out: 
 def evaluate(run_dir: Path, cache: str, split: str, report: Path | None, force: bool, json_out: bool) -> None:
     if report is not None:
         check_out(report, force=force, param="report")  # before scoring, not after
-    result = evaluate_run(run_dir, cache, split=split)
+    result = runs.evaluate_run(run_dir, cache, split=split)
     if report is not None:
         page = write_run_page(run_dir, cache, split=split, out=report, force=force, notify=say)
         result["report"] = str(page)

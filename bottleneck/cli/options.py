@@ -12,7 +12,7 @@ from bottleneck.cli.common import OPTION_NAMES, reflow, user_errors
 from bottleneck.constraints import Boolean
 from bottleneck.settings import Setting, Settings
 
-# Pure command-line flags and arguments: one declaration each, shared by every command that takes them.
+# Pure command-line flags: one declaration each, shared by every command that takes them.
 JSON = Setting("json_out", False, Boolean(), "Print JSON.", flags=("--json",))
 QUIET = Setting("quiet", False, Boolean(), "No progress bar.", flags=("--quiet", "-q"))
 VERSION = Setting("version", False, Boolean(), "Print the version and exit.", flags=("--version",))
@@ -41,9 +41,8 @@ def parameter(s: Setting, *, given_only: bool = False, **extra) -> inspect.Param
         default = None if given_only else s.default
         info = typer.Option(default, *spelled(s, given_only), help=reflow(text), envvar=s.envvar, **extra)
         OPTION_NAMES.add(s.name)
-    info.setting = (
-        s  # what the option was derived from (tests/test_cli_options.py checks every option has one)
-    )
+    # what the option was derived from: tests/test_cli_options.py checks that every option has one
+    info.setting = s
     return inspect.Parameter(
         s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info, annotation=s.cli_type()
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from bottleneck.config import SETTINGS as EXTRACT
 from bottleneck.constraints import FRACTION, Boolean, Interval
 from bottleneck.settings import (
+    BATCH_SIZE_SETTING,
     CACHE_ARG,
     CACHE_DIR,
     CLASS_WEIGHT_SETTING,
@@ -209,6 +210,7 @@ CLASSIFY = Settings(
     EXTRACT["image_size"],
     EXTRACT["resize"],
     EXTRACT["preprocess"],
+    BATCH_SIZE_SETTING.but(cli=False),
 )
 
 FASHION_MNIST = Settings(

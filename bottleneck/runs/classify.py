@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bottleneck.constraints import BATCH_SIZE, IMAGE_SIZE, TOP, Options, validate_params
+from bottleneck.constraints import validate_params
 from bottleneck.errors import SourceError
+from bottleneck.job_settings import CLASSIFY
 
 Prediction = tuple[int, str, float]  # (class index, class name, probability)
 
@@ -32,11 +33,8 @@ def classify(
     ``extract`` does (``resize``: squash | crop | pad). Probabilities are softmax outputs; a model file that
     returns logits is passed through a softmax. Names are ImageNet's for 1000-way outputs, else "class <i>".
     """
-    from bottleneck.config import RESIZES
-
     validate_params(
-        {"top": top, "image_size": image_size, "resize": resize, "batch_size": batch_size},
-        {"top": TOP, "image_size": IMAGE_SIZE, "resize": Options(RESIZES), "batch_size": BATCH_SIZE},
+        {"top": top, "image_size": image_size, "resize": resize, "batch_size": batch_size}, CLASSIFY
     )
     paths = [Path(p) for p in images]
     if not paths:

@@ -1,5 +1,8 @@
 """The option reference: every command's arguments and options as markdown, rendered from their declarations
-(``bottleneck.settings``), so the docs can never disagree with ``--help``."""
+(``bottleneck.settings``), so the docs can never disagree with ``--help``.
+
+    python -m bottleneck.cli.reference > docs/options.md
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Iterator
 
 import typer
 
+from bottleneck.cli import app as bottleneck_app
 from bottleneck.cli.common import reflow
 from bottleneck.cli.options import spelled
 from bottleneck.settings import FEATURE, ROWS, RUN, STORAGE, Setting
@@ -51,3 +55,7 @@ def render(app: typer.Typer, program: str = "bottleneck") -> str:
         out += [_row(s, getattr(callback, "given_only", frozenset())) for s in callback.settings]
         out.append("")
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render(bottleneck_app))

@@ -119,3 +119,47 @@ def test_every_declared_constraint_refuses_on_the_command_line_before_work(tmp_p
     [line] = res.output.strip().splitlines()
     assert line.startswith("error: ") and option in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_declared_defaults_are_the_library_functions_defaults():
+    """A job function's keyword defaults are still written in its signature: they must say what its declarations
+    say (the command line's --baseline and --out of compare differ on purpose: the CLI saves and compares with
+    the pixel row by default; --heads and --seeds are text there)."""
+    from bottleneck import job_settings as jobs
+    from bottleneck.data.datasets import export_fashion_mnist
+    from bottleneck.export.job import export_run
+    from bottleneck.inference.recompute import verify_cache
+    from bottleneck.inference.runner import extract
+    from bottleneck.inspection.job import inspect_cache
+    from bottleneck.inspection.options import INSPECT
+    from bottleneck.runs.advise import ADVISE, advise
+    from bottleneck.runs.classify import classify
+    from bottleneck.runs.compare import compare
+    from bottleneck.runs.fit import fit_head
+    from bottleneck.runs.predict import PREDICT, predict_images
+    from bottleneck.tuning.fine_tune import fine_tune
+
+    on_purpose = {("compare", n) for n in ("heads", "seeds", "out", "baseline")}
+    pairs = [
+        (inspect_cache, INSPECT),
+        (advise, ADVISE),
+        (predict_images, PREDICT),
+        (classify, jobs.CLASSIFY),
+        (fit_head, jobs.FIT),
+        (compare, jobs.COMPARE),
+        (export_run, jobs.EXPORT),
+        (export_fashion_mnist, jobs.FASHION_MNIST),
+        (extract, jobs.EXTRACT_RUN),
+        (fine_tune, jobs.FINE_TUNE_RUN),
+        (verify_cache, jobs.CACHE_VERIFY),
+    ]
+    differ = []
+    for fn, table in pairs:
+        signature = inspect.signature(fn).parameters
+        for s in table:
+            p = signature.get(s.name)
+            if p is None or p.default is inspect.Parameter.empty or (fn.__name__, s.name) in on_purpose:
+                continue
+            if str(p.default) != str(s.default):
+                differ.append(f"{fn.__name__}({s.name}={p.default!r}) but declared {s.default!r}")
+    assert differ == []

@@ -10,10 +10,23 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from bottleneck import job_settings as jobs
 from bottleneck.cli import app
 from bottleneck.cli.reference import commands, render
 from bottleneck.config import SETTINGS as EXTRACT
 from bottleneck.constraints import invalid_values, make_constraint
+from bottleneck.data.datasets import export_fashion_mnist
+from bottleneck.export.job import export_run
+from bottleneck.inference.recompute import verify_cache
+from bottleneck.inference.runner import extract
+from bottleneck.inspection.job import inspect_cache
+from bottleneck.inspection.options import INSPECT
+from bottleneck.runs.advise import ADVISE, advise
+from bottleneck.runs.classify import classify
+from bottleneck.runs.compare import compare
+from bottleneck.runs.fit import fit_head
+from bottleneck.runs.predict import PREDICT, predict_images
+from bottleneck.tuning.fine_tune import fine_tune
 from bottleneck.tuning.recipe import SETTINGS as RECIPE
 
 
@@ -125,20 +138,6 @@ def test_declared_defaults_are_the_library_functions_defaults():
     """A job function's keyword defaults are still written in its signature: they must say what its declarations
     say (the command line's --baseline and --out of compare differ on purpose: the CLI saves and compares with
     the pixel row by default; --heads and --seeds are text there)."""
-    from bottleneck import job_settings as jobs
-    from bottleneck.data.datasets import export_fashion_mnist
-    from bottleneck.export.job import export_run
-    from bottleneck.inference.recompute import verify_cache
-    from bottleneck.inference.runner import extract
-    from bottleneck.inspection.job import inspect_cache
-    from bottleneck.inspection.options import INSPECT
-    from bottleneck.runs.advise import ADVISE, advise
-    from bottleneck.runs.classify import classify
-    from bottleneck.runs.compare import compare
-    from bottleneck.runs.fit import fit_head
-    from bottleneck.runs.predict import PREDICT, predict_images
-    from bottleneck.tuning.fine_tune import fine_tune
-
     on_purpose = {("compare", n) for n in ("heads", "seeds", "out", "baseline")}
     pairs = [
         (inspect_cache, INSPECT),

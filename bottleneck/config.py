@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bottleneck.backbones.presets import LAYER_SETS, MULTISCALE_NAME, NETWORK_SETS, TOP, multiscale_layers
-from bottleneck.constraints import (
-    BATCH_SIZE,
-    IMAGE_SIZE,
-    THREADS,
-    Boolean,
-    Interval,
-    Options,
-    validate_params,
-)
+from bottleneck.constraints import Boolean, Interval, Options
 from bottleneck.errors import BottleneckError
+from bottleneck.settings import (
+    BATCH_SIZE_SETTING,
+    FEATURE,
+    IMAGE_SIZE_SETTING,
+    ROWS,
+    RUN,
+    STORAGE,
+    THREADS_SETTING,
+    WORKERS_SETTING,
+    declared,
+    setting,
+)
 
 POOLINGS = ("avg", "max", "none")
 RESIZES = ("squash", "crop", "pad")
@@ -69,71 +73,135 @@ def _named_top(layer: str, backbone: str) -> str:
     return ",".join(top if n == TOP and top else n for n in layer_names(layer))
 
 
-# What a setting decides; each ExtractConfig field declares one, and every list of settings is derived from it:
-FEATURE = "feature"  # the value of each row: in the cache key, the per-row (donor) key and the heads' checks
-ROWS = "rows"  # which images get rows, not their values: in the cache key only
-STORAGE = "storage"  # how the rows are stored on disk: in the cache key only
-RUN = "run"  # how the work is done (speed, threads, engine): in no key
-ROLES = (FEATURE, ROWS, STORAGE, RUN)
-
-
-def _setting(default, role: str, *, added: bool = False, **kw):
-    """A field with its role. ``added`` marks a setting introduced after caches existed: it enters the key only
-    when it differs from its default, so every cache and head made before it keeps its key and still matches."""
-    assert role in ROLES, role
-    return field(default=default, metadata={"role": role, "added": added}, **kw)
-
-
 @dataclass(frozen=True)
 class ExtractConfig:
     """Everything that decides how features are computed and stored.
 
-    Each field's metadata names its role (FEATURE, ROWS, STORAGE, RUN); a field without one is a FEATURE, so a
-    new setting changes the cache key, the per-row key and the heads' checks by default: the safe direction.
+    Each field declares its setting once (``bottleneck.settings``): default, constraint, help and role (FEATURE,
+    ROWS, STORAGE, RUN: which keys it is in). The cache key, the per-row key, the heads' checks, the checks below,
+    the ``extract`` options and the option reference are all derived from these declarations.
     """
 
-    backbone: str = "efficientnet_lite0"  # registry name, or a path to a Keras model file
-    weights: str = "imagenet"  # "imagenet" | "none" | path to a local weights file
-    image_size: int | None = None  # square input side in pixels; None = the backbone's default
-    # named layer to read features from, or several comma-separated (each pooled, then concatenated in that
-    # order); "blocks" = every block's output and the feature layer; "wide" = the family's widest points and the
-    # feature layer ("blocks,wide": both); "multiscale" = the backbone's validated set (resolved to its names, so
-    # it shares caches with them); None or "top" = the backbone's feature layer ("top" in a list: its name)
-    layer: str | None = None
-    pooling: str = "avg"  # "avg" | "max" | "none" (keep the spatial map)
-    resize: str = "squash"  # "squash" (ignore aspect) | "crop" (centre crop) | "pad" (letterbox)
-    dtype: str = "float32"  # stored feature dtype
-    format: str = _setting("zarr", STORAGE)  # store format: a different cache on disk, the same rows
-    on_bad_image: str = _setting("fail", ROWS)  # "fail" | "skip"; decides which rows exist
-    preprocess: str | None = None  # only for custom model files: caffe|torch|tf|127|none
-    # decompression-bomb guard; None = Pillow's default (~89 Mpx), 0 = none; decides which images get rows
-    max_image_pixels: int | None = _setting(None, ROWS)
-    batch_size: int = _setting(32, RUN)  # fixed batch boundaries = chunk boundaries; does not change features
-    workers: int | None = _setting(None, RUN)  # image decode threads; None = number of cores
-    threads: int | None = _setting(None, RUN)  # ONNX Runtime / TensorFlow compute threads; None = cores
-    # auto | tensorflow | onnx: equal features within a verified tolerance (README), so not in the key
-    engine: str = _setting("auto", RUN)
-    xla: bool = _setting(False, RUN)  # compile the TensorFlow engine with XLA (same features within rounding)
-    # "fp32" | "int8": int8 runs the ONNX model quantized (static, QDQ, per-channel), calibrated on
-    # ``calibration`` stratified train images; it changes the features, so it is in every key
-    precision: str = _setting("fp32", FEATURE, added=True)
-    calibration: int = _setting(256, FEATURE, added=True)  # calibration images for int8 (ignored for fp32)
-    # decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8, never below the input side) before resizing: several
-    # times faster on photos much larger than the input, pixels differ slightly, so it is in every key
-    fast_decode: bool = _setting(False, FEATURE, added=True)
-    # where the backbone runs: "auto" (a GPU when the engine sees one, else the CPU) | "cpu" | "gpu" (an error
-    # without one); the same features within the engines' verified tolerance, so in no key
-    device: str = _setting("auto", RUN)
-    accept_drift: bool = _setting(
-        False, RUN
-    )  # keep an int8 model whose features drift below the cosine floor
-    # zarr only: rows per stored object (a zarr v3 shard of whole chunks), so a 10-million-row cache is thousands
-    # of files, not millions; a multiple of batch_size; None = one object per chunk. Another layout on disk, the
-    # same rows, so in the cache key (away from its default: caches made before it keep their keys)
-    shard_rows: int | None = _setting(None, STORAGE, added=True)
+    backbone: str = setting(
+        "efficientnet_lite0", FEATURE, help="Registry name (see `bottleneck backbones`) or a model file."
+    )
+    weights: str = setting("imagenet", FEATURE, help="imagenet | none | PATH to a local Keras weights file.")
+    image_size: int | None = IMAGE_SIZE_SETTING.field(role=FEATURE)
+    # several layers are each pooled, then concatenated in that order; a layer set is resolved to its names (so it
+    # shares caches with them); "top" in a list: the feature layer's name
+    layer: str | None = setting(
+        None,
+        FEATURE,
+        type=str,
+        help="Layer to take features from instead of the backbone's feature layer; several comma-separated "
+        "layers are each pooled and concatenated (e.g. top_activation,block6a_expand_activation); "
+        "'top' is the backbone's feature layer (the default), 'blocks' reads every block's output and the feature "
+        "layer, 'wide' the family's widest points (expand activations, bottleneck middles) and the feature layer "
+        "('blocks,wide': both), 'multiscale' a set measured on real data. "
+        "`bottleneck backbones NAME --layers` lists the names.",
+    )
+    pooling: str = setting(
+        "avg", FEATURE, constraint=Options(POOLINGS), help="avg | max | none (keep the spatial map)."
+    )
+    resize: str = setting(
+        "squash",
+        FEATURE,
+        constraint=Options(RESIZES),
+        help="squash (ignore aspect) | crop (centre) | pad (letterbox).",
+    )
+    dtype: str = setting(
+        "float32", FEATURE, constraint=Options(DTYPES), help="float32 | float16 stored features."
+    )
+    # a different cache on disk, the same rows
+    format: str = setting("zarr", STORAGE, constraint=Options(FORMATS), help="zarr | npy | h5.")
+    on_bad_image: str = setting(
+        "fail",
+        ROWS,
+        constraint=Options(ON_BAD_IMAGE),
+        help="fail (name every bad file) | skip (record and leave out).",
+    )
+    preprocess: str | None = setting(
+        None, FEATURE, type=str, help="For a model-file backbone: caffe | torch | tf | 127 | none."
+    )
+    # decides which images get rows
+    max_image_pixels: int | None = setting(
+        None,
+        ROWS,
+        type=int,
+        constraint=[None, Interval(int, 0, None, example=89_478_485)],
+        help="Refuse images larger than this many pixels (decompression-bomb guard; 0 = no limit) (default: ~89M).",
+    )
+    # fixed batch boundaries = chunk boundaries; does not change features
+    batch_size: int = BATCH_SIZE_SETTING.field(
+        role=RUN, help="Images per forward pass (= commit granularity)."
+    )
+    workers: int | None = WORKERS_SETTING.field(role=RUN)
+    threads: int | None = THREADS_SETTING.field(role=RUN)
+    # equal features within a verified tolerance (README), so not in the key
+    engine: str = setting(
+        "auto",
+        RUN,
+        constraint=Options(ENGINES),
+        help="auto (fastest verified engine) | tensorflow | onnx (ONNX Runtime, verified against TensorFlow).",
+    )
+    # the same features within rounding
+    xla: bool = setting(
+        False, RUN, constraint=Boolean(), flags=("--xla",), help="Compile the TensorFlow engine with XLA."
+    )
+    # int8 changes the features, so it is in every key
+    precision: str = setting(
+        "fp32",
+        FEATURE,
+        added=True,
+        constraint=Options(PRECISIONS),
+        help="fp32 | int8: int8 runs the ONNX model quantized, calibrated on --calibration train images "
+        "(2-3x faster on CPUs with VNNI; other features, so another cache).",
+    )
+    calibration: int = setting(
+        256,
+        FEATURE,
+        added=True,
+        constraint=Interval(int, 1, None, example=256),
+        help="int8: calibration images (stratified from train).",
+    )
+    # JPEGs decoded at 1/2, 1/4 or 1/8 DCT scale: pixels differ slightly, so it is in every key
+    fast_decode: bool = setting(
+        False,
+        FEATURE,
+        added=True,
+        constraint=Boolean(),
+        flags=("--fast-decode",),
+        help="Decode JPEGs at a reduced scale (never below the input size) before resizing: several times "
+        "faster on large photos; pixels differ slightly, so another cache.",
+    )
+    # the same features within the engines' verified tolerance, so in no key
+    device: str = setting(
+        "auto",
+        RUN,
+        constraint=Options(DEVICES),
+        help="auto (a GPU when the engine sees one) | cpu | gpu (an error without one). Same features "
+        "within the engines' tolerance.",
+    )
+    accept_drift: bool = setting(
+        False,
+        RUN,
+        constraint=Boolean(),
+        flags=("--accept-drift",),
+        help="int8: keep features whose mean cosine to fp32 is below 0.95.",
+    )
+    # checked with batch_size and format (_check_shard_rows); another layout on disk, the same rows: in the cache
+    # key away from its default (older caches keep their keys)
+    shard_rows: int | None = setting(
+        None,
+        STORAGE,
+        added=True,
+        type=int,
+        help="zarr only: store N rows per object (a multiple of --batch-size), so a 10-million-row cache is "
+        "thousands of files, not millions. An interrupted run resumes after the last whole shard.",
+    )
 
     def __post_init__(self):
-        validate_params(dataclasses.asdict(self), CONSTRAINTS)  # before any name is resolved or work starts
+        SETTINGS.validate(dataclasses.asdict(self))  # before any name is resolved or work starts
         if self.layer == MULTISCALE_NAME:
             object.__setattr__(self, "layer", multiscale_layers(self.backbone))
         if self.layer is not None and str(self.layer).strip() == TOP:
@@ -175,21 +243,17 @@ class ExtractConfig:
 
     @classmethod
     def names(cls, *roles: str) -> tuple[str, ...]:
-        """The names of the fields with any of these roles, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("role", FEATURE) in roles)
+        """The names of the settings with any of these roles (all of them without roles), in declaration order."""
+        return tuple(s.name for s in SETTINGS if not roles or s.role in roles)
 
     def key_fields(self) -> dict:
         """The settings in the cache key (all but RUN ones), as a JSON-ready dict; an ``added`` setting only
-        when it is not at its default (see ``_setting``)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.metadata.get("role", FEATURE) == RUN:
-                continue
-            value = getattr(self, f.name)
-            if f.metadata.get("added") and value == f.default:
-                continue
-            out[f.name] = value
-        return out
+        when it is not at its default (see ``Setting.added``)."""
+        return {
+            s.name: getattr(self, s.name)
+            for s in SETTINGS
+            if s.role != RUN and not (s.added and getattr(self, s.name) == s.default)
+        }
 
     @classmethod
     def default_of(cls, name: str):
@@ -213,28 +277,7 @@ class ExtractConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Each setting's declared constraint (``bottleneck.constraints``), checked first by ``__post_init__``. ``layer``,
-# ``preprocess``, ``backbone`` and ``weights`` are names resolved (and refused) where they are known; ``shard_rows``
-# is checked with ``batch_size`` and ``format`` (``_check_shard_rows``).
-CONSTRAINTS = {
-    "image_size": IMAGE_SIZE,  # a square input side in pixels
-    "pooling": Options(POOLINGS),
-    "resize": Options(RESIZES),
-    "dtype": Options(DTYPES),
-    "format": Options(FORMATS),
-    "on_bad_image": Options(ON_BAD_IMAGE),
-    "max_image_pixels": [None, Interval(int, 0, None, example=89_478_485)],  # 0: no limit
-    "batch_size": BATCH_SIZE,
-    "workers": THREADS,  # None: the number of cores
-    "threads": THREADS,
-    "engine": Options(ENGINES),
-    "xla": Boolean(),
-    "precision": Options(PRECISIONS),
-    "calibration": Interval(int, 1, None, example=256),
-    "fast_decode": Boolean(),
-    "device": Options(DEVICES),
-    "accept_drift": Boolean(),
-}
+SETTINGS = declared(ExtractConfig)  # every setting, as declared in the fields above
 
 # The lists other modules check against, derived here so that they cannot disagree with the fields.
 FEATURE_SETTINGS = ExtractConfig.names(FEATURE)  # what a head compares between its cache and another

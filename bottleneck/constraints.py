@@ -1,12 +1,11 @@
 """Declared parameter constraints, one checker and one command-line parser (scikit-learn's ``_param_validation``).
 
-A parameter's constraint is a ``Constraint`` or a list of them (any one may hold, as scikit-learn's lists):
-``Interval(int, 1, None)``, ``Options({"auto"})``, ``Boolean()``, ``None`` (None allowed), ``String()``,
-``ListOf(...)``, ``DictOf(...)``, ``Satisfies(test, words, example)``. ``validate_params`` checks a dict of values
-against a dict of constraints and raises the caller's error class with one line that names the value, what is
-allowed and a valid example (``batch_size=0 is not allowed: an integer of at least 1; e.g. batch_size=32.``);
-``parse_value`` turns a command-line string into the declared type; ``invalid_values`` makes values a
-constraint refuses, for tests (scikit-learn's ``generate_invalid_param_val``).
+A constraint is a ``Constraint`` or a list of them (any one may hold): ``Interval(int, 1, None)``,
+``Options({"auto"})``, ``Boolean()``, ``None``, ``String()``, ``ListOf(...)``, ``DictOf(...)``, ``Satisfies(...)``.
+``validate_params`` raises the caller's error class with one line naming the value, what is allowed and a valid
+example (``batch_size=0 is not allowed: an integer of at least 1; e.g. batch_size=32.``); ``parse_value`` reads a
+command-line string as the declared type; ``invalid_values`` makes refused values for tests. Settings declare
+their constraints in ``bottleneck.settings``.
 """
 
 from __future__ import annotations
@@ -68,8 +67,7 @@ class Interval(Constraint):
         assert type in (int, float), type
         assert closed in ("both", "left", "right", "neither"), closed
         self.type, self.low, self.high, self.closed = type, low, high, closed
-        self.low_open = closed in ("right", "neither")
-        self.high_open = closed in ("left", "neither")
+        self.low_open, self.high_open = closed in ("right", "neither"), closed in ("left", "neither")
         self.example = example if example is not None else self._example()
         assert self.is_satisfied_by(self.example), (self, self.example)
         self.words = self._words()
@@ -308,10 +306,13 @@ class AnyOf(Constraint):
 
     def __init__(self, *parts, words: str | None = None, example=None):
         self.parts = tuple(make_constraint(p) for p in parts)
-        self.words = words or _join([p.words for p in self.parts])
-        if example is None:
-            example = next((p.example for p in self.parts if not isinstance(p, NoneOK)), None)
-        self.example = example
+        said = [p.words for p in self.parts]
+        self.words = words or (said[0] if len(said) == 1 else ", ".join(said[:-1]) + " or " + said[-1])
+        self.example = (
+            example
+            if example is not None
+            else next((p.example for p in self.parts if not isinstance(p, NoneOK)), None)
+        )
 
     def is_satisfied_by(self, v) -> bool:
         return any(p.is_satisfied_by(v) for p in self.parts)
@@ -341,10 +342,6 @@ def _plural(words: str) -> str:
     return words
 
 
-def _join(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
 def make_constraint(spec) -> Constraint:
     """A declaration as a Constraint: None -> NoneOK, a list -> AnyOf, a Constraint as it is."""
     if spec is None:
@@ -366,17 +363,11 @@ def _only_options(c: Constraint) -> Options | None:
     return None
 
 
-def _shown(value) -> str:
-    if isinstance(value, np.generic):
-        value = value.item()
-    return repr(value)
-
-
 def message(name: str, value, constraint, *, typed: bool = True) -> str:
     """The one line for ``name=value`` outside ``constraint``; ``typed=False``: ``value`` is the command-line text
     as typed (shown without quotes)."""
     c = make_constraint(constraint)
-    shown = _shown(value) if typed else str(value)
+    shown = repr(value.item() if isinstance(value, np.generic) else value) if typed else str(value)
     options = _only_options(c)
     if options is not None and all(isinstance(o, str) for o in options.options):
         names = [str(o) for o in options.options]

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bottleneck.cli import app
-from bottleneck.config import CONSTRAINTS as EXTRACT
+from bottleneck.config import SETTINGS as EXTRACT_SETTINGS
 from bottleneck.config import ExtractConfig
 from bottleneck.constraints import (
     BATCH_SIZE,
@@ -39,12 +39,13 @@ from bottleneck.constraints import (
 )
 from bottleneck.errors import BottleneckError, HeadError, TuneError
 from bottleneck.heads import HEADS, head_constraints, head_params
-from bottleneck.inspection.job import INSPECT
+from bottleneck.inspection.options import INSPECT
+from bottleneck.job_settings import ADVISE, PREDICT
 from bottleneck.runs import compare as _compare  # noqa: F401  (the function, before anything imports its module)
-from bottleneck.runs.advise import ADVISE
 from bottleneck.runs.params import parse_params
-from bottleneck.runs.predict import PREDICT
 from bottleneck.tuning.recipe import TuneSettings
+
+EXTRACT = EXTRACT_SETTINGS.constraints()
 
 # --- the checker -------------------------------------------------------------------------------------------------
 

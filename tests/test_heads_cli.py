@@ -6,10 +6,11 @@ from conftest import make_cache as conftest_cache
 from typer.testing import CliRunner
 
 from bottleneck.cli import app
-from bottleneck.cli.heads_cmds import _seeds, parse_params
+from bottleneck.cli.compare import seed_list as _seeds
 from bottleneck.config import ExtractConfig
 from bottleneck.data.datasets import FASHION_MNIST_DIR
 from bottleneck.errors import BottleneckError
+from bottleneck.runs.params import parse_params
 
 runner = CliRunner()
 

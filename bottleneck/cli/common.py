@@ -21,22 +21,13 @@ _PLAIN = re.compile(r"[\w./:,-]+")
 _BARE = re.compile(r"(?<![\w./=-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![\w/=(-]|\.\w)")
 
 
-@functools.cache
+# The Python names of every option of every command (``image_size`` for ``--image-size``), filled as the commands
+# are built from their declarations (``bottleneck.cli.options``).
+OPTION_NAMES: set[str] = set()
+
+
 def option_names() -> frozenset[str]:
-    """The Python names of every option of every command (``image_size`` for ``--image-size``)."""
-    import typer.main
-
-    from bottleneck.cli import app
-
-    names = set()
-
-    def walk(command):
-        names.update(p.name for p in command.params if getattr(p, "param_type_name", "") == "option")
-        for sub in getattr(command, "commands", {}).values():
-            walk(sub)
-
-    walk(typer.main.get_command(app))
-    return frozenset(names)
+    return frozenset(OPTION_NAMES)
 
 
 def cli_spelling(message: str, options=None) -> str:
@@ -80,16 +71,6 @@ def user_errors(fn):
     return wrapper
 
 
-def force_option():
-    """``--force``: the one way a command may replace an output that bottleneck did not wholly write."""
-    return typer.Option(
-        False,
-        "--force",
-        help="Replace an output folder or file bottleneck did not wholly write: the old one is moved aside "
-        "(NAME.replaced-<time>), never deleted.",
-    )
-
-
 def say(line: str) -> None:
     """A library notice (``notify``) as one line on stderr."""
     typer.echo(line, err=True)
@@ -112,21 +93,3 @@ def reflow(text: str | None) -> str | None:
         else:
             out.append(" ".join(line.strip() for line in lines))
     return "\n\n".join(out)
-
-
-def reflow_all(app) -> None:
-    """Reflow every command's and every option's help of a typer app and its groups (see ``reflow``): help is
-    written in Python strings with hard line breaks at 110 columns, which a terminal would keep mid-sentence."""
-    import inspect
-
-    for info in app.registered_commands:
-        info.help = reflow(info.help or (inspect.getdoc(info.callback) if info.callback else None))
-        for param in inspect.signature(info.callback).parameters.values():
-            default = param.default
-            if hasattr(default, "help") and isinstance(default.help, str):
-                default.help = reflow(default.help)
-    for group in app.registered_groups:
-        if group.typer_instance is not None:
-            info = group.typer_instance.info
-            info.help = reflow(info.help) if isinstance(info.help, str) else info.help
-            reflow_all(group.typer_instance)

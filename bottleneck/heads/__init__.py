@@ -7,36 +7,26 @@ may be integers (a cache's class indices) or strings; ``classes_`` holds them so
 them. Fitting is seeded by ``random_state`` alone and leaves the process's global random state untouched.
 """
 
-from __future__ import annotations
+from bottleneck._lazy import lazy_names
 
-from bottleneck.heads.base import Head, NotFittedError, cache_identity
-from bottleneck.heads.keras_heads import KerasHead, LinearHead, MLPHead, PoolDenseHead, SigmoidHead
-from bottleneck.heads.logreg import LogRegHead
-from bottleneck.heads.registry import (
-    HEADS,
-    canonical_name,
-    head_constraints,
-    head_params,
-    make_head,
-    unknown_parameter,
-)
-from bottleneck.heads.saved import load_head
-
-__all__ = [
-    "HEADS",
-    "Head",
-    "KerasHead",
-    "LinearHead",
-    "LogRegHead",
-    "MLPHead",
-    "NotFittedError",
-    "PoolDenseHead",
-    "SigmoidHead",
-    "cache_identity",
-    "canonical_name",
-    "head_constraints",
-    "head_params",
-    "load_head",
-    "make_head",
-    "unknown_parameter",
-]
+# Names load on first use: the CLI reads the heads' declarations without importing scikit-learn at start-up.
+_NAMES = {
+    "Head": "bottleneck.heads.base",
+    "NotFittedError": "bottleneck.heads.base",
+    "cache_identity": "bottleneck.heads.base",
+    "KerasHead": "bottleneck.heads.keras_heads",
+    "LinearHead": "bottleneck.heads.keras_heads",
+    "MLPHead": "bottleneck.heads.keras_heads",
+    "PoolDenseHead": "bottleneck.heads.keras_heads",
+    "SigmoidHead": "bottleneck.heads.keras_heads",
+    "LogRegHead": "bottleneck.heads.logreg",
+    "HEADS": "bottleneck.heads.registry",
+    "canonical_name": "bottleneck.heads.registry",
+    "head_constraints": "bottleneck.heads.registry",
+    "head_params": "bottleneck.heads.registry",
+    "make_head": "bottleneck.heads.registry",
+    "unknown_parameter": "bottleneck.heads.registry",
+    "load_head": "bottleneck.heads.saved",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

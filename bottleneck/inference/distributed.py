@@ -28,7 +28,9 @@ from bottleneck.cache.key import features_key
 from bottleneck.cache.reuse import Donors
 from bottleneck.cache.stores import open_store
 from bottleneck.cache.writer import range_records, write_range_record
+from bottleneck.config import ExtractConfig
 from bottleneck.constraints import max_threads
+from bottleneck.data.manifest import Manifest
 from bottleneck.data.source import open_reader
 from bottleneck.errors import BadImageError, BottleneckError, first_line, install_hint
 from bottleneck.inference.bad_files import LateBadImage, load_or_late
@@ -117,11 +119,11 @@ class Job:
     """What every task of one run needs (small: it travels with each task)."""
 
     token: str  # the cache folder: a worker keeps one engine and one source reader per token
-    config: object  # ExtractConfig
+    config: ExtractConfig
     path: str  # the cache folder
     engine: str  # the engine the client selected: onnx | tensorflow | onnx-int8 | a custom factory's name
     engine_meta: dict  # what rebuilds an int8 engine (meta's int8, layers, splits)
-    source: object  # Manifest with no rows: the source's path, kind and class names
+    source: Manifest  # with no rows: the source's path, kind and class names
     options: dict  # how the source was opened
     feature_shape: tuple
     factory: object = None  # engine_factory of run_extraction (tests, custom engines), pickled to the workers

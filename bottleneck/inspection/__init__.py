@@ -6,7 +6,18 @@ Submodules: ``rows`` (a cache's rows across splits), ``duplicates`` (exact, near
 estimated number of wrong labels, or cleanlab), ``embedding_map`` (UMAP or PCA), ``job``.
 """
 
-from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, Pairs, exact_duplicates, near_duplicates
-from bottleneck.inspection.job import Inspection, inspect_cache
+from bottleneck._lazy import lazy_names
 
-__all__ = ["DEFAULT_THRESHOLD", "Inspection", "Pairs", "exact_duplicates", "inspect_cache", "near_duplicates"]
+# Names load on first use (the CLI's start-up stays light).
+_NAMES = {
+    "DEFAULT_THRESHOLD": "bottleneck.inspection.duplicates",
+    "Pairs": "bottleneck.inspection.duplicates",
+    "exact_duplicates": "bottleneck.inspection.duplicates",
+    "near_duplicates": "bottleneck.inspection.duplicates",
+    "Inspection": "bottleneck.inspection.job",
+    "inspect_cache": "bottleneck.inspection.job",
+    "write_run_page": "bottleneck.inspection.run_page",
+    "write_compare_page": "bottleneck.inspection.run_page",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

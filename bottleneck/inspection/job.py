@@ -11,12 +11,18 @@ from bottleneck._io import write_json_atomic
 from bottleneck._ownership import atomic_dir, check_out
 from bottleneck.cache.reader import as_cache
 from bottleneck.callbacks import Notify, Progress
-from bottleneck.constraints import Boolean, Interval, validate_params
+from bottleneck.constraints import validate_params
 from bottleneck.errors import InspectError, one_of
-from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, check_neighbours, check_threshold
+from bottleneck.inspection.duplicates import (
+    DEFAULT_THRESHOLD,
+    NEIGHBOURS,
+    check_neighbours,
+    check_threshold,
+)
 from bottleneck.inspection.embedding_map import METHODS as MAP_METHODS
 from bottleneck.inspection.findings import Timer, find
 from bottleneck.inspection.label_errors import METHODS as LABEL_METHODS
+from bottleneck.inspection.options import INSPECT
 from bottleneck.inspection.outputs import SUMMARY, summary_of, write_csvs, write_page
 from bottleneck.inspection.rows import Rows
 
@@ -27,15 +33,6 @@ class Inspection:
 
     path: Path
     summary: dict
-
-
-# Options of ``inspect_cache`` besides ``threshold`` and ``neighbours`` (``duplicates.check_threshold`` and
-# ``check_neighbours``, whose messages say what the numbers mean): checked before the cache is read.
-INSPECT = {
-    "folds": Interval(int, 2, None, example=5),  # of the out-of-fold logistic regression
-    "pixel_check": Boolean(),
-    "label_errors": Boolean(),
-}
 
 
 def inspect_cache(

@@ -22,17 +22,17 @@ from bottleneck.backbones.registry import get_spec
 from bottleneck.cache.reader import Cache
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
-from bottleneck.constraints import IMAGE_SIZE, SEED, Boolean, Interval, validate_params
+from bottleneck.constraints import validate_params
 from bottleneck.data import open_source
 from bottleneck.errors import BottleneckError, SourceError
 from bottleneck.inference.runner import extract
+from bottleneck.job_settings import ADVISE, MIN_TRAIN_PER_CLASS
 from bottleneck.runs.advice import Advice, commands, stem_of
 from bottleneck.runs.choice import choose, se_function, table_cell
 from bottleneck.runs.compare import baseline_cache
 from bottleneck.runs.fit import fit_head
-from bottleneck.runs.layer_sets import LayerScorer, candidate_sets, greedy_layers
+from bottleneck.runs.layer_sets import LayerScorer, LayerSearch, candidate_sets, greedy_layers
 
-MIN_TRAIN_PER_CLASS = 5
 PILOT_HOLDOUT = 0.2  # share of each class held out as test when the source has no test split
 PILOT_VAL = 0.2  # share of the pilot's train carved out as val when the source has no val split
 # The greedy search in advise starts from the layers best alone (by val log loss): its later steps fit
@@ -65,12 +65,6 @@ def check_source(manifest, per_class: int, notify: Notify | None) -> int:
 
 
 # The numeric options of ``advise`` (``backbone``, ``weights`` and ``engine`` are ExtractConfig's own checks).
-ADVISE = {
-    "per_class": Interval(int, MIN_TRAIN_PER_CLASS, None, example=100),  # pilot train images per class
-    "seed": SEED,
-    "image_size": IMAGE_SIZE,
-    "fine_tune": Boolean(),
-}
 
 
 def advise(
@@ -236,7 +230,7 @@ class _Scoring:
     greedy set), the greedy search, and the standard error of two rows' val loss difference (``se_of``)."""
 
     rows: list[dict]
-    search: object  # runs.layer_sets' greedy search result (layers, notes, to_json)
+    search: LayerSearch  # the greedy search's result (layers, notes, to_json)
     scorer: LayerScorer
     pix_scorer: LayerScorer | None
     se_of: Callable[[dict, dict], float]

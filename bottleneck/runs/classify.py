@@ -10,10 +10,10 @@ import numpy as np
 
 from bottleneck.backbones.build import build_classifier
 from bottleneck.backbones.imagenet import NUM_CLASSES, class_name
-from bottleneck.config import RESIZES
-from bottleneck.constraints import BATCH_SIZE, IMAGE_SIZE, TOP, Options, validate_params
+from bottleneck.constraints import validate_params
 from bottleneck.data import load_image, resize_image
 from bottleneck.errors import SourceError
+from bottleneck.job_settings import CLASSIFY
 
 Prediction = tuple[int, str, float]  # (class index, class name, probability)
 
@@ -38,8 +38,7 @@ def classify(
     """
 
     validate_params(
-        {"top": top, "image_size": image_size, "resize": resize, "batch_size": batch_size},
-        {"top": TOP, "image_size": IMAGE_SIZE, "resize": Options(RESIZES), "batch_size": BATCH_SIZE},
+        {"top": top, "image_size": image_size, "resize": resize, "batch_size": batch_size}, CLASSIFY
     )
     paths = [Path(p) for p in images]
     if not paths:

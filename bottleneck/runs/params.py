@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+from bottleneck import (
+    heads as registry,  # a lazy package: scikit-learn loads when a head is named, not at start-up
+)
 from bottleneck.constraints import parse_value
 from bottleneck.errors import BottleneckError, HeadError, suggest
 
@@ -18,9 +21,12 @@ def parse_params(items: list[str] | None, heads: list[str] | None = None, *, hea
     'auto', ``sweep_rows=none`` -> None; a value that does not read, or is not allowed, and a name no head has,
     are one HeadError. A plain KEY in ``heads`` is read by the first of them that has it. Without either, values
     are read as JSON when they parse, else as strings."""
-    from bottleneck.heads import HEADS, canonical_name, head_constraints, unknown_parameter
 
-    named = [canonical_name(head)] if head is not None else [canonical_name(h) for h in heads or []]
+    named = (
+        [registry.canonical_name(head)]
+        if head is not None
+        else [registry.canonical_name(h) for h in heads or []]
+    )
     out: dict = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
@@ -35,16 +41,16 @@ def parse_params(items: list[str] | None, heads: list[str] | None = None, *, hea
             value = _json_or_text(raw)
         elif dot:
             # A head that is not compared is compare's own error (it names the compared ones).
-            owner = prefix if prefix in HEADS else None
-            if owner is not None and name not in head_constraints(owner):
-                raise unknown_parameter(owner, name)
+            owner = prefix if prefix in registry.HEADS else None
+            if owner is not None and name not in registry.head_constraints(owner):
+                raise registry.unknown_parameter(owner, name)
             value = _json_or_text(raw) if owner is None else _typed(raw, name, [owner])
         else:
-            having = [h for h in named if name in head_constraints(h)]
+            having = [h for h in named if name in registry.head_constraints(h)]
             if not having:
                 if head is not None:
-                    raise unknown_parameter(named[0], name)
-                known = sorted({p for h in named for p in head_constraints(h)})
+                    raise registry.unknown_parameter(named[0], name)
+                known = sorted({p for h in named for p in registry.head_constraints(h)})
                 raise HeadError(
                     f"no compared head ({', '.join(named)}) has a parameter {name!r}.{suggest(name, known)}"
                 )
@@ -58,12 +64,11 @@ def parse_params(items: list[str] | None, heads: list[str] | None = None, *, hea
 
 def _typed(raw: str, name: str, heads: list[str]):
     """``raw`` as the first of ``heads`` that declares ``name`` reads it (the first one's error otherwise)."""
-    from bottleneck.heads import head_constraints
 
     first = None
     for h in heads:
         try:
-            return parse_value(raw, head_constraints(h)[name], name=name, error=HeadError)
+            return parse_value(raw, registry.head_constraints(h)[name], name=name, error=HeadError)
         except HeadError as exc:
             first = first or exc
     raise first

@@ -11,11 +11,12 @@ import numpy as np
 
 from bottleneck.callbacks import Progress
 from bottleneck.config import ExtractConfig
-from bottleneck.constraints import BATCH_SIZE, TOP, validate_params
+from bottleneck.constraints import validate_params
 from bottleneck.data import load_image, resize_image
 from bottleneck.data.decode import IMAGE_EXTENSIONS, draft_size
 from bottleneck.errors import HeadError, SourceError
 from bottleneck.inference.chooser import choose_engine
+from bottleneck.job_settings import PREDICT
 from bottleneck.runs.folders import Run, load_run, run_cache
 
 
@@ -39,7 +40,6 @@ def list_images(paths: Sequence) -> list[Path]:
 
 
 # The options of ``predict`` (and ``bottleneck predict``): classes shown per image, images per forward pass.
-PREDICT = {"top": TOP, "batch_size": BATCH_SIZE}
 
 
 def _images_in(folder: Path, extensions) -> list[Path]:

@@ -8,6 +8,7 @@ Keras. ``check_start`` proves, on images of cached rows, that it gives the run's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from bottleneck.errors import TuneError
 from bottleneck.heads.feature_blocks import take_rows
 from bottleneck.runs.predict import class_names_of
 
+if TYPE_CHECKING:  # annotations only: Keras loads lazily, through _tf
+    import keras
+
 # Largest difference in probability between the assembled model and the run's head on cached rows.
 START_TOLERANCE = 1e-4
 # A float16 cache holds rounded features (relative rounding 2**-11); an engine's own difference comes on top.
@@ -30,10 +34,10 @@ FLOAT16_FEATURE_TOLERANCE = 2e-3
 class Assembled:
     """The end-to-end model of a run and its parts (the parts share their layers with ``model``)."""
 
-    model: object  # keras.Model: float32 (N, S, S, 3) pixels in 0..255 -> (N, classes) probabilities
-    base: object  # the backbone network inside ``model``, cut at the cache's layer(s)
-    head: object  # keras.Model: features -> probabilities
-    features: object  # keras.Model: pixels -> features (the cache's rows)
+    model: keras.Model  # float32 (N, S, S, 3) pixels in 0..255 -> (N, classes) probabilities
+    base: keras.Model  # the backbone network inside ``model``, cut at the cache's layer(s)
+    head: keras.Model  # features -> probabilities
+    features: keras.Model  # pixels -> features (the cache's rows)
     config: ExtractConfig
     classes: np.ndarray  # label of each output column
     class_names: list[str]  # name of each output column

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bottleneck import _tf
 from bottleneck._io import file_hash, replace_atomic, temp_path
 from bottleneck._ownership import check_out, put_in_place, reseal, write_record
-from bottleneck.backbones.blocks import BLOCK_PATTERNS, apply_cut, blocks, depth_groups, plan_cut
+from bottleneck.backbones.blocks import BLOCK_PATTERNS, Cut, apply_cut, blocks, depth_groups, plan_cut
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
 from bottleneck.heads.checks import class_weights, stratified_holdout
@@ -34,7 +35,7 @@ from bottleneck.runs.folders import (
 )
 from bottleneck.runs.whole import WholeModel
 from bottleneck.tuning import views as cached
-from bottleneck.tuning.assemble import assemble, check_start
+from bottleneck.tuning.assemble import Assembled, assemble, check_start
 from bottleneck.tuning.calibrate import fold_temperature, output_layer
 from bottleneck.tuning.images import augmentation, open_cache_images
 from bottleneck.tuning.loop import Trainer
@@ -44,6 +45,9 @@ from bottleneck.tuning.results import KIND, evaluate, summarise
 from bottleneck.tuning.selection import SELECTION, Checkpoint
 from bottleneck.tuning.views import PREFIX_TOLERANCE
 
+if TYPE_CHECKING:  # annotations only: Keras loads lazily, through _tf
+    import keras
+
 MODEL_FILE = "model.keras"
 
 
@@ -51,15 +55,15 @@ MODEL_FILE = "model.keras"
 class Prepared:
     """Everything training needs, decided before the first step."""
 
-    assembled: object  # tuning.assemble.Assembled: the whole model (trained in place)
-    cut: object  # backbones.blocks.Cut
+    assembled: Assembled  # the whole model (trained in place)
+    cut: Cut
     start: dict  # the start check (tuning.assemble.check_start)
     yi: dict  # split -> label index of every row
     train_rows: np.ndarray
     val_split: str  # "val", or "train" (held-out train rows)
     val_rows: np.ndarray
     weights: np.ndarray | None  # per class
-    model: object  # what trains: the top on cached activations, or the whole network on pixels
+    model: keras.Model  # what trains: the top on cached activations, or the whole network on pixels
     groups: list  # variables per depth group, the head first
     state: list  # every variable training changes
     train_data: object

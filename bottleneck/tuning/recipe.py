@@ -11,22 +11,19 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from bottleneck.constraints import (
-    CLASS_WEIGHT,
-    FRACTION,
-    SEED,
-    THREADS,
-    AnyOf,
-    Boolean,
-    Interval,
-    Options,
-    Satisfies,
-    String,
-    validate_params,
-)
+from bottleneck.constraints import FRACTION, AnyOf, Boolean, Interval, Options, Satisfies, String
 from bottleneck.errors import TuneError, one_of, suggest
+from bottleneck.settings import (
+    BATCH_SIZE_SETTING,
+    CLASS_WEIGHT_SETTING,
+    RUN,
+    SEED_SETTING,
+    WORKERS_SETTING,
+    declared,
+    setting,
+)
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -54,67 +51,94 @@ LAYER = [None, String("a layer name", example="top_conv")]
 NAMES = Satisfies(lambda v: True, "names", "crop,zoom")  # checked by augment_names, which names the bad one
 
 
-def _setting(default, constraint, recipe: bool = True):
-    """A field with its constraint (``bottleneck.constraints``); ``recipe``: part of what the run records as its
-    recipe (and resumes by)."""
-    return field(default=default, metadata={"constraint": constraint, "recipe": recipe})
-
-
 @dataclass(frozen=True)
 class TuneSettings:
-    """Every setting of a fine-tuning run. Built once (``TuneSettings(**kw)`` or ``settings.replace(...)``);
-    ``__post_init__`` normalises spellings and checks each value against its field's rule."""
+    """Every setting of a fine-tuning run, each declared once in its field (``bottleneck.settings``): default,
+    constraint, help. Built once (``TuneSettings(**kw)`` or ``settings.replace(...)``); ``__post_init__``
+    normalises spellings and checks each value against its declaration. A RUN setting is not in the recipe."""
 
-    unfreeze: int | str = _setting(3, UNFREEZE)  # the top N blocks train (names known per family), or "all"
-    unfreeze_from: str | None = _setting(None, LAYER)  # or: this layer and every layer after it (any model)
-    optimizer: str = _setting("adamw", Options(OPTIMIZERS))  # AdamW (decoupled weight decay), Adam or SGD
-    lr: float = _setting(
-        1e-3, Interval(float, 0, 1, closed="right", example=1e-3)
-    )  # peak learning rate of the head
-    # discriminative learning rates: each unfrozen block learns at lr_decay x the block above it (the top block
-    # at lr_decay x the head's); 1 = one rate for all
-    lr_decay: float = _setting(0.5, Interval(float, 0, 1, closed="right", example=0.5))
-    momentum: float = _setting(0.9, Interval(float, 0, 1, closed="left", example=0.9))  # SGD only
-    weight_decay: float = _setting(0.05, Interval(float, 0, 1, example=0.05))  # decoupled, per step x lr
-    schedule: str = _setting(
-        "cosine", Options(SCHEDULES)
-    )  # after the warm-up: cosine to 0, one-cycle, or flat
-    warmup: float = _setting(
-        1.0, Interval(float, 0, None, example=1.0)
-    )  # epochs of linear warm-up (cosine, constant)
+    # the top N blocks train (names known per family), or "all"
+    unfreeze: int | str = setting(3, constraint=UNFREEZE, type=str, help="Top N blocks to train, or 'all'.")
+    unfreeze_from: str | None = setting(
+        None, constraint=LAYER, type=str, help="Train this layer and every layer after it (any model)."
+    )
+    # AdamW: decoupled weight decay
+    optimizer: str = setting("adamw", constraint=Options(OPTIMIZERS), help="adamw | adam | sgd.")
+    lr: float = setting(
+        1e-3,
+        constraint=Interval(float, 0, 1, closed="right", example=1e-3),
+        help="Peak learning rate of the head.",
+    )
+    # discriminative learning rates: the top block learns at lr_decay x the head's; 1 = one rate for all
+    lr_decay: float = setting(
+        0.5,
+        constraint=Interval(float, 0, 1, closed="right", example=0.5),
+        help="Each block below learns at this x the one above.",
+    )
+    momentum: float = setting(
+        0.9, constraint=Interval(float, 0, 1, closed="left", example=0.9), help="SGD momentum."
+    )
+    # per step x lr
+    weight_decay: float = setting(
+        0.05, constraint=Interval(float, 0, 1, example=0.05), help="Decoupled weight decay (adamw, sgd)."
+    )
+    # after the warm-up: cosine to 0, one-cycle, or flat
+    schedule: str = setting(
+        "cosine", constraint=Options(SCHEDULES), help="cosine | onecycle | constant (after --warmup)."
+    )
+    # (cosine, constant)
+    warmup: float = setting(
+        1.0, constraint=Interval(float, 0, None, example=1.0), help="Epochs of linear warm-up."
+    )
     # measured harmful: a smoothed model is less confident, so its val loss rarely beats the start's
-    label_smoothing: float = _setting(0.0, Interval(float, 0, 1, closed="left", example=0.1))
-    gradual: bool = _setting(
-        False, Boolean()
-    )  # epoch 1 trains the head and top block, each epoch one block more
-    train_bn: bool = _setting(False, Boolean())  # BatchNorm of the unfrozen blocks trains (batch statistics)
-    epochs: int = _setting(10, Interval(int, 1, None))  # at most; early stopping on val loss
-    batch_size: int = _setting(32, Interval(int, 1, None))
-    patience: int = _setting(
-        3, Interval(int, 0, None)
-    )  # epochs without a new lowest val loss (start included) before stopping
-    class_weight: str | dict | None = _setting(None, CLASS_WEIGHT)
-    seed: int = _setting(0, SEED)  # batch order, augmentation, views, held-out rows
-    # augmentations (names of AUGMENTATIONS): what the cached views are made with (default VIEW_AUGMENT); with
-    # views=0, applied on the fly (the whole network runs every epoch)
-    augment: tuple | str | None = _setting(None, NAMES)
-    # K augmented views of each train image, cached below the cut; None: DEFAULT_VIEWS where the cut allows
-    # caching (one tensor crosses it, prefix_cache="auto"), else 0
-    views: int | None = _setting(None, [None, Interval(int, 0, None)])
-    # with views: the plain image is one of the K + 1 drawn per image and epoch (val and test are plain images;
-    # training on augmented views alone raised val loss in every run on Fashion-MNIST, README)
-    plain_view: bool = _setting(True, Boolean())
-    prefix_cache: str = _setting("auto", Options(PREFIX_CACHE))  # "off": always run the whole network
-    val_fraction: float = _setting(0.1, FRACTION)
-    workers: int | None = _setting(None, THREADS, recipe=False)  # image decode threads
+    label_smoothing: float = setting(
+        0.0,
+        constraint=Interval(float, 0, 1, closed="left", example=0.1),
+        help="Label smoothing of the loss.",
+    )
+    # epoch 1 trains the head and top block, each epoch one block more
+    gradual: bool = setting(False, constraint=Boolean(), help="One block more per epoch.")
+    # batch statistics of the unfrozen blocks
+    train_bn: bool = setting(False, constraint=Boolean(), help="Train BatchNorm.")
+    # at most; early stopping on val loss
+    epochs: int = setting(10, constraint=Interval(int, 1, None), help="Maximum epochs.")
+    batch_size: int = BATCH_SIZE_SETTING.field(help="Images per step.")
+    patience: int = setting(
+        3,
+        constraint=Interval(int, 0, None),
+        help="Epochs without a new lowest val loss (the start's included) before stopping.",
+    )
+    class_weight: str | dict | None = CLASS_WEIGHT_SETTING.field()
+    seed: int = SEED_SETTING.field(help="Seed of batch order, augmentation, views, held-out rows.")
+    # names of AUGMENTATIONS (default VIEW_AUGMENT); with views=0, applied on the fly
+    augment: tuple | str | None = setting(
+        None,
+        constraint=NAMES,
+        type=str,
+        help="Comma-separated: flip, crop, rotate, zoom, contrast (train only).",
+    )
+    # cached below the cut; None: DEFAULT_VIEWS where one tensor crosses the cut (prefix_cache="auto"), else 0
+    views: int | None = setting(
+        None,
+        constraint=[None, Interval(int, 0, None)],
+        type=int,
+        help="Augmented views of each train image, cached (default: 4 where the cut allows).",
+    )
+    # val and test are plain images; training on augmented views alone raised val loss on Fashion-MNIST (README)
+    plain_view: bool = setting(
+        True, constraint=Boolean(), help="With --views: the plain image is one of the views drawn."
+    )
+    prefix_cache: str = setting(
+        "auto", constraint=Options(PREFIX_CACHE), help="auto | off: train the top from cache."
+    )
+    val_fraction: float = setting(0.1, constraint=FRACTION, help="Held out of train without a val split.")
+    workers: int | None = WORKERS_SETTING.field(role=RUN, cli=False)
 
     def __post_init__(self):
         unfreeze = self.unfreeze
         if isinstance(unfreeze, str) and unfreeze.strip().isdigit():
             object.__setattr__(self, "unfreeze", int(unfreeze))
-        validate_params(
-            {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, self.constraints(), TuneError
-        )
+        SETTINGS.validate({s.name: getattr(self, s.name) for s in SETTINGS}, TuneError)
         object.__setattr__(self, "augment", augment_names(self.augment))
         if self.views and not self.augment:
             object.__setattr__(self, "augment", VIEW_AUGMENT)
@@ -132,11 +156,11 @@ class TuneSettings:
     @classmethod
     def constraints(cls) -> dict:
         """{setting: its declared constraint}."""
-        return {f.name: f.metadata["constraint"] for f in dataclasses.fields(cls)}
+        return SETTINGS.constraints()
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return SETTINGS.names()
 
     @classmethod
     def build(cls, settings: TuneSettings | None = None, **overrides) -> TuneSettings:
@@ -163,11 +187,11 @@ class TuneSettings:
     def recipe(self) -> dict:
         """The settings that decide the result, JSON-ready (what a run records and a resume must match)."""
         out = {}
-        for f in dataclasses.fields(self):
-            if not f.metadata["recipe"]:
+        for s in SETTINGS:
+            if s.role == RUN:
                 continue
-            v = getattr(self, f.name)
-            out[f.name] = ",".join(v) if f.name == "augment" else v
+            v = getattr(self, s.name)
+            out[s.name] = ",".join(v) if s.name == "augment" else v
         if self.optimizer != "sgd":
             out.pop("momentum")
         return out
@@ -175,6 +199,9 @@ class TuneSettings:
     def digest(self) -> str:
         blob = json.dumps(self.recipe(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+SETTINGS = declared(TuneSettings)
 
 
 def augment_names(names) -> tuple[str, ...]:

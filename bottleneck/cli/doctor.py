@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from bottleneck.cli.common import print_json, user_errors
+from bottleneck.cli.common import print_json
+from bottleneck.cli.options import JSON, command
+from bottleneck.cli.root import app
+from bottleneck.doctor import doctor as run_doctor
+from bottleneck.job_settings import DOCTOR
 
 DOCTOR_HELP = """Show what this installation can do on this machine (paste it into a bug report).
 
@@ -99,20 +103,13 @@ def _lines(r: dict) -> list[str]:
     return lines
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("doctor", help=DOCTOR_HELP)
-    @user_errors
-    def doctor_cmd(
-        cache_dir: str = typer.Option("cache", help="The cache folder (or URL) whose free space to show."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    ):
-        from bottleneck.doctor import doctor
-
-        report = doctor(cache_dir)
-        if json_out:
-            print_json(report)
-        else:
-            for line in _lines(report):
-                typer.echo(line)
-        if report["problems"]:
-            raise typer.Exit(1)
+@command(app, "doctor", DOCTOR_HELP, DOCTOR, JSON)
+def doctor(cache_dir: str, json_out: bool) -> None:
+    report = run_doctor(cache_dir)
+    if json_out:
+        print_json(report)
+    else:
+        for line in _lines(report):
+            typer.echo(line)
+    if report["problems"]:
+        raise typer.Exit(1)

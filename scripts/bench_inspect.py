@@ -103,7 +103,12 @@ def bench_planted(args) -> dict:
     from bottleneck.inspection import exact_duplicates, near_duplicates
     from bottleneck.inspection.duplicates import DEFAULT_THRESHOLD, NEIGHBOURS, candidate_pairs, without
     from bottleneck.inspection.findings import load_features
-    from bottleneck.inspection.pixels import MAX_RMS, near_duplicates_by_pixels, pixel_distances, tiny_images
+    from bottleneck.inspection.pixel_check import (
+        MAX_RMS,
+        near_duplicates_by_pixels,
+        pixel_distances,
+        tiny_images,
+    )
     from bottleneck.inspection.rows import Rows
 
     src, planted = planted_source(args.out, args.per_class)
@@ -277,7 +282,7 @@ def bench_ranks(args) -> dict:
     from bottleneck.data.array_sources import read_idx
     from bottleneck.data.datasets import FASHION_MNIST_DIR
     from bottleneck.inspection.findings import load_features
-    from bottleneck.inspection.pixels import pixel_distances, tiny_images
+    from bottleneck.inspection.pixel_check import pixel_distances, tiny_images
     from bottleneck.inspection.rows import Rows
 
     x = read_idx(sorted(FASHION_MNIST_DIR.glob("train-images*"))[0])
@@ -341,7 +346,7 @@ def bench_scan(args) -> dict:
     from bottleneck.inspection import DEFAULT_THRESHOLD, exact_duplicates, near_duplicates
     from bottleneck.inspection.duplicates import NEIGHBOURS, without
     from bottleneck.inspection.findings import load_features
-    from bottleneck.inspection.pixels import near_duplicates_by_pixels
+    from bottleneck.inspection.pixel_check import near_duplicates_by_pixels
     from bottleneck.inspection.rows import Rows
 
     cache = _full(args)

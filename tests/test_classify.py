@@ -1,4 +1,4 @@
-"""bottleneck.runs.classify and `bottleneck classify`: real ImageNet top-k offline, with names."""
+"""bottleneck.runs.imagenet_top_k and `bottleneck classify`: real ImageNet top-k offline, with names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from bottleneck.backbones.imagenet import class_name
 from bottleneck.errors import BackboneError, BadImageError, BottleneckError, SourceError
-from bottleneck.runs.classify import classify
+from bottleneck.runs.imagenet_top_k import classify
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968, 504}  # espresso, cup, coffee mug

@@ -30,7 +30,7 @@ from bottleneck.inspection.label_errors import (
     lowest_confidence,
     out_of_fold_proba,
 )
-from bottleneck.inspection.pixels import MAX_RMS
+from bottleneck.inspection.pixel_check import MAX_RMS
 
 
 @pytest.fixture(scope="module")

@@ -389,7 +389,7 @@ def test_the_choice_prefers_the_cheaper_configuration_within_one_standard_error(
 
 
 def test_commands_name_the_exact_configuration():
-    from bottleneck.runs.advice import commands
+    from bottleneck.runs.recommendation import commands
 
     rec = {"backbone": "efficientnet_lite0", "layer": "multiscale", "fine_tune": True}
     rec["recipe"] = {
@@ -412,7 +412,7 @@ def test_commands_name_the_exact_configuration():
         "bottleneck export 'runs/advised-my signs-fine-tuned' --format onnx",
     ]
     # Every option the fine-tune line may carry is an option of `bottleneck fine-tune`.
-    from bottleneck.runs.advice import FINE_TUNE_OPTIONS
+    from bottleneck.runs.recommendation import FINE_TUNE_OPTIONS
 
     helped = runner.invoke(app, ["fine-tune", "--help"], env={"COLUMNS": "200"}).stdout
     for key in FINE_TUNE_OPTIONS:
@@ -518,8 +518,8 @@ def test_a_printed_fine_tune_command_runs_with_the_recipe_advise_measured(advise
     import subprocess
     import sys
 
-    from bottleneck.runs.advice import commands
     from bottleneck.runs.fit import fit_head
+    from bottleneck.runs.recommendation import commands
     from bottleneck.tuning import fine_tune
 
     advice, _, tmp = advised

@@ -10,7 +10,7 @@ from bottleneck.cli.common import print_json
 from bottleneck.cli.options import JSON, command
 from bottleneck.cli.root import app
 from bottleneck.job_settings import CLASSIFY
-from bottleneck.runs.classify import classify as run_classify
+from bottleneck.runs.imagenet_top_k import classify as run_classify
 
 CLASSIFY_HELP = """Run the full pretrained network (with its ImageNet classifier) and print the top classes of each image.
 

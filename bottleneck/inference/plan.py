@@ -89,7 +89,7 @@ def _describe(problems: list[Problem]) -> str:
     return f"{problems[0]}{more}"
 
 
-def set_aside(path: Path, damage: list[Problem], notify) -> list[Path]:
+def set_damaged_aside(path: Path, damage: list[Problem], notify) -> list[Path]:
     """A complete cache of this key that a hit found damaged: moved aside (hidden) so that the extraction that
     replaces it reuses its rows that still match their checksums and computes only the others."""
     if not damage or not path.exists():
@@ -168,7 +168,7 @@ def resumable_meta(path: Path, notify=None) -> dict | None:
     finally:
         cache.close()
     if problems:
-        set_aside(path, problems, notify)
+        set_damaged_aside(path, problems, notify)
         return None
     return meta
 

@@ -37,7 +37,7 @@ from bottleneck.inference.plan import (
     make_plan,
     plan_engine,
     resolved_config,
-    set_aside,
+    set_damaged_aside,
 )
 
 INDEX_DIR = "index"  # under the cache folder: one hash index per source
@@ -182,7 +182,7 @@ def run_extraction(
             if force and path.exists():
                 # find_cache_path gave a folder of this key (or none): ours to replace
                 clear_for_rewrite(path)
-            aside = set_aside(path, hit.damage, notify)
+            aside = set_damaged_aside(path, hit.damage, notify)
             with _connected(
                 cluster, notify
             ) as dask:  # first: an unreachable scheduler fails before any compute

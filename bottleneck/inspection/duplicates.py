@@ -1,5 +1,5 @@
 """Exact duplicates (equal content hashes), near duplicates (cosine of L2-normalised features) and the candidate
-pairs (each row's nearest neighbours) whose images ``pixels`` compares."""
+pairs (each row's nearest neighbours) whose images ``pixel_check`` compares."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from bottleneck.inspection.label_errors import (
     find_label_issues,
     out_of_fold_proba,
 )
-from bottleneck.inspection.pixels import near_duplicates_by_pixels
+from bottleneck.inspection.pixel_check import near_duplicates_by_pixels
 from bottleneck.inspection.rows import Rows
 from bottleneck.report.sections import Predictions
 from bottleneck.runs.fit import run_proba

@@ -17,7 +17,7 @@ _NAMES = {
     "parse_params": "bottleneck.runs.params",
     "list_images": "bottleneck.runs.predict",
     "predict_images": "bottleneck.runs.predict",
-    "classify": "bottleneck.runs.classify",
+    "classify": "bottleneck.runs.imagenet_top_k",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

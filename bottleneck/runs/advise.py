@@ -27,11 +27,11 @@ from bottleneck.data import open_source
 from bottleneck.errors import BottleneckError, SourceError
 from bottleneck.inference.runner import extract
 from bottleneck.job_settings import ADVISE, MIN_TRAIN_PER_CLASS
-from bottleneck.runs.advice import Advice, commands, stem_of
 from bottleneck.runs.choice import choose, se_function, table_cell
 from bottleneck.runs.compare import baseline_cache
 from bottleneck.runs.fit import fit_head
 from bottleneck.runs.layer_sets import LayerScorer, LayerSearch, candidate_sets, greedy_layers
+from bottleneck.runs.recommendation import Advice, commands, stem_of
 
 PILOT_HOLDOUT = 0.2  # share of each class held out as test when the source has no test split
 PILOT_VAL = 0.2  # share of the pilot's train carved out as val when the source has no val split

@@ -12,10 +12,9 @@ from bottleneck.runs.layer_sets import paired_se
 MUCH_DATA_PER_CLASS = 1000
 # Similar to ImageNet or not is decided with the choice rule's own noise criterion: the data is "different" when
 # the top layer's val log loss is more than one standard error above the best configuration's (earlier layers,
-# or the raw pixels, measurably beat the most ImageNet-specific features). It replaced fixed margins of 1 point
-# (best single earlier layer vs top) and 2 points (features vs pixels) of val accuracy, which called
-# Fashion-MNIST "similar" although its multi-layer sets beat the top layer by 1.2-1.7 points of test accuracy
-# (README, "Which strategy?").
+# or the raw pixels, measurably beat the most ImageNet-specific features). A noise criterion, not a fixed margin of
+# accuracy: fixed margins call Fashion-MNIST "similar" although its multi-layer sets beat the top layer by 1.2-1.7
+# points of test accuracy (README, "Which strategy?"; CHANGELOG.md).
 
 # What a configuration costs, cheapest first: no backbone, a frozen backbone, a fine-tuned one.
 TIERS = {"pixels": 0, "fine-tune": 2}

@@ -20,7 +20,7 @@ from bottleneck.errors import HeadError
 from bottleneck.heads import load_head
 from bottleneck.heads.base import HEAD_FILE
 from bottleneck.report import plot_confusion, plot_history, render_report
-from bottleneck.runs.whole import WholeModel
+from bottleneck.runs.fine_tuned_model import WholeModel
 
 METRICS_FILE = "metrics.json"
 HEAD_DIR = "head"

@@ -23,6 +23,7 @@ from bottleneck.backbones.blocks import BLOCK_PATTERNS, Cut, apply_cut, blocks, 
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
 from bottleneck.heads.checks import class_weights, stratified_holdout
+from bottleneck.runs.fine_tuned_model import WholeModel
 from bottleneck.runs.folders import (
     FILES,
     METRICS_FILE,
@@ -33,7 +34,6 @@ from bottleneck.runs.folders import (
     write_metrics,
     write_reports,
 )
-from bottleneck.runs.whole import WholeModel
 from bottleneck.tuning import views as cached
 from bottleneck.tuning.assemble import Assembled, assemble, check_start
 from bottleneck.tuning.calibrate import fold_temperature, output_layer

@@ -14,7 +14,7 @@ from bottleneck.data.source import open_source
 from bottleneck.errors import BottleneckError, InspectError
 from bottleneck.inspection import duplicates
 from bottleneck.inspection.duplicates import candidate_pairs, normalized
-from bottleneck.inspection.pixels import MAX_RMS, pixel_distances, tiny_images
+from bottleneck.inspection.pixel_check import MAX_RMS, pixel_distances, tiny_images
 
 
 def _brute_force(X, k, floor, threshold):

@@ -437,6 +437,9 @@ SEED = Interval(int, 0, MAX_SEED, example=0)
 OPTIONAL_SEED = [None, SEED]
 IMAGE_SIZE = [None, Interval(int, 16, 2048, example=224)]  # None: the backbone's default
 TOP = Interval(int, 1, None, example=3)
+EPOCHS = Interval(int, 1, None, example=50)
+LEARNING_RATE = Interval(float, 0, None, closed="neither", example=1e-3)
+PATIENCE = Interval(int, 0, None, example=5)  # epochs without a better val loss before stopping
 FRACTION = Interval(float, 0, 1, closed="neither", example=0.1)  # a share of rows held out
 CLASS_WEIGHT = AnyOf(
     None,

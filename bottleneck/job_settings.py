@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bottleneck.config import SETTINGS as EXTRACT
-from bottleneck.constraints import FRACTION, Boolean, Interval
+from bottleneck.constraints import BATCH_SIZE, EPOCHS, FRACTION, LEARNING_RATE, PATIENCE, Boolean, Interval
 from bottleneck.settings import (
     BATCH_SIZE_SETTING,
     CACHE_ARG,
@@ -84,10 +84,10 @@ BACKBONES = Settings(
 # The training options every Keras head takes (``None``: the head's own default); the head checks them
 # (``_parameter_constraints``), here they are named for the command line.
 HEAD_TRAINING = Settings(
-    Setting("epochs", None, help="Keras heads: maximum epochs.", type=int),
-    Setting("batch_size", None, help="Keras heads: batch size.", type=int),
-    Setting("lr", None, help="Keras heads: Adam learning rate.", type=float),
-    Setting("patience", None, help="Keras heads: early-stopping patience.", type=int),
+    Setting("epochs", None, [None, EPOCHS], "Keras heads: maximum epochs.", type=int),
+    Setting("batch_size", None, [None, BATCH_SIZE], "Keras heads: batch size.", type=int),
+    Setting("lr", None, [None, LEARNING_RATE], "Keras heads: Adam learning rate.", type=float),
+    Setting("patience", None, [None, PATIENCE], "Keras heads: early-stopping patience.", type=int),
     CLASS_WEIGHT_SETTING,
 )
 FIT_TRAINING = Settings(
@@ -218,7 +218,8 @@ FASHION_MNIST = Settings(
     Setting(
         "per_class",
         None,
-        help="Keep the first N images of each class in each split.",
+        [None, Interval(int, 1, None, example=100)],
+        "Keep the first N images of each class in each split.",
         type=int,
     ),
     MOVED_SOURCE.but(help="Folder with the four IDX files (default: Debian's, else the download)."),
@@ -227,7 +228,12 @@ FASHION_MNIST = Settings(
 
 CACHE_VERIFY = Settings(
     Setting("cache", ..., help="A cache folder.", argument=True, type=Path),
-    Setting("recompute", 0, help="Re-extract this many random rows per split and compare."),
+    Setting(
+        "recompute",
+        0,
+        Interval(int, 0, None, example=8),
+        "Re-extract this many random rows per split and compare.",
+    ),
 )
 CACHE_RM = Settings(
     Setting("caches", ..., help="Cache folders to delete.", argument=True, type=list[Path]),
@@ -273,4 +279,13 @@ ADVISE = Settings(
     RUNS_DIR.but(help="Where the advice folder goes when --out is not given."),
     OUT.but(help="Advice folder (default runs/advise-<source>-<backbone>)."),
     FORCE,
+)
+
+# cache.verify_cache's recomputation: the rows of `cache verify --recompute`, and the library's tolerance and seed.
+RECOMPUTE = Settings(
+    CACHE_VERIFY["recompute"],
+    Setting(
+        "tolerance", 1e-4, Interval(float, 0, None, example=1e-4), "Largest relative difference of a row."
+    ),
+    SEED_SETTING.but(help="Seed of the rows drawn."),
 )

@@ -9,9 +9,9 @@ import numpy as np
 
 from bottleneck._io import write_bytes_atomic, write_json_atomic
 from bottleneck.callbacks import Progress
-from bottleneck.constraints import Interval, check
 from bottleneck.data.array_sources import FASHION_MNIST_CLASSES, idx_files, read_idx
 from bottleneck.errors import BottleneckError
+from bottleneck.job_settings import FASHION_MNIST
 
 EXPORT_MARKER = ".bottleneck-export.json"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -77,7 +77,7 @@ def export_fashion_mnist(
     nothing (a marker file records what a finished export holds).
     """
     out_dir = Path(out_dir)
-    check("per_class", per_class, [None, Interval(int, 1, None, example=100)])
+    FASHION_MNIST.validate({"per_class": per_class})
     marker = out_dir / EXPORT_MARKER
     done = _finished_export(out_dir, marker, per_class)
     if done is not None:

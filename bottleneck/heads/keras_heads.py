@@ -12,7 +12,18 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck.backbones.model_file import load_keras
 from bottleneck.callbacks import Progress
-from bottleneck.constraints import CLASS_WEIGHT, FRACTION, OPTIONAL_SEED, Boolean, Interval, Options
+from bottleneck.constraints import (
+    BATCH_SIZE,
+    CLASS_WEIGHT,
+    EPOCHS,
+    FRACTION,
+    LEARNING_RATE,
+    OPTIONAL_SEED,
+    PATIENCE,
+    Boolean,
+    Interval,
+    Options,
+)
 from bottleneck.errors import HeadError
 from bottleneck.heads.base import Head
 from bottleneck.heads.checks import check_finite, class_weights, stratified_holdout
@@ -44,10 +55,10 @@ class KerasHead(Head):
     _fitted_attr = "model_"
     model_file = MODEL_FILE
     _parameter_constraints = {
-        "epochs": Interval(int, 1, None, example=50),
-        "batch_size": [Interval(int, 1, None, example=32), Options(("auto",))],
-        "lr": Interval(float, 0, None, closed="neither", example=1e-3),
-        "patience": Interval(int, 0, None, example=5),
+        "epochs": EPOCHS,
+        "batch_size": [BATCH_SIZE, Options(("auto",))],
+        "lr": LEARNING_RATE,
+        "patience": PATIENCE,
         "class_weight": CLASS_WEIGHT,
         "val_fraction": FRACTION,
         "in_memory": [Options(("auto",)), Boolean()],

@@ -9,10 +9,10 @@ import numpy as np
 
 from bottleneck.cache.manage import VerifyReport
 from bottleneck.cache.manage import verify_cache as check_cache_folder
-from bottleneck.constraints import SEED, Interval, validate_params
 from bottleneck.data import open_source
 from bottleneck.errors import CacheError
 from bottleneck.inference.chooser import choose_engine
+from bottleneck.job_settings import RECOMPUTE
 
 
 def verify_cache(
@@ -26,15 +26,7 @@ def verify_cache(
     rounded to that dtype before the comparison and may differ from the stored one by one unit in the last place
     (eps of float16 is 9.8e-4).
     """
-    validate_params(
-        {"recompute": recompute, "tolerance": tolerance, "seed": seed},
-        {
-            "recompute": Interval(int, 0, None, example=8),  # rows per split
-            "tolerance": Interval(float, 0, None, example=1e-4),
-            "seed": SEED,
-        },
-        CacheError,
-    )
+    RECOMPUTE.validate({"recompute": recompute, "tolerance": tolerance, "seed": seed}, CacheError)
 
     def then(cache, report):
         recompute_rows(cache, report, recompute, tolerance, seed)

@@ -25,7 +25,6 @@ from bottleneck.cache.manage import clear_for_rewrite
 from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
-from bottleneck.constraints import FRACTION, SEED, Boolean, validate_params
 from bottleneck.data import open_source
 from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BottleneckError, CacheError
@@ -39,6 +38,7 @@ from bottleneck.inference.plan import (
     resolved_config,
     set_damaged_aside,
 )
+from bottleneck.job_settings import EXTRACT_RUN
 
 INDEX_DIR = "index"  # under the cache folder: one hash index per source
 
@@ -212,10 +212,7 @@ def run_extraction(
 
 def _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot) -> dict:
     """Every setting checked before the source is read; the source's options (``open_source`` keywords)."""
-    validate_params(
-        {"val_fraction": val_fraction, "seed": seed, "force": force, "rehash": rehash},
-        {"val_fraction": [None, FRACTION], "seed": SEED, "force": Boolean(), "rehash": Boolean()},
-    )
+    EXTRACT_RUN.validate({"val_fraction": val_fraction, "seed": seed, "force": force, "rehash": rehash})
     check_backbone(config)
     if cluster is not None:
         check_cluster(config)

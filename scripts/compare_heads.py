@@ -6,7 +6,7 @@
   python scripts/compare_heads.py --synthetic --rows 54000 --heads linear --param in_memory=false  # streaming
 
 Prints the markdown table (mean ± std over seeds) and saves it with a CSV, a JSON and a plot under --out.
-Uses only the public API: bottleneck.runs.compare and bottleneck.cache.write_arrays.
+Uses only the public API: bottleneck.runs.comparison and bottleneck.cache.write_arrays.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def whole_epoch_seconds(start, overrides: dict, augment: str, args) -> float:
     """Seconds of one epoch of the same training through the whole network, augmenting on the fly (what --views
     replaces): the same preparation as fine_tune, one epoch timed, nothing evaluated."""
     from bottleneck.runs.folders import run_cache
-    from bottleneck.tuning.fine_tune import prepare
+    from bottleneck.tuning.fine_tuning import prepare
     from bottleneck.tuning.images import open_cache_images
     from bottleneck.tuning.loop import Trainer
     from bottleneck.tuning.recipe import TuneSettings

@@ -144,7 +144,7 @@ LOCAL_IMPORTS = {
         "bottleneck.heads.streaming",
     ): "subclasses keras.utils.PyDataset at import",
     (
-        "bottleneck.tuning.fine_tune",
+        "bottleneck.tuning.fine_tuning",
         "bottleneck.tuning.batches",
     ): "subclasses keras.utils.PyDataset at import",
     ("bottleneck.tuning.results", "bottleneck.tuning.batches"): "subclasses keras.utils.PyDataset at import",
@@ -155,12 +155,10 @@ LOCAL_IMPORTS = {
     # config sits beside the stages and imports none at module level; backbones.build imports config.
     ("bottleneck.config", "bottleneck.backbones.model_file"): "'top' in a layer list named by the backbone",
     ("bottleneck.config", "bottleneck.backbones.registry"): "'top' in a layer list named by the backbone",
-    # The CLI starts in 0.4 s: a job that imports scikit-learn or Keras loads when its command runs. (Jobs whose name
-    # is not also a submodule's are reached through lazy packages instead: `runs.fit_head`, `inspection.*`.)
+    # The CLI starts in 0.4 s: a job that imports scikit-learn or Keras loads when its command runs (the others are
+    # reached through lazy packages: `runs.compare`, `tuning.fine_tune`, `inspection.inspect_cache`).
     ("bottleneck.cli.advise", "bottleneck.runs.advise"): "the job loads when its command runs",
-    ("bottleneck.cli.compare", "bottleneck.runs.compare"): "the job loads when its command runs",
     ("bottleneck.cli.export", "bottleneck.export"): "the job loads when its command runs",
-    ("bottleneck.cli.fine_tune", "bottleneck.tuning.fine_tune"): "the job loads when its command runs",
 }
 
 
@@ -209,3 +207,19 @@ def test_every_local_import_is_listed_in_architecture_md():
         if f"`{m.removeprefix('bottleneck.')}` -> `{t.removeprefix('bottleneck.')}`" not in text
     ]
     assert missing == []
+
+
+def test_no_lazy_name_is_also_a_submodule():
+    """A package's lazy name (``_lazy``) must not be a submodule's name too: once the submodule is imported,
+    Python sets it as the package's attribute and ``from bottleneck.runs import compare`` would give the module."""
+    import re
+
+    clashes = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        text = init.read_text()
+        if "lazy_names" not in text:
+            continue
+        for name, _ in re.findall(r'"(\w+)": "([\w.]+)"', text):
+            if (init.parent / f"{name}.py").exists() or (init.parent / name).is_dir():
+                clashes.append(f"{init.parent.relative_to(PACKAGE)}: {name}")
+    assert clashes == []

@@ -44,7 +44,7 @@ def test_tempered_losses_are_the_cross_entropy_of_the_divided_logits():
 @pytest.mark.parametrize("name", ["logreg", "linear", "mlp", "sigmoid"])
 def test_a_folded_temperature_tempers_every_head(name):
     from bottleneck.heads import make_head
-    from bottleneck.tuning.assemble import head_network
+    from bottleneck.tuning.assembly import head_network
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 6)).astype(np.float32)

@@ -23,11 +23,11 @@ from bottleneck.inspection.job import inspect_cache
 from bottleneck.inspection.options import INSPECT
 from bottleneck.job_settings import ADVISE, PREDICT
 from bottleneck.runs.advise import advise
-from bottleneck.runs.compare import compare
+from bottleneck.runs.comparison import compare
 from bottleneck.runs.fit import fit_head
 from bottleneck.runs.imagenet_top_k import classify
 from bottleneck.runs.predict import predict_images
-from bottleneck.tuning.fine_tune import fine_tune
+from bottleneck.tuning.fine_tuning import fine_tune
 from bottleneck.tuning.recipe import SETTINGS as RECIPE
 
 

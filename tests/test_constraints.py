@@ -41,7 +41,6 @@ from bottleneck.errors import BottleneckError, HeadError, TuneError
 from bottleneck.heads import HEADS, head_constraints, head_params
 from bottleneck.inspection.options import INSPECT
 from bottleneck.job_settings import ADVISE, PREDICT
-from bottleneck.runs import compare as _compare  # noqa: F401  (the function, before anything imports its module)
 from bottleneck.runs.params import parse_params
 from bottleneck.tuning.recipe import TuneSettings
 

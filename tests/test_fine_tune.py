@@ -54,7 +54,7 @@ def test_block_cuts_of_lite0_and_resnet50():
 
 
 def test_start_model_reproduces_the_run(frozen_run):
-    from bottleneck.tuning.assemble import assemble, check_start
+    from bottleneck.tuning.assembly import assemble, check_start
     from bottleneck.tuning.images import open_cache_images
 
     run, cache, _, _ = frozen_run
@@ -73,7 +73,7 @@ def test_start_model_reproduces_the_run(frozen_run):
 
 def test_sigmoid_and_mlp_heads_become_layers():
     from bottleneck.heads import make_head
-    from bottleneck.tuning.assemble import head_network
+    from bottleneck.tuning.assembly import head_network
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5)).astype(np.float32)
@@ -86,7 +86,7 @@ def test_sigmoid_and_mlp_heads_become_layers():
 
 def test_fine_tune_trains_only_the_unfrozen_top(weak_run, tmp_path):
     from bottleneck.tuning import fine_tune
-    from bottleneck.tuning.assemble import assemble
+    from bottleneck.tuning.assembly import assemble
 
     run = weak_run
     before = _weights(assemble(run).model)
@@ -140,7 +140,7 @@ def test_fine_tune_trains_only_the_unfrozen_top(weak_run, tmp_path):
 def test_never_worse_than_the_start(frozen_run):
     """An absurd learning rate wrecks every epoch: the start weights are kept, and the run says so."""
     from bottleneck.tuning import fine_tune
-    from bottleneck.tuning.assemble import assemble
+    from bottleneck.tuning.assembly import assemble
 
     run, _, _, _ = frozen_run
     start = _weights(assemble(run).model)
@@ -281,7 +281,7 @@ def test_cli_fine_tune_and_export_errors(frozen_run, tmp_path):
 
 def test_unfreeze_all_with_adam_class_weights_and_augmentation(weak_run):
     from bottleneck.tuning import fine_tune
-    from bottleneck.tuning.assemble import assemble
+    from bottleneck.tuning.assembly import assemble
 
     run = weak_run
     before = _weights(assemble(run).model)
@@ -310,7 +310,7 @@ def test_unfreeze_all_with_adam_class_weights_and_augmentation(weak_run):
 def test_one_step_on_cached_activations_equals_the_whole_network(frozen_run, tmp_path):
     """Two blocks unfrozen (block2, block3): one training step from the cached activations of block1_relu moves
     every trained weight as the same step through the whole network does, within float16 rounding."""
-    from bottleneck.tuning.fine_tune import prepare
+    from bottleneck.tuning.fine_tuning import prepare
     from bottleneck.tuning.images import open_cache_images
     from bottleneck.tuning.loop import Trainer
     from bottleneck.tuning.recipe import TuneSettings

@@ -43,7 +43,7 @@ def test_every_file_written_is_atomic_or_inside_an_atomic_folder(tmp_path, monke
         "bottleneck._io",
         "bottleneck._ownership",
         "bottleneck.runs.folders",
-        "bottleneck.runs.compare",
+        "bottleneck.runs.comparison",
         "bottleneck.export.formats",
     ):
         mod = importlib.import_module(module)

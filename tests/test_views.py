@@ -96,7 +96,7 @@ def test_an_interrupted_view_resumes_where_it_stopped(frozen_run, tmp_path, monk
 
 
 def test_plain_view_draws_the_plain_images_beside_the_views(frozen_run, tmp_path):
-    from bottleneck.tuning.fine_tune import prepare
+    from bottleneck.tuning.fine_tuning import prepare
     from bottleneck.tuning.images import open_cache_images
     from bottleneck.tuning.recipe import TuneSettings
 

@@ -8,6 +8,7 @@ import typer
 
 from bottleneck import (  # lazy packages: scikit-learn loads when a command fits, not at start-up
     inspection,
+    runs,
 )
 from bottleneck.cli.common import print_json, say
 from bottleneck.cli.fit import training_params
@@ -72,11 +73,8 @@ def compare(
     if not names:
         raise BottleneckError("--heads is empty; pass e.g. --heads logreg,linear,mlp.")
     params = training_params(options) | parse_params(param, names)
-    # `runs.compare` would name the module once it is imported: the job loads here, when it runs (a fast start)
-    from bottleneck.runs.compare import compare as run_compare
-
     with progress_bar("fit", quiet) as bar:
-        result = run_compare(
+        result = runs.compare(
             caches,
             names,
             seeds=seed_list(seeds),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from bottleneck import tuning  # a lazy package: Keras and the heads load when the command runs
 from bottleneck.cli.common import print_json
 from bottleneck.cli.options import JSON, QUIET, command
 from bottleneck.cli.progress import progress_bar
@@ -63,9 +64,7 @@ def fine_tune(run_dir: Path, json_out: bool, quiet: bool, **options) -> None:
     given = {k: v for k, v in options.items() if k not in RECIPE or v is not None}
     notes = (lambda line: None) if quiet or json_out else (lambda line: typer.echo(line, err=True))
     with progress_bar("img", quiet) as bar:
-        from bottleneck.tuning.fine_tune import fine_tune as run_fine_tune  # loads when it runs: a fast start
-
-        run = run_fine_tune(run_dir, progress=bar, notify=notes, **given)
+        run = tuning.fine_tune(run_dir, progress=bar, notify=notes, **given)
     s = run.summary
     if json_out:
         print_json(

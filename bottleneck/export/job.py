@@ -17,7 +17,7 @@ from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_mode
 from bottleneck.export.loaded import load_exported
 from bottleneck.runs.folders import Run, load_run, run_cache
 from bottleneck.runs.predict import class_names_of, run_scorer
-from bottleneck.tuning.assemble import assemble
+from bottleneck.tuning.assembly import assemble
 from bottleneck.tuning.images import open_cache_images
 
 # Largest difference in probability between a float export and `bottleneck predict` on the same images.

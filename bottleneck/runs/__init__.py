@@ -6,8 +6,8 @@ Names load on first use, so the CLI's start-up (which imports ``bottleneck.runs.
 from bottleneck._lazy import lazy_names
 
 _NAMES = {
-    "Comparison": "bottleneck.runs.compare",
-    "compare": "bottleneck.runs.compare",
+    "Comparison": "bottleneck.runs.comparison",
+    "compare": "bottleneck.runs.comparison",
     "evaluate_run": "bottleneck.runs.fit",
     "fit_head": "bottleneck.runs.fit",
     "split_metrics": "bottleneck.runs.fit",

@@ -28,7 +28,7 @@ from bottleneck.errors import BottleneckError, SourceError
 from bottleneck.inference.runner import extract
 from bottleneck.job_settings import ADVISE, MIN_TRAIN_PER_CLASS
 from bottleneck.runs.choice import choose, se_function, table_cell
-from bottleneck.runs.compare import baseline_cache
+from bottleneck.runs.comparison import baseline_cache
 from bottleneck.runs.fit import fit_head
 from bottleneck.runs.layer_sets import LayerScorer, LayerSearch, candidate_sets, greedy_layers
 from bottleneck.runs.recommendation import Advice, commands, stem_of
@@ -92,7 +92,7 @@ def advise(
     regressions score, on val, every configuration those columns build: pixels, the top layer, each layer
     alone, the greedy layer set, the presets (``multiscale`` where measured, all block outputs, all wide
     points). ``choose`` picks one; the test split is scored after. With ``fine_tune``, a short
-    ``tuning.fine_tune`` (its default recipe) starts from the chosen backbone configuration; it is
+    ``tuning.fine_tuning`` (its default recipe) starts from the chosen backbone configuration; it is
     recommended only when it lowers the val log loss by more than a standard error. Writes advice.md,
     advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The caches are
     keyed like any other: asking again, or ``compare`` on them, is a cache hit.
@@ -313,7 +313,7 @@ def _recommendation(row: dict, backbone: str) -> dict:
 
 
 def _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes) -> dict | None:
-    """``tuning.fine_tune`` with its default recipe from a logreg head on ``start``'s layers; a row like the
+    """``tuning.fine_tuning`` with its default recipe from a logreg head on ``start``'s layers; a row like the
     others (val and test from the fine-tuned model), or None if it cannot run."""
     from bottleneck.tuning import fine_tune  # a later stage, composed lazily (ARCHITECTURE.md)
 

@@ -3,10 +3,10 @@
 from bottleneck._lazy import lazy_names
 
 _NAMES = {
-    "fine_tune": "bottleneck.tuning.fine_tune",
+    "fine_tune": "bottleneck.tuning.fine_tuning",
     "TuneSettings": "bottleneck.tuning.recipe",
-    "assemble": "bottleneck.tuning.assemble",
-    "Assembled": "bottleneck.tuning.assemble",
+    "assemble": "bottleneck.tuning.assembly",
+    "Assembled": "bottleneck.tuning.assembly",
     "open_cache_images": "bottleneck.tuning.images",
     "AUGMENTATIONS": "bottleneck.tuning.images",
 }

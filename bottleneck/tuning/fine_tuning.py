@@ -35,7 +35,7 @@ from bottleneck.runs.folders import (
     write_reports,
 )
 from bottleneck.tuning import views as cached
-from bottleneck.tuning.assemble import Assembled, assemble, check_start
+from bottleneck.tuning.assembly import Assembled, assemble, check_start
 from bottleneck.tuning.calibrate import fold_temperature, output_layer
 from bottleneck.tuning.images import augmentation, open_cache_images
 from bottleneck.tuning.loop import Trainer

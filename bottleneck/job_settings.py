@@ -11,7 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from bottleneck.config import SETTINGS as EXTRACT
-from bottleneck.constraints import BATCH_SIZE, EPOCHS, FRACTION, LEARNING_RATE, PATIENCE, Boolean, Interval
+from bottleneck.constraints import (
+    BATCH_SIZE,
+    EPOCHS,
+    FRACTION,
+    LEARNING_RATE,
+    PATIENCE,
+    Boolean,
+    Interval,
+    Options,
+)
 from bottleneck.settings import (
     BATCH_SIZE_SETTING,
     CACHE_ARG,
@@ -32,7 +41,8 @@ from bottleneck.settings import (
 SOURCE_ARG = Setting(
     "source",
     ...,
-    help="Image folder, .h5, .npz, .npy folder, IDX folder or CSV; or its s3:// (gs://, ...) URL.",
+    help="Image folder, .h5, .npz, .npy folder, IDX folder, CSV or WebDataset .tar shards (folder or brace "
+    "pattern); or its s3:// (gs://, ...) URL.",
     argument=True,
     type=str,
 )
@@ -55,6 +65,19 @@ EXTRACT_RUN = Settings(
     SEED_SETTING.but(help="Seed for --val-fraction."),
     Setting(
         "h5_keys", None, help="Other h5 keys, e.g. 'train=X_train:y_train,test=X_test:y_test'.", type=str
+    ),
+    Setting(
+        "split",
+        None,
+        [None, Options(("train", "val", "validation", "test"))],
+        "WebDataset shards: the split of every shard (default: from each shard's name, else train).",
+        type=str,
+    ),
+    Setting(
+        "label_key",
+        None,
+        help="WebDataset shards: the .json field holding the label (default: label).",
+        type=str,
     ),
     URL_CACHE_DIR,
     FORCE.but(help="Recompute even when a complete cache exists."),

@@ -55,6 +55,7 @@ class HashIndex:
 
     def __init__(self, path: Path | None = None, *, rehash: bool = False):
         self.path = path
+        self.rehash = rehash  # also read by sources that keep indexes of their own (WebDataset shards)
         # UTF-8 bytes, not NumPy unicode (4 bytes per character): an ImageNet-sized index stays small.
         self._paths = np.array([], dtype="S1")  # sorted
         self._stamps = np.zeros((0, 4), np.uint64)

@@ -11,6 +11,7 @@ import numpy as np
 
 from bottleneck.data import array_sources as arrays
 from bottleneck.data import files
+from bottleneck.data import webdataset_source as wds
 from bottleneck.data.decode import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
@@ -38,7 +39,8 @@ from bottleneck.errors import SourceError
 _HASH_BLOCK = 4096  # array rows hashed per read: one h5 / memmap read per block, not per row
 SUPPORTED = (
     "a folder of class folders (optionally inside train/val/test folders), a .h5 file, a .npz file, "
-    "a folder of .npy pairs, a folder of IDX files, or a .csv of path,label[,split]"
+    "a folder of .npy pairs, a folder of IDX files, a .csv of path,label[,split], or WebDataset .tar shards "
+    "(a folder, a .tar or a brace pattern such as train-{000000..000009}.tar)"
 )
 
 
@@ -206,6 +208,8 @@ _FILE_SUFFIXES = (".h5", ".hdf5", ".hdf", ".npz", ".csv", ".npy")
 
 
 def _detect(path: Path) -> str:
+    if wds.is_pattern(str(path)) or (path.exists() and wds.holds_shards(path)):
+        return wds.KIND
     if not path.exists():
         raise SourceError(f"source {path} does not exist; pass {SUPPORTED}.")
     if path.is_dir() and path.suffix.lower() in _FILE_SUFFIXES and not any(path.glob("*.npy")):
@@ -257,6 +261,8 @@ def open_source(
     pilot: dict | None = None,
     keep_bytes: int = 0,
     hash_index=None,
+    split: str | None = None,
+    label_key: str | None = None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
@@ -268,10 +274,15 @@ def open_source(
     ``keep_bytes``: file sources keep up to this many bytes of the files read while hashing, so a pass that
     decodes them right after reads each file once; ``close`` (or a cache hit's ``release``) frees them.
     ``hash_index`` (a ``data.hash_index.HashIndex``): file sources take the hashes of unchanged files from it
-    instead of reading them, and record the others; the caller saves it.
+    instead of reading them, and record the others; the caller saves it. ``split`` and ``label_key`` apply to
+    WebDataset shards (``bottleneck.data.webdataset_source``), which keep a member index beside ``hash_index``.
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
+    if (split is not None or label_key is not None) and kind != wds.KIND:
+        raise SourceError(
+            f"split and label_key apply to WebDataset shards, not to {kind} source {path}; leave them out."
+        )
     if h5_keys is not None and kind not in ("h5", "npz", "npy"):
         raise SourceError(
             f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
@@ -280,6 +291,11 @@ def open_source(
         reads = FileReads(max_image_pixels, keep_bytes, hash_index)
         build = files.folder_manifest if kind == "folders" else files.csv_manifest
         src: Source = FileSource(build(path, progress, reads), max_image_pixels, reads)
+    elif kind == wds.KIND:
+        src = wds.open_webdataset(
+            path, split=split, label_key=label_key, progress=progress, max_image_pixels=max_image_pixels,
+            keep_bytes=keep_bytes, hash_index=hash_index,
+        )  # fmt: skip
     else:
         loader = {"h5": arrays.load_h5, "npz": arrays.load_npz, "npy": arrays.load_npy_dir}.get(kind)
         data = arrays.load_idx_dir(path) if kind == "idx" else loader(path, h5_keys)
@@ -313,6 +329,8 @@ def open_reader(manifest: Manifest, *, h5_keys=None, max_image_pixels: int | Non
     array items by row. The other ``open_source`` options (val split, pilot) only chose the items."""
     if manifest.kind in ("folders", "csv"):
         return FileSource(manifest, max_image_pixels)
+    if manifest.kind == wds.KIND:  # items carry their shard and member offset
+        return wds.WebDatasetSource(manifest, max_image_pixels)
     path = Path(manifest.source)
     if manifest.kind == "idx":
         data = arrays.load_idx_dir(path)

@@ -102,6 +102,8 @@ def extract(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    split: str | None = None,
+    label_key: str | None = None,
     pilot: dict | None = None,
     rehash: bool = False,
     cluster: str | None = None,
@@ -113,8 +115,9 @@ def extract(
     .npy pairs or IDX files, or a CSV of path,label[,split]. ``overrides`` are ExtractConfig fields
     (``backbone="vgg16", pooling="none"`` ...). ``val_fraction`` carves a stratified, ``seed``-ed val split out
     of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
-    (``bottleneck.data.manifest.pilot``). Image files whose size and times are unchanged since an earlier run
-    under ``cache_dir`` are not read again (a hash index per source, like git's); ``rehash=True`` reads and hashes
+    (``bottleneck.data.manifest.pilot``). WebDataset shards take ``split`` (every shard's split, default from
+    its name) and ``label_key`` (the .json label field, default ``label``). Image files whose size and times are
+    unchanged since an earlier run under ``cache_dir`` are not read again (a hash index per source, like git's); ``rehash=True`` reads and hashes
     every file anyway. ``source`` and ``cache_dir`` may be URLs (``s3://bucket/prefix``; ``bottleneck.storage``):
     the source is mirrored locally (changed objects only), the cache built in a local staging folder and
     published to the bucket when complete (``ExtractResult.url``). ``cluster`` spreads the computing over a Dask cluster (``"local:N"`` worker processes, or
@@ -133,6 +136,8 @@ def extract(
         val_fraction=val_fraction,
         seed=seed,
         h5_keys=h5_keys,
+        split=split,
+        label_key=label_key,
         pilot=pilot,
         rehash=rehash,
         cluster=cluster,
@@ -151,6 +156,8 @@ def run_extraction(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    split: str | None = None,
+    label_key: str | None = None,
     pilot: dict | None = None,
     engine_factory: Callable | None = None,
     chunk_rows: int | None = None,
@@ -164,6 +171,8 @@ def run_extraction(
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
     options = _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot)
+    EXTRACT_RUN.validate({"split": split})
+    options.update({k: v for k, v in {"split": split, "label_key": label_key}.items() if v is not None})
     source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:

@@ -10,13 +10,19 @@ and, with --photos N, fast JPEG decoding on N generated 2000x1500 photos: decode
 one thread, full vs `fast_decode` (PIL draft: libjpeg's scaled IDCT), the pixel difference it makes, and whole
 `extract` calls of EfficientNet-Lite0 (random weights, ONNX) with and without it, side by side.
 
+With --webdataset, the same PNGs packed into WebDataset .tar shards (img2dataset's layout, key.png + key.cls)
+and extracted with the `pixels` backbone side by side with the class folders (alternated, best of two): img/s
+of each, their ratio, and the cache hit on the shards (which reads no image bytes).
+
   python scripts/bench_input.py --images 20000 --photos 200 --work /tmp/bench-input
+  python scripts/bench_input.py --images 20000 --webdataset --work /tmp/bench-input
 """
 
 from __future__ import annotations
 
 import argparse
 import builtins
+import io
 import os
 import shutil
 import sys
@@ -151,6 +157,59 @@ def decode_alone(paths: list[Path], size: int) -> float:
     return len(blobs) / (time.perf_counter() - t)
 
 
+def pack_shards(data: Path, root: Path, per_shard: int = 1000) -> Path:
+    """The class-folder PNGs of ``data`` as WebDataset shards under ``root``: key.png + key.cls (class index)."""
+    import tarfile
+
+    paths = sorted(data.glob("*/*.png"))
+    done = root / ".done"
+    if done.exists() and done.read_text() == f"{len(paths)} {per_shard}":
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    classes = sorted({p.parent.name for p in paths})
+    old = time.time() - 3600  # shards written just now would be scanned again next run (racy, like files)
+    for s in range(0, len(paths), per_shard):
+        shard = root / f"train-{s // per_shard:06d}.tar"
+        with tarfile.open(shard, "w") as tar:
+            for i, p in enumerate(paths[s : s + per_shard], start=s):
+                tar.add(p, arcname=f"{i:09d}.png")
+                cls = tarfile.TarInfo(f"{i:09d}.cls")
+                label = str(classes.index(p.parent.name)).encode()
+                cls.size = len(label)
+                tar.addfile(cls, io.BytesIO(label))
+        os.utime(shard, (old, old))
+    done.write_text(f"{len(paths)} {per_shard}")
+    return root
+
+
+def webdataset_mode(data: Path, work: Path, args) -> int:
+    """img/s of `extract` (pixels backbone) on the class folders and on the same images as shards, side by side."""
+    import bottleneck
+
+    shards = pack_shards(data, work / f"shards{args.images}")
+    cache = work / "cache-wds"
+    kw = dict(backbone="pixels", batch_size=args.batch_size, cache_dir=cache)
+    rates: dict[str, list[float]] = {"files": [], "webdataset": []}
+    for _ in range(2):  # alternated, best of two: the machine's noise hits both
+        for name, source in (("files", data), ("webdataset", shards)):
+            shutil.rmtree(cache, ignore_errors=True)
+            t = time.perf_counter()
+            r = bottleneck.extract(source, **kw)
+            rates[name].append(r.computed / (time.perf_counter() - t))
+    t = time.perf_counter()
+    hit = bottleneck.extract(shards, **kw)
+    hit_s = time.perf_counter() - t
+    files, web = max(rates["files"]), max(rates["webdataset"])
+    mb = sum(p.stat().st_size for p in shards.glob("*.tar")) / 1e6
+    print(f"{r.computed} PNGs {args.size}x{args.size}, pixels backbone, whole extract calls (best of two)")
+    print(f"class folders:        {files:8.0f} img/s")
+    print(f"WebDataset shards:    {web:8.0f} img/s  ({len(list(shards.glob('*.tar')))} shards, {mb:.0f} MB)")
+    print(f"ratio shards / files: {web / files:8.2f}x")
+    print(f"cache hit on shards:  {hit_s:8.2f} s  (hit: {hit.hit})")
+    return 0
+
+
 class Steady:
     def __init__(self):
         self.points = []
@@ -175,12 +234,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="compute threads (default: cores)")
     p.add_argument("--photos", type=int, default=0, help="also time fast JPEG decoding on N 2000x1500 photos")
     p.add_argument("--work", type=Path, default=None, help="scratch folder; images are kept there for reuse")
+    p.add_argument("--webdataset", action="store_true", help="compare class folders with WebDataset shards")
     args = p.parse_args(argv)
 
     import bottleneck
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-input-"))
     data = make_pngs(work / f"pngs{args.images}", args.images, args.size)
+    if args.webdataset:
+        return webdataset_mode(data, work, args)
     paths = sorted(data.glob("*/*.png"))
     mb = sum(p.stat().st_size for p in paths) / 1e6
     alone = decode_alone(paths[:4000], args.image_size)

@@ -19,6 +19,7 @@ from bottleneck.data import webdataset_source as wds
 from bottleneck.data.decode import decode_image
 from bottleneck.data.source import open_reader
 from bottleneck.errors import SourceError
+from bottleneck.report.thumbnails import source_problem
 
 HOUR_AGO = time.time() - 3600
 LABELS = [0, 1, 10]  # ints: class names sorted numerically ("10" after "1" and "0", not between)
@@ -132,6 +133,9 @@ def test_one_item_reads_back_by_its_member_offset(shards):
     with open_reader(manifest) as reader:
         np.testing.assert_array_equal(reader.read(item), decode_image(train[5][0]))
         assert reader.load(item, 16).shape == (16, 16, 3)
+    assert source_problem(manifest, [row]) is None  # inspect's thumbnails can read it
+    moved = data.rename(data.parent / "moved")
+    assert "missing" in source_problem(manifest, [row]) and moved.is_dir()
 
 
 def test_cli_brace_pattern_json_label_key_and_split(tmp_path):

@@ -146,7 +146,7 @@ def source_problem(manifest, rows, source=None) -> str | None:
 
 def _problem(manifest, items, source) -> str | None:
     """``source_problem`` of a manifest already rebased, for its ``items``."""
-    if manifest.kind in ("folders", "csv"):
+    if manifest.kind in ("folders", "csv", "webdataset"):  # webdataset: item paths are its shards
         return missing_files(items, manifest, source)
     return missing_array_source(manifest)
 

@@ -202,3 +202,24 @@ def _folder(tmp_path):
     folder.mkdir(parents=True)
     (folder / "a.png").write_bytes(_image(0, "PNG"))
     return tmp_path / "imgs"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_and_header_formats_read_as_tarfile_reads_them(tmp_path, fmt):
+    key = "sub/" + "k" * (120 if fmt != tarfile.USTAR_FORMAT else 90)  # past ustar's 100-byte name: pax / GNU
+    png, jpg = _image(3, "PNG"), _image(4, "JPEG")
+    (tmp_path / "d").mkdir()
+    shard = tmp_path / "d" / "test-000.tar"
+    with tarfile.open(shard, "w", format=fmt) as tar:
+        folder = tarfile.TarInfo("sub")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)  # a folder member: skipped
+        for name, data in ((f"{key}.png", png), (f"{key}.cls", b"3"), ("é2.jpg", jpg), ("é2.cls", b"1")):
+            _add(tar, name, data)
+    scan = wds.scan_shard(shard, "label")
+    with tarfile.open(shard) as tar:
+        offsets = {m.name: m.offset for m in tar.getmembers()}
+    assert scan.keys == [key, "é2"] and scan.labels == ["3", "1"]
+    assert scan.offsets == [offsets[f"{key}.png"], offsets["é2.jpg"]]
+    assert wds.read_member(str(shard), scan.offsets[0]) == png
+    assert wds.read_member(str(shard), scan.offsets[1]) == jpg

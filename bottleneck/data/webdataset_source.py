@@ -3,13 +3,11 @@
 A source is a folder of ``.tar`` shards, one shard, or a brace pattern (``train-{000000..000099}.tar``). A sample
 is the members sharing a key (the member name up to the first dot of its base name): an image (``.jpg``,
 ``.jpeg``, ``.png``, ``.webp``) and a label from ``.cls``, else a ``.json`` field (``label_key``, default
-``label``), else ``.txt``. The split comes from the shard name (``train``/``val``/``validation``/``test``
-prefix, else train) or ``split``. A ``label_key`` other than ``label`` must be in every .json: the .txt
-(a caption, in img2dataset's output) is then never taken for the label. Ids are ``<shard name without
-.tar>/<key>``; the manifest's ``path`` is the shard and its ``row`` the byte offset of the image member's
-header, so one image reads back without scanning.
-What a scan found (keys, offsets, hashes, labels) is kept per shard beside the hash index, never beside the
-shards, and used again while the shard's size and times are unchanged: a cache hit reads no image bytes.
+``label``), else ``.txt`` (img2dataset's caption: never taken when another ``label_key`` is named). The split
+comes from the shard name (``train``/``val``/``validation``/``test`` prefix, else train) or ``split``. Ids are
+``<shard name without .tar>/<key>``; the manifest's ``path`` is the shard and its ``row`` the offset of the
+image member's header, so one image reads back without scanning. What a scan found is kept per shard beside
+the hash index (never beside the shards) while the shard's size and times are unchanged: a hit reads no image.
 """
 
 from __future__ import annotations
@@ -146,30 +144,97 @@ def _label_of(shard: Path, key: str, ext: str, data: bytes, label_key: str) -> s
     return str(value).strip()
 
 
+_BLOCK = 512  # tar's block: headers are one block, data is padded to whole blocks
+_ZERO = bytes(_BLOCK)
+_FILE_TYPES = (b"0", b"\0", b"7")  # regular file types; the others (folders, links) have no image
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256, for sizes past 8 GiB
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _pax(data: bytes) -> dict[bytes, bytes]:
+    """The records of a pax extended header: ``b"<len> <key>=<value>\\n"`` each."""
+    out, pos = {}, 0
+    while pos < len(data) and data[pos : pos + 1].isdigit():
+        length = int(data[pos : data.index(b" ", pos)])
+        key, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
+        out[key], pos = value, pos + length
+    return out
+
+
+def next_member(fh) -> tuple[int, str, int, bool] | None:
+    """(offset of its first header, name, size, is a regular file) of the next tar member, ``fh`` left at its data;
+    None at the end. A small ustar / GNU / pax header reader: ``tarfile``'s per-member objects cost more than
+    hashing a small image. tarfile.ReadError for a truncated or damaged archive."""
+    start, name, size = fh.tell(), None, None
+    while True:
+        head = fh.read(_BLOCK)
+        if not head or head == _ZERO:
+            return None
+        if len(head) < _BLOCK:
+            raise tarfile.ReadError("unexpected end of data")
+        if sum(head[:148]) + 256 + sum(head[156:]) != _octal(head[148:156]):
+            raise tarfile.ReadError("bad header checksum")
+        kind, length = head[156:157], _octal(head[124:136])
+        if kind in (b"L", b"x", b"g"):  # a GNU long name, a pax header: they describe the next member
+            data = fh.read(length)
+            fh.seek(-length % _BLOCK, 1)
+            if len(data) < length:
+                raise tarfile.ReadError("unexpected end of data")
+            if kind == b"L":
+                name = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+            elif kind == b"x":
+                pax = _pax(data)
+                name = pax[b"path"].decode("utf-8", "replace") if b"path" in pax else name
+                size = int(pax[b"size"]) if b"size" in pax else size
+            else:
+                start = fh.tell()
+            continue
+        if name is None:
+            name = head[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            prefix = head[345:500].split(b"\0", 1)[0] if head[257:263] == b"ustar\x00" else b""
+            name = f"{prefix.decode('utf-8', 'replace')}/{name}" if prefix else name
+        return start, name, length if size is None else size, kind in _FILE_TYPES
+
+
+def _read_data(fh, size: int) -> bytes:
+    data = fh.read(size)
+    if len(data) < size:
+        raise tarfile.ReadError("unexpected end of data")
+    fh.seek(-size % _BLOCK, 1)
+    return data
+
+
 def scan_shard(shard: Path, label_key: str, budget: _Budget | None = None) -> ShardScan:
     """Stream one shard once: hash each sample's image, read its label; bytes kept in ``budget`` when it allows."""
     images: dict[str, tuple[int, str]] = {}
     labels: dict[str, dict[str, str | None]] = {}
     order: dict[str, None] = {}
-    last = "(none)"
+    last, wanted = "(none)", IMAGE_SUFFIXES + LABEL_SUFFIXES
     try:
-        with open(shard, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
-            for member in tar:
-                named = _split_name(member.name) if member.isfile() else None
-                if named is None or named[1] not in IMAGE_SUFFIXES + LABEL_SUFFIXES:
+        with open(shard, "rb", buffering=1 << 20) as fh:
+            while (member := next_member(fh)) is not None:
+                offset, name, size, regular = member
+                named = _split_name(name) if regular else None
+                if named is None or named[1] not in wanted:
+                    fh.seek(size + (-size % _BLOCK), 1)
                     continue
                 key, ext = named
                 last = key
                 order.setdefault(key)
-                data = tar.extractfile(member).read()
+                data = _read_data(fh, size)
                 if ext in IMAGE_SUFFIXES:
                     if key not in images:
-                        images[key] = (member.offset, content_hash(data))
+                        images[key] = (offset, content_hash(data))
                         if budget is not None:
                             budget.keep(f"{shard.stem}/{key}", data)
                 else:
                     labels.setdefault(key, {})[ext] = _label_of(shard, key, ext, data, label_key)
-    except (tarfile.TarError, EOFError) as exc:
+    except (tarfile.TarError, ValueError, KeyError) as exc:
         raise SourceError(
             f"{shard}: truncated or damaged tar at sample {last!r} ({exc}); re-write or re-download the shard."
         ) from None
@@ -227,11 +292,10 @@ class ShardIndex:
                     return None
                 if z["stamp"].tolist() != list(stamp(st)):
                     return None
-                text = [z[k].tolist() for k in ("keys", "hashes", "labels")]
-                return ShardScan(
-                    [t.decode() for t in text[0]], z["offsets"].tolist(), [h.decode() for h in text[1]],
-                    [t.decode() for t in text[2]],
-                )  # fmt: skip
+                keys, hashes, labels = (
+                    [t.decode() for t in z[k].tolist()] for k in ("keys", "hashes", "labels")
+                )
+                return ShardScan(keys, z["offsets"].tolist(), hashes, labels)
         except (OSError, ValueError, KeyError):  # none yet, or damaged: only a slower run
             return None
 
@@ -289,15 +353,13 @@ def webdataset_manifest(spec, shards: list[Path], scans: list[ShardScan], split:
 
 
 def read_member(shard: str, offset: int) -> bytes:
-    """The bytes of the member whose header starts at ``offset`` of ``shard``: one header and one data read."""
-    with open(shard, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+    """The bytes of the member whose header starts at ``offset`` of ``shard``: its header and data read, no scan."""
+    with open(shard, "rb") as fh:
         fh.seek(offset)
-        member = tarfile.TarInfo.fromtarfile(tar)
-        fh.seek(member.offset_data)
-        data = fh.read(member.size)
-    if len(data) != member.size:
-        raise tarfile.ReadError("unexpected end of data")
-    return data
+        member = next_member(fh)
+        if member is None or not member[3]:
+            raise tarfile.ReadError(f"no file member at offset {offset}")
+        return _read_data(fh, member[2])
 
 
 class WebDatasetSource:
@@ -317,7 +379,7 @@ class WebDatasetSource:
             raise SourceError(
                 f"shard {item.path} was removed after the source was opened; run again."
             ) from None
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (OSError, ValueError, tarfile.TarError) as exc:
             raise SourceError(
                 f"cannot read {item.id} from shard {item.path} ({exc}); check the shard."
             ) from None

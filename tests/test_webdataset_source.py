@@ -18,7 +18,7 @@ from bottleneck.data import open_source
 from bottleneck.data import webdataset_source as wds
 from bottleneck.data.decode import decode_image
 from bottleneck.data.source import open_reader
-from bottleneck.errors import SourceError
+from bottleneck.errors import BadImageError, SourceError
 from bottleneck.report.thumbnails import source_problem
 
 HOUR_AGO = time.time() - 3600
@@ -95,10 +95,28 @@ def test_extract_shards_end_to_end_then_a_hit_without_reading_images(shards, tmp
     assert by_id["train-000000/000000002"] == "10"
     assert sorted(p.name for p in data.iterdir()) == before  # nothing written beside the user's shards
     assert list((tmp_path / "c" / "index").glob("*.shards/*.npz"))  # the member indexes live in the cache
-    scans = []
-    monkeypatch.setattr(wds, "scan_shard", lambda *a, **k: scans.append(a))
+    real, scans = wds.scan_shard, []
+    monkeypatch.setattr(
+        wds, "scan_shard", lambda shard, *a, **k: scans.append(shard.name) or real(shard, *a, **k)
+    )
     hit = extract(data, backbone="pixels", cache_dir=tmp_path / "c")
     assert hit.hit and scans == [] and hit.cache.key == cache.key
+    again = extract(data, backbone="pixels", cache_dir=tmp_path / "c", rehash=True)
+    assert again.hit and len(scans) == 4  # --rehash reads every shard again
+    scans.clear()
+    write_shards(data, "val", _samples(3, offset=200))  # one shard changed: only it is read again
+    changed = extract(data, backbone="pixels", cache_dir=tmp_path / "c")
+    assert scans == ["val-000000.tar"] and changed.computed == 3 and changed.reused == 10
+
+
+def test_an_undecodable_image_is_skipped_and_named(tmp_path):
+    samples = _samples(4)
+    samples[1] = (b"not a picture at all", "jpg", 1)
+    write_shards(tmp_path / "d", "train", samples)
+    with pytest.raises(BadImageError, match=r"train-000000/000000001 \(not an image\)"):
+        extract(tmp_path / "d", backbone="pixels", cache_dir=tmp_path / "c")
+    r = extract(tmp_path / "d", backbone="pixels", cache_dir=tmp_path / "c", on_bad_image="skip")
+    assert r.cache.n("train") == 3 and [s["id"] for s in r.skipped] == ["train-000000/000000001"]
 
 
 def test_features_equal_the_same_images_as_class_folders(shards, tmp_path):

@@ -34,6 +34,8 @@ Examples:
 
   bottleneck extract data/cats_dogs --backbone pixels    # the raw-pixel baseline (32x32, flattened)
 
+  bottleneck extract 'shards/train-{000000..000099}.tar' --label-key category    # WebDataset shards, not unpacked
+
   bottleneck extract data/cats_dogs --engine tensorflow --batch-size 64
 
   bottleneck extract data/photos --precision int8    # 2-3x faster on CPUs with VNNI

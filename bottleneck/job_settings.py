@@ -11,7 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from bottleneck.config import SETTINGS as EXTRACT
-from bottleneck.constraints import BATCH_SIZE, EPOCHS, FRACTION, LEARNING_RATE, PATIENCE, Boolean, Interval
+from bottleneck.constraints import (
+    BATCH_SIZE,
+    EPOCHS,
+    FRACTION,
+    LEARNING_RATE,
+    PATIENCE,
+    Boolean,
+    Interval,
+    Options,
+)
 from bottleneck.settings import (
     BATCH_SIZE_SETTING,
     CACHE_ARG,
@@ -288,4 +297,33 @@ RECOMPUTE = Settings(
         "tolerance", 1e-4, Interval(float, 0, None, example=1e-4), "Largest relative difference of a row."
     ),
     SEED_SETTING.but(help="Seed of the rows drawn."),
+)
+
+# `cache export` (``cache.export.export_cache``): a cache's rows as Parquet tables or NumPy files.
+EXPORT_FORMATS = ("parquet", "npy")
+CACHE_EXPORT = Settings(
+    CACHE_URL_ARG,
+    Setting(
+        "out",
+        ...,
+        help="A new folder: SPLIT.parquet per split (or SPLIT.features.npy ...).",
+        argument=True,
+        type=Path,
+    ),
+    Setting(
+        "to",
+        "parquet",
+        Options(EXPORT_FORMATS),
+        "parquet: one table per split (id, split, label, class_name, features); npy: SPLIT.features.npy, "
+        "SPLIT.labels.npy, SPLIT.ids.npy.",
+        flags=("--to",),
+    ),
+    Setting(
+        "splits",
+        None,
+        help="Only these splits, comma-separated (default: all).",
+        flags=("--split",),
+        type=str,
+    ),
+    FORCE,
 )

@@ -327,3 +327,32 @@ CACHE_EXPORT = Settings(
     ),
     FORCE,
 )
+
+# `bottleneck similar` (``inspection.similar.find_similar``): a cache's nearest images to a query.
+SIMILAR = Settings(
+    CACHE_URL_ARG,
+    Setting(
+        "image",
+        None,
+        help="A query image file (embedded with the cache's backbone).",
+        argument=True,
+        type=Path,
+    ),
+    Setting(
+        "id", None, help="Query by a cached image's id instead of an image file.", flags=("--id",), type=str
+    ),
+    Setting("k", 10, Interval(int, 1, None, example=10), "How many nearest images.", flags=("--k", "-k")),
+    Setting(
+        "split", None, help="Search only this split (default: every split).", flags=("--split",), type=str
+    ),
+    CACHE_DIR.but(help="Where a verified ONNX engine of the cache's backbone may be found."),
+    Setting(
+        "report",
+        None,
+        help="Also write an offline HTML page (REPORT/index.html) with thumbnails of the query's neighbours.",
+        flags=("--report",),
+        type=Path,
+    ),
+    MOVED_SOURCE.but(help="Where the cache's images are now, if they moved (for --report thumbnails)."),
+    FORCE,
+)

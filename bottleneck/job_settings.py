@@ -82,6 +82,13 @@ EXTRACT_RUN = Settings(
         type=str,
         envvar="BOTTLENECK_DASK_SCHEDULER",
     ),
+    Setting(
+        "exclude",
+        None,
+        help="A CSV with an id column (inspect's leaks.csv, label_errors.csv ...): leave those images out. The "
+        "list's digest is part of the cache key.",
+        type=Path,
+    ),
 )
 
 BACKBONES = Settings(

@@ -21,6 +21,7 @@ from bottleneck.data.decode import (
     inspect_image,
     resize_image,
 )
+from bottleneck.data.exclusions import exclude_ids
 from bottleneck.data.manifest import (
     HASH,
     SPLIT_ORDER,
@@ -257,6 +258,8 @@ def open_source(
     pilot: dict | None = None,
     keep_bytes: int = 0,
     hash_index=None,
+    exclude=None,
+    notify=None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
@@ -268,7 +271,8 @@ def open_source(
     ``keep_bytes``: file sources keep up to this many bytes of the files read while hashing, so a pass that
     decodes them right after reads each file once; ``close`` (or a cache hit's ``release``) frees them.
     ``hash_index`` (a ``data.hash_index.HashIndex``): file sources take the hashes of unchanged files from it
-    instead of reading them, and record the others; the caller saves it.
+    instead of reading them, and record the others; the caller saves it. ``exclude`` (ids): those items are
+    left out first (``data.exclusions``), ids the source lacks named through ``notify``.
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -290,6 +294,8 @@ def open_source(
                 data.handle.close()
             raise
         src = ArraySource(manifest, data.images, data.handle)
+    if exclude is not None:
+        src.manifest = exclude_ids(src.manifest, exclude, notify)
     if pilot is not None:
         try:
             src.manifest = pilot_sample(src.manifest, **pilot)

@@ -143,3 +143,17 @@ def test_cli_export_and_its_errors(tmp_path):
     assert r.exit_code != 0 and "--to" in r.output
     r = runner.invoke(app, ["cache", "export", str(tmp_path / "c"), str(tmp_path / "y"), "--split", "nope"])
     assert r.exit_code != 0 and "no split 'nope'" in r.output
+
+
+def test_many_small_blocks_give_the_same_tables(tmp_path, monkeypatch):
+    from bottleneck.cache import export
+
+    cache = make_cache(tmp_path / "c", dim=5, sizes={"train": 40, "val": 3, "test": 3})
+    monkeypatch.setattr(export, "_BLOCK_BYTES", 5 * 4 * 7)  # 7 rows a block at most
+    assert len(list(export.blocks(open_cache(cache.path), "train"))) > 10
+    export_cache(cache, tmp_path / "out", splits=["train"])
+    table = pq.read_table(tmp_path / "out" / "train.parquet")
+    np.testing.assert_array_equal(
+        np.asarray(table["features"].to_pylist(), np.float32), np.asarray(cache.features("train")[:])
+    )
+    assert table.num_rows == cache.n("train")

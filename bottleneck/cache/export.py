@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck._io import write_json_atomic
-from bottleneck._ownership import atomic_dir
+from bottleneck._ownership import atomic_dir, check_out
 from bottleneck.cache.reader import Cache, as_cache
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import BottleneckError, install_hint
@@ -51,12 +51,13 @@ def description(cache: Cache, split: str | None = None) -> dict:
 
 def blocks(cache: Cache, split: str):
     """(start, stop, features (rows, D) flattened) of a split, read block by block in stored order: whole
-    stored chunks at a time, at most ``_BLOCK_BYTES`` of features (each read checked by ``Cache.features``)."""
+    stored chunks at a time where they fit, at most ``_BLOCK_BYTES`` of features (each read checked by ``Cache.features``)."""
     X = cache.features(split)
     n = int(X.shape[0])
     row_bytes = max(1, int(np.prod(X.shape[1:], dtype=np.int64)) * np.dtype(X.dtype).itemsize)
     chunk = int(cache.meta["splits"][split].get("chunk_rows") or 1)
-    rows = max(chunk, (_BLOCK_BYTES // row_bytes) // chunk * chunk)
+    rows = max(1, _BLOCK_BYTES // row_bytes)
+    rows = rows // chunk * chunk if rows >= chunk else rows  # whole stored chunks where they fit
     for a in range(0, n, rows):
         b = min(n, a + rows)
         block = np.asarray(X[a:b])
@@ -150,6 +151,7 @@ def export_cache(
     for s in chosen:
         cache.n(s)  # an unknown split: one line naming the ones there are
     out = Path(out)
+    check_out(out, force=force, param="OUT")  # the command line's argument; atomic_dir checks again
     with atomic_dir(out, "cache-export", force=force, notify=notify) as tmp:
         for s in chosen:
             if to == "parquet":

@@ -108,18 +108,22 @@ def _write_parquet(cache: Cache, split: str, path: Path, progress: Progress | No
 
 
 def _write_npy(cache: Cache, split: str, folder: Path, progress: Progress | None) -> None:
+    """SPLIT.features.npy written as a stream (the header, then each block's bytes: no memory map, whose dirty
+    pages would grow with the file), then the labels and ids."""
     ids, labels = _columns(cache, split)
-    X = cache.features(split)
+    dtype = np.dtype(cache.features(split).dtype)
     n = cache.n(split)
-    out = np.lib.format.open_memmap(
-        folder / f"{split}.features.npy", mode="w+", dtype=np.dtype(X.dtype), shape=(n, *cache.feature_shape)
-    )
-    for a, b, block in blocks(cache, split):
-        out[a:b] = block.reshape(b - a, *cache.feature_shape)
-        if progress:
-            progress(split, b, n)
-    out.flush()
-    del out
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": (n, *cache.feature_shape),
+    }
+    with open(folder / f"{split}.features.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for _, b, block in blocks(cache, split):
+            fh.write(np.ascontiguousarray(block, dtype).tobytes())
+            if progress:
+                progress(split, b, n)
     np.save(folder / f"{split}.labels.npy", labels)
     np.save(folder / f"{split}.ids.npy", np.array(ids.tolist(), dtype=str))
 

@@ -89,6 +89,7 @@ def test_hugging_face_datasets_reads_the_cache_exactly(exported, tmp_path):
     np.testing.assert_array_equal(np.asarray(train["features"], np.float32), X)
     np.testing.assert_array_equal(np.asarray(train["label"]), y)
     assert list(ds["train"]["id"]) == ids
+    assert ds["train"].features["label"].names == cache.class_names  # a ClassLabel, from the schema metadata
 
 
 def test_float16_caches_stay_float16(tmp_path):

@@ -69,12 +69,26 @@ def _columns(cache: Cache, split: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.asarray(cache.labels(split), np.int64)
 
 
+def _hf_features(cache: Cache, dim: int, dtype: np.dtype) -> dict:
+    """The Hugging Face ``datasets`` description of the columns (what ``Features.arrow_schema`` embeds): the label
+    a ``ClassLabel`` with the cache's class names. ``Sequence`` with a length, which old and new versions read."""
+    text = {"dtype": "string", "_type": "Value"}
+    features = {
+        "id": text,
+        "split": text,
+        "label": {"names": list(cache.class_names), "_type": "ClassLabel"},
+        "class_name": text,
+        "features": {"feature": {"dtype": dtype.name, "_type": "Value"}, "length": dim, "_type": "Sequence"},
+    }
+    return {"info": {"features": features}}
+
+
 def _write_parquet(cache: Cache, split: str, path: Path, progress: Progress | None) -> None:
     pa, pq = _pyarrow()
     ids, labels = _columns(cache, split)
     names = np.array(cache.class_names, dtype=object)
     dim = int(np.prod(cache.feature_shape, dtype=np.int64))
-    dtype = np.dtype(cache.features(split).dtype)
+    dtype = np.dtype(np.float16 if np.dtype(cache.features(split).dtype) == np.float16 else np.float32)
     value_type = pa.float16() if dtype == np.float16 else pa.float32()
     schema = pa.schema(
         [
@@ -84,12 +98,15 @@ def _write_parquet(cache: Cache, split: str, path: Path, progress: Progress | No
             ("class_name", pa.string()),
             ("features", pa.list_(value_type, dim)),
         ],
-        metadata={METADATA_KEY: json.dumps(description(cache, split)).encode()},
+        metadata={
+            METADATA_KEY: json.dumps(description(cache, split)).encode(),
+            b"huggingface": json.dumps(_hf_features(cache, dim, dtype)).encode(),
+        },
     )
     n = cache.n(split)
     with pq.ParquetWriter(path, schema) as writer:
         for a, b, X in blocks(cache, split):
-            values = X.astype(np.float16 if dtype == np.float16 else np.float32, copy=False).ravel()
+            values = X.astype(dtype, copy=False).ravel()
             table = pa.table(
                 [
                     pa.array(ids[a:b], pa.string()),

@@ -96,6 +96,13 @@ EXTRACT_RUN = Settings(
         type=str,
         envvar="BOTTLENECK_DASK_SCHEDULER",
     ),
+    Setting(
+        "exclude",
+        None,
+        help="A CSV with an id column (inspect's leaks.csv, label_errors.csv ...): leave those images out. The "
+        "list's digest is part of the cache key.",
+        type=Path,
+    ),
 )
 
 BACKBONES = Settings(
@@ -311,4 +318,62 @@ RECOMPUTE = Settings(
         "tolerance", 1e-4, Interval(float, 0, None, example=1e-4), "Largest relative difference of a row."
     ),
     SEED_SETTING.but(help="Seed of the rows drawn."),
+)
+
+# `cache export` (``cache.export.export_cache``): a cache's rows as Parquet tables or NumPy files.
+EXPORT_FORMATS = ("parquet", "npy")
+CACHE_EXPORT = Settings(
+    CACHE_URL_ARG,
+    Setting(
+        "out",
+        ...,
+        help="A new folder: SPLIT.parquet per split (or SPLIT.features.npy ...).",
+        argument=True,
+        type=Path,
+    ),
+    Setting(
+        "to",
+        "parquet",
+        Options(EXPORT_FORMATS),
+        "parquet: one table per split (id, split, label, class_name, features); npy: SPLIT.features.npy, "
+        "SPLIT.labels.npy, SPLIT.ids.npy.",
+        flags=("--to",),
+    ),
+    Setting(
+        "splits",
+        None,
+        help="Only these splits, comma-separated (default: all).",
+        flags=("--split",),
+        type=str,
+    ),
+    FORCE,
+)
+
+# `bottleneck similar` (``inspection.similar.find_similar``): a cache's nearest images to a query.
+SIMILAR = Settings(
+    CACHE_URL_ARG,
+    Setting(
+        "image",
+        None,
+        help="A query image file (embedded with the cache's backbone).",
+        argument=True,
+        type=Path,
+    ),
+    Setting(
+        "id", None, help="Query by a cached image's id instead of an image file.", flags=("--id",), type=str
+    ),
+    Setting("k", 10, Interval(int, 1, None, example=10), "How many nearest images.", flags=("--k", "-k")),
+    Setting(
+        "split", None, help="Search only this split (default: every split).", flags=("--split",), type=str
+    ),
+    CACHE_DIR.but(help="Where a verified ONNX engine of the cache's backbone may be found."),
+    Setting(
+        "report",
+        None,
+        help="Also write an offline HTML page (REPORT/index.html) with thumbnails of the query's neighbours.",
+        flags=("--report",),
+        type=Path,
+    ),
+    MOVED_SOURCE.but(help="Where the cache's images are now, if they moved (for --report thumbnails)."),
+    FORCE,
 )

@@ -89,7 +89,8 @@ def features_key(material: dict, row_neutral=ROW_NEUTRAL_SETTINGS) -> str:
     ``material`` is what ``compute_key`` hashed (stored in each cache's meta.json); the manifest and the
     settings that only decide which rows exist or how they are stored (``ROW_NEUTRAL_SETTINGS``) are left out.
     """
-    per_row = {k: v for k, v in material.items() if k != "manifest"}
+    # which rows exist (the manifest, an exclusion list's digest) does not change any row's values
+    per_row = {k: v for k, v in material.items() if k not in ("manifest", "exclude")}
     per_row["config"] = {k: v for k, v in material["config"].items() if k not in row_neutral}
     blob = json.dumps(per_row, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

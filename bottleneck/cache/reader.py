@@ -216,10 +216,19 @@ class Cache:
                 s: {"n": v["n"], "feature_shape": v["feature_shape"]} for s, v in self.meta["splits"].items()
             },
             "skipped": len(self.meta.get("skipped", [])),
+            "excluded": self.excluded(),
             "layers": self.meta.get("layers"),
             "created": self.meta.get("created"),
             "config": self.meta["config"],
         }
+
+    def excluded(self) -> dict | None:
+        """The exclusion list the cache was extracted with (``extract --exclude``): how many ids and the
+        digest its key records; None without one."""
+        ids = (self.meta.get("source_options") or {}).get("exclude")
+        if ids is None:
+            return None
+        return {"ids": len(ids), "digest": (self.meta.get("key_material") or {}).get("exclude")}
 
     def close(self):
         if self._store is not None:

@@ -15,7 +15,7 @@ from bottleneck.clash import pandas_warning_ignored
 with pandas_warning_ignored():
     # isort: off
     from bottleneck.cli import extract, info, backbones, doctor, classify  # noqa: F401
-    from bottleneck.cli import fit, compare, predict, fine_tune, export, advise, inspect  # noqa: F401
+    from bottleneck.cli import fit, compare, predict, fine_tune, export, advise, inspect, similar  # noqa: F401
     from bottleneck.cli import cache, datasets  # noqa: F401
 
     # isort: on

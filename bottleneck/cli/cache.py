@@ -6,16 +6,17 @@ from pathlib import Path
 
 import typer
 
+from bottleneck.cache.export import export_cache
 from bottleneck.cache.manage import check_removable, gc_caches, list_caches, remove_cache
-from bottleneck.cli.common import print_json
+from bottleneck.cli.common import print_json, say
 from bottleneck.cli.options import JSON, QUIET, command, group
 from bottleneck.cli.progress import progress_bar
 from bottleneck.cli.root import app
 from bottleneck.inference.recompute import verify_cache
-from bottleneck.job_settings import CACHE_GC, CACHE_RM, CACHE_VERIFY
+from bottleneck.job_settings import CACHE_EXPORT, CACHE_GC, CACHE_RM, CACHE_VERIFY
 from bottleneck.settings import CACHE_DIR
 
-cache_app = group("List, verify and remove feature caches.")
+cache_app = group("List, verify, export and remove feature caches.")
 app.add_typer(cache_app, name="cache")
 
 
@@ -124,3 +125,31 @@ def gc(cache_dir: Path, older_than_hours: float, dry_run: bool, json_out: bool) 
     for r in removed:
         typer.echo(f"{verb} {r['path']} ({r['reason']}, {_mb(r['bytes'])})")
     typer.echo(f"{len(removed)} item(s) {verb}, {_mb(sum(r['bytes'] for r in removed))}")
+
+
+EXPORT_HELP = """Write a cache's rows out of bottleneck, read block by block through the cache's checksums: with --to
+parquet one table per split (OUT/SPLIT.parquet: id, split, label, class_name, and features as a fixed-size list of
+float32 or float16; the cache key, layer names and class names in the schema metadata under "bottleneck"), for
+pandas, polars, DuckDB or Hugging Face datasets; with --to npy OUT/SPLIT.features.npy, SPLIT.labels.npy and
+SPLIT.ids.npy. OUT is a new folder (export.json describes it); a folder bottleneck did not write is refused unless
+--force. Parquet needs pyarrow (`pip install 'bottleneck-features[parquet]'`).
+
+Examples:
+
+  bottleneck cache export cache/vgg16-3f9a2c1d --to parquet features/
+
+  python -c "import pandas; print(pandas.read_parquet('features/train.parquet').head())"
+"""
+
+
+@command(cache_app, "export", EXPORT_HELP, CACHE_EXPORT, JSON, QUIET)
+def export(
+    cache: str, out: Path, to: str, splits: str | None, force: bool, json_out: bool, quiet: bool
+) -> None:
+    with progress_bar("row", quiet or json_out) as bar:
+        written = export_cache(cache, out, to=to, splits=splits, force=force, progress=bar, notify=say)
+    if json_out:
+        print_json([str(p) for p in written])
+        return
+    for p in written:
+        typer.echo(str(p))

@@ -51,5 +51,8 @@ def info(cache: str, json_out: bool) -> None:
     typer.echo(f"  classes   {len(classes)}: {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}")
     for name, sp in s["splits"].items():
         typer.echo(f"  {name:<9} {sp['n']} x {tuple(sp['feature_shape'])}")
+    if s.get("excluded"):
+        ex = s["excluded"]
+        typer.echo(f"  excluded  {ex['ids']} id(s) (--exclude list digest {(ex['digest'] or '?')[:12]})")
     if s["skipped"]:
         typer.echo(f"  skipped   {s['skipped']} unreadable image(s)")

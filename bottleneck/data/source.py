@@ -22,6 +22,7 @@ from bottleneck.data.decode import (
     inspect_image,
     resize_image,
 )
+from bottleneck.data.exclusions import exclude_ids
 from bottleneck.data.manifest import (
     HASH,
     SPLIT_ORDER,
@@ -263,6 +264,8 @@ def open_source(
     hash_index=None,
     split: str | None = None,
     label_key: str | None = None,
+    exclude=None,
+    notify=None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
@@ -276,6 +279,8 @@ def open_source(
     ``hash_index`` (a ``data.hash_index.HashIndex``): file sources take the hashes of unchanged files from it
     instead of reading them, and record the others; the caller saves it. ``split`` and ``label_key`` apply to
     WebDataset shards (``bottleneck.data.webdataset_source``), which keep a member index beside ``hash_index``.
+    ``exclude`` (ids): those items are left out first (``data.exclusions``), ids the source lacks named through
+    ``notify``.
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -306,6 +311,8 @@ def open_source(
                 data.handle.close()
             raise
         src = ArraySource(manifest, data.images, data.handle)
+    if exclude is not None:
+        src.manifest = exclude_ids(src.manifest, exclude, notify)
     if pilot is not None:
         try:
             src.manifest = pilot_sample(src.manifest, **pilot)

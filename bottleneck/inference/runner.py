@@ -26,6 +26,7 @@ from bottleneck.cache.meta import find_cache_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.config import ExtractConfig
 from bottleneck.data import open_source
+from bottleneck.data.exclusions import exclusions_digest, read_exclusions
 from bottleneck.data.hash_index import HashIndex, index_path
 from bottleneck.errors import BottleneckError, CacheError
 from bottleneck.inference.compute import compute, write_errors
@@ -107,6 +108,7 @@ def extract(
     pilot: dict | None = None,
     rehash: bool = False,
     cluster: str | None = None,
+    exclude=None,
     **overrides,
 ) -> ExtractResult:
     """Extract features of every image of every split once; reuse the cache when the key matches.
@@ -122,7 +124,8 @@ def extract(
     the source is mirrored locally (changed objects only), the cache built in a local staging folder and
     published to the bucket when complete (``ExtractResult.url``). ``cluster`` spreads the computing over a Dask cluster (``"local:N"`` worker processes, or
     a scheduler address ``"tcp://HOST:8786"``; zarr caches only; needs ``bottleneck-features[dask]``): the same features,
-    bit for bit. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
+    bit for bit. ``exclude`` (a CSV with an ``id`` column, such as ``inspect``'s leaks.csv, or a list of ids)
+    leaves those images out; the list's digest is part of the key. ``progress(stage, done, total)`` and ``notify(line)`` report progress.
     Returns an ExtractResult whose ``cache`` holds per split ``features`` (N x feature_shape), ``labels`` (N,)
     and ``ids`` (N,).
     """
@@ -141,6 +144,7 @@ def extract(
         pilot=pilot,
         rehash=rehash,
         cluster=cluster,
+        exclude=exclude,
         **overrides,
     )
 
@@ -163,6 +167,7 @@ def run_extraction(
     chunk_rows: int | None = None,
     rehash: bool = False,
     cluster: str | None = None,
+    exclude=None,
     **overrides,
 ) -> ExtractResult:
     """``extract`` with the hooks tests and benchmarks need: ``engine_factory(config)`` returns the Engine to use
@@ -170,14 +175,19 @@ def run_extraction(
     commit granularity, otherwise a few MB of features."""
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
-    options = _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot)
+    options = _checked(
+        config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot, exclude
+    )
     EXTRACT_RUN.validate({"split": split})
     options.update({k: v for k, v in {"split": split, "label_key": label_key}.items() if v is not None})
     source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
-    with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:
+    with open_source(
+        source, keep_bytes=read_once_budget(), hash_index=index, notify=notify, **options
+    ) as src:
         config = resolved_config(config, src)
-        key, material = compute_key(config, src.manifest.fingerprint(), calibration_material(config, src))
+        extra = calibration_material(config, src) | exclusion_material(options)
+        key, material = compute_key(config, src.manifest.fingerprint(), extra)
         path = find_cache_path(cache_dir, config, key)
         hit = _Hit(path, force=force, remote=remote, index=index, t0=t0, progress=progress)
         found = hit()
@@ -219,7 +229,7 @@ def run_extraction(
             return result
 
 
-def _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot) -> dict:
+def _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot, exclude) -> dict:
     """Every setting checked before the source is read; the source's options (``open_source`` keywords)."""
     EXTRACT_RUN.validate({"val_fraction": val_fraction, "seed": seed, "force": force, "rehash": rehash})
     check_backbone(config)
@@ -234,7 +244,18 @@ def _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_
         options["pilot"] = dict(pilot)
     if config.max_image_pixels is not None:
         options["max_image_pixels"] = config.max_image_pixels
+    if exclude is not None:
+        # the ids themselves (not the file's path): whoever reopens the source (recompute, fine-tuning) leaves
+        # out the same rows, whether or not the list is still there
+        # (a list of ids is taken as it is: what a cache's source_options hand to the extractions made from it)
+        is_file = isinstance(exclude, str | os.PathLike)
+        options["exclude"] = read_exclusions(exclude) if is_file else sorted(set(map(str, exclude)))
     return options
+
+
+def exclusion_material(options: dict) -> dict:
+    """The key's entry of an exclusion list: only when one is given, so every other key stays as it was."""
+    return {"exclude": exclusions_digest(options["exclude"])} if "exclude" in options else {}
 
 
 def _staged(source, cache_dir, progress):

@@ -3,7 +3,8 @@ and a 2-D map (``inspect_cache`` writes them as CSVs, a JSON summary and one off
 
 Submodules: ``rows`` (a cache's rows across splits), ``duplicates`` (exact, near and candidate pairs, block-wise),
 ``pixel_check`` (candidate pairs confirmed by their images), ``label_errors`` (out-of-fold logistic regression, the
-estimated number of wrong labels, or cleanlab), ``embedding_map`` (UMAP or PCA), ``job``.
+estimated number of wrong labels, or cleanlab), ``embedding_map`` (UMAP or PCA), ``job``, ``similar`` (nearest
+images of a query).
 """
 
 from bottleneck._lazy import lazy_names
@@ -16,6 +17,7 @@ _NAMES = {
     "near_duplicates": "bottleneck.inspection.duplicates",
     "Inspection": "bottleneck.inspection.job",
     "inspect_cache": "bottleneck.inspection.job",
+    "find_similar": "bottleneck.inspection.similar",
     "write_run_page": "bottleneck.inspection.run_page",
     "write_compare_page": "bottleneck.inspection.run_page",
 }

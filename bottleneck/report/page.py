@@ -43,6 +43,8 @@ def render_page(data: dict) -> str:
         ]
     for key, title, pairs in data.get("pairs") or []:
         parts.append(_pairs(key, title, pairs))
+    for key, title, block in data.get("strips") or []:  # a row of images: `similar --report`
+        parts.append(_items_section(key, title, block))
     if data.get("label_errors") is not None:
         parts.append(_items_section("label-errors", "Suspected label errors", data["label_errors"]))
     if data.get("map"):
@@ -121,6 +123,7 @@ def _sections(data: dict) -> list[tuple[str, str]]:
     if data.get("predictions"):
         out += [("metrics", "Metrics"), ("confusion", "Confusion matrix"), ("mistakes", "Worst mistakes")]
     out += [(key, title) for key, title, _ in data.get("pairs") or []]
+    out += [(key, title) for key, title, _ in data.get("strips") or []]
     if data.get("label_errors") is not None:
         out.append(("label-errors", "Label errors"))
     if data.get("map"):

@@ -32,7 +32,7 @@ from bottleneck.settings import (
 SOURCE_ARG = Setting(
     "source",
     ...,
-    help="Image folder, .h5, .npz, .npy folder, IDX folder or CSV; or its s3:// (gs://, ...) URL.",
+    help="Image folder, .h5, .npz, .npy folder, IDX folder, CSV or Parquet file(s); or its s3:// (gs://, ...) URL.",
     argument=True,
     type=str,
 )
@@ -56,6 +56,13 @@ EXTRACT_RUN = Settings(
     Setting(
         "h5_keys", None, help="Other h5 keys, e.g. 'train=X_train:y_train,test=X_test:y_test'.", type=str
     ),
+    Setting(
+        "image_column",
+        None,
+        help="Parquet sources: the column of encoded images (default: found by type).",
+        type=str,
+    ),
+    Setting("label_column", None, help="Parquet sources: the label column (default: 'label').", type=str),
     URL_CACHE_DIR,
     FORCE.but(help="Recompute even when a complete cache exists."),
     Setting(

@@ -102,6 +102,8 @@ def extract(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
     pilot: dict | None = None,
     rehash: bool = False,
     cluster: str | None = None,
@@ -110,7 +112,8 @@ def extract(
     """Extract features of every image of every split once; reuse the cache when the key matches.
 
     ``source`` is a folder of class folders (optionally under train/val/test), a .h5 / .npz file, a folder of
-    .npy pairs or IDX files, or a CSV of path,label[,split]. ``overrides`` are ExtractConfig fields
+    .npy pairs or IDX files, a CSV of path,label[,split], or Parquet file(s) (``image_column`` / ``label_column``
+    name their columns; ``bottleneck.data.parquet_source``). ``overrides`` are ExtractConfig fields
     (``backbone="vgg16", pooling="none"`` ...). ``val_fraction`` carves a stratified, ``seed``-ed val split out
     of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
     (``bottleneck.data.manifest.pilot``). Image files whose size and times are unchanged since an earlier run
@@ -133,6 +136,8 @@ def extract(
         val_fraction=val_fraction,
         seed=seed,
         h5_keys=h5_keys,
+        image_column=image_column,
+        label_column=label_column,
         pilot=pilot,
         rehash=rehash,
         cluster=cluster,
@@ -151,6 +156,8 @@ def run_extraction(
     val_fraction: float | None = None,
     seed: int = 0,
     h5_keys=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
     pilot: dict | None = None,
     engine_factory: Callable | None = None,
     chunk_rows: int | None = None,
@@ -164,6 +171,8 @@ def run_extraction(
     t0 = time.perf_counter()
     config = (config or ExtractConfig()).replace(**overrides)
     options = _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot)
+    columns = {"image_column": image_column, "label_column": label_column}
+    options.update({k: v for k, v in columns.items() if v is not None})  # Parquet sources only
     source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(source, keep_bytes=read_once_budget(), hash_index=index, **options) as src:

@@ -197,3 +197,16 @@ def test_column_options_apply_to_parquet_sources_only(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
     with pytest.raises(SourceError, match="apply to Parquet sources"):
         open_source(tmp_path, image_column="image")
+
+
+def test_a_val_split_keeps_file_order_so_row_groups_are_read_once(tmp_path):
+    table = pa.table({"image": pa.array(_images(12), pa.binary()), "label": [0, 1, 2] * 4})
+    pq.write_table(table, tmp_path / "train-0.parquet", row_group_size=3)
+    with open_source(tmp_path, val_fraction=0.25) as src:
+        m = src.manifest
+        assert m.splits() == ["train", "val"] and len(m.rows_of("val")) == 3
+        for split in ("train", "val"):
+            rows = m.row[m.rows_of(split)]
+            assert (np.diff(rows) > 0).all()
+    got = extract(tmp_path, PIXELS, cache_dir=tmp_path / "c", val_fraction=0.25)
+    assert (got.cache.n("train"), got.cache.n("val")) == (9, 3)

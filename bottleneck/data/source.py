@@ -325,6 +325,8 @@ def open_source(
         except BaseException:
             src.close()
             raise
+    if kind == parquet.KIND and (pilot is not None or val_fraction is not None):
+        src.manifest = parquet.in_file_order(src.manifest)
     return src
 
 

@@ -215,14 +215,8 @@ def _detect(path: Path) -> str:
         )
     if path.is_file():
         suffix = path.suffix.lower()
-        kind = {
-            ".h5": "h5",
-            ".hdf5": "h5",
-            ".hdf": "h5",
-            ".npz": "npz",
-            ".csv": "csv",
-            ".parquet": "parquet",
-        }.get(suffix)
+        kind = {".h5": "h5", ".hdf5": "h5", ".hdf": "h5", ".npz": "npz", ".csv": "csv"}.get(suffix)
+        kind = parquet.KIND if suffix == ".parquet" else kind
         if kind:
             return kind
         if suffix == ".npy":

@@ -142,9 +142,10 @@ def test_class_names_come_from_the_classlabel_of_pyarrow_metadata(tmp_path):
         pq.write_table(
             pa.table({"img": rows, "y": [0, 2, 2, 0]}, schema=schema), tmp_path / f"{split}-0.parquet"
         )
-    with open_source(tmp_path, label_column="y") as src:
-        assert src.manifest.class_names == tuple(NAMES) and src.manifest.splits() == ["train", "val"]
-        assert src.manifest.label.tolist() == [0, 2, 2, 0] * 2
+    for options in ({"label_column": "y"}, {}):  # without --label-column: the one ClassLabel column
+        with open_source(tmp_path, **options) as src:
+            assert src.manifest.class_names == tuple(NAMES) and src.manifest.splits() == ["train", "val"]
+            assert src.manifest.label.tolist() == [0, 2, 2, 0] * 2
 
 
 def test_cli_extracts_with_named_columns_and_hits_the_second_time(tmp_path):

@@ -124,6 +124,10 @@ def _label_column(file: Path, schema, wanted: str | None, image: str) -> str:
     if wanted is None:
         if "label" in names and "label" != image:
             return "label"
+        features = _hf_features(schema)
+        class_labels = [n for n in names if (features.get(n) or {}).get("_type") == "ClassLabel"]
+        if len(class_labels) == 1:  # Hugging Face datasets name it "labels", "fine_label", ...
+            return class_labels[0]
         raise SourceError(
             f"{file} has no 'label' column (it has {', '.join(names)}); name the label column with --label-column."
         )

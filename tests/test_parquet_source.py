@@ -211,3 +211,17 @@ def test_a_val_split_keeps_file_order_so_row_groups_are_read_once(tmp_path):
             assert (np.diff(rows) > 0).all()
     got = extract(tmp_path, PIXELS, cache_dir=tmp_path / "c", val_fraction=0.25)
     assert (got.cache.n("train"), got.cache.n("val")) == (9, 3)
+
+
+def test_unreadable_and_missing_image_bytes_are_bad_images(tmp_path):
+    images = _images(6)
+    images[2], images[4] = b"garbage", None
+    pq.write_table(
+        pa.table({"image": pa.array(images, pa.binary()), "label": [0, 1] * 3}), tmp_path / "t.parquet"
+    )
+    got = extract(tmp_path / "t.parquet", PIXELS, cache_dir=tmp_path / "c", on_bad_image="skip")
+    assert got.cache.n("train") == 4
+    assert [(s["id"], s["reason"]) for s in got.skipped] == [
+        ("t.parquet:2", "not an image"),
+        ("t.parquet:4", "no image bytes in the row"),
+    ]

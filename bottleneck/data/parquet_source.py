@@ -294,7 +294,7 @@ def open_manifest(
         for column, values in zip(run, (keys, stamps, known), strict=False):
             column.append(values)
     if index is not None:
-        index.remember(sum(run[0], []), np.concatenate(run[1]), sum(run[2], []), run[3])
+        index.remember(_joined(run[0]), np.concatenate(run[1]), _joined(run[2]), run[3])
     ids = [
         np.strings.add(f"{f.relative_to(root).as_posix()}:", np.arange(n).astype(STR))
         for f, n in zip(files, counts, strict=True)
@@ -303,13 +303,17 @@ def open_manifest(
         np.repeat([SPLIT_ORDER.index(s) for s in splits], counts).astype(np.uint8),
         np.concatenate(labels),
         np.concatenate(ids),
-        np.array(sum(hashes, []), dtype=HASH),
+        np.array(_joined(hashes), dtype=HASH),
         names,
         str(path),
         KIND,
         path=np.repeat([str(f) for f in files], counts).astype(STR),
         row=np.concatenate([np.arange(n, dtype=np.int64) for n in counts]),
     )
+
+
+def _joined(lists: list[list]) -> list:
+    return [x for part in lists for x in part]
 
 
 def in_file_order(manifest: Manifest) -> Manifest:

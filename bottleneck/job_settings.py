@@ -41,8 +41,8 @@ from bottleneck.settings import (
 SOURCE_ARG = Setting(
     "source",
     ...,
-    help="Image folder, .h5, .npz, .npy folder, IDX folder, CSV or WebDataset .tar shards (folder or brace "
-    "pattern); or its s3:// (gs://, ...) URL.",
+    help="Image folder, .h5, .npz, .npy folder, IDX folder, CSV, Parquet file(s) or WebDataset .tar shards (folder "
+    "or brace pattern); or its s3:// (gs://, ...) URL.",
     argument=True,
     type=str,
 )
@@ -79,6 +79,13 @@ EXTRACT_RUN = Settings(
         help="WebDataset shards: the .json field holding the label (default: label).",
         type=str,
     ),
+    Setting(
+        "image_column",
+        None,
+        help="Parquet sources: the column of encoded images (default: found by type).",
+        type=str,
+    ),
+    Setting("label_column", None, help="Parquet sources: the label column (default: 'label').", type=str),
     URL_CACHE_DIR,
     FORCE.but(help="Recompute even when a complete cache exists."),
     Setting(

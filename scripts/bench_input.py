@@ -6,8 +6,11 @@ On generated small PNGs in class folders (default 20 000, 64x64, generated once 
                  whole call (hashing, checks, model load, decode, compute, store) and its steady compute phase
   reads, decodes file opens of source images and full image decodes during that call, per image (counted by
                  wrapping builtins.open and PIL's ImageFile.load)
-and, with --photos N, fast JPEG decoding on N generated 2000x1500 photos: decode + resize to 224 per image on
-one thread, full vs `fast_decode` (PIL draft: libjpeg's scaled IDCT), the pixel difference it makes, and whole
+and, with --parquet, only this: the same PNGs as a Parquet file (the Hugging Face layout: {bytes, path} image
+structs, a ClassLabel in the metadata, row groups of --row-group rows) against the class folders, whole
+`extract` calls with the trivial `pixels` backbone side by side (rehashed, fresh cache, alternated, best of
+three), their img/s and ratio, and the cache hit of each. With --photos N, fast JPEG decoding on N generated
+2000x1500 photos: decode + resize to 224 per image on one thread, full vs `fast_decode` (PIL draft: libjpeg's scaled IDCT), the pixel difference it makes, and whole
 `extract` calls of EfficientNet-Lite0 (random weights, ONNX) with and without it, side by side.
 
 With --webdataset, the same PNGs packed into WebDataset .tar shards (img2dataset's layout, key.png + key.cls)
@@ -16,6 +19,7 @@ of each, their ratio, and the cache hit on the shards (which reads no image byte
 
   python scripts/bench_input.py --images 20000 --photos 200 --work /tmp/bench-input
   python scripts/bench_input.py --images 20000 --webdataset --work /tmp/bench-input
+  python scripts/bench_input.py --images 20000 --parquet --work /tmp/bench-input
 """
 
 from __future__ import annotations
@@ -210,6 +214,62 @@ def webdataset_mode(data: Path, work: Path, args) -> int:
     return 0
 
 
+def make_parquet(data: Path, out: Path, row_group: int) -> Path:
+    """The class-folder PNGs of ``data`` as one Parquet file in the Hugging Face layout, written with pyarrow."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if out.exists():
+        return out
+    classes = sorted(d.name for d in data.iterdir() if d.is_dir())
+    paths = sorted(data.glob("*/*.png"))
+    features = {"image": {"_type": "Image"}, "label": {"names": classes, "_type": "ClassLabel"}}
+    schema = pa.schema(
+        [("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("label", pa.int64())],
+        metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()},
+    )
+    with pq.ParquetWriter(out, schema) as writer:
+        for a in range(0, len(paths), row_group):
+            block = paths[a : a + row_group]
+            images = [{"bytes": p.read_bytes(), "path": p.name} for p in block]
+            labels = [classes.index(p.parent.name) for p in block]
+            writer.write_table(pa.table({"image": images, "label": labels}, schema=schema))
+    return out
+
+
+def parquet_vs_files(data: Path, work: Path, args) -> None:
+    """Whole `extract` img/s of the pixels backbone on the same images as files and as Parquet, side by side."""
+    import bottleneck
+
+    table = make_parquet(data, work / f"train-{args.images}-rg{args.row_group}.parquet", args.row_group)
+    sources = {"files": data, "parquet": table}
+    cache = work / "cache-parquet"
+    kw = dict(backbone="pixels", image_size=args.image_size, batch_size=args.batch_size, cache_dir=cache)
+    rates: dict[str, list[float]] = {k: [] for k in sources}
+    hits: dict[str, float] = {}
+    for _ in range(3):  # alternated, best of three: the machine's noise hits both
+        for name, src in sources.items():
+            shutil.rmtree(cache, ignore_errors=True)
+            t = time.perf_counter()
+            r = bottleneck.extract(src, rehash=True, **kw)
+            rates[name].append(r.computed / (time.perf_counter() - t))
+            t = time.perf_counter()
+            assert bottleneck.extract(src, **kw).hit
+            hits[name] = time.perf_counter() - t
+    files, parquet = max(rates["files"]), max(rates["parquet"])
+    mb = table.stat().st_size / 1e6
+    print(
+        f"{args.images} PNGs {args.size}x{args.size}, pixels backbone @{args.image_size}px, whole extract calls:"
+    )
+    print(f"  files   {files:8.0f} img/s   cache hit {hits['files']:.2f} s")
+    print(
+        f"  parquet {parquet:8.0f} img/s   cache hit {hits['parquet']:.2f} s  ({mb:.0f} MB, {args.row_group} rows a group)"
+    )
+    print(f"  parquet / files: {parquet / files:.2f}x")
+
+
 class Steady:
     def __init__(self):
         self.points = []
@@ -235,6 +295,8 @@ def main(argv=None) -> int:
     p.add_argument("--photos", type=int, default=0, help="also time fast JPEG decoding on N 2000x1500 photos")
     p.add_argument("--work", type=Path, default=None, help="scratch folder; images are kept there for reuse")
     p.add_argument("--webdataset", action="store_true", help="compare class folders with WebDataset shards")
+    p.add_argument("--parquet", action="store_true", help="only compare files and Parquet (pixels backbone)")
+    p.add_argument("--row-group", type=int, default=1000, help="rows per Parquet row group (--parquet)")
     args = p.parse_args(argv)
 
     import bottleneck
@@ -243,6 +305,11 @@ def main(argv=None) -> int:
     data = make_pngs(work / f"pngs{args.images}", args.images, args.size)
     if args.webdataset:
         return webdataset_mode(data, work, args)
+    if args.parquet:
+        parquet_vs_files(data, work, args)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     paths = sorted(data.glob("*/*.png"))
     mb = sum(p.stat().st_size for p in paths) / 1e6
     alone = decode_alone(paths[:4000], args.image_size)

@@ -17,7 +17,8 @@ from bottleneck.job_settings import EXTRACT_RUN, SOURCE_ARG
 EXTRACT_HELP = """Run a frozen backbone over every image of every split once and cache the features.
 
 SOURCE is a folder of class folders (optionally inside train/val/test folders), a SIGNS-style .h5 file, a .npz
-file or a folder of .npy pairs, a folder of IDX files (MNIST / Fashion-MNIST), or a CSV of path,label[,split].
+file or a folder of .npy pairs, a folder of IDX files (MNIST / Fashion-MNIST), a CSV of path,label[,split], or
+Parquet: a .parquet file, a folder of {split}-*.parquet files or a Hugging Face dataset folder (data/*.parquet).
 The same command again is a cache hit that computes nothing.
 
 Examples:
@@ -35,6 +36,7 @@ Examples:
   bottleneck extract data/cats_dogs --backbone pixels    # the raw-pixel baseline (32x32, flattened)
 
   bottleneck extract 'shards/train-{000000..000099}.tar' --label-key category    # WebDataset shards, not unpacked
+  bottleneck extract hf/beans --image-column image --label-column labels    # Parquet (pip install 'bottleneck-features[parquet]')
 
   bottleneck extract data/cats_dogs --engine tensorflow --batch-size 64
 

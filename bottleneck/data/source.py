@@ -11,6 +11,7 @@ import numpy as np
 
 from bottleneck.data import array_sources as arrays
 from bottleneck.data import files
+from bottleneck.data import parquet_source as parquet
 from bottleneck.data import webdataset_source as wds
 from bottleneck.data.decode import (
     IMAGE_EXTENSIONS,
@@ -40,8 +41,8 @@ from bottleneck.errors import SourceError
 _HASH_BLOCK = 4096  # array rows hashed per read: one h5 / memmap read per block, not per row
 SUPPORTED = (
     "a folder of class folders (optionally inside train/val/test folders), a .h5 file, a .npz file, "
-    "a folder of .npy pairs, a folder of IDX files, a .csv of path,label[,split], or WebDataset .tar shards "
-    "(a folder, a .tar or a brace pattern such as train-{000000..000009}.tar)"
+    "a folder of .npy pairs, a folder of IDX files, a .csv of path,label[,split], .parquet file(s), or WebDataset "
+    ".tar shards (a folder, a .tar or a brace pattern such as train-{000000..000009}.tar)"
 )
 
 
@@ -220,6 +221,7 @@ def _detect(path: Path) -> str:
     if path.is_file():
         suffix = path.suffix.lower()
         kind = {".h5": "h5", ".hdf5": "h5", ".hdf": "h5", ".npz": "npz", ".csv": "csv"}.get(suffix)
+        kind = parquet.KIND if suffix == ".parquet" else kind
         if kind:
             return kind
         if suffix == ".npy":
@@ -245,6 +247,8 @@ def _detect(path: Path) -> str:
         ) from None
     if arrays.idx_files(path):
         return "idx"
+    if parquet.parquet_files(path):
+        return "parquet"
     if any(path.glob("*.npy")):
         if arrays.find_pairs([p.stem for p in path.glob("*.npy")]) or not files._visible_dirs(path):
             return "npy"
@@ -266,6 +270,8 @@ def open_source(
     label_key: str | None = None,
     exclude=None,
     notify=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> Source:
     """Open an image source and build its manifest (every file is read once to hash it).
 
@@ -281,6 +287,8 @@ def open_source(
     WebDataset shards (``bottleneck.data.webdataset_source``), which keep a member index beside ``hash_index``.
     ``exclude`` (ids): those items are left out first (``data.exclusions``), ids the source lacks named through
     ``notify``.
+    instead of reading them, and record the others; the caller saves it (Parquet sources: per file and row).
+    ``image_column`` / ``label_column`` name the columns of a Parquet source (default: found by type / "label").
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
@@ -292,7 +300,15 @@ def open_source(
         raise SourceError(
             f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
         )
-    if kind in ("folders", "csv"):
+    if (image_column is not None or label_column is not None) and kind != parquet.KIND:
+        raise SourceError(
+            f"image_column and label_column apply to Parquet sources, not to {kind} source {path}; leave them out."
+        )
+    if kind == parquet.KIND:
+        columns = {"image_column": image_column, "label_column": label_column}
+        manifest = parquet.open_manifest(path, progress=progress, index=hash_index, **columns)
+        src = parquet.ParquetSource(manifest, image_column, max_image_pixels)
+    elif kind in ("folders", "csv"):
         reads = FileReads(max_image_pixels, keep_bytes, hash_index)
         build = files.folder_manifest if kind == "folders" else files.csv_manifest
         src: Source = FileSource(build(path, progress, reads), max_image_pixels, reads)
@@ -327,10 +343,14 @@ def open_source(
         except BaseException:
             src.close()
             raise
+    if kind == parquet.KIND and (pilot is not None or val_fraction is not None):
+        src.manifest = parquet.in_file_order(src.manifest)
     return src
 
 
-def open_reader(manifest: Manifest, *, h5_keys=None, max_image_pixels: int | None = None, **_) -> Source:
+def open_reader(
+    manifest: Manifest, *, h5_keys=None, max_image_pixels: int | None = None, image_column=None, **_
+) -> Source:
     """A source that reads the items of ``manifest`` (made by ``open_source`` elsewhere, e.g. on a cluster's
     client) without listing or hashing anything: file items are read by path and checked against their hash,
     array items by row. The other ``open_source`` options (val split, pilot) only chose the items."""
@@ -338,6 +358,8 @@ def open_reader(manifest: Manifest, *, h5_keys=None, max_image_pixels: int | Non
         return FileSource(manifest, max_image_pixels)
     if manifest.kind == wds.KIND:  # items carry their shard and member offset
         return wds.WebDatasetSource(manifest, max_image_pixels)
+    if manifest.kind == parquet.KIND:
+        return parquet.ParquetSource(manifest, image_column, max_image_pixels)
     path = Path(manifest.source)
     if manifest.kind == "idx":
         data = arrays.load_idx_dir(path)

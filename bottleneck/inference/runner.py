@@ -105,6 +105,8 @@ def extract(
     h5_keys=None,
     split: str | None = None,
     label_key: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
     pilot: dict | None = None,
     rehash: bool = False,
     cluster: str | None = None,
@@ -114,7 +116,8 @@ def extract(
     """Extract features of every image of every split once; reuse the cache when the key matches.
 
     ``source`` is a folder of class folders (optionally under train/val/test), a .h5 / .npz file, a folder of
-    .npy pairs or IDX files, or a CSV of path,label[,split]. ``overrides`` are ExtractConfig fields
+    .npy pairs or IDX files, a CSV of path,label[,split], or Parquet file(s) (``image_column`` / ``label_column``
+    name their columns; ``bottleneck.data.parquet_source``). ``overrides`` are ExtractConfig fields
     (``backbone="vgg16", pooling="none"`` ...). ``val_fraction`` carves a stratified, ``seed``-ed val split out
     of train when the source has none. ``pilot={"per_class": N, "seed": s}`` extracts a stratified sample
     (``bottleneck.data.manifest.pilot``). WebDataset shards take ``split`` (every shard's split, default from
@@ -141,6 +144,8 @@ def extract(
         h5_keys=h5_keys,
         split=split,
         label_key=label_key,
+        image_column=image_column,
+        label_column=label_column,
         pilot=pilot,
         rehash=rehash,
         cluster=cluster,
@@ -162,6 +167,8 @@ def run_extraction(
     h5_keys=None,
     split: str | None = None,
     label_key: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
     pilot: dict | None = None,
     engine_factory: Callable | None = None,
     chunk_rows: int | None = None,
@@ -179,7 +186,14 @@ def run_extraction(
         config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot, exclude
     )
     EXTRACT_RUN.validate({"split": split})
-    options.update({k: v for k, v in {"split": split, "label_key": label_key}.items() if v is not None})
+    # options of one kind of source, kept (and passed on) only when given
+    given = {
+        "split": split,
+        "label_key": label_key,
+        "image_column": image_column,
+        "label_column": label_column,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
     source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(

@@ -45,7 +45,11 @@ def tiny_images(
     if not len(rows):
         return out
     manifest = rebased(manifest, source)
-    options = {k: v for k, v in (source_options or {}).items() if k in ("h5_keys", "max_image_pixels")}
+    options = {
+        k: v
+        for k, v in (source_options or {}).items()
+        if k in ("h5_keys", "image_column", "max_image_pixels")
+    }
     items = list(manifest.items_at(rows))
     reader = open_reader(manifest, **options)
 

@@ -34,7 +34,11 @@ def write_thumbnails(
     if not len(rows):
         return {}
     manifest = rebased(manifest, source)
-    options = {k: v for k, v in (source_options or {}).items() if k in ("h5_keys", "max_image_pixels")}
+    options = {
+        k: v
+        for k, v in (source_options or {}).items()
+        if k in ("h5_keys", "image_column", "max_image_pixels")
+    }
     items = list(manifest.items_at(rows))
     problem = _problem(manifest, items, source)
     if problem:

@@ -292,18 +292,8 @@ def open_source(
     """
     path = Path(path).expanduser().resolve()
     kind = _detect(path)
-    if (split is not None or label_key is not None) and kind != wds.KIND:
-        raise SourceError(
-            f"split and label_key apply to WebDataset shards, not to {kind} source {path}; leave them out."
-        )
-    if h5_keys is not None and kind not in ("h5", "npz", "npy"):
-        raise SourceError(
-            f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
-        )
-    if (image_column is not None or label_column is not None) and kind != parquet.KIND:
-        raise SourceError(
-            f"image_column and label_column apply to Parquet sources, not to {kind} source {path}; leave them out."
-        )
+    _check_kind_options(path, kind, h5_keys=h5_keys, split=split, label_key=label_key, image_column=image_column,
+                        label_column=label_column)  # fmt: skip
     if kind == parquet.KIND:
         columns = {"image_column": image_column, "label_column": label_column}
         manifest = parquet.open_manifest(path, progress=progress, index=hash_index, **columns)
@@ -327,6 +317,31 @@ def open_source(
                 data.handle.close()
             raise
         src = ArraySource(manifest, data.images, data.handle)
+    return _narrowed(
+        src, kind, exclude=exclude, notify=notify, pilot=pilot, val_fraction=val_fraction, seed=seed
+    )
+
+
+def _check_kind_options(
+    path: Path, kind: str, *, h5_keys, split, label_key, image_column, label_column
+) -> None:
+    """SourceError for an option of one kind of source given with another kind (it would be ignored)."""
+    if (split is not None or label_key is not None) and kind != wds.KIND:
+        raise SourceError(
+            f"split and label_key apply to WebDataset shards, not to {kind} source {path}; leave them out."
+        )
+    if h5_keys is not None and kind not in ("h5", "npz", "npy"):
+        raise SourceError(
+            f"h5_keys applies to .h5, .npz and .npy sources, not to {kind} source {path}; leave out h5_keys=."
+        )
+    if (image_column is not None or label_column is not None) and kind != parquet.KIND:
+        raise SourceError(
+            f"image_column and label_column apply to Parquet sources, not to {kind} source {path}; leave them out."
+        )
+
+
+def _narrowed(src: Source, kind: str, *, exclude, notify, pilot, val_fraction, seed) -> Source:
+    """``src`` with excluded ids left out, then the pilot sample, then the val split carved out of train."""
     if exclude is not None:
         src.manifest = exclude_ids(src.manifest, exclude, notify)
     if pilot is not None:

@@ -185,15 +185,9 @@ def run_extraction(
     options = _checked(
         config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot, exclude
     )
-    EXTRACT_RUN.validate({"split": split})
-    # options of one kind of source, kept (and passed on) only when given
-    given = {
-        "split": split,
-        "label_key": label_key,
-        "image_column": image_column,
-        "label_column": label_column,
-    }
-    options.update({k: v for k, v in given.items() if v is not None})
+    options.update(
+        _kind_options(split=split, label_key=label_key, image_column=image_column, label_column=label_column)
+    )
     source, remote, cache_dir = _staged(source, cache_dir, progress)
     index = HashIndex(index_path(Path(cache_dir) / INDEX_DIR, source), rehash=rehash)
     with open_source(
@@ -216,9 +210,8 @@ def run_extraction(
                 # find_cache_path gave a folder of this key (or none): ours to replace
                 clear_for_rewrite(path)
             aside = set_damaged_aside(path, hit.damage, notify)
-            with _connected(
-                cluster, notify
-            ) as dask:  # first: an unreachable scheduler fails before any compute
+            # first: an unreachable scheduler fails before any compute
+            with _connected(cluster, notify) as dask:
                 try:
                     plan = make_plan(src, config, key, material, path, options, chunk_rows, progress, notify)
                 finally:
@@ -241,6 +234,13 @@ def run_extraction(
                 remote.publish(path.name, progress)
                 result.url = remote.url_of(path.name)
             return result
+
+
+def _kind_options(**given) -> dict:
+    """The options of one kind of source (WebDataset's split and label key, Parquet's columns), checked, and kept
+    (and passed on to ``open_source``) only when given: other sources' metadata stays as it was."""
+    EXTRACT_RUN.validate({"split": given["split"]})
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _checked(config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot, exclude) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -267,3 +268,54 @@ def test_the_mirror_state_cannot_make_it_delete_outside(s3, tmp_path):
     storage.mirror("s3://data/imgs", target)
     assert victim.read_text() == "keep me"
     assert "../victim.txt" not in json.loads((target / storage.MIRROR_STATE).read_text())
+
+
+def _png(i: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 12), (i * 7 % 256, i * 13 % 256, 60)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "webdataset"])
+def test_parquet_and_webdataset_sources_from_a_bucket(s3, tmp_path, kind):
+    """Row sources (a Parquet file, WebDataset shards) read from s3:// as from a folder: the same cache key and
+    rows as the local copy, and a hit the second time without a download."""
+    local = tmp_path / kind
+    local.mkdir()
+    images, labels = [_png(i) for i in range(12)], [i % 2 for i in range(12)]
+    if kind == "parquet":
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        features = {"image": {"_type": "Image"}, "label": {"names": ["a", "b"], "_type": "ClassLabel"}}
+        table = pa.table(
+            {"image": [{"bytes": b, "path": None} for b in images], "label": labels},
+            schema=pa.schema(
+                [
+                    ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                    ("label", pa.int64()),
+                ],
+                metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()},
+            ),
+        )
+        pq.write_table(table, local / "train-00000-of-00001.parquet", row_group_size=5)
+    else:
+        import tarfile
+
+        with tarfile.open(local / "train-000000.tar", "w") as tar:
+            for i, (data, y) in enumerate(zip(images, labels, strict=True)):
+                for name, payload in ((f"{i:06d}.png", data), (f"{i:06d}.cls", str(y).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    upload_folder(s3, local, f"data/{kind}")
+    ref = run_extraction(local, CFG, cache_dir=tmp_path / "ref", engine_factory=pixel_engine)
+    r = run_extraction(f"s3://data/{kind}", CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine)
+    assert not r.hit and r.computed == 12 and r.path.name == ref.path.name
+    np.testing.assert_array_equal(r.cache.load("train")[0], ref.cache.load("train")[0])
+    np.testing.assert_array_equal(r.cache.labels("train"), ref.cache.labels("train"))
+    seen = Downloads()
+    again = run_extraction(
+        f"s3://data/{kind}", CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine, progress=seen
+    )
+    assert again.hit and seen.count == 0

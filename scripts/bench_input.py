@@ -20,6 +20,7 @@ of each, their ratio, and the cache hit on the shards (which reads no image byte
   python scripts/bench_input.py --images 20000 --photos 200 --work /tmp/bench-input
   python scripts/bench_input.py --images 20000 --webdataset --work /tmp/bench-input
   python scripts/bench_input.py --images 20000 --parquet --work /tmp/bench-input
+  python scripts/bench_input.py --images 2000 --size 16 --rss --work /tmp/bench-input   # peak RSS at N and 10 N
 """
 
 from __future__ import annotations
@@ -285,6 +286,45 @@ class Steady:
         return (d1 - d0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
+RSS_CHILD = """
+import resource, sys
+import bottleneck
+bottleneck.extract(sys.argv[1], backbone="pixels", image_size=int(sys.argv[3]), cache_dir=sys.argv[2])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def rss_mode(work: Path, args) -> int:
+    """Peak RSS of a fresh process extracting N and 10 N images (pixels backbone) as class folders, Parquet and
+    WebDataset shards: what grows with the dataset besides the manifest (ids, hashes: O(N) by design)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for n in (args.images, 10 * args.images):
+        data = make_pngs(work / f"pngs{n}", n, args.size)
+        sources = {
+            "files": data,
+            "parquet": make_parquet(data, work / f"rss-{n}.parquet", args.row_group),
+            "webdataset": pack_shards(data, work / f"shards{n}"),
+        }
+        for kind, src in sources.items():
+            cache = work / f"rss-cache-{kind}-{n}"
+            shutil.rmtree(cache, ignore_errors=True)
+            out = subprocess.run(
+                [sys.executable, "-c", RSS_CHILD, str(src), str(cache), str(args.image_size)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            rows.append((kind, n, int(out.stdout.split()[-1])))
+    print(f"peak RSS of one extract (pixels @{args.image_size}px, {args.size}x{args.size} PNGs), MB:")
+    for kind in ("files", "parquet", "webdataset"):
+        small, large = (mb for k, _, mb in rows if k == kind)
+        print(
+            f"  {kind:10s} {args.images:7d}: {small:6d}   {10 * args.images:7d}: {large:6d}   x{large / small:.2f}"
+        )
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=20000)
@@ -297,11 +337,16 @@ def main(argv=None) -> int:
     p.add_argument("--webdataset", action="store_true", help="compare class folders with WebDataset shards")
     p.add_argument("--parquet", action="store_true", help="only compare files and Parquet (pixels backbone)")
     p.add_argument("--row-group", type=int, default=1000, help="rows per Parquet row group (--parquet)")
+    p.add_argument(
+        "--rss", action="store_true", help="peak RSS at --images and 10x, files / Parquet / shards"
+    )
     args = p.parse_args(argv)
 
     import bottleneck
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-input-"))
+    if args.rss:
+        return rss_mode(work, args)
     data = make_pngs(work / f"pngs{args.images}", args.images, args.size)
     if args.webdataset:
         return webdataset_mode(data, work, args)

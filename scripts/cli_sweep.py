@@ -43,7 +43,7 @@ TEXT_VALUES = ("", "x", "-1", "<!--<script>", "a,,b")
 PARAM_VALUES = ("x", "=1", "width=abc", "standardize=maybe", "max_iter=0", "nope=1")
 # Options and arguments that name a file or folder (typed str or Path).
 PATHISH = re.compile(
-    r"^(out|out_dir|report|runs_dir|cache_dir|source|run|run_dir|cache|caches|images|weights|backbone|h5_keys)$"
+    r"^(out|out_dir|report|runs_dir|cache_dir|source|run|run_dir|cache|caches|images|weights|backbone|h5_keys|exclude|image)$"
 )
 # The last line of a clear refusal: ours, or the option parser's.
 CLEAR = re.compile(
@@ -149,6 +149,8 @@ class Workspace:
             "cache verify": [str(p["cache"])],
             "cache rm": [str(_copy_cache(p["cache"], case_dir))],
             "cache gc": ["--cache-dir", str(p["cache"].parent), "--dry-run"],
+            "cache export": [str(p["cache"]), str(case_dir / "exported")],
+            "similar": [str(p["cache"]), str(p["image"]), "--k", "3", "--cache-dir", str(case_dir / "cache")],
             "datasets export fashion-mnist": [str(case_dir / "fm"), "--per-class", "1", "--no-download"],
         }  # fmt: skip
         return list(lines[command])

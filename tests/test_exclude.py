@@ -4,6 +4,7 @@ the key (only when given), rows stay reusable across caches with and without it,
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -87,6 +88,13 @@ def test_a_csv_without_an_id_column_is_one_line(tmp_path):
             engine_factory=lambda _: MeanColor(),
             exclude=tmp_path / "none.csv",
         )
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)  # opening it would block: refused before it is opened
+    for special in (fifo, tmp_path):
+        with pytest.raises(BottleneckError, match="is not a regular file"):
+            run_extraction(
+                src, CFG, cache_dir=tmp_path / "c", engine_factory=lambda _: MeanColor(), exclude=special
+            )
 
 
 def test_cli_exclude_and_info(tmp_path):

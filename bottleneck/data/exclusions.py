@@ -22,6 +22,10 @@ def read_exclusions(path) -> list[str]:
     """The distinct ids of the ``id`` column of the CSV ``path``, sorted. One-line SourceError for a file that
     cannot be read or has no ``id`` column."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the open, a folder says nothing useful
+        raise SourceError(
+            f"exclude={str(path)!r} is not a regular file; pass a CSV file with an {ID_COLUMN!r} column."
+        )
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

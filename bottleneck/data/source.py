@@ -363,6 +363,16 @@ def _narrowed(src: Source, kind: str, *, exclude, notify, pilot, val_fraction, s
     return src
 
 
+# The saved source options (a cache's ``source_options``) that reading items back needs; the others (val split,
+# pilot, exclusions) only chose the items.
+READER_OPTIONS = ("h5_keys", "image_column", "max_image_pixels")
+
+
+def reader_options(source_options: dict | None) -> dict:
+    """The options of ``open_reader`` among a cache's saved ``source_options``."""
+    return {k: v for k, v in (source_options or {}).items() if k in READER_OPTIONS}
+
+
 def open_reader(
     manifest: Manifest, *, h5_keys=None, max_image_pixels: int | None = None, image_column=None, **_
 ) -> Source:

@@ -8,7 +8,7 @@ import numpy as np
 
 from bottleneck.callbacks import Progress
 from bottleneck.data.decode import resize_image
-from bottleneck.data.source import open_reader
+from bottleneck.data.source import open_reader, reader_options
 from bottleneck.inspection.duplicates import FLOOR, candidate_pairs, near_duplicates, without
 from bottleneck.report.thumbnails import read_checked, rebased, source_problem
 
@@ -45,11 +45,7 @@ def tiny_images(
     if not len(rows):
         return out
     manifest = rebased(manifest, source)
-    options = {
-        k: v
-        for k, v in (source_options or {}).items()
-        if k in ("h5_keys", "image_column", "max_image_pixels")
-    }
+    options = reader_options(source_options)
     items = list(manifest.items_at(rows))
     reader = open_reader(manifest, **options)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from bottleneck.data.decode import ImageDecodeError
 from bottleneck.data.manifest import Manifest
-from bottleneck.data.source import open_reader
+from bottleneck.data.source import open_reader, reader_options
 from bottleneck.errors import InspectError, SourceError
 
 SIDE = 96  # longest side of a thumbnail in pixels; smaller images are kept at their size (the page scales up)
@@ -34,11 +34,7 @@ def write_thumbnails(
     if not len(rows):
         return {}
     manifest = rebased(manifest, source)
-    options = {
-        k: v
-        for k, v in (source_options or {}).items()
-        if k in ("h5_keys", "image_column", "max_image_pixels")
-    }
+    options = reader_options(source_options)
     items = list(manifest.items_at(rows))
     problem = _problem(manifest, items, source)
     if problem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import typer
 
@@ -43,8 +44,11 @@ def parameter(s: Setting, *, given_only: bool = False, **extra) -> inspect.Param
         OPTION_NAMES.add(s.name)
     # what the option was derived from: tests/test_cli_options.py checks that every option has one
     info.setting = s
+    # A path is read as text and checked before it becomes a Path: Path("") is ".", so --cache-dir '' would
+    # quietly mean the working folder.
+    annotation = str if s.cli_type() is Path else s.cli_type()
     return inspect.Parameter(
-        s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info, annotation=s.cli_type()
+        s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=info, annotation=annotation
     )
 
 
@@ -59,7 +63,12 @@ def _checked(fn: Callable, table: Settings, given_only: frozenset) -> Callable:
             if k in table and k not in given_only and not table[k].argument and v != table[k].default
         }
         table.validate(given)
-        return fn(**values)
+        paths = {
+            k: Path(v)
+            for k, v in values.items()
+            if isinstance(v, str) and k in table and table[k].cli_type() is Path
+        }
+        return fn(**(values | paths))
 
     return check_then_call
 

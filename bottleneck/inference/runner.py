@@ -274,6 +274,12 @@ def exclusion_material(options: dict) -> dict:
 
 def _staged(source, cache_dir, progress):
     """(local source, the cache_dir URL's remote or None, local cache folder), the folder marked as a cache root."""
+    if not str(
+        cache_dir
+    ).strip():  # Path("") is the working folder: caches and indexes would land among its files
+        raise CacheError(
+            "cache_dir='' names no folder; pass a folder for the caches, e.g. cache_dir='cache'."
+        )
     source, remote, cache_dir = storage.stage(source, cache_dir, progress)
     if Path(cache_dir).exists() and not Path(cache_dir).is_dir():
         raise CacheError(

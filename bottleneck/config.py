@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from bottleneck.backbones.onnx_file import CHANNEL_ORDERS, is_onnx_path, parse_triple
 from bottleneck.backbones.presets import LAYER_SETS, MULTISCALE_NAME, NETWORK_SETS, TOP, multiscale_layers
 from bottleneck.constraints import Boolean, Interval, Options
 from bottleneck.errors import BottleneckError
@@ -21,7 +22,7 @@ from bottleneck.settings import (
     setting,
 )
 
-POOLINGS = ("avg", "max", "none")
+POOLINGS = ("avg", "max", "none", "cls", "mean")  # cls, mean: token outputs of ONNX models (mean = avg)
 RESIZES = ("squash", "crop", "pad")
 DTYPES = ("float32", "float16")
 FORMATS = ("zarr", "npy", "h5")
@@ -101,7 +102,11 @@ class ExtractConfig:
         "`bottleneck backbones NAME --layers` lists the names.",
     )
     pooling: str = setting(
-        "avg", FEATURE, constraint=Options(POOLINGS), help="avg | max | none (keep the spatial map)."
+        "avg",
+        FEATURE,
+        constraint=Options(POOLINGS),
+        help="avg | max | none (keep the spatial map); for token outputs of an ONNX model (ViTs): cls (the class "
+        "token) | mean (= avg, over all tokens).",
     )
     resize: str = setting(
         "squash",
@@ -121,7 +126,35 @@ class ExtractConfig:
         help="fail (name every bad file) | skip (record and leave out).",
     )
     preprocess: str | None = setting(
-        None, FEATURE, type=str, help="For a model-file backbone: caffe | torch | tf | 127 | none."
+        None,
+        FEATURE,
+        type=str,
+        help="For a model-file backbone: caffe | torch | tf | 127 | none (torch: timm / torchvision ImageNet "
+        "models; tf: [-1, 1]). An ONNX file may declare it in MODEL.onnx.json instead.",
+    )
+    # an ONNX model's normalisation when no named mode fits (CLIP, SigLIP, DINOv2 variants): in the key when given
+    mean: str | None = setting(
+        None,
+        FEATURE,
+        added=True,
+        type=str,
+        help="ONNX model file: per-channel mean R,G,B on pixels scaled to 0..1 (as timm states it), with --std; "
+        "instead of --preprocess.",
+    )
+    std: str | None = setting(
+        None,
+        FEATURE,
+        added=True,
+        type=str,
+        help="ONNX model file: per-channel std R,G,B on pixels scaled to 0..1, with --mean.",
+    )
+    channels: str | None = setting(
+        None,
+        FEATURE,
+        added=True,
+        type=str,
+        constraint=[None, Options(CHANNEL_ORDERS)],
+        help="ONNX model file: the channel order it takes, rgb | bgr (default: rgb; caffe: bgr).",
     )
     # decides which images get rows
     max_image_pixels: int | None = setting(
@@ -202,6 +235,7 @@ class ExtractConfig:
 
     def __post_init__(self):
         SETTINGS.validate(dataclasses.asdict(self))  # before any name is resolved or work starts
+        self._check_model_preprocessing()
         if self.layer == MULTISCALE_NAME:
             object.__setattr__(self, "layer", multiscale_layers(self.backbone))
         if self.layer is not None and str(self.layer).strip() == TOP:
@@ -220,6 +254,26 @@ class ExtractConfig:
                 f"xla=True compiles the TensorFlow engine, but {'engine' if self.engine == 'onnx' else 'precision'}="
                 f"{self.engine if self.engine == 'onnx' else self.precision!r} runs ONNX Runtime; leave out xla=True, "
                 "or pass engine='tensorflow' with precision='fp32'."
+            )
+
+    def _check_model_preprocessing(self) -> None:
+        """mean / std / channels and the token poolings belong to ONNX model files; one spelling of each."""
+        if self.pooling == "mean":
+            object.__setattr__(self, "pooling", "avg")  # one cache for both spellings
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, parse_triple(name, getattr(self, name)))
+        if is_onnx_path(self.backbone):
+            return
+        given = [
+            f"{n}={getattr(self, n)!r}" for n in ("mean", "std", "channels") if getattr(self, n) is not None
+        ]
+        if self.pooling == "cls":
+            given.append("pooling='cls'")
+        if given:
+            raise BottleneckError(
+                f"{', '.join(given)} apply to an ONNX model file (backbone='model.onnx'); "
+                f"{self.backbone} has its preprocessing built in (a Keras model file takes preprocess=) and "
+                "image-map features: leave them out."
             )
 
     def _check_shard_rows(self) -> None:

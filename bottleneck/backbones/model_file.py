@@ -24,7 +24,7 @@ def is_model_path(backbone: str) -> bool:
     return (
         any(sep in backbone for sep in separators)
         or backbone in (".", "..")
-        or backbone.lower().endswith(MODEL_SUFFIXES)
+        or backbone.lower().endswith((*MODEL_SUFFIXES, ".onnx"))  # .onnx: backbones.onnx_file
     )
 
 

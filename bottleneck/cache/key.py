@@ -12,6 +12,7 @@ from bottleneck._io import file_hash
 from bottleneck.backbones import get_spec
 from bottleneck.backbones.keras_weights import weights_file
 from bottleneck.backbones.model_file import is_model_path
+from bottleneck.backbones.onnx_file import is_onnx_path, model_digest
 from bottleneck.config import ROW_NEUTRAL_SETTINGS, ExtractConfig
 
 # Bump when a change in bottleneck itself changes extracted values (decoding, resizing, graph).
@@ -34,6 +35,8 @@ def library_versions() -> dict[str, str]:
 def weights_identity(config: ExtractConfig) -> str:
     """What identifies the weights: a file hash, a package version, or 'imagenet' plus the Keras version."""
 
+    if is_onnx_path(config.backbone):
+        return "onnx-file:" + model_digest(config.backbone)  # with its external data files
     if is_model_path(config.backbone):
         return "model-file:" + file_hash(Path(config.backbone))
     if config.weights == "none" or get_spec(config.backbone).weights == "none":

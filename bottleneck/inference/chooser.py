@@ -20,6 +20,7 @@ from bottleneck._io import write_json_atomic
 from bottleneck.backbones import get_spec
 from bottleneck.backbones.build import feature_model_of
 from bottleneck.backbones.model_file import is_model_path
+from bottleneck.backbones.onnx_file import is_onnx_path
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError, first_line
 from bottleneck.inference.engines import (
@@ -34,6 +35,7 @@ from bottleneck.inference.engines import (
     relative_difference,
 )
 from bottleneck.inference.int8 import int8_engine, saved_int8_engine
+from bottleneck.inference.onnx_file_engine import onnx_file_engine
 
 # Below this many images, `auto` does not pay for a first ONNX conversion.
 AUTO_ONNX_MIN_IMAGES = 512
@@ -188,6 +190,9 @@ def choose_engine(
     ``n_images`` tells ``auto`` whether converting pays). ``verified_only``: the verified ONNX model or None
     (cluster workers must compute what the client verified).
     """
+    if is_onnx_path(config.backbone) and config.precision == "fp32":
+        # the user's own graph: no TensorFlow model to verify against; checked against ONNX Runtime run directly
+        return onnx_file_engine(config, cache_dir, probe=probe, notify=notify)
     if config.precision == "int8":
         if int8_meta is not None:
             return saved_int8_engine(config, int8_meta, cache_dir)
@@ -221,6 +226,8 @@ def _tensorflow_engine(config: ExtractConfig) -> TensorFlowEngine:
 
 def _int8_fp32_engine(config, src, manifest, cache_dir, notify):
     """The verified fp32 ONNX engine of ``config`` (converted now if no earlier run did)."""
+    if is_onnx_path(config.backbone):
+        return onnx_file_engine(config.replace(precision="fp32"), cache_dir, notify=notify)
     if config.engine == "tensorflow":
         raise BackboneError(
             "precision='int8' runs a quantized ONNX model; drop engine='tensorflow' (or use precision='fp32')."

@@ -19,6 +19,7 @@ import numpy as np
 from bottleneck import _tf
 from bottleneck._io import replace_atomic, temp_path
 from bottleneck._onnx import function_to_onnx
+from bottleneck.backbones.onnx_file import is_onnx_path
 from bottleneck.cache.key import library_versions, weights_identity
 from bottleneck.config import ExtractConfig
 from bottleneck.errors import BackboneError
@@ -174,6 +175,10 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx", "onnx"))
 
 
+# Bump when backbones.onnx_graph writes another feature model for the same settings.
+ONNX_FILE_FORMAT = 1
+
+
 def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
     """Where the converted model of a config lives: keyed by everything that changes the graph or its weights."""
     material = {
@@ -185,6 +190,8 @@ def onnx_model_path(config: ExtractConfig, input_size: int, cache_dir) -> Path:
         "preprocess": config.preprocess,
         "versions": library_versions() | {"tf2onnx": metadata.version("tf2onnx")},
     }
+    if is_onnx_path(config.backbone):  # a feature model made from the user's graph by bottleneck, not tf2onnx
+        material.update(mean=config.mean, std=config.std, channels=config.channels, versions=ONNX_FILE_FORMAT)
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / "engines" / f"{Path(config.backbone).stem}-{input_size}-{digest}.onnx"
 

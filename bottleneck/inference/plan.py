@@ -11,6 +11,7 @@ import numpy as np
 from bottleneck.backbones import get_spec
 from bottleneck.backbones.build import require_preprocess
 from bottleneck.backbones.model_file import is_model_path
+from bottleneck.backbones.onnx_file import is_onnx_path, resolve
 from bottleneck.cache import Cache, integrity, read_meta
 from bottleneck.cache.health import Problem, check_cache
 from bottleneck.cache.manage import clear_for_rewrite
@@ -36,6 +37,9 @@ def check_backbone(config: ExtractConfig) -> None:
     """Fail on a bad backbone name, weights path or device before reading any image."""
 
     check_device(config)
+    if is_onnx_path(config.backbone):
+        resolve(config)  # the file's safety, its preprocessing, size and taps, before any image is read
+        return
     if is_model_path(config.backbone):
         if not Path(config.backbone).exists():
             raise BackboneError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bottleneck import storage
 from bottleneck._ownership import mark_root
+from bottleneck.backbones.onnx_file import resolve
 from bottleneck.cache import META, Cache, compute_key, open_cache
 from bottleneck.cache.health import Problem, hit_problems
 from bottleneck.cache.integrity import CACHE_ROOT
@@ -181,7 +182,8 @@ def run_extraction(
     (default: the verified ONNX model or TensorFlow), ``chunk_rows`` (a multiple of the batch size) sets the
     commit granularity, otherwise a few MB of features."""
     t0 = time.perf_counter()
-    config = (config or ExtractConfig()).replace(**overrides)
+    # an ONNX file's sidecar and fixed input size made explicit, before the key
+    config = resolve((config or ExtractConfig()).replace(**overrides))
     options = _checked(
         config, val_fraction, seed, force, rehash, cluster, chunk_rows, h5_keys, pilot, exclude
     )

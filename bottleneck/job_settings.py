@@ -311,6 +311,10 @@ ADVISE = Settings(
     Setting(
         "fine_tune", True, Boolean(), "Also fine-tune the top block.", flags=("--fine-tune/--no-fine-tune",)
     ),
+    EXTRACT["preprocess"],
+    EXTRACT["mean"],
+    EXTRACT["std"],
+    EXTRACT["channels"],
     SEED_SETTING.but(help="Seed of the pilot sample and the heads."),
     CACHE_DIR.but(help="Where the pilot caches go."),
     RUNS_DIR.but(help="Where the advice folder goes when --out is not given."),

@@ -85,7 +85,6 @@ def feature_model(
     consts = [
         helper.make_tensor("pre_mean", TensorProto.FLOAT, [3], list(norm.mean)),
         helper.make_tensor("pre_std", TensorProto.FLOAT, [3], list(norm.std)),
-        helper.make_tensor("pre_bgr", TensorProto.INT64, [3], [2, 1, 0]),
     ]
     pre = [
         helper.make_node("Cast", [IMAGES], ["pre_float"], to=TensorProto.FLOAT),
@@ -94,6 +93,7 @@ def feature_model(
     ]
     x = "pre_scaled"
     if norm.channels == "bgr":
+        consts.append(helper.make_tensor("pre_bgr", TensorProto.INT64, [3], [2, 1, 0]))
         pre.append(helper.make_node("Gather", [x, "pre_bgr"], ["pre_bgr_out"], axis=3))
         x = "pre_bgr_out"
     if graph.layout == "nchw":

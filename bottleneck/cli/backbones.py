@@ -6,6 +6,7 @@ import typer
 
 from bottleneck.backbones import list_backbones
 from bottleneck.backbones.layers import list_layers
+from bottleneck.backbones.onnx_file import describe_tensors, is_onnx_path, read_graph, read_sidecar
 from bottleneck.cli.common import print_json
 from bottleneck.cli.options import JSON, command
 from bottleneck.cli.root import app
@@ -20,11 +21,16 @@ Examples:
   bottleneck backbones 'resnet*'
 
   bottleneck backbones efficientnet_lite0 --layers
+
+  bottleneck backbones model.onnx --layers     (an ONNX file: its graph, and the tensors --layer takes)
 """
 
 
 @command(app, "backbones", BACKBONES_HELP, BACKBONES, JSON)
 def backbones(pattern: str, layers: bool, image_size: int | None, json_out: bool) -> None:
+    if is_onnx_path(pattern):
+        _print_onnx(pattern, layers, json_out)
+        return
     specs = list_backbones(pattern)
     if layers:
         _print_layers(specs, pattern, image_size, json_out)
@@ -73,3 +79,42 @@ def _print_layers(specs, pattern: str, image_size: int | None, json_out: bool) -
     for r in rows:
         shape = "x".join(map(str, r["shape"])) if r["shape"] is not None else "several outputs"
         typer.echo(f"  {r['name']:<36} {shape}")
+
+
+def _print_onnx(path: str, layers: bool, json_out: bool) -> None:
+    """An ONNX model file: what its graph takes, its default features and declared preprocessing; with --layers,
+    the tensors features can be read from."""
+    graph = read_graph(path)
+    about = {
+        "path": str(graph.path),
+        "input": graph.input_name,
+        "layout": graph.layout,
+        "image_size": graph.size,
+        "batch": graph.batch,
+        "dtype": graph.dtype,
+        "opset": graph.opset,
+        "top": list(graph.default_taps),
+        "classifier": graph.classifier_input is not None,
+        "declared": read_sidecar(path),
+    }
+    rows = describe_tensors(path) if layers else []
+    if json_out:
+        print_json({**about, "tensors": rows} if layers else about)
+        return
+    size = graph.size or "free (pass --image-size)"
+    typer.echo(
+        f"{graph.path.name}: {graph.layout.upper()} {graph.dtype} input {graph.input_name!r}, size {size}, "
+        f"batch {graph.batch or 'free'}, opset {graph.opset}"
+    )
+    what = "the classifier's input" if graph.classifier_input else "the graph's output (no classifier found)"
+    typer.echo(f"  top (default features): {', '.join(graph.default_taps)} = {what}")
+    typer.echo(
+        f"  preprocessing declared in {path}.json: {about['declared'] or 'none (pass --preprocess or --mean/--std)'}"
+    )
+    if not layers:
+        return
+    typer.echo(f"{len(rows)} tensors, input to output (pass names to extract --layer a,b,...):")
+    for r in rows:
+        shape = "x".join(map(str, r["shape"])) if r["shape"] is not None else "unknown until run"
+        mark = "  <- top" if r["top"] else ""
+        typer.echo(f"  {r['name']:<48} {shape:<24} {r['op']}{mark}")

@@ -109,16 +109,31 @@ def _onnx(model, path: Path, meta: dict) -> Path:
     tf = _tf.tensorflow()
     sig = _signature(model)
     fn = tf.function(lambda x: model(x, training=False), input_signature=sig)
-    tmp = temp_path(path)
     with _tf.environment_kept():  # tf2onnx sets TF_CPP_MIN_LOG_LEVEL for the process on import
         try:
-            import onnx
+            import onnx  # noqa: F401 (saved with in _save_onnx; checked here to name the packages)
             import tf2onnx  # noqa: F401 (imported by function_to_onnx; checked here to name the packages)
         except ImportError:
             raise ExportError(
                 f"format='onnx' needs {PACKAGES['onnx']}; install it and export again."
             ) from None
     proto = function_to_onnx(fn, sig, input_name="images", output_name="probabilities")
+    return _save_onnx(proto, path, meta)
+
+
+def write_onnx(proto, path: Path, meta: dict) -> Path:
+    """Write an ONNX ``proto`` (uint8 images -> probabilities, made without Keras: a run on an ONNX model
+    file's features) with ``meta`` inside and in the sealed sidecar, as ``write`` does for Keras models."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = _save_onnx(proto, path, meta)
+    write_sidecar(written, {**meta, "format": "onnx"})
+    return written
+
+
+def _save_onnx(proto, path: Path, meta: dict) -> Path:
+    import onnx
+
+    tmp = temp_path(path)
     for key, value in (("class_names", json.dumps(meta["class_names"])), ("bottleneck", json.dumps(meta))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -12,9 +12,19 @@ import numpy as np
 
 from bottleneck._io import seal_of
 from bottleneck._ownership import ASIDE, aside_path, sidecar_record
+from bottleneck.backbones.onnx_file import is_onnx_path
 from bottleneck.errors import CacheError, ExportError, TuneError, one_of
-from bottleneck.export.formats import FORMATS, default_path, sidecar, uint8_model, write, write_sidecar
+from bottleneck.export.formats import (
+    FORMATS,
+    default_path,
+    sidecar,
+    uint8_model,
+    write,
+    write_onnx,
+    write_sidecar,
+)
 from bottleneck.export.loaded import load_exported
+from bottleneck.export.onnx_compose import composed_model
 from bottleneck.runs.folders import Run, load_run, run_cache
 from bottleneck.runs.predict import class_names_of, run_scorer
 from bottleneck.tuning.assembly import assemble
@@ -41,6 +51,13 @@ def export_run(
     if fmt not in FORMATS:
         raise one_of("format", fmt, FORMATS)
     run = run if isinstance(run, Run) else load_run(run)
+    backbone = run.summary["cache"]["config"]["backbone"]
+    onnx_file = is_onnx_path(backbone)
+    if onnx_file and fmt != "onnx":
+        raise ExportError(
+            f"this run reads features of an ONNX model file ({backbone}), which a {fmt} file cannot hold (no "
+            "Keras graph to save); export it with format='onnx': the model and the head joined in one ONNX file."
+        )
     out = Path(out) if out is not None else default_path(run.path, fmt)
     if not out.name or out.name in (".", ".."):
         raise ExportError(f"out={str(out)!r} names no file; pass a path such as out=model.{fmt}.")
@@ -51,11 +68,11 @@ def export_run(
             f"(to {out.name}{ASIDE}<time>) and export anew."
         )
     scorer = run_scorer(run)
-    model, meta = _model_and_meta(run, scorer)
+    model, meta = _model_and_meta(run, scorer, onnx_file)
     pixels = _sample_images(run, scorer, source, samples)
     moved = _move_aside(out) if problem else []  # only now: a run that fails above moved nothing
     t0 = time.perf_counter()
-    written = write(uint8_model(model), out, fmt, meta)
+    written = write_onnx(model, out, meta) if onnx_file else write(uint8_model(model), out, fmt, meta)
     seconds = time.perf_counter() - t0
     try:
         exported = load_exported(written)
@@ -120,9 +137,12 @@ def _move_aside(out: Path) -> list[Path]:
     return moved
 
 
-def _model_and_meta(run, scorer) -> tuple[object, dict]:
-    """The float end-to-end Keras model of a run and the metadata every format carries."""
-    if run.summary.get("kind") == "fine-tune":
+def _model_and_meta(run, scorer, onnx_file: bool = False) -> tuple[object, dict]:
+    """The float end-to-end Keras model of a run (the composed ONNX model of a run on an ONNX model file's
+    features) and the metadata every format carries."""
+    if onnx_file:
+        model = composed_model(run)
+    elif run.summary.get("kind") == "fine-tune":
         model = run.head.model
     else:
         model = assemble(run).model
@@ -132,7 +152,7 @@ def _model_and_meta(run, scorer) -> tuple[object, dict]:
     meta = {
         "classes": [c.item() if isinstance(c, np.generic) else c for c in classes],
         "class_names": class_names_of(classes, cache["class_names"]),
-        "image_size": int(model.input_shape[1]),
+        "image_size": int(scorer.image_size),
         "resize": scorer.resize,
         "fast_decode": scorer.fast_decode,
         "input": "uint8 RGB images (N, S, S, 3), 0..255, resized as `resize` says",

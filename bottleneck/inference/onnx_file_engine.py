@@ -139,7 +139,10 @@ def direct_features(config, images: np.ndarray) -> tuple[np.ndarray, tuple]:
 def _agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     a = got.reshape(len(got), -1).astype(np.float64)
     b = want.reshape(len(want), -1).astype(np.float64)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    # two zero rows (a ReLU map that stays dark on a probe image) agree; one zero row does not
+    both_zero = (np.abs(a).max(1) == 0) & (np.abs(b).max(1) == 0)
+    cos = np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1.0), both_zero.astype(float))
     return relative_difference(got, want), float(cos.min())
 
 

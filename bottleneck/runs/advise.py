@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bottleneck._ownership import check_out
 from bottleneck.backbones.model_file import is_model_path
+from bottleneck.backbones.onnx_file import is_onnx_path
 from bottleneck.backbones.presets import BLOCKS, WIDE, WIDE_PATTERNS
 from bottleneck.backbones.registry import get_spec
 from bottleneck.cache.reader import Cache
@@ -77,6 +78,10 @@ def advise(
     weights: str = "imagenet",
     engine: str = "auto",
     fine_tune: bool = True,
+    preprocess: str | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+    channels: str | None = None,
     cache_dir="cache",
     runs_dir="runs",
     out=None,
@@ -92,6 +97,8 @@ def advise(
     regressions score, on val, every configuration those columns build: pixels, the top layer, each layer
     alone, the greedy layer set, the presets (``multiscale`` where measured, all block outputs, all wide
     points). ``choose`` picks one; the test split is scored after. With ``fine_tune``, a short
+    An ONNX model file (``backbone="model.onnx"``) is measured at its default features, with ``preprocess`` or
+    ``mean``/``std``/``channels`` as ``extract`` takes them; it has no fine-tune candidate.
     ``tuning.fine_tuning`` (its default recipe) starts from the chosen backbone configuration; it is
     recommended only when it lowers the val log loss by more than a standard error. Writes advice.md,
     advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The caches are
@@ -109,6 +116,9 @@ def advise(
         has_val = "val" in src.manifest.splits()
     laps = _Laps(t0)
     config = {"backbone": backbone, "weights": weights, "image_size": image_size, "engine": engine}
+    # an ONNX model file's declared preprocessing (or its sidecar's, when none is given)
+    declared = {"preprocess": preprocess, "mean": mean, "std": std, "channels": channels}
+    config.update({k: v for k, v in declared.items() if v is not None})
     pilot_sample = {"per_class": per_class, "seed": seed, "holdout": PILOT_HOLDOUT}
     options = {"pilot": pilot_sample, "seed": seed, "val_fraction": None if has_val else PILOT_VAL}
     pilot = _pilot(source, config, options, cache_dir, laps=laps, progress=progress, notify=notify)
@@ -134,7 +144,7 @@ def advise(
         scoring=scoring,
         cell=cell,
         notes=notes,
-        names={"backbone": backbone, "weights": weights, "image_size": image_size},
+        names={"backbone": backbone, "weights": weights, "image_size": image_size} | declared,
         per_class=per_class,
         train_per_class=train_per_class,
         cache_dir=cache_dir,
@@ -215,6 +225,10 @@ def _pilot(source, config: dict, options: dict, cache_dir, *, laps: _Laps, progr
     backbone = config["backbone"]
     family = None if is_model_path(backbone) else get_spec(backbone).family
     layer = f"{BLOCKS},{WIDE}" if family in WIDE_PATTERNS else BLOCKS
+    if is_onnx_path(backbone):
+        layer = (
+            None  # a user's graph has no known blocks: its features (the classifier's input) and the pixels
+        )
     cache = extract(
         source, cache_dir=cache_dir, layer=layer, progress=progress, notify=notify, **config, **options
     ).cache

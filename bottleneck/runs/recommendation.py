@@ -132,6 +132,9 @@ def commands(source, rec: dict, names: dict, *, cache_dir="cache", runs_dir="run
             extract += f" --weights {q(str(names['weights']))}"
         if names.get("image_size"):
             extract += f" --image-size {int(names['image_size'])}"
+        for name in ("preprocess", "mean", "std", "channels"):  # an ONNX model file's declared preprocessing
+            if names.get(name) is not None:
+                extract += f" --{name} {q(str(names[name]))}"
         if rec["layer"]:
             extract += f" --layer {q(rec['layer'])}"
     if str(cache_dir) != "cache":

@@ -20,6 +20,7 @@ from bottleneck import _tf
 from bottleneck._io import file_hash, replace_atomic, temp_path
 from bottleneck._ownership import check_out, put_in_place, reseal, write_record
 from bottleneck.backbones.blocks import BLOCK_PATTERNS, Cut, apply_cut, blocks, depth_groups, plan_cut
+from bottleneck.backbones.onnx_file import is_onnx_path
 from bottleneck.callbacks import Notify, Progress
 from bottleneck.errors import CacheError, TuneError
 from bottleneck.heads.checks import class_weights, stratified_holdout
@@ -113,6 +114,13 @@ def fine_tune(
         raise TuneError(
             f"run {run.path} is already fine-tuned; fine-tune the frozen-head run it started from "
             f"({run.summary.get('start_run')}) with other settings instead."
+        )
+    backbone = run.summary["cache"]["config"]["backbone"]
+    if is_onnx_path(backbone):
+        raise TuneError(
+            f"run {run.path} reads features of an ONNX model file ({backbone}), which ONNX Runtime runs but cannot "
+            "train; compare heads on its features (fit-head, compare), or fine-tune a registry backbone or a "
+            "Keras model file."
         )
     cache = _open_run_cache(run)
     partial, final = _folders(run, settings, out, runs_dir, force) if save else (None, None)

@@ -10,6 +10,7 @@ global: no environment variables, no import hooks, no seeds.
     fit_head, compare, predict_images, load_run
     inspect_cache(cache, ...)     -> Inspection: duplicates, leaks, label errors, map, one offline page
     list_backbones(pattern), get_spec(name), ExtractConfig, BottleneckError
+    save_onnx_preprocessing(model.onnx, ...)  MODEL.onnx.json: an ONNX backbone's preprocessing beside it
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _LAZY = {
     "ExtractConfig": "bottleneck.config",
     "list_backbones": "bottleneck.backbones",
     "get_spec": "bottleneck.backbones",
+    "save_onnx_preprocessing": "bottleneck.backbones.onnx_file",
     "open_source": "bottleneck.data",
     "LogRegHead": "bottleneck.heads",
     "LinearHead": "bottleneck.heads",

@@ -424,7 +424,7 @@ def read_sidecar(path) -> dict:
     return data
 
 
-def save_preprocessing(
+def save_onnx_preprocessing(
     model,
     *,
     preprocess: str | None = None,
@@ -457,7 +457,7 @@ def save_preprocessing(
         str(model), preprocess, parse_triple("mean", mean), parse_triple("std", std), channels
     )
     if settings is None:
-        raise BackboneError("save_preprocessing needs preprocess= or mean= and std=.")
+        raise BackboneError("save_onnx_preprocessing needs preprocess= or mean= and std=.")
     data = {
         k: v
         for k, v in zip(("preprocess", "mean", "std", "channels"), settings, strict=True)
@@ -510,7 +510,7 @@ def resolve(config):
             f"{path} does not say how it expects pixels; pass preprocess= (torch: timm / torchvision ImageNet "
             "models; tf: [-1, 1]; caffe; 127; none) or mean='R,G,B' and std='R,G,B' on 0..1 pixels (with "
             f"channels='bgr' if it takes BGR), or declare them in {sidecar_path(path).name} "
-            "(bottleneck.save_preprocessing)."
+            "(bottleneck.save_onnx_preprocessing)."
         )
     size = config.image_size or side.get("image_size")
     if graph.size is not None and size not in (None, graph.size):

@@ -36,6 +36,12 @@ def composed_model(run):
         )
     head = _head_proto(run.head, opset)
     head.ir_version = features.ir_version
+    # tf2onnx lists domains the head does not use (ai.onnx.ml at its own version): merge_models refuses any
+    # domain both list at different versions, so the head keeps only the domains its nodes use.
+    used = {n.domain for n in head.graph.node} | {""}
+    kept = [o for o in head.opset_import if o.domain in used or (o.domain == "ai.onnx" and "" in used)]
+    del head.opset_import[:]
+    head.opset_import.extend(kept)
     try:
         merged = compose.merge_models(
             features, head, io_map=[("features", "features")], prefix2="head/", producer_name="bottleneck"

@@ -69,10 +69,11 @@ def test_imports_point_down_the_flow():
 
 def test_modules_beside_the_stages_import_no_stage_at_module_level():
     """errors, config, callbacks, _io, _tf, storage ...: every stage may import them, so they import no stage at
-    module level (config names the layer presets, a leaf module of backbones; ``__main__`` is the CLI's door;
+    module level (config names the layer presets and an ONNX file's settings, leaf modules of backbones; ``__main__`` is the CLI's door;
     ``doctor`` reports on the engines and nothing but the CLI imports it)."""
     allowed = {
         ("config.py", "bottleneck.backbones.presets"),
+        ("config.py", "bottleneck.backbones.onnx_file"),
         ("__main__.py", "bottleneck.cli"),
         ("doctor.py", "bottleneck.inference.engines"),
         ("doctor.py", "bottleneck.inference.quantize"),

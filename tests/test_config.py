@@ -16,7 +16,7 @@ def test_defaults_and_round_trip():
 @pytest.mark.parametrize(
     "field,value,match",
     [
-        ("pooling", "mean", r"unknown pooling='mean'; choose one of: avg, max, none"),
+        ("pooling", "median", r"unknown pooling='median'; choose one of: avg, max, none, cls, mean"),
         ("resize", "stretch", r"unknown resize='stretch'.*squash, crop, pad"),
         ("dtype", "float64", r"unknown dtype='float64'"),
         ("format", "parquet", r"unknown format='parquet'; choose one of: zarr, npy, h5"),
@@ -83,6 +83,9 @@ def test_one_source_for_what_changes_the_features():
         "calibration",
         "fast_decode",
         "shard_rows",
+        "mean",
+        "std",
+        "channels",
     }  # settings added after caches existed: keyed away from their defaults
     assert set(FEATURE_SETTINGS) | set(ROW_NEUTRAL_SETTINGS) == set(ALTERNATIVES) | added
     base = ExtractConfig(backbone="mobilenet_v2", weights="none")

@@ -139,7 +139,14 @@ def test_real_registry_model_paddle2onnx(data, tmp_path):
     assert cosines(got, want).min() >= 0.9999
     # the same settings through mean / std: the same features, another spelling of the same normalisation
     again = _extract(
-        data, path, tmp_path, preprocess=None, mean="0.5,0.5,0.5", std="0.5,0.5,0.5", channels="bgr", image_size=SIZE
+        data,
+        path,
+        tmp_path,
+        preprocess=None,
+        mean="0.5,0.5,0.5",
+        std="0.5,0.5,0.5",
+        channels="bgr",
+        image_size=SIZE,
     )
     assert cosines(again.features("test")[:], want).min() >= 0.9999
 
@@ -401,3 +408,44 @@ def test_int8_on_a_user_graph(data, tmp_path):
     run = bn.fit_head(int8, "logreg", out=tmp_path / "run8")
     record = export_run(run.path, format="onnx")
     assert record["verification"]["max_difference"] <= 1e-4
+
+
+def test_advise_measures_an_onnx_file(data, tmp_path):
+    """advise scores the file's features against the pixels and prints commands that carry its preprocessing;
+    its fine-tune candidate says why it cannot run."""
+    from bottleneck.runs.advise import advise
+    from bottleneck.runs.recommendation import commands
+
+    path = convnet(tmp_path / "m.onnx")
+    advice = advise(
+        data,
+        backbone=str(path),
+        preprocess="torch",
+        per_class=6,
+        cache_dir=tmp_path / "c",
+        runs_dir=tmp_path / "r",
+    )
+    text = advice.markdown()
+    assert "| top layer" in text and "| pixels" in text, text
+    assert "reads features of an ONNX model file" in text
+    assert (tmp_path / "r" / f"advise-{data.name}-m" / "advice.md").is_file()
+    # the commands that build the recommendation on the whole data carry the declared preprocessing
+    rec = {"backbone": str(path), "layer": None, "fine_tune": False}
+    names = {"backbone": str(path), "preprocess": "torch", "mean": None}
+    assert f"--backbone {path} --preprocess torch)" in commands(data, rec, names)[0]
+
+
+@pytest.mark.slow
+def test_dask_cluster_computes_the_same_features(data, tmp_path):
+    path = convnet(tmp_path / "m.onnx")
+    local = _extract(data, path, tmp_path / "local")
+    remote = bn.extract(
+        data,
+        backbone=str(path),
+        preprocess="torch",
+        cache_dir=tmp_path / "dask",
+        batch_size=4,
+        cluster="local:1",
+    ).cache
+    assert remote.key == local.key
+    np.testing.assert_array_equal(remote.features("train")[:], local.features("train")[:])

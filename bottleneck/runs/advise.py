@@ -109,7 +109,9 @@ def advise(
         {"per_class": per_class, "seed": seed, "image_size": image_size, "fine_tune": fine_tune}, ADVISE
     )
     backbone = backbone or ExtractConfig().backbone
-    out = Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{backbone}"
+    # a model file is named by its stem: its path would nest folders in the name
+    name = Path(backbone).stem if is_model_path(backbone) else backbone
+    out = Path(out) if out is not None else Path(runs_dir) / f"advise-{stem_of(source)}-{name}"
     check_out(out, force=force)  # before the pilot's minutes of work, not after
     with open_source(source) as src:
         train_per_class = check_source(src.manifest, per_class, notify)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bottleneck._tf import cpu_count
+from bottleneck.backbones.model_file import is_model_path
 from bottleneck.backbones.presets import BLOCKS, MULTISCALE, MULTISCALE_NAME, NETWORK_SETS, WIDE, is_wide
 from bottleneck.backbones.registry import get_spec
 from bottleneck.cache.columns import layer_columns, resolve_layers, set_layers, top_layer
@@ -326,7 +327,8 @@ def candidate_sets(cache) -> list[dict]:
 
     order = [n for n, _, _ in layer_columns(cache)]
     top = top_layer(cache)
-    family = get_spec(cache.config.backbone).family
+    # a model file (Keras or ONNX) has no registry family: no wide points told by name
+    family = None if is_model_path(cache.config.backbone) else get_spec(cache.config.backbone).family
     out = [{"name": "top layer", "kind": "top", "layers": [top], "depth": order.index(top), "layer": None}]
     for depth, name in enumerate(order):
         if name != top:

@@ -118,7 +118,7 @@ def fine_tune(
     backbone = run.summary["cache"]["config"]["backbone"]
     if is_onnx_path(backbone):
         raise TuneError(
-            f"run {run.path} reads features of an ONNX model file ({backbone}), which ONNX Runtime runs but cannot "
+            f"{'run ' + str(run.path) if run.path else 'this run'} reads features of an ONNX model file ({backbone}), which ONNX Runtime runs but cannot "
             "train; compare heads on its features (fit-head, compare), or fine-tune a registry backbone or a "
             "Keras model file."
         )

@@ -449,3 +449,17 @@ def test_dask_cluster_computes_the_same_features(data, tmp_path):
     ).cache
     assert remote.key == local.key
     np.testing.assert_array_equal(remote.features("train")[:], local.features("train")[:])
+
+
+def test_int8_of_a_graph_fixed_to_one_image(data, tmp_path):
+    """A graph that runs only one image at a time is calibrated and run one image at a time in int8 too."""
+    path = convnet(tmp_path / "one.onnx", batch=1, reshape_batch=True)
+    fp32 = _extract(data, path, tmp_path)
+    int8 = _extract(data, path, tmp_path, precision="int8", calibration=8, accept_drift=True)
+    assert int8.features("test").shape == fp32.features("test").shape == (24, 16)
+    assert cosines(int8.features("test")[:], fp32.features("test")[:]).mean() >= 0.9
+    engines = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "engines").glob("one-*.onnx")}
+    embedder = bn.Embedder(backbone=str(path), preprocess="torch", cache_dir=tmp_path / "cache")
+    got = embedder.transform(_pixels(fp32))  # the feature model made by the extraction is reused as it is
+    np.testing.assert_allclose(got, fp32.features("test")[:], rtol=1e-4, atol=1e-5)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "engines").glob("one-*.onnx")} == engines

@@ -29,7 +29,8 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     Parameters are ExtractConfig's: ``backbone`` (registry name or model file), ``weights``, ``layer``
     (one or several comma-separated), ``pooling`` ("none" gives (N, h, w, C) maps, not usable by most
-    estimators), ``image_size``, ``resize``, ``preprocess`` (model files only), ``engine`` ("auto" uses an ONNX
+    estimators), ``image_size``, ``resize``, ``preprocess`` (model files only; an ONNX
+    file's may instead be ``mean``/``std``/``channels``, or its MODEL.onnx.json), ``engine`` ("auto" uses an ONNX
     model that an earlier ``extract`` verified under ``cache_dir``, else TensorFlow; "onnx" converts and
     verifies one there), ``batch_size``, ``workers`` (decode threads), ``threads`` (compute threads) and
     ``fast_decode`` (JPEGs decoded at a reduced scale: faster on large photos, slightly different pixels).
@@ -45,6 +46,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         image_size: int | None = None,
         resize: str = "squash",
         preprocess: str | None = None,
+        mean: str | None = None,
+        std: str | None = None,
+        channels: str | None = None,
         engine: str = "auto",
         batch_size: int = 32,
         workers: int | None = None,
@@ -59,6 +63,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         self.image_size = image_size
         self.resize = resize
         self.preprocess = preprocess
+        self.mean = mean
+        self.std = std
+        self.channels = channels
         self.engine = engine
         self.batch_size = batch_size
         self.workers = workers
@@ -77,6 +84,9 @@ class Embedder(TransformerMixin, BaseEstimator):
             pooling=self.pooling,
             resize=self.resize,
             preprocess=self.preprocess,
+            mean=self.mean,
+            std=self.std,
+            channels=self.channels,
             batch_size=self.batch_size,
             workers=self.workers,
             threads=self.threads,

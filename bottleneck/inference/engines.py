@@ -135,6 +135,10 @@ class OnnxEngine:
                 "driver and onnxruntime-gpu's CUDA version, or use device='cpu'."
             )
         self._input = self.session.get_inputs()[0].name
+        # A graph fixed to a batch of N (an ONNX file that cannot run free batches, and its int8 model) runs in
+        # slices of N; None: any batch.
+        first = self.session.get_inputs()[0].shape[0]
+        self.batch = first if isinstance(first, int) and first > 0 else None
         self.input_size = input_size
         self.feature_shape = tuple(feature_shape)
         self.columns = tuple(tuple(c) for c in columns)
@@ -146,7 +150,20 @@ class OnnxEngine:
             self.name = "onnx-int8"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: batch})[0]
+        if self.batch is None or len(batch) == self.batch:
+            return self.session.run(None, {self._input: batch})[0]
+        return np.concatenate(
+            [self.session.run(None, {self._input: part})[0] for part in fixed_batches(batch, self.batch)]
+        )[: len(batch)]
+
+
+def fixed_batches(images: np.ndarray, size: int):
+    """``images`` in slices of ``size``, the last one padded with black images (whose rows callers drop)."""
+    for a in range(0, len(images), size):
+        part = images[a : a + size]
+        if len(part) < size:
+            part = np.concatenate([part, np.zeros((size - len(part), *part.shape[1:]), part.dtype)])
+        yield part
 
 
 # ONNX Runtime's GPU execution providers, best first: TensorRT where installed, then CUDA.

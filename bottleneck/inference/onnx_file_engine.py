@@ -14,7 +14,13 @@ from bottleneck._io import replace_atomic, temp_path, write_json_atomic
 from bottleneck.backbones.onnx_file import normalization, read_graph, resolve
 from bottleneck.backbones.onnx_graph import direct_model, feature_model, pooled
 from bottleneck.errors import BackboneError, first_line
-from bottleneck.inference.engines import OnnxEngine, Verification, onnx_model_path, relative_difference
+from bottleneck.inference.engines import (
+    OnnxEngine,
+    Verification,
+    fixed_batches,
+    onnx_model_path,
+    relative_difference,
+)
 
 # The feature model must give the user's graph's own features: cosine per image at least this (README).
 MIN_COSINE = 0.9999
@@ -48,25 +54,6 @@ def _read_record(path: Path) -> FileRecord | None:
         return None
 
 
-class FixedBatchEngine(OnnxEngine):
-    """An OnnxEngine over a graph fixed to ``batch`` images: any batch runs in slices of that size (the last one
-    padded with black images, whose rows are dropped)."""
-
-    def __init__(self, *args, batch: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.batch = batch
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        n, parts = len(images), []
-        for a in range(0, n, self.batch):
-            part = images[a : a + self.batch]
-            if len(part) < self.batch:
-                pad = np.zeros((self.batch - len(part), *part.shape[1:]), part.dtype)
-                part = np.concatenate([part, pad])
-            parts.append(self.session.run(None, {self._input: part})[0])
-        return np.concatenate(parts)[:n]
-
-
 def onnx_file_engine(config, cache_dir, *, probe=None, notify=None) -> OnnxEngine:
     """The engine of ``config`` (an ONNX model file backbone): its feature model from the engines folder under
     ``cache_dir``, made and checked first when no earlier run did. ``probe(size)``: a real batch to check on
@@ -82,9 +69,8 @@ def onnx_file_engine(config, cache_dir, *, probe=None, notify=None) -> OnnxEngin
         if batch is None or not len(batch):
             batch = np.random.default_rng(0).integers(0, 256, (PROBE_IMAGES, size, size, 3), dtype=np.uint8)
         record = _prepare(config, path, batch[:8], notify)
-    kind = FixedBatchEngine if record.batch else OnnxEngine
-    extra = {"batch": record.batch} if record.batch else {}
-    engine = kind(
+    # a feature model fixed to a batch of N (record.batch) runs in slices of N: OnnxEngine reads it from the graph
+    return OnnxEngine(
         path,
         size,
         record.feature_shape,
@@ -92,9 +78,7 @@ def onnx_file_engine(config, cache_dir, *, probe=None, notify=None) -> OnnxEngin
         Verification(record.difference, record.feature_shape, None, record.columns),
         record.columns,
         device=config.device,
-        **extra,
     )
-    return engine
 
 
 def _session(model, threads: int = 1):
@@ -117,17 +101,11 @@ def direct_features(config, images: np.ndarray) -> tuple[np.ndarray, tuple]:
         x = x.transpose(0, 3, 1, 2)
     x = np.ascontiguousarray(x, dtype=np.float16 if graph.dtype == "float16" else np.float32)
     session = _session(direct_model(graph, taps))
-    step = graph.batch or len(x)
-    outs = []
-    for a in range(0, len(x), step):
-        part = x[a : a + step]
-        n = len(part)
-        if graph.batch and n < step:
-            part = np.concatenate([part, np.zeros((step - n, *part.shape[1:]), part.dtype)])
-        values = session.run(list(taps), {graph.input_name: part})
-        outs.append([v[:n] for v in values])
+    parts = fixed_batches(x, graph.batch) if graph.batch else [x]  # a fixed batch: as the graph was exported
+    outs = [session.run(list(taps), {graph.input_name: part}) for part in parts]
     per_tap = [
-        pooled(np.concatenate([o[i] for o in outs]), graph.layout, config.pooling) for i in range(len(taps))
+        pooled(np.concatenate([o[i] for o in outs])[: len(x)], graph.layout, config.pooling)
+        for i in range(len(taps))
     ]
     widths = [int(np.prod(p.shape[1:])) for p in per_tap]
     ends = np.cumsum(widths)
@@ -192,14 +170,8 @@ def _prepare(config, path: Path, images: np.ndarray, notify) -> FileRecord:
 def _run(session, images: np.ndarray, batch: int | None) -> np.ndarray:
     if not batch:
         return session.run(None, {"images": images})[0]
-    parts = []
-    for a in range(0, len(images), batch):
-        part = images[a : a + batch]
-        n = len(part)
-        if n < batch:
-            part = np.concatenate([part, np.zeros((batch - n, *part.shape[1:]), part.dtype)])
-        parts.append(session.run(None, {"images": part})[0][:n])
-    return np.concatenate(parts)
+    parts = [session.run(None, {"images": part})[0] for part in fixed_batches(images, batch)]
+    return np.concatenate(parts)[: len(images)]
 
 
 def _save(model, path: Path) -> None:

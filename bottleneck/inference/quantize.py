@@ -15,6 +15,7 @@ import numpy as np
 from bottleneck._io import replace_atomic, temp_path, write_json_atomic
 from bottleneck.data.manifest import content_hash
 from bottleneck.errors import BackboneError
+from bottleneck.inference.engines import fixed_batches
 
 # Mean cosine similarity between int8 and fp32 features below which extraction stops (unless accept_drift).
 MIN_COSINE = 0.95
@@ -116,9 +117,12 @@ def read_record(path: Path) -> Int8Record | None:
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader over uint8 batches."""
+    """ONNX Runtime's CalibrationDataReader over uint8 batches (re-cut to ``fixed`` images for a graph fixed to a
+    batch size)."""
 
-    def __init__(self, name: str, batches):
+    def __init__(self, name: str, batches, fixed: int | None = None):
+        if fixed:
+            batches = list(fixed_batches(np.concatenate(list(batches)), fixed))
         self._it = iter([{name: b} for b in batches])
 
     def get_next(self):
@@ -139,7 +143,7 @@ def quantize(fp32_path: Path, out: Path, input_name: str, batches, weights: str 
         quantize_static(
             str(prepared),
             str(tmp),
-            _Reader(input_name, batches),
+            _Reader(input_name, batches, _fixed_batch(fp32_path)),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
@@ -152,6 +156,14 @@ def quantize(fp32_path: Path, out: Path, input_name: str, batches, weights: str 
         prepared.unlink(missing_ok=True)
         Path(str(tmp) + ".data").unlink(missing_ok=True)
     return out
+
+
+def _fixed_batch(path: Path) -> int | None:
+    """The batch size an ONNX model's input fixes, or None."""
+    import onnx
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
 
 
 def agreement(int8: np.ndarray, fp32: np.ndarray) -> dict:

@@ -32,6 +32,9 @@ _EMBEDDER_SETTINGS = (
     "image_size",
     "resize",
     "preprocess",
+    "mean",
+    "std",
+    "channels",
     "fast_decode",
 )
 

@@ -463,3 +463,19 @@ def test_int8_of_a_graph_fixed_to_one_image(data, tmp_path):
     got = embedder.transform(_pixels(fp32))  # the feature model made by the extraction is reused as it is
     np.testing.assert_allclose(got, fp32.features("test")[:], rtol=1e-4, atol=1e-5)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "engines").glob("one-*.onnx")} == engines
+
+
+def test_compare_inspect_and_similar_on_an_onnx_cache(data, tmp_path):
+    """The jobs on a cache need nothing of the backbone but its settings: compare, inspect (its pixel check reads
+    the source) and similar (an image query embedded with the cache's settings, mean/std included)."""
+    from bottleneck.inspection import find_similar
+
+    path = convnet(tmp_path / "m.onnx")
+    cache = _extract(data, path, tmp_path, preprocess=None, mean="0.5,0.5,0.5", std="0.25,0.25,0.25")
+    table = bn.compare([cache], heads=("logreg",))
+    assert [r["head"] for r in table.rows] == ["logreg"] and 0 <= table.rows[0]["accuracy_mean"] <= 1
+    report = bn.inspect_cache(cache, out=tmp_path / "inspect", label_errors=False)
+    assert report.summary["backbone"] == str(path) and (tmp_path / "inspect" / "index.html").is_file()
+    query = Path(data) / cache.ids("test")[5]
+    hits = find_similar(cache, image=query, k=1, cache_dir=tmp_path / "cache")
+    assert hits[0]["id"] == cache.ids("test")[5] and hits[0]["cosine"] == pytest.approx(1, abs=1e-4)

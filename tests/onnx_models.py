@@ -115,7 +115,9 @@ def with_outputs(path, names) -> bytes:
     have = {o.name for o in model.graph.output}
     for name in names:
         if name not in have:
-            model.graph.output.append(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None))
+            model.graph.output.append(
+                helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None)
+            )
     return model.SerializeToString()
 
 

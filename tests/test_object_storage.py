@@ -19,8 +19,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bottleneck import storage
+from bottleneck.cache import open_cache
 from bottleneck.cli import app
-from bottleneck.inference.runner import run_extraction
+from bottleneck.inference.runner import extract, run_extraction
 from bottleneck.runs.fit import fit_head
 
 pytest.importorskip("s3fs")
@@ -319,3 +320,20 @@ def test_parquet_and_webdataset_sources_from_a_bucket(s3, tmp_path, kind):
         f"s3://data/{kind}", CFG, cache_dir=tmp_path / "c", engine_factory=pixel_engine, progress=seen
     )
     assert again.hit and seen.count == 0
+
+
+def test_onnx_file_backbone_from_a_bucket_into_a_bucket(s3, tmp_path):
+    """An ONNX model file as the backbone over an s3:// source into an s3:// cache: the same key and features as
+    the local run, and the cache read back from the bucket."""
+    from tests.onnx_models import convnet
+
+    local = make_image_folder(tmp_path / "d", {"a": 4, "b": 4}, size=(12, 12), splits=["train", "test"])
+    upload_folder(s3, local, "data/imgs")
+    model = convnet(tmp_path / "m.onnx", size=16)
+    kw = {"backbone": str(model), "preprocess": "torch", "batch_size": 4}
+    ref = extract(local, cache_dir=tmp_path / "ref", **kw)
+    r = extract("s3://data/imgs", cache_dir="s3://caches/c", **kw)
+    assert r.url.startswith("s3://caches/c/") and r.cache.key == ref.cache.key
+    np.testing.assert_array_equal(r.cache.features("test")[:], ref.cache.features("test")[:])
+    back = open_cache(r.url)
+    np.testing.assert_array_equal(back.features("train")[:], ref.cache.features("train")[:])

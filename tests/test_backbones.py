@@ -239,8 +239,8 @@ def test_unknown_layer_lists_valid_names():
 
 
 def test_unknown_pooling():
-    with pytest.raises(BottleneckError, match=r"unknown pooling='mean'; choose one of: avg, max, none"):
-        build("vgg16", weights="none", pooling="mean")
+    with pytest.raises(BottleneckError, match=r"unknown pooling='median'; choose one of: avg, max, none, cls, mean"):
+        build("vgg16", weights="none", pooling="median")
 
 
 def test_image_size_below_the_minimum():

@@ -217,8 +217,9 @@ def test_every_checked_extract_setting_is_a_field():
     assert set(EXTRACT) <= fields
     numeric = {k for k, v in ExtractConfig().to_dict().items() if isinstance(v, int | float) or v is None}
     # every number (or None-able number) of the config is declared, but for shard_rows (checked with batch_size)
-    # and the names resolved where they are known
-    assert numeric - set(EXTRACT) <= {"shard_rows", "layer", "preprocess"}
+    # the names resolved where they are known, and an ONNX file's mean/std (three numbers each, read by
+    # backbones.onnx_file.parse_triple when the config is made)
+    assert numeric - set(EXTRACT) <= {"shard_rows", "layer", "preprocess", "mean", "std"}
 
 
 # --- head parameters from the command line -------------------------------------------------------------------------

@@ -94,8 +94,8 @@ def test_embedder_bad_input_names_the_problem(X, match):
 
 
 def test_bad_setting_is_refused_at_fit():
-    with pytest.raises(BottleneckError, match=r"unknown pooling='mean'"):
-        bottleneck.Embedder(pooling="mean").fit()
+    with pytest.raises(BottleneckError, match=r"unknown pooling='median'"):
+        bottleneck.Embedder(pooling="median").fit()
 
 
 def test_public_api_is_listed():

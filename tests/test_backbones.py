@@ -239,7 +239,9 @@ def test_unknown_layer_lists_valid_names():
 
 
 def test_unknown_pooling():
-    with pytest.raises(BottleneckError, match=r"unknown pooling='median'; choose one of: avg, max, none, cls, mean"):
+    with pytest.raises(
+        BottleneckError, match=r"unknown pooling='median'; choose one of: avg, max, none, cls, mean"
+    ):
         build("vgg16", weights="none", pooling="median")
 
 

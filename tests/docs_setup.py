@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import make_arrays
 from inspect_data import make_source
+from PIL import Image
 from tuning_data import make_model_file, noisy_images
 
 SPLITS = {"train": 8, "val": 4, "test": 4}
@@ -59,8 +58,9 @@ def signs(root: Path) -> None:
         x = np.stack(
             [
                 np.asarray(
-                    Image.fromarray(np.clip(protos[k] + rng.normal(0, 30, (4, 4, 3)), 0, 255).astype(np.uint8))
-                    .resize((64, 64), Image.NEAREST)
+                    Image.fromarray(
+                        np.clip(protos[k] + rng.normal(0, 30, (4, 4, 3)), 0, 255).astype(np.uint8)
+                    ).resize((64, 64), Image.NEAREST)
                 )
                 for k in y
             ]

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from docs_setup import SETUPS
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -63,7 +62,9 @@ def blocks(page: Path) -> list[Block]:
             body.append(lines[i][indent:] if lines[i][:indent].strip() == "" else lines[i])
             i += 1
         marker = NOT_RUN.match(lines[start - 1]) if start else None
-        out.append(Block(page, start + 1, m["lang"], "\n".join(body) + "\n", marker["why"] if marker else None))
+        out.append(
+            Block(page, start + 1, m["lang"], "\n".join(body) + "\n", marker["why"] if marker else None)
+        )
         i += 1
     return out
 
@@ -111,7 +112,9 @@ def test_pages_name_known_setups():
     for page in PAGES:
         for m in SETUP.finditer(page.read_text()):
             unknown = set(m["names"].split()) - set(SETUPS)
-            assert not unknown, f"{page.relative_to(ROOT)}: no such docs setup {unknown}; known: {sorted(SETUPS)}"
+            assert not unknown, (
+                f"{page.relative_to(ROOT)}: no such docs setup {unknown}; known: {sorted(SETUPS)}"
+            )
 
 
 def _command_lines(block: Block):
@@ -183,7 +186,12 @@ def test_block_parsing_reads_markers_and_indented_blocks(tmp_path):
         "- item\n\n  ```python\n  print(1)\n  ```\n"
     )
     a, b = blocks(page)
-    assert (a.lang, a.line, a.code, a.not_run) == ("bash", 3, "bottleneck extract a\n", "needs network (imagenet weights)")
+    assert (a.lang, a.line, a.code, a.not_run) == (
+        "bash",
+        3,
+        "bottleneck extract a\n",
+        "needs network (imagenet weights)",
+    )
     assert (b.lang, b.code, b.not_run) == ("python", "print(1)\n", None)
 
 
@@ -225,7 +233,9 @@ def test_page_blocks_run(page, tmp_path, docs_cache):
     if done.returncode != 0:
         started = re.findall(r"::docs-block (\d+)", done.stderr)
         where = f"{page.relative_to(ROOT)}:{started[-1]}" if started else str(page.relative_to(ROOT))
-        pytest.fail(f"the block at {where} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        pytest.fail(
+            f"the block at {where} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
 
 
 def test_mkdocs_build_strict(tmp_path):
@@ -233,7 +243,18 @@ def test_mkdocs_build_strict(tmp_path):
     references hold every command, option and public name."""
     site = tmp_path / "site"
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-q",
+            "-f",
+            str(ROOT / "mkdocs.yml"),
+            "-d",
+            str(site),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -265,7 +286,9 @@ def test_readme_is_short_and_links_into_the_docs():
     text = (ROOT / "README.md").read_text()
     assert len(text.split("\n")) <= 250
     for target in re.findall(r"\]\((docs/[^)#]+)", text):
-        assert (ROOT / target).is_file() or target in ("docs/reference/cli.md", "docs/reference/api.md"), target
+        assert (ROOT / target).is_file() or target in ("docs/reference/cli.md", "docs/reference/api.md"), (
+            target
+        )
 
 
 def test_inspect_screenshot_is_the_browser_tests():
@@ -279,6 +302,9 @@ def test_inspect_screenshot_is_the_browser_tests():
     img = Image.open(SCREENSHOT)
     assert img.format == "PNG"
     # the page's viewport: the window's width, its height less the browser's own bars
-    assert img.size[0] == window["width"].default and 0.8 * window["height"].default < img.size[1] <= window["height"].default
+    assert (
+        img.size[0] == window["width"].default
+        and 0.8 * window["height"].default < img.size[1] <= window["height"].default
+    )
     assert img.info.get("Source") == "tests/test_inspect_browser.py::test_thumbnails_render"
     assert "inspect.png" in (ROOT / "docs" / "how-to" / "inspect.md").read_text()

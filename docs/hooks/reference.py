@@ -43,6 +43,11 @@ def _default(param) -> str:
     return f"`{default}`"
 
 
+def _summary(command) -> str:
+    """The first paragraph of a command's help (click's short help stops at the first full stop: "e.g.")."""
+    return inspect.cleandoc(command.help or "").split("\n\n")[0]
+
+
 def _type(param) -> str:
     """The value's type as `--help` shows it (``<int>``), "flag" for on/off options."""
     if getattr(param, "is_flag", False):
@@ -91,13 +96,15 @@ def cli_reference() -> str:
             out += ["| command | what it does |", "|---|---|"]
             for name in subs:
                 sub = command.get_command(ctx, name)
-                out.append(f"| [`{name}`](#{'-'.join((*path, name)).lower()}) | {_cell(sub.get_short_help_str(200))} |")
+                out.append(f"| [`{name}`](#{'-'.join((*path, name)).lower()}) | {_cell(_summary(sub))} |")
             out.append("")
         if params:
             out += ["| argument / option | type | default | help |", "|---|---|---|---|"]
             for p in params:
                 kind = _type(p)
-                out.append(f"| {_names(p)} | {_cell(kind)} | {_cell(_default(p))} | {_cell(getattr(p, 'help', '') or '')} |")
+                out.append(
+                    f"| {_names(p)} | {_cell(kind)} | {_cell(_default(p))} | {_cell(getattr(p, 'help', '') or '')} |"
+                )
             out.append("")
     return "\n".join(out) + "\n"
 

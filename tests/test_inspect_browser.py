@@ -9,6 +9,7 @@ import functools
 import http.server
 import io
 import json
+import os
 import threading
 
 import chromium
@@ -174,6 +175,14 @@ def test_thumbnails_render(browser, inspection):
         # The images are noise patterns: a blank (unloaded) area would be one flat colour.
         assert pixels.std() > 20, (img.get_attribute("src"), pixels.std())
     assert browser.errors() == []
+    # The docs show this very screenshot (docs/how-to/inspect.md): refreshed by running this test with
+    # BOTTLENECK_DOCS_SCREENSHOT=docs/img/inspect.png, once the checks above have passed.
+    if os.environ.get("BOTTLENECK_DOCS_SCREENSHOT"):
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Source", "tests/test_inspect_browser.py::test_thumbnails_render")
+        shot.save(os.environ["BOTTLENECK_DOCS_SCREENSHOT"], pnginfo=info, optimize=True)
 
 
 @pytest.fixture(scope="module")

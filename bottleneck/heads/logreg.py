@@ -52,6 +52,8 @@ class LogRegHead(Head):
         2 busy cores).
     random_state : seed of the held-out part and of the sweep subset.
 
+    Notes
+    -----
     Learned: ``classes_``, ``C_``, ``coef_`` (K or 1, D), ``intercept_``, ``mean_``, ``scale_``, ``history_``
     ({"C", "val_accuracy", "val_loss"} of the sweep), ``holdout_`` (held-out train rows, or None),
     ``n_iter_`` (lbfgs iterations of the fit that gave ``coef_``).

@@ -1,5 +1,5 @@
 """Export: every head, frozen and fine-tuned, in every format, verified against `predict`; class names that
-survive any folder name; the README's loading recipes run as written, without bottleneck."""
+survive any folder name; the loading recipes of docs/how-to/export.md run as written, without bottleneck."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ HEADS = ("logreg", "linear", "mlp", "sigmoid", "pool-dense")
 FORMATS = ("keras", "onnx", "savedmodel", "tflite")
 FILES = {"keras": "model.keras", "onnx": "model.onnx", "savedmodel": "model", "tflite": "model.tflite"}
 PARAMS = {"logreg": {}, "mlp": {"width": 16, "epochs": 3}, "pool-dense": {"width": 16, "epochs": 3}}
-README = Path(__file__).resolve().parent.parent / "README.md"
+EXPORT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "export.md"
 
 
 class Runs:
@@ -159,9 +159,9 @@ def test_fine_tuned_run_exports(runs, head, fmt, tmp_path):
     check_export(runs, head, True, fmt, tmp_path)
 
 
-def readme_recipes() -> dict[str, str]:
-    """The README's export-loading snippets by format: the ```python blocks opening with ``# model.<ext>``."""
-    blocks = re.findall(r"```python\n(# (model\S*).*?)```", README.read_text(), re.S)
+def export_page_recipes() -> dict[str, str]:
+    """The export-loading snippets of docs/how-to/export.md by format: the ```python blocks opening with ``# model.<ext>``."""
+    blocks = re.findall(r"```python\n(# (model\S*).*?)```", EXPORT_PAGE.read_text(), re.S)
     by_file = {name.rstrip(":"): code for code, name in blocks}
     return {fmt: by_file[FILES[fmt] + ("/" if fmt == "savedmodel" else "")] for fmt in FORMATS}
 
@@ -169,7 +169,7 @@ def readme_recipes() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def exported(runs, tmp_path_factory):
     """The logreg run exported in every format into one folder, with one test image of class ``new\nline``
-    (``photo.png``): where a user would run the README's snippets."""
+    (``photo.png``): where a user would run those snippets."""
     from bottleneck.export import export_run
 
     folder = tmp_path_factory.mktemp("exported")
@@ -186,7 +186,7 @@ def exported(runs, tmp_path_factory):
 @pytest.mark.parametrize(
     "fmt", [f if f != "savedmodel" else pytest.param(f, marks=pytest.mark.slow) for f in FORMATS]
 )
-def test_readme_recipe_runs_alone_and_maps_names_right(runs, exported, fmt):
+def test_export_page_recipe_runs_alone_and_maps_names_right(runs, exported, fmt):
     """The snippet, copied alone into a fresh interpreter beside the exported file, loads it, reads the class
     names and prints {name: probability}: the run's names in its order, each with the probability `bottleneck
     predict` gives that class, the image's own class first. bottleneck is never imported."""
@@ -195,7 +195,7 @@ def test_readme_recipe_runs_alone_and_maps_names_right(runs, exported, fmt):
     image = exported / "photo.png"
     (want,) = predict_images(runs.run("logreg", False), [image], top=len(NAMES))
     assert want["top"][0]["class"] == NAMES[1]
-    code = readme_recipes()[fmt].replace('"photo.jpg"', repr(str(image)))
+    code = export_page_recipes()[fmt].replace('"photo.jpg"', repr(str(image)))
     # bottleneck made unimportable: the snippet must not need it (pandas, which Keras may import, would otherwise
     # import this package as its optional accelerator).
     out = run_python(

@@ -120,6 +120,8 @@ class Steady:
             self.points.append((time.perf_counter(), done))
 
     def rate(self) -> float:
+        if len(self.points) < 2:
+            return float("nan")
         (t0, d0), (t1, d1) = self.points[0], self.points[-1]
         return (d1 - d0) / (t1 - t0) if t1 > t0 else float("nan")
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_extract import make_jpegs  # noqa: E402
+from bench_extract import Steady, make_jpegs  # noqa: E402
 
 
 def resnet18(keras, size: int, classes: int = 1000):
@@ -167,23 +167,6 @@ def interleaved(fns: dict, batch: int, seconds: float, pause_after=()) -> dict:
             if k in pause_after:
                 time.sleep(SPIN_PAUSE_S)
     return {k: {"wall": batch * len(v) / sum(v), "best": batch / min(v)} for k, v in times.items()}
-
-
-class Steady:
-    """Progress callback timing the compute phase (from the first computed batch to the last)."""
-
-    def __init__(self):
-        self.points = []
-
-    def __call__(self, stage, done, total):
-        if stage != "check" and done:
-            self.points.append((time.perf_counter(), done))
-
-    def rate(self) -> float:
-        if len(self.points) < 2:
-            return float("nan")
-        (t0, d0), (t1, d1) = self.points[0], self.points[-1]
-        return (d1 - d0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
 def clear_cache(cache_dir: Path) -> None:

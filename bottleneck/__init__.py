@@ -27,7 +27,7 @@ _LAZY = {
     "ExtractConfig": "bottleneck.config",
     "list_backbones": "bottleneck.backbones",
     "get_spec": "bottleneck.backbones",
-    "save_onnx_preprocessing": "bottleneck.backbones.onnx_file",
+    "save_onnx_preprocessing": "bottleneck.backbones.onnx_preprocess",
     "open_source": "bottleneck.data",
     "LogRegHead": "bottleneck.heads",
     "LinearHead": "bottleneck.heads",

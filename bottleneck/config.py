@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from bottleneck.backbones.onnx_file import CHANNEL_ORDERS, is_onnx_path, parse_triple
+from bottleneck.backbones.onnx_preprocess import CHANNEL_ORDERS, is_onnx_path, parse_triple
 from bottleneck.backbones.presets import LAYER_SETS, MULTISCALE_NAME, NETWORK_SETS, TOP, multiscale_layers
 from bottleneck.constraints import Boolean, Interval, Options
 from bottleneck.errors import BottleneckError

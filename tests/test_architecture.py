@@ -73,7 +73,7 @@ def test_modules_beside_the_stages_import_no_stage_at_module_level():
     ``doctor`` reports on the engines and nothing but the CLI imports it)."""
     allowed = {
         ("config.py", "bottleneck.backbones.presets"),
-        ("config.py", "bottleneck.backbones.onnx_file"),
+        ("config.py", "bottleneck.backbones.onnx_preprocess"),
         ("__main__.py", "bottleneck.cli"),
         ("doctor.py", "bottleneck.inference.engines"),
         ("doctor.py", "bottleneck.inference.quantize"),

@@ -218,7 +218,7 @@ def test_every_checked_extract_setting_is_a_field():
     numeric = {k for k, v in ExtractConfig().to_dict().items() if isinstance(v, int | float) or v is None}
     # every number (or None-able number) of the config is declared, but for shard_rows (checked with batch_size)
     # the names resolved where they are known, and an ONNX file's mean/std (three numbers each, read by
-    # backbones.onnx_file.parse_triple when the config is made)
+    # backbones.onnx_preprocess.parse_triple when the config is made)
     assert numeric - set(EXTRACT) <= {"shard_rows", "layer", "preprocess", "mean", "std"}
 
 

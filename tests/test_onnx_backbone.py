@@ -16,7 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import bottleneck as bn
-from bottleneck.backbones.onnx_file import read_graph, save_onnx_preprocessing
+from bottleneck.backbones.onnx_file import read_graph
+from bottleneck.backbones.onnx_preprocess import save_onnx_preprocessing
 from bottleneck.cli import app
 from bottleneck.errors import BackboneError, BottleneckError, ExportError, TuneError
 from bottleneck.export import export_run

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bottleneck.backbones.onnx_file import Normalization, OnnxGraph, load_model
+from bottleneck.backbones.onnx_file import OnnxGraph, load_model
+from bottleneck.backbones.onnx_preprocess import Normalization
 
 IMAGES = "images"  # the feature model's input: uint8 (N, S, S, 3) RGB
 FEATURES = "features"  # its output: float32 (N, D), or (N, H, W, C) / (N, T, C) with pooling none

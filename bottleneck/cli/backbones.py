@@ -6,7 +6,8 @@ import typer
 
 from bottleneck.backbones import list_backbones
 from bottleneck.backbones.layers import list_layers
-from bottleneck.backbones.onnx_file import describe_tensors, is_onnx_path, read_graph, read_sidecar
+from bottleneck.backbones.onnx_file import describe_tensors, is_onnx_path, read_graph
+from bottleneck.backbones.onnx_preprocess import read_sidecar
 from bottleneck.cli.common import print_json
 from bottleneck.cli.options import JSON, command
 from bottleneck.cli.root import app

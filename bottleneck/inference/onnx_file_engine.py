@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from bottleneck._io import replace_atomic, temp_path, write_json_atomic
-from bottleneck.backbones.onnx_file import normalization, read_graph, resolve
+from bottleneck.backbones.onnx_file import read_graph, resolve
 from bottleneck.backbones.onnx_graph import direct_model, feature_model, pooled
+from bottleneck.backbones.onnx_preprocess import normalization
 from bottleneck.errors import BackboneError, first_line
 from bottleneck.inference.engines import (
     OnnxEngine,

@@ -57,7 +57,10 @@ where = Path(bottleneck.__file__).resolve()
 if not where.is_relative_to(Path(sys.argv[1]).resolve()):
     sys.exit(f"wheel check: bottleneck imported from {where}, not from the fresh venv")
 EOF
-"$bn" backbones | grep -q "^efficientnet_lite0 " || { say "backbones does not list efficientnet_lite0"; exit 1; }
+# Into a file, not a pipe: under pipefail, `grep -q` quitting at its first match makes the writer's next line
+# fail with EPIPE (click exits 1), and the check failed or passed by timing.
+"$bn" backbones >backbones.txt
+grep -q "^efficientnet_lite0 " backbones.txt || { cat backbones.txt >&2; say "backbones does not list efficientnet_lite0"; exit 1; }
 
 set +e
 "$bn" doctor --cache-dir cache >doctor.txt

@@ -179,7 +179,7 @@ def test_inspect_finds_the_planted_leaks_and_label_error(planted, tmp_path):
     # Found by comparing images: every image is among the others' 20 nearest here, so all 54 were read.
     assert s["near_duplicates"] | {"candidate_pairs": 0} == {
         "rule": "pixels", "neighbours": 20, "floor": 0.7, "threshold": THRESHOLD, "max_pixel_rms": MAX_RMS,
-        "candidate_pairs": 0, "images_compared": 54,
+        "candidate_pairs": 0, "images_compared": 54, "scan": "exact",  # 54 rows: far below the bounded scan's
     }  # fmt: skip
     assert s["near_duplicates"]["candidate_pairs"] >= 54 * 20 / 2 - 1  # the exact copy's pair left out
     leaks = read_csv(out / "leaks.csv")
@@ -248,7 +248,7 @@ def test_arrays_cache_without_images_still_inspects(tmp_path):
         f"cache {cache.path.name} records no source images: the page has no thumbnails.",
     ]
     assert r.summary["near_duplicates"] == {
-        "rule": "features", "threshold": 0.99, "why": "the cache records no source images"
+        "rule": "features", "threshold": 0.99, "why": "the cache records no source images", "scan": "exact"
     }  # fmt: skip
     assert "no image" in (r.path / "index.html").read_text()
 
@@ -269,7 +269,7 @@ def test_cli_inspect_json_and_one_line_errors(planted, tmp_path):
                               "--no-label-errors", "--no-page", "--map-method", "pca", "--json", "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["near_duplicates"] == {"rule": "features", "threshold": 0.97,
-                                                          "why": "pixel_check=False"}  # fmt: skip
+                                                          "why": "pixel_check=False", "scan": "exact"}  # fmt: skip
     for args, line in (
         (["--label-method", "x"], "error: unknown --label-method x; choose one of: estimate, cleanlab."),
         (["--neighbours", "0"], "error: --neighbours 0 is not allowed; pass an integer >= 1, e.g. 20."),

@@ -252,12 +252,14 @@ def write_page(folder, cache, found: Findings, summary: dict, *, source, progres
 
 
 def _rule_fact(rule: dict) -> str:
+    # Summaries written before the bounded scan have no "scan": theirs was exact.
+    scan = "" if rule.get("scan", "exact") == "exact" else f"; scan {rule['scan']}"
     if rule["rule"] == "pixels":
         return (
             f"pixels compared ({rule['candidate_pairs']} candidate pairs of {rule['images_compared']} images, "
-            f"the {rule['neighbours']} nearest of each)"
+            f"the {rule['neighbours']} nearest of each{scan})"
         )
-    return f"features alone, cosine >= {rule['threshold']} ({rule['why']})"
+    return f"features alone, cosine >= {rule['threshold']} ({rule['why']}{scan})"
 
 
 def _facts(cache, rows, summary) -> list:

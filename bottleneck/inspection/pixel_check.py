@@ -9,6 +9,7 @@ import numpy as np
 from bottleneck.callbacks import Progress
 from bottleneck.data.decode import resize_image
 from bottleneck.data.source import open_reader, reader_options
+from bottleneck.inspection.cosine_bound import bounded_rows_for
 from bottleneck.inspection.duplicates import FLOOR, candidate_pairs, near_duplicates, without
 from bottleneck.report.thumbnails import read_checked, rebased, source_problem
 
@@ -100,16 +101,21 @@ def near_duplicates_by_pixels(
     grey levels); only candidate images are read. Otherwise the features alone decide: cosine >= ``threshold``, and the rule says why.
     """
 
-    rule = {"rule": "features", "threshold": float(threshold)}
+    # Large caches scan through fewer dimensions with an exact bound (cosine_bound); the rule says which.
+    bounded = bounded_rows_for(X)
+    scan = bounded.describe() if bounded is not None else "exact"
+    rule = {"rule": "features", "threshold": float(threshold), "scan": scan}
     why = None
     if not pixel_check:
         why = "pixel_check=False"
     elif rows.manifest is None:
         why = "the cache records no source images"
     if why is not None:
-        return without(near_duplicates(X, threshold, progress=progress), exact), rule | {"why": why}
+        pairs = near_duplicates(X, threshold, bounded=bounded, progress=progress)
+        return without(pairs, exact), rule | {"why": why}
 
-    cand = without(candidate_pairs(X, neighbours=neighbours, threshold=threshold, progress=progress), exact)
+    cand = candidate_pairs(X, neighbours=neighbours, threshold=threshold, bounded=bounded, progress=progress)
+    cand = without(cand, exact)
     need = np.unique(np.concatenate([cand.a, cand.b]))
     problem = source_problem(rows.manifest, rows.manifest_rows[need], source)
     if problem is not None:
@@ -128,6 +134,7 @@ def near_duplicates_by_pixels(
         "floor": FLOOR,
         "threshold": float(threshold),
         "max_pixel_rms": MAX_RMS,
+        "scan": scan,
         "candidate_pairs": len(cand),
         "images_compared": len(need),
     }

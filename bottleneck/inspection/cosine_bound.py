@@ -74,7 +74,7 @@ def bounded_rows_for(X: np.ndarray) -> BoundedRows | None:
     n, d_in = X.shape
     if n < MIN_ROWS or d_in < 2 * DIMS:
         return None
-    bounded = bounded_rows(X)
+    bounded = bounded_rows(X, DIMS)
     return bounded if bounded.energy >= MIN_ENERGY else None
 
 

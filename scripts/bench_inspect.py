@@ -4,7 +4,7 @@
   python scripts/bench_inspect.py ranks            # how near a JPEG / resized copy's original is among 60 000
   python scripts/bench_inspect.py noise            # planted label noise: the estimated count vs cleanlab
   python scripts/bench_inspect.py noise --dataset digits --seeds 0,1,2 --flip look-alike
-  python scripts/bench_inspect.py scan             # the whole 70 000-image near-duplicate scan: time, memory
+  python scripts/bench_inspect.py scan --exact     # the whole 70 000-image near-duplicate scan: time, memory
   python scripts/bench_inspect.py page             # the page of the 10 000-image test split in chromium
   python scripts/bench_inspect.py all
 
@@ -20,9 +20,11 @@ noise: the train features of a Fashion-MNIST subset (--per-class) or of scikit-l
 of the labels flipped (seeded; uniform: to any other class; look-alike: to one fixed look-alike class);
 precision and recall of the flagged set of each method on 5-fold out-of-fold logistic regression, beside the
 rows with the lowest probability of their label (the same count, and the true count), per seed.
-scan: the full dataset (70 000 images, 1280-d) read from the cache, L2-normalised and scanned block by block,
-by the old rule (cosine >= 0.97) and the new one (neighbours + images read from the IDX files + pixel check);
-time, peak of traced memory, the load average, and the machine's float32 matmul rate at the time.
+scan: the full dataset (70 000 images, 1280-d) read from the cache, L2-normalised and scanned block by block
+as `inspect` scans it (through 256 dimensions with an exact bound at this size: inspection.cosine_bound), by the
+old rule (cosine >= 0.97; `--no-pixel-check`) and the new one (neighbours + images read from the IDX files +
+pixel check); time (untraced), peak of traced memory (a second run), the load average, and the machine's
+float32 matmul rate at the time.
 page: a logreg head fitted on the full cache, `inspect_cache(run=...)` writes the test split's page; the load
 time in headless chromium is the browser's own navigation timing.
 Features: Lite0 at --image-size (default 224, the library's default; 128 extracts 2x faster).
@@ -343,8 +345,8 @@ def bench_scan(args) -> dict:
     import os
     import tracemalloc
 
-    from bottleneck.inspection import DEFAULT_THRESHOLD, exact_duplicates, near_duplicates
-    from bottleneck.inspection.duplicates import NEIGHBOURS, without
+    from bottleneck.inspection import DEFAULT_THRESHOLD, exact_duplicates
+    from bottleneck.inspection.duplicates import NEIGHBOURS
     from bottleneck.inspection.findings import load_features
     from bottleneck.inspection.pixel_check import near_duplicates_by_pixels
     from bottleneck.inspection.rows import Rows
@@ -353,42 +355,67 @@ def bench_scan(args) -> dict:
     rows = Rows(cache)
     rate = _matmul_rate()
     out = {"gflops": rate}
-    for rule in ("old", "new") if args.rule == "both" else (args.rule,):
-        load = os.getloadavg()[0]
-        tracemalloc.start()
+    threshold = args.threshold or DEFAULT_THRESHOLD
+
+    def scan(rule):
         t0 = time.perf_counter()
         X = load_features(cache, rows)
         t1 = time.perf_counter()
         exact = exact_duplicates(rows.hash)
-        if rule == "old":
-            near = without(near_duplicates(X, args.threshold or DEFAULT_THRESHOLD), exact)
-            info = f"cosine >= {args.threshold or DEFAULT_THRESHOLD}"
-        else:
-            near, r = near_duplicates_by_pixels(
-                X, rows, exact, threshold=args.threshold or DEFAULT_THRESHOLD, neighbours=NEIGHBOURS,
-                source_options=cache.meta.get("source_options"), resize=cache.config.resize,
-            )  # fmt: skip
-            info = f"{r['rule']}: {r['candidate_pairs']} candidate pairs, {r['images_compared']} images read"
-        t2 = time.perf_counter()
+        near, r = near_duplicates_by_pixels(
+            X, rows, exact, threshold=threshold, neighbours=NEIGHBOURS, pixel_check=rule == "new",
+            source_options=cache.meta.get("source_options"), resize=cache.config.resize,
+        )  # fmt: skip
+        return X.shape, exact, near, r, t1 - t0, time.perf_counter() - t1
+
+    for rule in ("old", "new") if args.rule == "both" else (args.rule,):
+        load = os.getloadavg()[0]
+        # Timed untraced (tracemalloc's hook on every allocation slowed the 70 000 image reads 2.7x), then run
+        # again traced for the peak memory.
+        shape, exact, near, r, read_s, scan_s = scan(rule)
+        tracemalloc.start()
+        scan(rule)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         cross_near = int(np.sum(rows.split[near.a] != rows.split[near.b]))
         cross_exact = int(np.sum(rows.split[exact.a] != rows.split[exact.b]))
-        print(f"\nfull scan, {rule} rule ({info}): {len(rows)} x {X.shape[1]} features")
+        info = (
+            f"cosine >= {threshold}"
+            if rule == "old"
+            else f"{r['rule']}: {r['candidate_pairs']} candidate pairs, {r['images_compared']} images read"
+        )
+        print(f"\nfull scan, {rule} rule ({info}; scan {r['scan']}): {shape[0]} x {shape[1]} features")
         print(
-            f"read + normalise {t1 - t0:.1f} s, duplicates {t2 - t1:.1f} s, whole {t2 - t0:.1f} s; peak traced "
-            f"memory {peak / 2**20:.0f} MiB (features {X.nbytes / 2**20:.0f} MiB); load average {load:.1f} at the "
-            f"start; float32 matmul at {rate:.0f} GFLOP/s before (the scan is "
-            f"{len(X) ** 2 * X.shape[1] / 1e12:.1f} TFLOP)"
+            f"read + normalise {read_s:.1f} s, duplicates {scan_s:.1f} s, whole {read_s + scan_s:.1f} s; peak "
+            f"traced memory (a second run) {peak / 2**20:.0f} MiB (features {shape[0] * shape[1] * 4 / 2**20:.0f} "
+            f"MiB); load average {load:.1f} at the start; float32 matmul at {rate:.0f} GFLOP/s before (the exact "
+            f"scan would be {shape[0] ** 2 * shape[1] / 1e12:.1f} TFLOP)"
         )
         print(
             f"pairs: {len(exact)} exact ({cross_exact} train-test), {len(near)} near ({cross_near} train-test)"
         )
-        out[rule] = {"seconds": t2 - t0, "scan_seconds": t2 - t1, "peak_mib": peak / 2**20, "load": load,
-                     "near": len(near), "cross_near": cross_near, "exact": len(exact)}  # fmt: skip
+        out[rule] = {"seconds": read_s + scan_s, "scan_seconds": scan_s, "peak_mib": peak / 2**20, "load": load,
+                     "near": len(near), "cross_near": cross_near, "exact": len(exact), "scan": r["scan"]}  # fmt: skip
         if rule == "new" and args.show:
             _montage(rows, near, args.out / "scan-near.png", cache)
-        del X
+        if args.exact:
+            # The same rule with the exact scan, side by side: the bound switched off where pixel_check asks.
+            import bottleneck.inspection.pixel_check as pixel_check
+
+            chosen, pixel_check.bounded_rows_for = pixel_check.bounded_rows_for, lambda X: None
+            try:
+                _, _, near_x, r_x, read_x, scan_x = scan(rule)
+            finally:
+                pixel_check.bounded_rows_for = chosen
+            same = set(zip(near.a.tolist(), near.b.tolist(), strict=True)) == set(
+                zip(near_x.a.tolist(), near_x.b.tolist(), strict=True)
+            )
+            print(
+                f"exact scan, same rule: whole {read_x + scan_x:.1f} s ({len(near_x)} near pairs, "
+                f"{'the same' if same else 'NOT the same'} pairs); bounded / exact time "
+                f"{(read_s + scan_s) / (read_x + scan_x):.2f}"
+            )
+            out[rule] |= {"exact_seconds": read_x + scan_x, "same_pairs": same}
     return out
 
 
@@ -464,6 +491,7 @@ def main(argv=None) -> int:
         "--rule", choices=("old", "new", "both"), default="both", help="scan: which rule(s) to time"
     )
     p.add_argument("--show", action="store_true", help="scan: a montage of the train-test near pairs found")
+    p.add_argument("--exact", action="store_true", help="scan: also time the exact scan, side by side")
     p.add_argument("--label-errors", action="store_true", help="page: also find label errors on all 70 000")
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--full-cache", default=None, help="scan/ranks/page: an existing full Fashion-MNIST cache")

@@ -96,3 +96,21 @@ def test_the_scan_is_bounded_only_where_it_pays_and_ranks(monkeypatch):
     assert bounded_rows_for(flat) is None  # a flat spectrum: 64 of 300 dimensions hold ~30 % of the energy
     chosen = bounded_rows_for(_low_rank(1200, 300, 20, 0.1))
     assert chosen is not None and chosen.dims == 64 and chosen.energy >= cosine_bound.MIN_ENERGY
+
+
+def test_the_page_and_summary_name_a_bounded_scan():
+    from bottleneck.inspection.outputs import _rule_fact
+
+    bounded = bounded_rows(_low_rank(600, 300, 20, 0.1), dims=64).describe()
+    pixels = {"rule": "pixels", "candidate_pairs": 10, "images_compared": 8, "neighbours": 20}
+    assert _rule_fact(pixels | {"scan": bounded}) == (
+        f"pixels compared (10 candidate pairs of 8 images, the 20 nearest of each; scan {bounded})"
+    )
+    assert (
+        bounded.startswith("bounded through 64 dimensions (")
+        and "re-ranked by their exact cosines" in bounded
+    )
+    # A summary written before the bounded scan existed has no "scan": its scan was exact.
+    assert _rule_fact(pixels) == "pixels compared (10 candidate pairs of 8 images, the 20 nearest of each)"
+    features = {"rule": "features", "threshold": 0.97, "why": "pixel_check=False", "scan": "exact"}
+    assert _rule_fact(features) == "features alone, cosine >= 0.97 (pixel_check=False)"

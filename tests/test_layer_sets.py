@@ -538,3 +538,26 @@ def test_a_printed_fine_tune_command_runs_with_the_recipe_advise_measured(advise
     tuned = json.loads((tmp / "ft" / "advised-data-fine-tuned" / "metrics.json").read_text())
     assert tuned["kind"] == "fine-tune" and tuned["params"]["epochs"] == 1
     assert (tmp / "ft" / "advised-data-fine-tuned" / "export" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_advise_s_short_fine_tune_runs_without_views_and_prints_that_recipe(advised, monkeypatch):
+    """The pilot's fine-tune builds no augmented views (PILOT_FINE_TUNE), and a printed command repeats it."""
+    from bottleneck.runs import advise as advise_module
+    from bottleneck.runs.recommendation import commands
+
+    advice, _, tmp = advised
+    monkeypatch.setitem(advise_module.PILOT_FINE_TUNE, "epochs", 1)  # one epoch is enough to see the recipe
+    rec = dict(advice["recommendation"])
+    start = next(r for r in advice["rows"] if r["layers"] == rec["layers"] and r["kind"] != "pixels")
+    notes = []
+    row = advise_module._short_fine_tune(
+        bottleneck_open(advice["caches"]["pilot"]), start, 0, tmp / "ft-runs", None, None, notes
+    )
+    assert notes == [] and row["kind"] == "fine-tune"
+    assert row["recipe"]["views"] == 0 and row["recipe"]["epochs"] == 1
+    rec |= {"fine_tune": True, "recipe": row["recipe"]}
+    names = {"backbone": rec["backbone"], "weights": "none", "image_size": 32}
+    [line] = [c for c in commands(advice["source"], rec, names, cache_dir=tmp / "c", runs_dir=tmp / "ft")
+              if c.startswith("bottleneck fine-tune")]  # fmt: skip
+    assert " --views 0 " in line and " --epochs 1 " in line

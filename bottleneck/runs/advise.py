@@ -36,6 +36,12 @@ from bottleneck.runs.recommendation import Advice, commands, stem_of
 
 PILOT_HOLDOUT = 0.2  # share of each class held out as test when the source has no test split
 PILOT_VAL = 0.2  # share of the pilot's train carved out as val when the source has no val split
+# The short fine-tune's recipe: fine-tune's defaults on the plain pilot images, no cached augmented views. Building
+# 4 views of the pilot's train images was the largest part of a cold advise (120.4 s on a 10 x 100 pilot against
+# 90.7 s without them), and on every pilot measured (Fashion-MNIST 10 x 100 and 300 per class, digits, faces) the
+# fine-tune kept its start either way (docs/benchmarks.md "Advise"). Printed as measured (`--views 0`) when it
+# is recommended.
+PILOT_FINE_TUNE = {"views": 0}
 # The greedy search in advise starts from the layers best alone (by val log loss): its later steps fit
 # (pool - 1) + (pool - 2) + ... heads, and a layer weak alone rarely helps a set (README, "Which strategy?").
 GREEDY_POOL = 12
@@ -99,7 +105,8 @@ def advise(
     points). ``choose`` picks one; the test split is scored after. With ``fine_tune``, a short
     An ONNX model file (``backbone="model.onnx"``) is measured at its default features, with ``preprocess`` or
     ``mean``/``std``/``channels`` as ``extract`` takes them; it has no fine-tune candidate.
-    ``tuning.fine_tuning`` (its default recipe) starts from the chosen backbone configuration; it is
+    ``tuning.fine_tuning`` (its default recipe on the plain images: ``PILOT_FINE_TUNE``) starts from the chosen
+    backbone configuration; it is
     recommended only when it lowers the val log loss by more than a standard error. Writes advice.md,
     advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``). The caches are
     keyed like any other: asking again, or ``compare`` on them, is a cache hit.
@@ -329,14 +336,15 @@ def _recommendation(row: dict, backbone: str) -> dict:
 
 
 def _short_fine_tune(cache, start, seed, runs_dir, progress, notify, notes) -> dict | None:
-    """``tuning.fine_tuning`` with its default recipe from a logreg head on ``start``'s layers; a row like the
-    others (val and test from the fine-tuned model), or None if it cannot run."""
+    """``tuning.fine_tuning`` with its default recipe less the views (``PILOT_FINE_TUNE``) from a logreg head on
+    ``start``'s layers; a row like the others (val and test from the fine-tuned model), or None if it cannot
+    run."""
     from bottleneck.tuning import fine_tune  # a later stage, composed lazily (ARCHITECTURE.md)
 
     run = fit_head(cache.select(start["layers"]), "logreg", seed=seed, save=False)
     t0 = time.perf_counter()
     try:
-        tuned = fine_tune(run, seed=seed, save=False, progress=progress, notify=notify)
+        tuned = fine_tune(run, seed=seed, save=False, progress=progress, notify=notify, **PILOT_FINE_TUNE)
     except BottleneckError as exc:
         notes.append(f"The short fine-tune did not run: {exc}")
         return None

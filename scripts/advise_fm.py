@@ -2,6 +2,7 @@
 
   python scripts/advise_fm.py                       # 300 per class of train, the full 10 000 test images
   python scripts/advise_fm.py --per-class 100 --single 4    # a quicker look
+  python scripts/advise_fm.py --only-cold --compare-views   # cold advise, the pilot fine-tune with views and without
 
 0. `advise` on 10 classes x 100 Fashion-MNIST PNGs (train only, so a fifth is held out as test), cold: an
    empty cache folder, the ONNX model converted in the run; its wall time (--no-cold skips it).
@@ -39,6 +40,11 @@ def main(argv=None) -> int:
         help="first time `advise` on 10 classes x 100 PNGs with an empty cache folder (no ONNX model either)",
     )
     p.add_argument("--only-cold", action="store_true", help="run step 0 alone")
+    p.add_argument(
+        "--compare-views",
+        action="store_true",
+        help="step 0 twice, side by side: the pilot fine-tune with fine-tune's default views, then as advise runs it",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--out", type=Path, default=Path("runs") / "advise-fm")
     args = p.parse_args(argv)
@@ -57,20 +63,33 @@ def main(argv=None) -> int:
         import shutil
         import tempfile
 
+        import bottleneck.runs.advise as advise_module
         from bottleneck.data.datasets import export_fashion_mnist
 
-        with tempfile.TemporaryDirectory() as tmp:
-            pngs = Path(export_fashion_mnist(Path(tmp) / "fm", per_class=100)["path"]) / "train"
-            t = time.perf_counter()
-            small = advise(pngs, cache_dir=Path(tmp) / "cache", out=Path(tmp) / "advice", notify=say)
-            cold = {
-                "images": sum(small.pilot.values()),
-                "seconds": round(time.perf_counter() - t, 1),
-                "recommended": small.recommendation["name"],
-                "cell": f"{small.cell['data']} data, {small.cell['similarity']}",
-            }
-            shutil.copytree(Path(tmp) / "advice", args.out / "cold-10x100", dirs_exist_ok=True)
-        say(f"advise, 10 classes x 100 images, cold: {cold['seconds']} s")
+        recipes = {"current": dict(advise_module.PILOT_FINE_TUNE)}
+        if args.compare_views:  # the short fine-tune with fine-tune's own default views, first, side by side
+            recipes = {"default views": {}} | recipes
+        for label, recipe in recipes.items():
+            advise_module.PILOT_FINE_TUNE = recipe
+            with tempfile.TemporaryDirectory() as tmp:
+                pngs = Path(export_fashion_mnist(Path(tmp) / "fm", per_class=100)["path"]) / "train"
+                t = time.perf_counter()
+                small = advise(pngs, cache_dir=Path(tmp) / "cache", out=Path(tmp) / "advice", notify=say)
+                cold = {
+                    "pilot fine-tune": recipe or "fine-tune's defaults",
+                    "images": sum(small.pilot.values()),
+                    "seconds": round(time.perf_counter() - t, 1),
+                    "timings": small.timings,
+                    "recommended": small.recommendation["name"],
+                    "cell": f"{small.cell['data']} data, {small.cell['similarity']}",
+                    "fine-tune row": next(
+                        ({k: r.get(k) for k in ("val_accuracy", "val_loss", "test_accuracy")}
+                         for r in small.rows if r["kind"] == "fine-tune"), None,
+                    ),
+                }  # fmt: skip
+                shutil.copytree(Path(tmp) / "advice", args.out / "cold-10x100", dirs_exist_ok=True)
+            say(f"advise, 10 classes x 100 images, cold, pilot fine-tune {label}: {cold['seconds']} s")
+            say(json.dumps(cold))
         if args.only_cold:
             print(json.dumps(cold, indent=2))
             return 0

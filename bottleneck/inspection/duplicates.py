@@ -274,10 +274,10 @@ def _top_pairs(a, b, s, k, threshold, kth):
         return a, b, s
     # One sort of 64-bit keys, the row above the score's bits ordered best first: NumPy sorts plain integers
     # with SIMD several times faster than an argsort, and only the k-th best of each row is needed, not an order.
-    key = np.empty(2 * len(a), np.uint64)
+    p = len(a)
+    key = np.empty(2 * p, np.uint64)
     halves = key.view(np.uint32).reshape(-1, 2)
     low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
-    p = len(a)
     halves[:p, high], halves[p:, high] = a, b
     halves[:p, low] = halves[p:, low] = _best_first(s)
     key.sort()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tracemalloc
 
 import numpy as np
@@ -159,8 +160,33 @@ def test_pca_map_is_scaled_and_samples_keep_every_class_and_the_kept_rows():
     assert {5, 999} <= set(picked.tolist()) and len(picked) == 100
     # 98 places shared 9.8 % per class (59, 29, 10 of the rows not kept), plus the kept rows of classes 0 and 2.
     assert np.bincount(y[picked]).tolist() == [60, 29, 11]
-    with pytest.raises(BottleneckError, match="unknown map_method='tsne'; choose one of: auto, umap, pca"):
-        embed_2d(np.zeros((20, 3)), "tsne")
+    with pytest.raises(
+        BottleneckError, match="unknown map_method='mds'; choose one of: auto, umap, tsne, pca"
+    ):
+        embed_2d(np.zeros((20, 3)), "mds")
+
+
+def test_auto_map_draws_small_samples_with_tsne_and_large_ones_with_pca_without_umap(monkeypatch):
+    from bottleneck.inspection import embedding_map
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 64)) * 8
+    y = np.repeat([0, 1, 2], 40)
+    X = centres[y] + rng.normal(size=(120, 64))
+    xy, method = embed_2d(X)
+    assert method == "tsne" and xy.shape == (120, 2) and xy.min() == 0.0 and xy.max() == 1.0
+    # Three far-apart clusters stay apart on the map: every point is nearer its own class's centre than another's.
+    means = np.stack([xy[y == c].mean(axis=0) for c in range(3)])
+    nearest = np.linalg.norm(xy[:, None] - means[None], axis=2).argmin(axis=1)
+    assert (nearest == y).all()
+    assert embed_2d(X[:15])[1] == "pca"  # too few neighbours for either
+    # Above the t-SNE size, auto falls back to PCA when umap-learn cannot be imported.
+    monkeypatch.setattr(embedding_map, "TSNE_UP_TO", 100)
+    monkeypatch.setitem(sys.modules, "umap", None)
+    assert embed_2d(X)[1] == "pca"
+    with pytest.raises(BottleneckError, match="map_method='umap' needs umap-learn"):
+        embed_2d(X, "umap")
+    assert embed_2d(X, "tsne")[1] == "tsne"  # asked for by name, whatever the size
 
 
 # --- inspect end to end -----------------------------------------------------------------------------------------

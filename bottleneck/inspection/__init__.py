@@ -3,7 +3,7 @@ and a 2-D map (``inspect_cache`` writes them as CSVs, a JSON summary and one off
 
 Submodules: ``rows`` (a cache's rows across splits), ``duplicates`` (exact, near and candidate pairs, block-wise),
 ``pixel_check`` (candidate pairs confirmed by their images), ``label_errors`` (out-of-fold logistic regression, the
-estimated number of wrong labels, or cleanlab), ``embedding_map`` (UMAP or PCA), ``job``, ``similar`` (nearest
+estimated number of wrong labels, or cleanlab), ``embedding_map`` (t-SNE, UMAP or PCA), ``job``, ``similar`` (nearest
 images of a query).
 """
 

@@ -68,7 +68,7 @@ class Findings:
     predictions: Predictions | None  # on ``split``: a run's head or the out-of-fold models (None: neither)
     picked: np.ndarray  # the rows on the map
     xy: np.ndarray  # (len(picked), 2) map coordinates
-    method: str  # how the map was made ("umap" | "pca")
+    method: str  # how the map was made ("tsne" | "umap" | "pca")
 
     def flags(self) -> np.ndarray:
         """Per row: 1 a mistake, 2 a suspected label error (or both)."""

@@ -69,7 +69,8 @@ def inspect_cache(
       ``find_label_issues`` (``label_method="cleanlab"``, needs the ``inspect`` extra);
     - predictions on ``split`` (default test, else the last split): the saved ``run``'s head, or the
       out-of-fold models; their mistakes, metrics and confusion matrix;
-    - a 2-D map (``map_method``: auto = UMAP where installed, else PCA);
+    - a 2-D map (``map_method``: auto = t-SNE up to 1 000 points, above that UMAP where
+      installed, else PCA);
     - CSVs of every list (ids to act on), ``summary.json`` and, with ``page``, ``index.html`` with thumbnails
       decoded from the cache's source (``source``: where its images are now, if they moved).
     """

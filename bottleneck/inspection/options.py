@@ -45,7 +45,11 @@ INSPECT = Settings(
         help="estimate (the estimated number of wrong labels) | cleanlab (needs cleanlab).",
     ),
     Setting("folds", 5, Interval(int, 2, None, example=5), "Folds of the out-of-fold logistic regression."),
-    Setting("map_method", "auto", help="auto (UMAP where installed, else PCA) | umap | pca."),
+    Setting(
+        "map_method",
+        "auto",
+        help="auto (t-SNE up to 1 000 points, above that UMAP where installed, else PCA) | umap | tsne | pca.",
+    ),
     Setting("page", True, Boolean(), "Write index.html with thumbnails.", flags=("--page/--no-page",)),
     FORCE,
 )

@@ -7,10 +7,13 @@ For each backbone, on the same generated JPEGs in class folders, measured in one
   onnx      bottleneck extract, ONNX Runtime engine
   int8      bottleneck extract --precision int8 (the ONNX model quantized, calibrated on the same images)
   tf-pure / onnx-pure   each engine on an in-memory uint8 batch (the ceiling for end to end)
-and NumPy float32 matmul GFLOP/s (the hardware limit), the cache-hit time, and peak RSS of extraction for a
-small vs a 10x larger image count (a flat RSS means features stream to disk). Last, the fixed cost of a small
-run: `bottleneck extract` of new images in a fresh process, using a verified ONNX model from its record
-(no TensorFlow import) versus verifying it again against TensorFlow, alternated, median of --repeats.
+and NumPy float32 matmul GFLOP/s (the hardware limit), the input's cost per image on one core (decode alone,
+then the resize to the input size) with the bound it puts on run/pure (the engine gets the cores' time the
+input leaves it: bound = engine core-seconds / (engine core-seconds + input core-seconds) per image), the
+cache-hit time, and peak RSS of extraction for a small vs a 10x larger image count (a flat RSS means features
+stream to disk). Last, the fixed cost of a small run: `bottleneck extract` of new images in a fresh process,
+using a verified ONNX model from its record (no TensorFlow import) versus verifying it again against
+TensorFlow, alternated, median of --repeats.
 
 Weights are random (weights="none"): the compute is identical to ImageNet weights and nothing is downloaded.
 
@@ -50,6 +53,26 @@ def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     a @ b
     best = min(_timeit(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
+
+
+def input_cost(data: Path, size: int, n: int = 256, repeats: int = 3) -> dict:
+    """Seconds per image on one core, as extraction decodes (median of ``repeats`` passes over ``n`` files'
+    bytes held in memory): ``decode`` alone, ``resize`` (decode + resize to ``size`` minus decode)."""
+    from bottleneck.data.decode import decode_image, decode_resized
+
+    blobs = [f.read_bytes() for f in sorted(data.rglob("*.jpg"))[:n]]
+    decode = np.median([_timeit(lambda: [decode_image(b) for b in blobs]) for _ in range(repeats)]) / len(
+        blobs
+    )
+    both = np.median([_timeit(lambda: [decode_resized(b, size) for b in blobs]) for _ in range(repeats)])
+    return {"decode": float(decode), "resize": float(both / len(blobs) - decode)}
+
+
+def input_bound(pure: float, cost: dict, cores: int) -> float:
+    """The best run/pure the cores allow: per image the engine needs ``cores / pure`` core-seconds at its pure
+    rate, and the input its own on the same cores."""
+    engine = cores / pure
+    return engine / (engine + cost["decode"] + cost["resize"])
 
 
 def _timeit(fn) -> float:
@@ -237,7 +260,7 @@ def main(argv=None) -> int:
     rows = []
     header = (
         f"{'backbone':<20}{'GFLOP/img':>10}{'recipe':>8}{'tf':>7}{'onnx':>7}{'onnx-run':>9}{'tf-pure':>8}"
-        f"{'onnx-pure':>10}{'GFLOP/s':>8}{'/sgemm':>7}{'run/pure':>9}{'onnx/tf':>8}{'/recipe':>8}{'hit s':>7}"
+        f"{'onnx-pure':>10}{'GFLOP/s':>8}{'/sgemm':>7}{'run/pure':>9}{'bound':>7}{'onnx/tf':>8}{'/recipe':>8}{'hit s':>7}"
         f"{'int8':>7}{'int8/onnx':>10}{'/recipe':>8}{'int8-run':>9}{'int8-pure':>10}{'run/pure':>9}"
     )
     print(header)
@@ -252,6 +275,7 @@ def main(argv=None) -> int:
         onnx_engine = OnnxEngine(onnx_path, size, tf_engine.feature_shape)
         tf_pure = bench_pure(tf_engine, size, args.batch_size)
         onnx_pure = bench_pure(onnx_engine, size, args.batch_size)
+        cost = input_cost(data, size)
         recipe = bench_recipe(tf_engine.model, data, size, args.batch_size)
         tf_run = bench_extract(data, name, "tensorflow", args.batch_size, work / "cache")
         onnx_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache")
@@ -283,6 +307,9 @@ def main(argv=None) -> int:
             "onnx_gflops": onnx_pure * gflop,
             "onnx_gflops_over_sgemm": onnx_pure * gflop / peak,
             "steady_over_pure": onnx_run["steady"] / onnx_pure,
+            "input_decode_ms": cost["decode"] * 1e3,
+            "input_resize_ms": cost["resize"] * 1e3,
+            "input_bound": input_bound(onnx_pure, cost, _tf.cpu_count()),
             "tf_steady_over_pure": tf_run["steady"] / tf_pure,
             "onnx_over_tf": onnx_run["wall"] / tf_run["wall"],
             "best_over_recipe": best / recipe,
@@ -293,13 +320,14 @@ def main(argv=None) -> int:
             "int8_over_recipe": int8_run["wall"] / recipe,
             "int8_pure": int8_pure,
             "int8_steady_over_pure": int8_run["steady"] / int8_pure,
+            "int8_input_bound": input_bound(int8_pure, cost, _tf.cpu_count()),
             "sgemm_gflops": peak,
         }
         rows.append(row)
         print(
             f"{name:<20}{gflop:>10.2f}{recipe:>8.1f}{row['tf']:>7.1f}{row['onnx']:>7.1f}{row['onnx_steady']:>9.1f}"
             f"{tf_pure:>8.1f}{onnx_pure:>10.1f}{row['onnx_gflops']:>8.0f}{row['onnx_gflops_over_sgemm']:>7.2f}"
-            f"{row['steady_over_pure']:>9.2f}{row['onnx_over_tf']:>8.2f}{row['best_over_recipe']:>8.2f}"
+            f"{row['steady_over_pure']:>9.2f}{row['input_bound']:>7.2f}{row['onnx_over_tf']:>8.2f}{row['best_over_recipe']:>8.2f}"
             f"{row['hit_seconds']:>7.2f}{row['int8']:>7.1f}{row['int8_over_onnx']:>10.2f}"
             f"{row['int8_over_recipe']:>8.2f}{row['int8_steady']:>9.1f}{int8_pure:>10.1f}"
             f"{row['int8_steady_over_pure']:>9.2f}",
@@ -309,8 +337,15 @@ def main(argv=None) -> int:
         "\nimg/s: recipe = image_dataset_from_directory + model.predict; tf / onnx = whole `extract` calls "
         "(model build,\nimage checks, decode, compute, store); onnx-run = its compute phase; *-pure = the engine "
         "alone on an\nin-memory batch. GFLOP/s = onnx-pure x GFLOP/img (/sgemm: over the NumPy matmul peak); "
-        "run/pure = onnx-run / onnx-pure;\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls;\nint8-run = its compute phase, int8-pure = the int8 engine alone, run/pure their ratio."
+        "run/pure = onnx-run / onnx-pure;\nbound = the most run/pure can be when decoding and resizing share the cores (input ms per image below);\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls;\nint8-run = its compute phase, int8-pure = the int8 engine alone, run/pure their ratio."
     )
+    for row in rows:
+        print(
+            f"{row['backbone']}: input per image on one core: decode {row['input_decode_ms']:.2f} ms + resize "
+            f"{row['input_resize_ms']:.2f} ms; engine {_tf.cpu_count() / row['onnx_pure'] * 1e3:.2f} core-ms "
+            f"(fp32 bound {row['input_bound']:.2f}, run/pure {row['steady_over_pure']:.2f}; int8 bound "
+            f"{row['int8_input_bound']:.2f}, run/pure {row['int8_steady_over_pure']:.2f})"
+        )
     rss = {}
     if args.rss_images:
         for n in [int(x) for x in args.rss_images.split(",")]:

@@ -47,11 +47,11 @@ def embed_2d(X: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.nda
     X = np.asarray(X, np.float32).reshape(len(X), -1)
     if len(X) >= 16:
         if method == "tsne" or method == "auto" and len(X) <= TSNE_UP_TO:
-            return _scaled(_tsne_coords(X, seed)), "tsne"
+            return _scaled(_tsne_coords(_components(X, seed), seed)), "tsne"
         if method in ("auto", "umap"):
             umap = _umap(required=method == "umap")
             if umap is not None:
-                return _scaled(_umap_coords(umap, X, seed)), "umap"
+                return _scaled(_umap_coords(umap, _components(X, seed), seed)), "umap"
     return _scaled(_pca(X, 2, seed)), "pca"
 
 
@@ -65,20 +65,24 @@ def _pca(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     return out
 
 
-def _tsne_coords(X: np.ndarray, seed: int) -> np.ndarray:
+def _components(X: np.ndarray, seed: int) -> np.ndarray:
+    """The first 50 principal components of ``X`` (``X`` itself when it has no more columns): what t-SNE and
+    UMAP run on."""
+    return _pca(X, 50, seed) if X.shape[1] > 50 else X
+
+
+def _tsne_coords(Z: np.ndarray, seed: int) -> np.ndarray:
     from sklearn.manifold import TSNE
 
-    Z = _pca(X, 50, seed) if X.shape[1] > 50 else X
     # scikit-learn wants perplexity < n; 30 is its default, a third of the points keeps tiny maps spread out.
-    perplexity = min(30.0, (len(X) - 1) / 3)
+    perplexity = min(30.0, (len(Z) - 1) / 3)
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(Z)
 
 
-def _umap_coords(umap, X: np.ndarray, seed: int) -> np.ndarray:
-    Z = _pca(X, 50, seed) if X.shape[1] > 50 else X
+def _umap_coords(umap, Z: np.ndarray, seed: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs overridden by random_state, spectral init notes
-        model = umap.UMAP(n_components=2, n_neighbors=min(15, len(X) - 1), random_state=seed)
+        model = umap.UMAP(n_components=2, n_neighbors=min(15, len(Z) - 1), random_state=seed)
         return model.fit_transform(Z)
 
 

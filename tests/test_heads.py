@@ -251,6 +251,28 @@ def test_logreg_sweeps_on_a_subset_then_fits_all_train_rows():
         make_head("logreg", sweep_rows=0)
 
 
+@pytest.mark.parametrize("options", [{}, {"sweep_rows": 40}, {"refit": True}, {"class_weight": "balanced"}])
+def test_logreg_with_fewer_rows_than_features_solves_in_their_row_space(monkeypatch, options):
+    import bottleneck.heads.logreg as logreg
+
+    # 60 rows of 400 features (3 informative): the sweep runs on 60 (or its 40) columns, and gives the model
+    # that lbfgs finds on all 400 features, within the solver's tolerance (float32 rows: about 1e-4 in
+    # probability after a final fit on all rows, which starts from either sweep's solution).
+    X, y = blobs(n_per_class=20, k=3, shape=(400,), sep=3.0)
+    Xv, yv = blobs(n_per_class=20, k=3, shape=(400,), sep=3.0, seed=1)
+    Xt, _ = blobs(n_per_class=50, k=3, shape=(400,), sep=3.0, seed=2)
+    params = {"Cs": [0.003, 0.03], "tol": 1e-8, "max_iter": 5000} | options
+    row = make_head("logreg", **params).fit(X, y, Xv, yv)
+    assert row.history_["sweep_dims"] == row.history_["sweep_rows"] == (39 if "sweep_rows" in options else 60)
+    monkeypatch.setattr(logreg, "ROW_SPACE_UP_TO", 0)
+    full = make_head("logreg", **params).fit(X, y, Xv, yv)
+    assert full.history_["sweep_dims"] == 400
+    assert row.C_ == full.C_ and row.history_["val_accuracy"] == full.history_["val_accuracy"]
+    np.testing.assert_allclose(row.history_["val_loss"], full.history_["val_loss"], atol=1e-5)
+    assert row.coef_.shape == full.coef_.shape == (3, 400)
+    np.testing.assert_allclose(row.predict_proba(Xt), full.predict_proba(Xt), atol=1e-3)
+
+
 def test_logreg_refit_uses_validation_rows():
     X, y = blobs(k=3, sep=1.0)
     Xv, yv = blobs(k=3, sep=1.0, seed=1)

@@ -309,7 +309,12 @@ ADVISE = Settings(
     EXTRACT["weights"].but(help="imagenet | none | path to a weights file."),
     EXTRACT["engine"].but(help="auto | tensorflow | onnx."),
     Setting(
-        "fine_tune", True, Boolean(), "Also fine-tune the top block.", flags=("--fine-tune/--no-fine-tune",)
+        "fine_tune",
+        None,
+        [None, Boolean()],
+        "Also fine-tune the top blocks on the pilot (default: when it has at least 500 train images per class).",
+        flags=("--fine-tune/--no-fine-tune",),
+        type=bool,
     ),
     EXTRACT["preprocess"],
     EXTRACT["mean"],

@@ -423,6 +423,7 @@ def test_advise_measures_an_onnx_file(data, tmp_path):
         backbone=str(path),
         preprocess="torch",
         per_class=6,
+        fine_tune=True,  # asked for on a pilot this small, so that it says why it cannot run
         cache_dir=tmp_path / "c",
         runs_dir=tmp_path / "r",
     )

@@ -139,7 +139,7 @@ def commands(source, rec: dict, names: dict, *, cache_dir="cache", runs_dir="run
             extract += f" --layer {q(rec['layer'])}"
     if str(cache_dir) != "cache":
         extract += f" --cache-dir {q(str(cache_dir))}"
-    run = Path(runs_dir) / f"advised-{stem_of(source)}"
+    run = advised_run(source, runs_dir)
     out = [f"CACHE=$({extract})", f'bottleneck fit-head "$CACHE" --head logreg --out {q(str(run))}']
     if rec["fine_tune"]:
         tuned = Path(f"{run}-fine-tuned")
@@ -149,6 +149,11 @@ def commands(source, rec: dict, names: dict, *, cache_dir="cache", runs_dir="run
         run = tuned
     out.append(f"bottleneck export {q(str(run))} --format onnx")
     return out
+
+
+def advised_run(source, runs_dir="runs") -> Path:
+    """The run folder the printed commands fit the recommended head into."""
+    return Path(runs_dir) / f"advised-{stem_of(source)}"
 
 
 # Settings of a fine-tuned run's recipe that `bottleneck fine-tune` takes as options (--name value, --flag /

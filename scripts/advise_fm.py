@@ -3,6 +3,8 @@
   python scripts/advise_fm.py                       # 300 per class of train, the full 10 000 test images
   python scripts/advise_fm.py --per-class 100 --single 4    # a quicker look
   python scripts/advise_fm.py --only-cold --compare-views   # cold advise, the pilot fine-tune with views and without
+  python scripts/advise_fm.py --only-cold --compare-fine-tune   # cold advise as before (fine-tune, scoring on all
+                                                  # features), with --fine-tune, then as it runs by default
 
 0. `advise` on 10 classes x 100 Fashion-MNIST PNGs (train only, so a fifth is held out as test), cold: an
    empty cache folder, the ONNX model converted in the run; its wall time (--no-cold skips it).
@@ -45,6 +47,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="step 0 twice, side by side: the pilot fine-tune with fine-tune's default views, then as advise runs it",
     )
+    p.add_argument(
+        "--compare-fine-tune",
+        action="store_true",
+        help="step 0 three times, side by side: with the fine-tune and logreg solving on all features (as before "
+        "the row-space sweep), with --fine-tune, then advise's default (no fine-tune on this pilot)",
+    )
     p.add_argument("--cache-dir", type=Path, default=Path("cache"))
     p.add_argument("--out", type=Path, default=Path("runs") / "advise-fm")
     args = p.parse_args(argv)
@@ -63,19 +71,35 @@ def main(argv=None) -> int:
         import shutil
         import tempfile
 
+        import bottleneck.heads.logreg as logreg
         import bottleneck.runs.advise as advise_module
         from bottleneck.data.datasets import export_fashion_mnist
 
-        recipes = {"current": dict(advise_module.PILOT_FINE_TUNE)}
+        current = dict(advise_module.PILOT_FINE_TUNE)
+        row_space = logreg.ROW_SPACE_UP_TO
+        # label: (the pilot fine-tune's recipe, advise's fine_tune, logreg's row-space limit)
+        variants = {"current": (current, None, row_space)}
         if args.compare_views:  # the short fine-tune with fine-tune's own default views, first, side by side
-            recipes = {"default views": {}} | recipes
-        for label, recipe in recipes.items():
-            advise_module.PILOT_FINE_TUNE = recipe
+            variants = {"default views": ({}, True, row_space), "current": (current, True, row_space)}
+        if args.compare_fine_tune:
+            variants = {
+                "fine-tune, all features": (current, True, 0),
+                "--fine-tune": (current, True, row_space),
+            } | variants
+        for label, (recipe, fine_tune, limit) in variants.items():
+            advise_module.PILOT_FINE_TUNE, logreg.ROW_SPACE_UP_TO = recipe, limit
             with tempfile.TemporaryDirectory() as tmp:
                 pngs = Path(export_fashion_mnist(Path(tmp) / "fm", per_class=100)["path"]) / "train"
                 t = time.perf_counter()
-                small = advise(pngs, cache_dir=Path(tmp) / "cache", out=Path(tmp) / "advice", notify=say)
+                small = advise(
+                    pngs,
+                    cache_dir=Path(tmp) / "cache",
+                    out=Path(tmp) / "advice",
+                    fine_tune=fine_tune,
+                    notify=say,
+                )
                 cold = {
+                    "variant": label,
                     "pilot fine-tune": recipe or "fine-tune's defaults",
                     "images": sum(small.pilot.values()),
                     "seconds": round(time.perf_counter() - t, 1),
@@ -88,7 +112,7 @@ def main(argv=None) -> int:
                     ),
                 }  # fmt: skip
                 shutil.copytree(Path(tmp) / "advice", args.out / "cold-10x100", dirs_exist_ok=True)
-            say(f"advise, 10 classes x 100 images, cold, pilot fine-tune {label}: {cold['seconds']} s")
+            say(f"advise, 10 classes x 100 images, cold, {label}: {cold['seconds']} s")
             say(json.dumps(cold))
         if args.only_cold:
             print(json.dumps(cold, indent=2))

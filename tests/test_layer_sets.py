@@ -586,7 +586,7 @@ def test_advise_runs_its_short_fine_tune_by_default_only_on_a_pilot_of_500_per_c
     assert "the pilot has ~499 train images per class" in notes[0]
     assert notes[0].endswith(
         "The whole source has ~6000 per class, where fine-tuning can pay (all of Fashion-MNIST: test 0.905 -> "
-        "0.938); after the commands above, `bottleneck fine-tune 'runs/advised-my signs'` measures it."
+        "0.941); after the commands above, `bottleneck fine-tune 'runs/advised-my signs'` measures it."
     )
     notes.clear()
     assert pays(500, little, 6000, "data/my signs", "runs", notes) is True and notes == []

@@ -148,9 +148,8 @@ class LogRegHead(Head):
             sweep.extend_down(min(grid), self.patience)
             sweep.refine()
         self.C_ = float(sweep.best.C)
-        if (
-            space is not None
-        ):  # the sweep's solutions back in feature space, for the final fit and predictions
+        # the sweep's best solution back in feature space, for the final fit and the predictions
+        if space is not None:
             sweep.to_features(space, Xvs)
         self.coef_, self.intercept_, self.n_iter_, final = self._final_fit(sweep, Xs, yi, Xvs, yvi, subset)
         self.history_ = sweep.sorted_history()
@@ -335,10 +334,9 @@ class _Sweep:
         self.clf.coef_, self.clf.intercept_ = self.best.coef.copy(), self.best.intercept.copy()
 
     def to_features(self, space: _RowSpace, X_val: np.ndarray) -> None:
-        """After a sweep in ``space``: the best solution (and the classifier's) as feature-space coefficients,
-        scored on the feature-space ``X_val`` from now on."""
+        """After a sweep in ``space``: the best solution as feature-space coefficients (a later fit starts from
+        it through ``restore_best``), scored on the feature-space ``X_val`` from now on."""
         self.best = self.best._replace(coef=space.lift(self.best.coef))
-        self.clf.coef_ = space.lift(self.clf.coef_)
         self.X_val = X_val
 
     def ascend(self, grid, patience: int | None) -> None:

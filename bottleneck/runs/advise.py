@@ -111,8 +111,9 @@ def advise(
     points). ``choose`` picks one; the test split is scored after. With ``fine_tune`` (None: when the pilot has
     ``PILOT_FINE_TUNE_FROM`` train images per class), a short ``tuning.fine_tuning`` (its default recipe on the
     plain images: ``PILOT_FINE_TUNE``) starts from the chosen backbone configuration; it is recommended only
-    when it lowers the val log loss by more than a standard error. An ONNX model file (``backbone="model.onnx"``) is measured at its default features, with
-    ``preprocess`` or ``mean``/``std``/``channels`` as ``extract`` takes them; it has no fine-tune candidate.
+    when it lowers the val log loss by more than a standard error. An ONNX model file (``backbone="model.onnx"``)
+    is measured at its default features, with ``preprocess`` or ``mean``/``std``/``channels`` as ``extract``
+    takes them; it has no fine-tune candidate.
     Writes advice.md, advice.json and layers.png to ``out`` (default ``runs_dir/advise-<source>-<backbone>``).
     The caches are keyed like any other: asking again, or ``compare`` on them, is a cache hit.
     """

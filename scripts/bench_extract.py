@@ -6,10 +6,12 @@ For each backbone, on the same generated JPEGs in class folders, measured in one
   tf        bottleneck extract, TensorFlow engine (end to end: decode, resize, compute, store)
   onnx      bottleneck extract, ONNX Runtime engine
   int8      bottleneck extract --precision int8 (the ONNX model quantized, calibrated on the same images)
-  tf-pure / onnx-pure   each engine on an in-memory uint8 batch (the ceiling for end to end)
+  tf-pure / onnx-pure   each engine on an in-memory uint8 batch (the ceiling for end to end); onnx and int8
+            runs are bracketed by pure rates right before and after, --rounds times, and run/pure is the median
 and NumPy float32 matmul GFLOP/s (the hardware limit), the input's cost per image on one core (decode alone,
 then the resize to the input size) with the bound it puts on run/pure (the engine gets the cores' time the
-input leaves it: bound = engine core-seconds / (engine core-seconds + input core-seconds) per image), the
+input leaves it: bound = engine core-seconds / (engine core-seconds + input core-seconds) per image), where the
+compute phase's CPU goes per image (engine threads, decode threads, store threads, idle cores; Linux), the
 cache-hit time, and peak RSS of extraction for a small vs a 10x larger image count (a flat RSS means features
 stream to disk). Last, the fixed cost of a small run: `bottleneck extract` of new images in a fresh process,
 using a verified ONNX model from its record (no TensorFlow import) versus verifying it again against
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +79,14 @@ def input_bound(engine: float, cost: dict) -> float:
     """The best run/pure the cores allow: per image the engine needs ``engine`` core-seconds at its pure rate,
     and the input its own on the same cores."""
     return engine / (engine + cost["decode"] + cost["resize"])
+
+
+def _cpu(ms: dict) -> str:
+    return ", ".join(f"{role} {v:.2f}" for role, v in ms.items())
+
+
+def _rounds(ratios: list[float]) -> str:
+    return " ".join(f"{r:.2f}" for r in ratios)
 
 
 def _timeit(fn) -> float:
@@ -124,30 +137,121 @@ def bench_recipe(model, data: Path, size: int, batch: int) -> float:
 
 
 def bench_pure(engine, size: int, batch: int, seconds: float = 6.0) -> float:
+    return pure_rate_and_cpu(engine, size, batch, seconds)[0]
+
+
+def pure_rate_and_cpu(engine, size: int, batch: int, seconds: float = 6.0) -> tuple[float, dict]:
+    """img/s of the engine alone on an in-memory uint8 batch, and its CPU ms per image: ``engine`` (every thread
+    of the process, all of them the engine's here) and ``idle`` (what the cores did not use of the wall time)."""
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     engine(x)
-    n, t = 0, time.perf_counter()
+    n, t, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t < seconds or n < 2 * batch:
         engine(x)
         n += batch
-    return n / (time.perf_counter() - t)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return n / wall, {"engine": cpu / n * 1e3, "idle": (_cores() * wall - cpu) / n * 1e3}
+
+
+def _cores() -> int:
+    from bottleneck import _tf
+
+    return _tf.cpu_count()
+
+
+def _task_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of this process, by native thread id (Linux; else empty)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []:
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+# Thread name prefixes of extraction's own threads (iter_groups' decode pool, compute_split's committer, zarr's
+# I/O loop); every other thread (the caller and ONNX Runtime's or TensorFlow's pools) is the engine's.
+_ROLES = (("decode", "input"), ("commit", "store"), ("zarr", "store"), ("asyncio", "store"))
+
+
+class ThreadCpu:
+    """CPU time by role (engine, input, store) since it was made, from per-thread snapshots. Snapshots merge, so a
+    thread that ended keeps what it had at the last one taken while it ran (the decode pool ends before the last
+    commit: its last batch or so is not counted)."""
+
+    def __init__(self):
+        self.start = _task_cpu()
+        self.last = dict(self.start)
+        self.names: dict[int, str] = {}
+        self.snap()
+
+    def snap(self) -> None:
+        self.last.update(_task_cpu())
+        self.names.update({t.native_id: t.name for t in threading.enumerate()})
+
+    def by_role(self) -> dict[str, float]:
+        out = {"engine": 0.0, "input": 0.0, "store": 0.0}
+        for tid, cpu in self.last.items():
+            name = self.names.get(tid, "")
+            out[next((role for prefix, role in _ROLES if name.startswith(prefix)), "engine")] += (
+                cpu - self.start.get(tid, 0.0)
+            )
+        return out
 
 
 class Steady:
-    """Progress callback that times the compute phase alone (after model build, checks and the first batch)."""
+    """Progress callback that times the compute phase alone (after model build, checks and the first batch), and
+    the CPU each role of the process's threads used meanwhile."""
 
     def __init__(self):
         self.points = []
+        self.cpu: ThreadCpu | None = None
 
     def __call__(self, stage, done, total):
         if stage != "check" and done:
             self.points.append((time.perf_counter(), done))
+            if self.cpu is None:
+                self.cpu = ThreadCpu()
+            else:
+                self.cpu.snap()
 
     def rate(self) -> float:
         if len(self.points) < 2:
             return float("nan")
         (t0, d0), (t1, d1) = self.points[0], self.points[-1]
         return (d1 - d0) / (t1 - t0) if t1 > t0 else float("nan")
+
+    def cpu_ms(self) -> dict:
+        """CPU ms per image of the compute phase by role, and ``idle``: the cores' wall time no thread used."""
+        if len(self.points) < 2 or self.cpu is None:
+            return {}
+        (t0, d0), (t1, d1) = self.points[0], self.points[-1]
+        roles = self.cpu.by_role()
+        n = d1 - d0
+        out = {role: sec / n * 1e3 for role, sec in roles.items()}
+        out["idle"] = (_cores() * (t1 - t0) - sum(roles.values())) / n * 1e3
+        return out
+
+
+def bracketed(engine, size: int, batch: int, run, rounds: int) -> tuple[dict, float, dict, list[float]]:
+    """``rounds`` whole runs, each with the engine's pure rate timed right before and right after it: this
+    machine's speed drifts by tens of percent within minutes, and a pure rate taken minutes away from the run made
+    run/pure read 0.74 one day and 1.35 the next. Returns the median round (by run/pure): its run, its pure rate
+    and pure CPU ms per image (the means of its two brackets); and every round's run/pure, so that one disturbed
+    round cannot make the figure."""
+    results = []
+    for _ in range(max(1, rounds)):
+        before = pure_rate_and_cpu(engine, size, batch)
+        r = run()
+        after = pure_rate_and_cpu(engine, size, batch)
+        pure = (before[0] + after[0]) / 2
+        cpu = {k: (before[1][k] + after[1][k]) / 2 for k in before[1]}
+        results.append((r["steady"] / pure, r, pure, cpu))
+    results.sort(key=lambda x: x[0])
+    _, r, pure, cpu = results[len(results) // 2]
+    return r, pure, cpu, [round(x[0], 4) for x in results]
 
 
 def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir: Path, **kw) -> dict:
@@ -179,6 +283,7 @@ def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir:
     return {
         "wall": wall,
         "steady": steady.rate(),
+        "cpu": steady.cpu_ms(),
         "hit": time.perf_counter() - t,
         "engine": r.engine,
         "cache": r.cache,
@@ -242,6 +347,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--small-images", type=int, default=64, help="images per small run (0 to skip)")
     p.add_argument("--repeats", type=int, default=3, help="small runs of each kind")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="bracketed runs per engine (pure, run, pure); run/pure is their median, every round is printed",
+    )
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -277,15 +388,18 @@ def main(argv=None) -> int:
         cost = input_cost(data, size)
         recipe = bench_recipe(tf_engine.model, data, size, args.batch_size)
         tf_run = bench_extract(data, name, "tensorflow", args.batch_size, work / "cache")
-        # Pure right before and right after the run, averaged: this machine's speed drifts by tens of percent
-        # within minutes, and a pure rate taken minutes away from the run made run/pure read 0.74 one day and
-        # 1.35 the next.
-        onnx_pure = bench_pure(onnx_engine, size, args.batch_size)
-        onnx_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache")
-        onnx_pure = (onnx_pure + bench_pure(onnx_engine, size, args.batch_size)) / 2
+        onnx_run, onnx_pure, onnx_pure_cpu, onnx_ratios = bracketed(
+            onnx_engine,
+            size,
+            args.batch_size,
+            partial(bench_extract, data, name, "onnx", args.batch_size, work / "cache"),
+            args.rounds,
+        )
         int8 = {"precision": "int8", "accept_drift": True}  # random weights: speed only, not agreement
-        int8_run = {"wall": float("nan"), "steady": float("nan")}
+        int8_run = {"wall": float("nan"), "steady": float("nan"), "cpu": {}}
+        int8_pure_cpu: dict = {}
         int8_pure = float("nan")
+        int8_ratios = [float("nan")]
         if args.int8:
             # Quantized once before the timed run, as a user's second run finds it.
             quantized = bottleneck.extract(
@@ -294,9 +408,13 @@ def main(argv=None) -> int:
             int8_engine = choose_engine(
                 quantized.cache.config, work / "cache", int8_meta=quantized.cache.meta
             )
-            int8_pure = bench_pure(int8_engine, size, args.batch_size)
-            int8_run = bench_extract(data, name, "onnx", args.batch_size, work / "cache", **int8)
-            int8_pure = (int8_pure + bench_pure(int8_engine, size, args.batch_size)) / 2
+            int8_run, int8_pure, int8_pure_cpu, int8_ratios = bracketed(
+                int8_engine,
+                size,
+                args.batch_size,
+                partial(bench_extract, data, name, "onnx", args.batch_size, work / "cache", **int8),
+                args.rounds,
+            )
         best = max(tf_run["wall"], onnx_run["wall"])
         row = {
             "backbone": name,
@@ -311,7 +429,10 @@ def main(argv=None) -> int:
             "onnx_pure": onnx_pure,
             "onnx_gflops": onnx_pure * gflop,
             "onnx_gflops_over_sgemm": onnx_pure * gflop / peak,
-            "steady_over_pure": onnx_run["steady"] / onnx_pure,
+            "steady_over_pure": float(np.median(onnx_ratios)),
+            "steady_over_pure_rounds": onnx_ratios,
+            "run_cpu_ms": onnx_run["cpu"],
+            "pure_cpu_ms": onnx_pure_cpu,
             "input_decode_ms": cost["decode"] * 1e3,
             "input_resize_ms": cost["resize"] * 1e3,
             "engine_core_ms": cores / onnx_pure * 1e3,
@@ -325,7 +446,10 @@ def main(argv=None) -> int:
             "int8_over_onnx": int8_run["wall"] / onnx_run["wall"],
             "int8_over_recipe": int8_run["wall"] / recipe,
             "int8_pure": int8_pure,
-            "int8_steady_over_pure": int8_run["steady"] / int8_pure,
+            "int8_steady_over_pure": float(np.median(int8_ratios)),
+            "int8_steady_over_pure_rounds": int8_ratios,
+            "int8_run_cpu_ms": int8_run["cpu"],
+            "int8_pure_cpu_ms": int8_pure_cpu,
             "int8_input_bound": input_bound(cores / int8_pure, cost),
             "sgemm_gflops": peak,
         }
@@ -343,7 +467,7 @@ def main(argv=None) -> int:
         "\nimg/s: recipe = image_dataset_from_directory + model.predict; tf / onnx = whole `extract` calls "
         "(model build,\nimage checks, decode, compute, store); onnx-run = its compute phase; *-pure = the engine "
         "alone on an\nin-memory batch. GFLOP/s = onnx-pure x GFLOP/img (/sgemm: over the NumPy matmul peak); "
-        "run/pure = onnx-run / onnx-pure;\nbound = the most run/pure can be when decoding and resizing share the cores (input ms per image below);\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls;\nint8-run = its compute phase, int8-pure = the int8 engine alone, run/pure their ratio."
+        "run/pure = onnx-run / onnx-pure (the median of --rounds bracketed rounds);\nbound = the most run/pure can be when decoding and resizing share the cores (input ms per image below);\nonnx/tf and /recipe compare whole calls (best engine vs recipe); int8 = whole `extract --precision int8`\ncalls (model quantized beforehand), int8/onnx and its /recipe against the same calls;\nint8-run = its compute phase, int8-pure = the int8 engine alone, run/pure their ratio."
     )
     for row in rows:
         print(
@@ -352,6 +476,16 @@ def main(argv=None) -> int:
             f"(fp32 bound {row['input_bound']:.2f}, run/pure {row['steady_over_pure']:.2f}; int8 bound "
             f"{row['int8_input_bound']:.2f}, run/pure {row['int8_steady_over_pure']:.2f})"
         )
+        print(
+            f"{row['backbone']}: run/pure of each bracketed round, sorted: fp32 "
+            f"{_rounds(row['steady_over_pure_rounds'])}; int8 {_rounds(row['int8_steady_over_pure_rounds'])}"
+        )
+        for kind, prefix in (("fp32", ""), ("int8", "int8_")):
+            if row[f"{prefix}run_cpu_ms"]:
+                print(
+                    f"{row['backbone']} {kind}: CPU ms per image in the median round's compute phase: "
+                    f"{_cpu(row[f'{prefix}run_cpu_ms'])}; the engine alone: {_cpu(row[f'{prefix}pure_cpu_ms'])}"
+                )
     rss = {}
     if args.rss_images:
         for n in [int(x) for x in args.rss_images.split(",")]:

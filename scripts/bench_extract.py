@@ -290,34 +290,6 @@ def bench_extract(data: Path, backbone: str, engine: str, batch: int, cache_dir:
     }
 
 
-def compare_decode_nice(data: Path, backbone: str, batch: int, cache_dir: Path, rounds: int) -> dict:
-    """Compute-phase img/s of onnx runs with the decode threads at ``pipeline.DECODE_NICE`` against nice 0, in
-    ``rounds`` alternated pairs (which one goes first alternates too), with the median run's CPU by role."""
-    from bottleneck.inference import pipeline
-
-    default = pipeline.DECODE_NICE
-    runs: dict[int, list] = {default: [], 0: []}
-    try:
-        for i in range(max(1, rounds)):
-            for level in (default, 0) if i % 2 == 0 else (0, default):
-                pipeline.DECODE_NICE = level
-                runs[level].append(bench_extract(data, backbone, "onnx", batch, cache_dir))
-    finally:
-        pipeline.DECODE_NICE = default
-
-    def median_run(level):
-        return sorted(runs[level], key=lambda r: r["steady"])[len(runs[level]) // 2]
-
-    return {
-        "default_nice": default,
-        "default": median_run(default)["steady"],
-        "zero": median_run(0)["steady"],
-        "ratios": [round(a["steady"] / b["steady"], 4) for a, b in zip(runs[default], runs[0], strict=True)],
-        "default_cpu": median_run(default)["cpu"],
-        "zero_cpu": median_run(0)["cpu"],
-    }
-
-
 RSS_CHILD = """
 import sys, bottleneck
 bottleneck.extract(sys.argv[1], backbone="mobilenet_v2", weights="none", image_size=96, engine=sys.argv[3],
@@ -380,11 +352,6 @@ def main(argv=None) -> int:
         type=int,
         default=3,
         help="bracketed runs per engine (pure, run, pure); run/pure is their median, every round is printed",
-    )
-    p.add_argument(
-        "--compare-decode-nice",
-        action="store_true",
-        help="also time onnx runs with the decode threads at the default nice against nice 0, alternated",
     )
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -519,16 +486,6 @@ def main(argv=None) -> int:
                     f"{row['backbone']} {kind}: CPU ms per image in the median round's compute phase: "
                     f"{_cpu(row[f'{prefix}run_cpu_ms'])}; the engine alone: {_cpu(row[f'{prefix}pure_cpu_ms'])}"
                 )
-    nice = {}
-    if args.compare_decode_nice:
-        for name in [b for b in args.backbones.split(",") if b]:
-            nice[name] = compare_decode_nice(data, name, args.batch_size, work / "cache", args.rounds)
-            print(
-                f"{name}: decode threads at nice {nice[name]['default_nice']} vs 0, {args.rounds} alternated pairs "
-                f"of onnx runs (compute phase img/s): median {nice[name]['default']:.1f} vs {nice[name]['zero']:.1f}, "
-                f"per-pair ratios {_rounds(nice[name]['ratios'])}; CPU ms per image (median runs): "
-                f"{_cpu(nice[name]['default_cpu'])} vs {_cpu(nice[name]['zero_cpu'])}"
-            )
     rss = {}
     if args.rss_images:
         for n in [int(x) for x in args.rss_images.split(",")]:
@@ -547,16 +504,7 @@ def main(argv=None) -> int:
         )
     if args.json:
         args.json.write_text(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "decode_nice": nice,
-                    "rss_mb": rss,
-                    "sgemm_gflops": peak,
-                    "small_run_s": small,
-                },
-                indent=1,
-            )
+            json.dumps({"rows": rows, "rss_mb": rss, "sgemm_gflops": peak, "small_run_s": small}, indent=1)
         )
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,16 +1,12 @@
-"""bottleneck.inference.pipeline: ordered batches with fixed boundaries, bounded prefetch, worker errors raised,
-decode threads at a low priority and a caller that decodes what they have not started."""
+"""bottleneck.inference.pipeline: ordered batches with fixed boundaries, bounded prefetch, worker errors raised."""
 
-import os
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from bottleneck.inference import pipeline
-from bottleneck.inference.pipeline import iter_batches, iter_groups
+from bottleneck.inference.pipeline import iter_batches
 
 
 def test_batches_keep_the_order_and_fixed_boundaries():
@@ -60,46 +56,3 @@ def test_an_error_in_a_worker_reaches_the_caller():
     assert next(batches)[0] == 0 and next(batches)[0] == 5
     with pytest.raises(ValueError, match="image 13 is broken"):
         list(batches)
-
-
-def test_the_caller_decodes_what_no_thread_has_started_so_a_starved_pool_cannot_stall_it():
-    """A pool whose thread is held (here by a gate; in life by other busy processes, since decode threads run at a
-    low priority) delays a batch only by the image it holds: the caller decodes every image not yet started."""
-    n = 7
-    release = threading.Event()
-    by_caller = []
-    caller = threading.get_ident()
-    lock = threading.Lock()
-
-    def load(i):
-        if threading.get_ident() != caller:
-            release.wait(timeout=2)  # held until the caller has done the rest (2 s per image without stealing)
-        else:
-            with lock:
-                by_caller.append(i)
-                if len(by_caller) == n - 1:
-                    release.set()
-        return np.full((1,), i)
-
-    start = time.perf_counter()
-    out = list(iter_groups(load, [list(range(n)), [n]], workers=1))
-    assert [b[:, 0].tolist() for b in out] == [list(range(n)), [n]]
-    assert len(by_caller) >= n - 1 and len(set(by_caller)) == len(by_caller)  # each image decoded once
-    assert time.perf_counter() - start < 1.5
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-@pytest.mark.parametrize("nice", [None, 0, 5])
-def test_decode_threads_run_below_the_callers_priority(nice):
-    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    seen = set()
-
-    def load(i):
-        if threading.current_thread().name.startswith("decode"):
-            seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return np.zeros(1)
-
-    list(iter_groups(load, [list(range(i, i + 4)) for i in range(0, 40, 4)], workers=2, nice=nice))
-    steps = pipeline.DECODE_NICE if nice is None else nice
-    assert seen == {min(19, base + steps)}
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's own is untouched

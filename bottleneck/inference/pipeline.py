@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-# Decode threads' priority below the caller's, in nice steps (scripts/bench_extract.py --compare-decode-nice).
-DECODE_NICE = 19
 
 
 def iter_batches(
@@ -35,28 +29,13 @@ def iter_batches(
 
 
 def iter_groups(
-    load: Callable[[object], np.ndarray],
-    groups,
-    *,
-    workers: int = 2,
-    prefetch: int = 2,
-    nice: int | None = None,
+    load: Callable[[object], np.ndarray], groups, *, workers: int = 2, prefetch: int = 2
 ) -> Iterator[np.ndarray]:
     """Yield ``np.stack`` of ``load(item)`` for each group (a sequence of items) of the iterable ``groups``,
     in order, decoding up to ``prefetch`` groups ahead in ``workers`` threads: the caller decides the batches
-    (and may run one stream across chunk boundaries, so decoding never waits for a commit).
-
-    The decode threads run ``nice`` (default ``DECODE_NICE``) steps below the caller's priority (Linux), so that
-    the compute threads get the cores first and decoding fills the time they leave idle; an image that no thread
-    has started when the caller needs it is decoded by the caller itself, at its own priority, so a pool starved
-    by other busy processes slows a run to serial decoding at worst, never stalls it."""
+    (and may run one stream across chunk boundaries, so decoding never waits for a commit)."""
     groups = iter(groups)
-    with ThreadPoolExecutor(
-        max_workers=max(1, workers),
-        thread_name_prefix="decode",
-        initializer=_lower_priority,
-        initargs=(DECODE_NICE if nice is None else nice,),
-    ) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         pending: deque = deque()
 
         def submit() -> bool:
@@ -64,35 +43,18 @@ def iter_groups(
             if group is None:
                 return False
             # One task per image, so a slow image does not hold up a whole worker's batch.
-            pending.append((group, [pool.submit(load, it) for it in group]))
+            pending.append([pool.submit(load, it) for it in group])
             return True
 
         while len(pending) <= prefetch and submit():
             pass
         try:
             while pending:
-                group, futures = pending.popleft()
-                # cancel() succeeds only for a task no thread has started: the caller decodes those itself before
-                # it waits for the ones under way.
-                mine = [load(it) if f.cancel() else None for it, f in zip(group, futures, strict=True)]
-                batch = np.stack(
-                    [f.result() if im is None else im for im, f in zip(mine, futures, strict=True)]
-                )
+                futures = pending.popleft()
+                batch = np.stack([f.result() for f in futures])
                 submit()
                 yield batch
         finally:
-            for _, futures in pending:  # stopped early (an error, or the caller left): drop what is queued
+            for futures in pending:  # stopped early (an error, or the caller left): drop what is queued
                 for f in futures:
                     f.cancel()
-
-
-def _lower_priority(steps: int) -> None:
-    """Lower the calling thread's priority by ``steps`` nice levels (Linux, where each thread has its own nice
-    value and raising it needs no privilege; elsewhere the call would reach the whole process, so nothing)."""
-    if steps <= 0 or not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
-    except OSError:  # a sandbox that forbids it: decoding keeps the caller's priority
-        pass

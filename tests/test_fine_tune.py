@@ -152,7 +152,7 @@ def test_never_worse_than_the_start(frozen_run):
         lr_decay=1.0,
         warmup=0,
         epochs=3,
-        patience=1,
+        patience=2,
         prefix_cache="off",
         save=False,
         notify=lines.append,
@@ -161,7 +161,7 @@ def test_never_worse_than_the_start(frozen_run):
     assert s["selection"]["best epoch"] == 0 and s["selection"]["kept start"]
     assert [x for x in lines if x.startswith("kept the start weights: no epoch beat")]
     assert any(x.startswith("kept the start weights") for x in s["notes"])
-    # patience=1: two epochs without a better val loss stop the run, and it says so.
+    # patience=2: two epochs without a better val loss stop the run, and it says so.
     assert s["selection"]["stopped early after"] == 2 and len(s["history"]["loss"]) == 2
     assert [x for x in lines if x.startswith("stopping early after epoch 2")]
     end = _weights(tuned.head.model)

@@ -153,8 +153,8 @@ def _val(rows, accuracy=0.9, temperature=1.5):
 
 def test_early_stopping_waits_for_a_run_that_comes_back_below_the_start():
     """Epochs 1-2 above the start (a high learning rate's first epochs), 3-4 below it within the noise, 5 well
-    below: patience 2 counts from the lowest val loss so far, so the run reaches epoch 5 and keeps it with its
-    temperature (counting from the last epoch the selection would keep, it stopped after epoch 3)."""
+    below: patience 3 counts from the lowest val loss so far, so the run reaches epoch 5 and keeps it with its
+    temperature (counting from the last epoch the selection would keep, it stopped after epoch 4)."""
     import numpy as np
 
     from bottleneck.tuning.loop import train
@@ -176,14 +176,47 @@ def test_early_stopping_waits_for_a_run_that_comes_back_below_the_start():
         _val(start * 0.86, accuracy=0.92),
     ]
     trainer = _ScriptedTrainer(_val(start, accuracy=0.9, temperature=1.2), epochs)
-    settings = TuneSettings(epochs=6, patience=2)
+    settings = TuneSettings(epochs=6, patience=3)
     out = train(trainer, _OneBatch(), _OneBatch(), settings)
     assert out.best_epoch == 5 and out.temperature == 1.9 and trainer.weights == [5.0]
     assert out.stopped_early is None and len(out.history["val_loss"]) == 6
     assert out.history["temperature"][4] == 1.9 and out.start["temperature"] == 1.2
-    # Nothing below the start after the first epochs: patience 2 stops after epoch 3, and the start is kept.
+    # Nothing below the start after the first epochs: patience 3 stops after epoch 3, and the start is kept.
     trainer = _ScriptedTrainer(_val(start), [_val(start + 0.2 - 0.01 * e) for e in range(6)][::-1])
     out = train(trainer, _OneBatch(), _OneBatch(), settings)
     assert (
         out.stopped_early == 3 and out.best_epoch == 0 and out.temperature == 1.0 and trainer.weights == [0.0]
     )
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 4])
+def test_fine_tune_patience_stops_where_keras_early_stopping_does(patience):
+    """fine-tune's --patience means what fit-head's (Keras' EarlyStopping) means: stop after that many epochs in a
+    row without a new lowest val loss (0 and 1 alike stop at the first). The start is the first value Keras sees
+    (its epoch 0), so it is the lowest to beat, as in fine-tune."""
+    import keras
+
+    from bottleneck.tuning.selection import EarlyStopping
+
+    start = 1.0
+    losses = [1.2, 0.9, 0.95, 0.8, 0.85, 0.86, 0.87, 0.88, 0.7, 0.9, 0.91, 0.92, 0.93, 0.94]
+    ours = EarlyStopping(start, patience)
+    stopped_ours = None
+    for epoch, loss in enumerate(losses, 1):
+        ours.update(loss)
+        if ours.stops(epoch, len(losses)):
+            stopped_ours = epoch
+            break
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    theirs = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+    theirs.set_model(model)
+    model.stop_training = False
+    theirs.on_train_begin()
+    stopped_keras = None
+    for epoch, loss in enumerate([start, *losses]):
+        theirs.on_epoch_end(epoch, {"val_loss": loss})
+        if model.stop_training:
+            stopped_keras = epoch
+            break
+    assert stopped_ours == stopped_keras == {0: 1, 1: 1, 2: 6, 4: 8}[patience]

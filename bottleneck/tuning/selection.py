@@ -90,10 +90,13 @@ class Selection:
 
 @dataclass
 class EarlyStopping:
-    """Counts epochs since the lowest calibrated val loss so far, the start's included (Keras' EarlyStopping with
-    the start as its baseline), not since the last epoch the selection would keep: a high learning rate's first
-    epochs are above the start and its best come at the end of the cosine (Fashion-MNIST at lr 1e-3: epochs 1-3
-    above the start, every later epoch but one a new lowest; README)."""
+    """Counts epochs since the lowest calibrated val loss so far, the start's included, and stops after
+    ``patience`` of them in a row (Keras' EarlyStopping with the start as its baseline: patience 0 and 1 both stop
+    at the first epoch without a new lowest), not since the last epoch the selection would keep: a high learning
+    rate's first epochs are above the start and its best come at the end of the cosine (Fashion-MNIST at lr 1e-3:
+    epochs 1-3 above the start, every later epoch but one a new lowest; README). Until 2026-12-07 it stopped
+    after ``patience`` + 1 such epochs, unlike fit-head's ``--patience`` (Keras' own), so the default went from 3
+    to 4: the same runs stop at the same epoch."""
 
     lowest: float
     patience: int
@@ -106,4 +109,4 @@ class EarlyStopping:
             self.bad += 1
 
     def stops(self, epoch: int, epochs: int) -> bool:
-        return self.bad > self.patience and epoch < epochs
+        return self.bad >= max(1, self.patience) and epoch < epochs

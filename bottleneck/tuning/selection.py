@@ -91,12 +91,11 @@ class Selection:
 @dataclass
 class EarlyStopping:
     """Counts epochs since the lowest calibrated val loss so far, the start's included, and stops after
-    ``patience`` of them in a row (Keras' EarlyStopping with the start as its baseline: patience 0 and 1 both stop
-    at the first epoch without a new lowest), not since the last epoch the selection would keep: a high learning
-    rate's first epochs are above the start and its best come at the end of the cosine (Fashion-MNIST at lr 1e-3:
-    epochs 1-3 above the start, every later epoch but one a new lowest; README). Until 2026-12-07 it stopped
-    after ``patience`` + 1 such epochs, unlike fit-head's ``--patience`` (Keras' own), so the default went from 3
-    to 4: the same runs stop at the same epoch."""
+    ``patience`` of them in a row, as Keras' EarlyStopping (fit-head's ``--patience``) does when the start is the
+    first value it sees: patience 0 and 1 both stop at the first epoch without a new lowest. It counts from the
+    lowest, not from the last epoch the selection would keep: a high learning rate's first epochs are above the
+    start and its best come at the end of the cosine (Fashion-MNIST at lr 1e-3: epochs 1-3 above the start, every
+    later epoch but one a new lowest; README)."""
 
     lowest: float
     patience: int
